@@ -1,0 +1,235 @@
+#include "engine/cpu/cpu_backend.h"
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace lensd {
+namespace {
+
+float ApplyAct(ActKind kind, float x) {
+  switch (kind) {
+    case ActKind::kGeluTanh: {
+      const float c = 0.7978845608028654f;  // sqrt(2/pi)
+      return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
+    }
+    case ActKind::kGeluErf:
+      return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
+    case ActKind::kSilu:
+      return x / (1.0f + std::exp(-x));
+    case ActKind::kRelu:
+      return x > 0 ? x : 0.0f;
+  }
+  return x;
+}
+
+class CpuBackend : public Backend {
+ public:
+  explicit CpuBackend(int index) : index_(index) {}
+  std::string Name() const override { return absl::StrCat("cpu:", index_); }
+
+  absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {
+    return Buffer::Host(dtype, shape);
+  }
+  void Upload(const float* host, TensorView dst) override {
+    ConvertFromF32(host, dst.dtype, dst.data, dst.NumElements());
+  }
+  void Download(TensorView src, float* host) override {
+    ConvertToF32(src.dtype, src.data, host, src.NumElements());
+  }
+
+  // OpenBLAS picks different kernels (different rounding) for different row counts, so a
+  // row's result would depend on its batch-mates. Every sgemm call therefore gets exactly
+  // kRowTile rows — the last partial tile zero-padded — making each row's arithmetic
+  // independent of the batch (the scheduler's batch-invariance guarantee rests on this).
+  static constexpr int kRowTile = 8;
+
+  void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override {
+    const int T = static_cast<int>(x.shape[0]);
+    const int K = static_cast<int>(w.shape[1]);
+    const int N = static_cast<int>(w.shape[0]);
+    const int full = T / kRowTile * kRowTile;
+    for (int t = 0; t < full; t += kRowTile) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kRowTile, N, K, 1.0f,
+                  x.As<float>() + int64_t{t} * K, K, w.As<float>(), K, 0.0f,
+                  y.As<float>() + int64_t{t} * N, N);
+    }
+    if (full < T) {
+      const int rest = T - full;
+      pad_in_.assign(size_t{kRowTile} * K, 0.0f);
+      pad_out_.resize(size_t{kRowTile} * N);
+      std::memcpy(pad_in_.data(), x.As<float>() + int64_t{full} * K, size_t{rest} * K * 4);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kRowTile, N, K, 1.0f, pad_in_.data(),
+                  K, w.As<float>(), K, 0.0f, pad_out_.data(), N);
+      std::memcpy(y.As<float>() + int64_t{full} * N, pad_out_.data(), size_t{rest} * N * 4);
+    }
+    if (bias.empty()) return;
+    for (int t = 0; t < T; ++t) {
+      float* row = y.As<float>() + static_cast<int64_t>(t) * N;
+      for (int n = 0; n < N; ++n) row[n] += bias.As<float>()[n];
+    }
+  }
+
+  void Gather(TensorView table, const int32_t* ids, TensorView y) override {
+    const int64_t D = table.shape[1];
+    for (int64_t t = 0; t < y.shape[0]; ++t) {
+      std::memcpy(y.As<float>() + t * D, table.As<float>() + ids[t] * D, D * sizeof(float));
+    }
+  }
+
+  void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
+            TensorView normalized, TensorView scale) override;
+  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override;
+  void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
+    const int64_t row = k.NumElements() / std::max<int64_t>(1, k.shape[0]);
+    for (int64_t t = 0; t < k.shape[0]; ++t) {
+      std::memcpy(kv.k.As<float>() + slots[t] * row, k.As<float>() + t * row, row * 4);
+      std::memcpy(kv.v.As<float>() + slots[t] * row, v.As<float>() + t * row, row * 4);
+    }
+  }
+  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
+                 int window, TensorView z) override;
+
+  void Activation(ActKind kind, TensorView x, TensorView y) override {
+    for (int64_t i = 0; i < x.NumElements(); ++i) y.As<float>()[i] = ApplyAct(kind, x.As<float>()[i]);
+  }
+  void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
+    for (int64_t i = 0; i < gate.NumElements(); ++i) {
+      y.As<float>()[i] = ApplyAct(kind, gate.As<float>()[i]) * up.As<float>()[i];
+    }
+  }
+  void Add(TensorView a, TensorView b, TensorView y) override {
+    for (int64_t i = 0; i < a.NumElements(); ++i) {
+      y.As<float>()[i] = a.As<float>()[i] + b.As<float>()[i];
+    }
+  }
+  void Synchronize() override {}
+
+ private:
+  void AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h, KvLayerView kv,
+                 float scale, int window, float* probs, float* z);
+  int index_;
+  std::vector<float> pad_in_, pad_out_;  // the padded last tile of Linear
+};
+
+void CpuBackend::Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps,
+                      TensorView y, TensorView normalized, TensorView scale) {
+  const int64_t T = x.shape[0], D = x.shape[1];
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x.As<float>() + t * D;
+    float* yr = y.As<float>() + t * D;
+    double mean = 0;
+    if (kind == NormKind::kLayerNorm) {
+      for (int64_t d = 0; d < D; ++d) mean += xr[d];
+      mean /= D;
+    }
+    double sq = 0;
+    for (int64_t d = 0; d < D; ++d) sq += (xr[d] - mean) * (xr[d] - mean);
+    const float s = static_cast<float>(std::sqrt(sq / D + eps));
+    if (!scale.empty()) scale.As<float>()[t] = s;
+    for (int64_t d = 0; d < D; ++d) {
+      float n = static_cast<float>(xr[d] - mean) / s;
+      if (!normalized.empty()) normalized.As<float>()[t * D + d] = n;
+      if (!w.empty()) n *= w.As<float>()[d];
+      if (!b.empty()) n += b.As<float>()[d];
+      yr[d] = n;
+    }
+  }
+}
+
+void CpuBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) {
+  const int64_t T = x.shape[0], heads = x.shape[1], dh = x.shape[2];
+  const int half = rotary_dim / 2;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(positions[t]) * inv_freq.As<float>()[i];
+      const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+      for (int64_t h = 0; h < heads; ++h) {
+        float* row = x.As<float>() + (t * heads + h) * dh;
+        const float x1 = row[i], x2 = row[i + half];
+        row[i] = x1 * c - x2 * s;
+        row[i + half] = x2 * c + x1 * s;
+      }
+    }
+  }
+}
+
+void CpuBackend::AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h,
+                           KvLayerView kv, float scale, int window, float* probs, float* z) {
+  const int64_t hkv = kv.k.shape[1], dh = kv.k.shape[2];
+  const int pos = s.start_pos + i, n_k = s.start_pos + s.n_q;
+  const float inf = std::numeric_limits<float>::infinity();
+  float max_score = -inf;
+  for (int j = 0; j < n_k; ++j) {
+    const bool visible = j <= pos && (window <= 0 || pos - j < window);
+    float score = -inf;
+    if (visible) {
+      const int64_t slot = int64_t{s.block_table[j / kv.block_size]} * kv.block_size + j % kv.block_size;
+      const float* k = kv.k.As<float>() + (slot * hkv + kv_head) * dh;
+      float dot = 0;
+      for (int64_t d = 0; d < dh; ++d) dot += q[d] * k[d];
+      score = dot * scale;
+    }
+    probs[j] = score;
+    max_score = std::max(max_score, score);
+  }
+  if (!s.scores.empty()) {
+    std::memcpy(s.scores.As<float>() + (int64_t{h} * s.n_q + i) * n_k, probs, n_k * 4);
+  }
+  double sum = 0;
+  for (int j = 0; j < n_k; ++j) {
+    probs[j] = probs[j] == -inf ? 0.0f : std::exp(probs[j] - max_score);
+    sum += probs[j];
+  }
+  std::fill(z, z + dh, 0.0f);
+  for (int j = 0; j < n_k; ++j) {
+    probs[j] = static_cast<float>(probs[j] / sum);
+    if (probs[j] == 0.0f) continue;
+    const int64_t slot = int64_t{s.block_table[j / kv.block_size]} * kv.block_size + j % kv.block_size;
+    const float* v = kv.v.As<float>() + (slot * hkv + kv_head) * dh;
+    for (int64_t d = 0; d < dh; ++d) z[d] += probs[j] * v[d];
+  }
+  if (!s.pattern.empty()) {
+    std::memcpy(s.pattern.As<float>() + (int64_t{h} * s.n_q + i) * n_k, probs, n_k * 4);
+  }
+}
+
+void CpuBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
+                           float scale, int window, TensorView z) {
+  const int H = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
+  const int group = H / static_cast<int>(kv.k.shape[1]);
+  for (const AttentionSeq& s : seqs) {
+    const int n_k = s.start_pos + s.n_q;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int i = 0; i < s.n_q; ++i) {
+      for (int h = 0; h < H; ++h) {
+        std::vector<float> probs(n_k);
+        const int64_t row = (int64_t{s.q_begin} + i) * H + h;
+        AttendOne(q.As<float>() + row * dh, h / group, s, i, h, kv, scale, window, probs.data(),
+                  z.As<float>() + row * dh);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuBackend(int index) { return std::make_unique<CpuBackend>(index); }
+
+void SetCpuThreads(int threads) {
+  openblas_set_num_threads(threads);
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#endif
+}
+
+}  // namespace lensd

@@ -1,0 +1,63 @@
+// Canonical weights: every family's checkpoint is mapped to one layout (linear weights
+// [out, in] as nn.Linear stores them; fused QKV split; Conv1D transposed). An absent optional
+// tensor is an empty Buffer (no bias, or an identity norm after weight processing).
+#ifndef LENSD_ENGINE_MODEL_WEIGHTS_H_
+#define LENSD_ENGINE_MODEL_WEIGHTS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/core/tensor.h"
+#include "engine/model/config.h"
+#include "engine/model/safetensors.h"
+
+namespace lensd {
+
+struct LayerWeights {
+  Buffer ln1_w, ln1_b;  // [D]
+  Buffer wq, bq;        // [H*dh, D], [H*dh]
+  Buffer wk, bk;        // [Hkv*dh, D], [Hkv*dh]
+  Buffer wv, bv;        // [Hkv*dh, D], [Hkv*dh]
+  Buffer wo, bo;        // [D, H*dh], [D]
+  Buffer ln2_w, ln2_b;  // [D]
+  Buffer w_in, b_in;    // [M, D] (the gate projection of gated MLPs), [M]
+  Buffer w_up;          // [M, D] gated MLPs only
+  Buffer b_up;          // [M] gated MLPs with mlp_bias only
+  Buffer w_out, b_out;  // [D, M], [D]
+};
+
+struct EmbedWeights {
+  Buffer w_e;    // [V, D]
+  Buffer w_pos;  // [max_positions, D] learned positions only
+};
+
+struct HeadWeights {
+  Buffer lnf_w, lnf_b;  // [D]
+  Buffer w_u, b_u;      // [V, D], [V]
+};
+
+// Produces host float32 canonical weights one piece at a time, so a loader never holds more
+// than one layer beyond what it has already placed on devices.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual absl::StatusOr<EmbedWeights> Embed() const = 0;
+  virtual absl::StatusOr<LayerWeights> Layer(int layer) const = 0;
+  virtual absl::StatusOr<HeadWeights> Head() const = 0;
+};
+
+// Reads a Hugging Face directory (config.json + safetensors). Tensor shapes are checked
+// against the config; errors name the file and tensor.
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenCheckpointSource(const std::string& dir);
+
+// Deterministic random weights for `config` (seeded), scaled like a trained model's init.
+std::unique_ptr<WeightSource> MakeRandomSource(const ModelConfig& config, uint64_t seed);
+
+// The built-in model's architecture: Llama-style, byte vocabulary (259), 4 layers, d 128.
+ModelConfig BuiltinConfig();
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_MODEL_WEIGHTS_H_

@@ -1,0 +1,76 @@
+// The small set of device operations the forward pass is written against. One Backend
+// instance per device; it is used by one thread at a time (the scheduler's compute thread).
+// All TensorViews passed to a backend live in that backend's memory unless stated otherwise.
+#ifndef LENSD_ENGINE_RUNTIME_BACKEND_H_
+#define LENSD_ENGINE_RUNTIME_BACKEND_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/tensor.h"
+#include "engine/model/config.h"
+
+namespace lensd {
+
+// One sequence's share of an attention call. Queries are rows [q_begin, q_begin + n_q) of the
+// batch; they sit at positions [start_pos, start_pos + n_q) and attend to keys
+// [0, start_pos + n_q) read from the KV pool through `block_table`.
+struct AttentionSeq {
+  int q_begin = 0;
+  int n_q = 0;
+  int start_pos = 0;
+  const int32_t* block_table = nullptr;  // host memory; block ids of this sequence
+  TensorView scores;   // optional out [H, n_q, start_pos + n_q]: q·k/√dh, masked = -inf
+  TensorView pattern;  // optional out [H, n_q, start_pos + n_q]: softmax of scores
+};
+
+// The K/V pool of one layer: [num_blocks * block_size, Hkv, dh] each. Slot = block * bs + offset.
+struct KvLayerView {
+  TensorView k;
+  TensorView v;
+  int block_size = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string Name() const = 0;
+
+  // Device memory, zero-filled. Only at load time and for per-step workspaces.
+  virtual absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) = 0;
+  // Host float32 -> device tensor (converting to the device tensor's dtype).
+  virtual void Upload(const float* host, TensorView dst) = 0;
+  // Device tensor -> host float32.
+  virtual void Download(TensorView src, float* host) = 0;
+
+  // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when non-empty).
+  virtual void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) = 0;
+  // y[T,D] = table[ids[t], :]; ids in host memory, already range-checked.
+  virtual void Gather(TensorView table, const int32_t* ids, TensorView y) = 0;
+  // Normalises rows of x[T,D]. scale[T] = sqrt(mean(x_c²)+eps) (x_c centred for LayerNorm);
+  // normalized[T,D] = x_c / scale (optional out); y = normalized·w + b (w, b optional).
+  virtual void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps,
+                    TensorView y, TensorView normalized, TensorView scale) = 0;
+  // Rotates the first `rotary_dim` dims of each head of x[T,heads,dh] in place (half-split
+  // layout). inv_freq[rotary_dim/2]; positions in host memory.
+  virtual void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) = 0;
+  // Stores k, v [T,Hkv,dh] into the pool at slots[t] (host memory).
+  virtual void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) = 0;
+  // z[T,H,dh] for every sequence; GQA maps query head h to kv head h / (H / Hkv).
+  // window > 0 masks keys with q_pos - k_pos >= window.
+  virtual void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
+                         float scale, int window, TensorView z) = 0;
+  virtual void Activation(ActKind kind, TensorView x, TensorView y) = 0;
+  // y = act(gate) * up, elementwise.
+  virtual void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) = 0;
+  // y = a + b, elementwise (y may alias a).
+  virtual void Add(TensorView a, TensorView b, TensorView y) = 0;
+  // Blocks until queued work is done (no-op for synchronous backends).
+  virtual void Synchronize() = 0;
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_BACKEND_H_

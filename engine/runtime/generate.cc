@@ -1,0 +1,102 @@
+#include "engine/runtime/generate.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
+
+namespace lensd {
+
+CacheCollector::CacheCollector(const ModelConfig& config, HookSelection selection,
+                               std::vector<int> lengths)
+    : config_(config), selection_(std::move(selection)), lengths_(std::move(lengths)),
+      caches_(lengths_.size()) {}
+
+bool CacheCollector::Wants(int seq, HookId id) const {
+  (void)seq;
+  return selection_.Contains(id);
+}
+
+void CacheCollector::Capture(int seq, HookId id, TensorView value, Backend& backend) {
+  Buffer host = Buffer::Host(DType::kF32, HookShape(config_, id.point, lengths_[seq]));
+  backend.Download(value, host.As<float>());
+  caches_[seq][HookName(id)] = std::move(host);
+}
+
+namespace {
+// Borrows KV blocks for one sequence and returns them on scope exit.
+class BlockLease {
+ public:
+  explicit BlockLease(BlockAllocator& a) : alloc_(a) {}
+  ~BlockLease() { alloc_.Release(table_); }
+  absl::Status Reserve(int n_tokens) {
+    if (alloc_.Reserve(table_, n_tokens)) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache too small for ", n_tokens,
+                                                     " tokens (", alloc_.num_free(), " of ",
+                                                     alloc_.num_blocks(), " blocks free)"));
+  }
+  const std::vector<int32_t>* table() const { return &table_; }
+
+ private:
+  BlockAllocator& alloc_;
+  std::vector<int32_t> table_;
+};
+}  // namespace
+
+absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t>& ids,
+                                         const HookSelection& selection) {
+  const ModelConfig& c = model.config();
+  const int P = static_cast<int>(ids.size());
+  BlockLease lease(model.blocks());
+  RETURN_IF_ERROR(lease.Reserve(P));
+  CacheCollector collector(c, selection, {P});
+  std::vector<SeqInput> batch = {{ids, 0, lease.table(), true}};
+  ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, &collector));
+  CacheResult result;
+  result.logits = Buffer::Host(DType::kF32, {1, P, c.vocab_size});
+  std::memcpy(result.logits.As<float>(), fr.logits.As<float>(), result.logits.NumBytes());
+  result.cache = std::move(collector.cache(0));
+  return result;
+}
+
+bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_t token) {
+  if (std::find(params.stop_ids.begin(), params.stop_ids.end(), token) != params.stop_ids.end()) {
+    return true;
+  }
+  return !params.ignore_eos &&
+         std::find(config.eos_ids.begin(), config.eos_ids.end(), token) != config.eos_ids.end();
+}
+
+absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>& prompt,
+                                        const SamplingParams& params,
+                                        const std::function<void(int32_t)>& on_token) {
+  RETURN_IF_ERROR(ValidateSampling(params));
+  const ModelConfig& c = model.config();
+  const int P = static_cast<int>(prompt.size());
+  const int total = std::min(P + params.max_new_tokens, c.max_positions);
+  BlockLease lease(model.blocks());
+  RETURN_IF_ERROR(lease.Reserve(std::max(total, P)));
+  Sampler sampler(params);
+  GenerateResult result;
+  std::vector<int> prompt_ints(prompt.begin(), prompt.end()), out_ints;
+  std::vector<SeqInput> batch = {{prompt, 0, lease.table(), false}};
+  while (static_cast<int>(result.tokens.size()) < params.max_new_tokens) {
+    if (batch[0].start_pos + static_cast<int>(batch[0].tokens.size()) > c.max_positions) break;
+    ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, nullptr));
+    const int32_t next = sampler.Sample(fr.logits.As<float>(), c.vocab_size, prompt_ints, out_ints);
+    result.tokens.push_back(next);
+    out_ints.push_back(next);
+    if (on_token) on_token(next);
+    if (IsStopToken(c, params, next)) {
+      result.finish = FinishReason::kStop;
+      break;
+    }
+    batch[0].start_pos += static_cast<int>(batch[0].tokens.size());
+    batch[0].tokens = {next};
+    if (batch[0].start_pos + 1 > total) break;
+  }
+  return result;
+}
+
+}  // namespace lensd

@@ -1,0 +1,60 @@
+// Offline single-request paths over a Model: run_with_cache and generation. The server's
+// scheduler batches the same Model::Forward calls; these are the reference semantics.
+#ifndef LENSD_ENGINE_RUNTIME_GENERATE_H_
+#define LENSD_ENGINE_RUNTIME_GENERATE_H_
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/runtime/hooks.h"
+#include "engine/runtime/model.h"
+#include "engine/runtime/sampler.h"
+
+namespace lensd {
+
+// Collects selected hooks of each sequence into host float32 tensors with TransformerLens
+// shapes (batch dim 1).
+class CacheCollector : public HookSink {
+ public:
+  CacheCollector(const ModelConfig& config, HookSelection selection, std::vector<int> lengths);
+  bool Wants(int seq, HookId id) const override;
+  void Capture(int seq, HookId id, TensorView value, Backend& backend) override;
+  std::map<std::string, Buffer>& cache(int seq) { return caches_[seq]; }
+
+ private:
+  const ModelConfig& config_;
+  HookSelection selection_;
+  std::vector<int> lengths_;
+  std::vector<std::map<std::string, Buffer>> caches_;
+};
+
+struct CacheResult {
+  Buffer logits;                          // [1, P, V]
+  std::map<std::string, Buffer> cache;    // hook name -> tensor
+};
+
+// One full forward pass over `ids` (blocks are borrowed and returned).
+absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t>& ids,
+                                         const HookSelection& selection);
+
+enum class FinishReason { kLength, kStop };
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated tokens only
+  FinishReason finish = FinishReason::kLength;
+};
+
+// Prefill then cached decode. `on_token` (optional) sees each token as it is produced.
+absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>& prompt,
+                                        const SamplingParams& params,
+                                        const std::function<void(int32_t)>& on_token = nullptr);
+
+// True when `token` ends generation under `params` for `config`.
+bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_t token);
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_GENERATE_H_

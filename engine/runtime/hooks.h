@@ -1,0 +1,78 @@
+// TransformerLens hook points: names, shapes, the names_filter language, and the sink
+// through which the forward pass hands activations to whoever asked for them.
+#ifndef LENSD_ENGINE_RUNTIME_HOOKS_H_
+#define LENSD_ENGINE_RUNTIME_HOOKS_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/tensor.h"
+#include "engine/model/config.h"
+
+namespace lensd {
+
+class Backend;
+
+enum class HookPoint {
+  // Model-level (layer = -1).
+  kEmbed, kPosEmbed, kLnFinalScale, kLnFinalNormalized, kUnembedIn, kUnembedOut,
+  // Per block.
+  kResidPre, kLn1Scale, kLn1Normalized, kQ, kK, kV, kRotQ, kRotK, kAttnScores, kPattern, kZ,
+  kAttnOut, kResidMid, kLn2Scale, kLn2Normalized, kMlpPre, kMlpPreLinear, kMlpPost, kMlpOut,
+  kResidPost,
+};
+inline constexpr int kNumHookPoints = static_cast<int>(HookPoint::kResidPost) + 1;
+
+struct HookId {
+  HookPoint point;
+  int layer;  // -1 for model-level points
+  bool operator==(const HookId& o) const { return point == o.point && layer == o.layer; }
+};
+
+bool IsBlockHook(HookPoint p);
+std::string HookName(HookId id);
+// Every hook the architecture has, in forward order.
+std::vector<HookId> AllHooks(const ModelConfig& c);
+// TransformerLens shape with batch dim 1 for a prompt of `p` tokens.
+Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p);
+// Shape formula for documentation/API, e.g. "[1, P, 4, 16]".
+std::string HookShapeFormula(const ModelConfig& c, HookPoint point);
+
+// The set of hooks a request selected. Patterns: exact names, globs with * and ?
+// ("blocks.*.hook_resid_post"), and layer ranges in the block index ("blocks.0-3.attn.hook_z").
+// A pattern that selects nothing is an error listing the closest valid names.
+class HookSelection {
+ public:
+  static absl::StatusOr<HookSelection> Parse(const ModelConfig& c,
+                                             const std::vector<std::string>& patterns);
+  static HookSelection All(const ModelConfig& c);
+  static HookSelection None(const ModelConfig& c);
+  bool Contains(HookId id) const;
+  const std::vector<HookId>& hooks() const { return hooks_; }  // forward order
+  bool empty() const { return hooks_.empty(); }
+
+ private:
+  std::vector<HookId> hooks_;
+  std::vector<bool> bits_;  // [layer + 1][point]
+  int n_layers_ = 0;
+};
+
+// Receives activations during a forward pass, on the compute thread. `value` is device memory
+// of `backend`, valid only during the call: token-major hooks give this sequence's rows
+// ([n_q, ...] without the batch dim); scores/pattern give [H, n_q, n_k].
+class HookSink {
+ public:
+  virtual ~HookSink() = default;
+  virtual bool Wants(int seq, HookId id) const = 0;
+  virtual void Capture(int seq, HookId id, TensorView value, Backend& backend) = 0;
+};
+
+// Nearest names by edit distance (for "unknown hook" errors).
+std::vector<std::string> ClosestNames(std::string_view name, const std::vector<std::string>& names,
+                                      size_t count);
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_HOOKS_H_

@@ -1,0 +1,99 @@
+// A loaded model: weights placed on one or more devices (pipeline split by layers), the
+// paged KV pools, and the forward pass with hook points. Forward is not thread-safe; one
+// caller (the scheduler thread or an offline command) drives it.
+#ifndef LENSD_ENGINE_RUNTIME_MODEL_H_
+#define LENSD_ENGINE_RUNTIME_MODEL_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/config.h"
+#include "engine/model/tokenizer.h"
+#include "engine/model/weights.h"
+#include "engine/runtime/backend.h"
+#include "engine/runtime/hooks.h"
+#include "engine/runtime/kv_cache.h"
+#include "engine/runtime/processing.h"
+
+namespace lensd {
+
+struct LoadOptions {
+  std::string model_dir;             // empty: the built-in model
+  std::string devices = "cpu";       // "cpu" or "cpu:0,cpu:1,..."
+  std::string split;                 // "" / "transformer-lens" or explicit "0-1,2-3"
+  ProcessingOptions processing;
+  int block_size = 16;               // KV block size in tokens
+  int kv_tokens = 16384;             // KV capacity in tokens (shared by all sequences)
+  int threads = 0;                   // CPU threads; 0 keeps the library default
+};
+
+// One sequence's work in a forward step.
+struct SeqInput {
+  std::vector<int32_t> tokens;             // this step's tokens
+  int start_pos = 0;                       // tokens of this sequence already in the KV cache
+  const std::vector<int32_t>* block_table = nullptr;  // covers start_pos + tokens.size()
+  bool all_logits = false;                 // logits for every token (else only the last)
+};
+
+struct ForwardResult {
+  Buffer logits;                  // host [rows, V]
+  std::vector<int> first_row;     // per sequence: its first row in `logits`
+};
+
+struct DeviceLayout {
+  std::string name;
+  int first_layer = 0;
+  int end_layer = 0;
+  size_t weight_bytes = 0;
+  size_t kv_bytes = 0;
+};
+
+// Block i -> device floor(i * n / L) (TransformerLens), or explicit "a-b,c-d" ranges.
+absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split,
+                                                           int n_layers, int n_devices);
+
+class Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const LoadOptions& options);
+  // Loads from any weight source (used by tests and the built-in model).
+  static absl::StatusOr<std::unique_ptr<Model>> FromSource(const WeightSource& source,
+                                                           const LoadOptions& options);
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  // nullptr when the model directory has no tokenizer.
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  BlockAllocator& blocks() { return *blocks_; }
+  std::vector<DeviceLayout> Devices() const;
+
+  // Runs every sequence's tokens through the model, writing K/V into their blocks, calling
+  // `hooks` (may be null) for captured points. Token ids must be < vocab and positions
+  // < max_positions (InvalidArgument otherwise).
+  absl::StatusOr<ForwardResult> Forward(const std::vector<SeqInput>& batch, HookSink* hooks);
+
+ private:
+  struct Shard;
+  struct Step;
+  Model() = default;
+  absl::Status Validate(const std::vector<SeqInput>& batch) const;
+  void RunEmbed(Step& step);
+  void RunBlock(Step& step, Shard& shard, int layer);
+  TensorView RunAttention(Step& step, Shard& shard, int layer, TensorView n1);
+  TensorView RunMlp(Step& step, Shard& shard, int layer, TensorView n2);
+  ForwardResult RunHead(Step& step);
+  TensorView NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w, const Buffer& b,
+                           HookPoint scale_point, HookPoint normalized_point, int layer);
+  void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
+  void MoveResidual(Step& step, Shard& to);
+
+  ModelConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<BlockAllocator> blocks_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_MODEL_H_

@@ -1,0 +1,235 @@
+// The forward pass: one implementation for every family, written against Backend.
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
+#include "engine/runtime/model_internal.h"
+
+namespace lensd {
+
+absl::Status Model::Validate(const std::vector<SeqInput>& batch) const {
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const SeqInput& in = batch[s];
+    const int end = in.start_pos + static_cast<int>(in.tokens.size());
+    if (in.tokens.empty()) return absl::InvalidArgumentError("empty token sequence");
+    if (end > config_.max_positions) {
+      return absl::OutOfRangeError(absl::StrCat("sequence of ", end,
+                                                " tokens exceeds the model's context length ",
+                                                config_.max_positions));
+    }
+    if (in.block_table == nullptr ||
+        static_cast<int>(in.block_table->size()) * blocks_->block_size() < end) {
+      return absl::InternalError("block table does not cover the sequence");
+    }
+    for (int32_t id : in.tokens) {
+      if (id < 0 || id >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary [0, ",
+                                                       config_.vocab_size, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch, HookSink* hooks) {
+  RETURN_IF_ERROR(Validate(batch));
+  Step step;
+  step.batch = &batch;
+  step.hooks = hooks;
+  const int bs = blocks_->block_size();
+  for (const SeqInput& in : batch) {
+    step.q_begin.push_back(step.tokens);
+    for (size_t i = 0; i < in.tokens.size(); ++i) {
+      const int pos = in.start_pos + static_cast<int>(i);
+      step.ids.push_back(in.tokens[i]);
+      step.positions.push_back(pos);
+      step.slots.push_back((*in.block_table)[pos / bs] * bs + pos % bs);
+    }
+    step.tokens += static_cast<int>(in.tokens.size());
+  }
+  step.shard = shards_.front().get();
+  RunEmbed(step);
+  for (auto& shard : shards_) {
+    if (step.shard != shard.get()) MoveResidual(step, *shard);
+    for (int layer = shard->first; layer < shard->end; ++layer) RunBlock(step, *shard, layer);
+  }
+  return RunHead(step);
+}
+
+void Model::Emit(Step& step, Backend& backend, HookId id, TensorView rows) {
+  if (step.hooks == nullptr) return;
+  const auto& batch = *step.batch;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (!step.hooks->Wants(static_cast<int>(s), id)) continue;
+    const int begin = step.q_begin[s];
+    step.hooks->Capture(static_cast<int>(s), id,
+                        rows.Rows(begin, begin + static_cast<int64_t>(batch[s].tokens.size())),
+                        backend);
+  }
+}
+
+void Model::RunEmbed(Step& step) {
+  Shard& shard = *step.shard;
+  Backend& b = *shard.backend;
+  step.x = std::move(b.Allocate(DType::kF32, {step.tokens, config_.d_model})).value();
+  b.Gather(shard.embed.w_e.view(), step.ids.data(), step.x.view());
+  Emit(step, b, {HookPoint::kEmbed, -1}, step.x.view());
+  if (!shard.embed.w_pos.empty()) {
+    TensorView pe = step.Scratch(b, {step.tokens, config_.d_model});
+    b.Gather(shard.embed.w_pos.view(), step.positions.data(), pe);
+    Emit(step, b, {HookPoint::kPosEmbed, -1}, pe);
+    b.Add(step.x.view(), pe, step.x.view());
+  }
+}
+
+void Model::MoveResidual(Step& step, Shard& to) {
+  // Through host memory: virtual CPU devices have no peer path; GPU peers come with CUDA.
+  std::vector<float> host(static_cast<size_t>(step.x.shape().NumElements()));
+  step.shard->backend->Download(step.x.view(), host.data());
+  step.x = std::move(to.backend->Allocate(DType::kF32, step.x.shape())).value();
+  to.backend->Upload(host.data(), step.x.view());
+  step.shard = &to;
+}
+
+TensorView Model::NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w,
+                                const Buffer& b, HookPoint scale_point,
+                                HookPoint normalized_point, int layer) {
+  Backend& be = *shard.backend;
+  const HookId scale_id{scale_point, layer}, norm_id{normalized_point, layer};
+  TensorView y = step.Scratch(be, x.shape);
+  TensorView normalized = step.Wants(norm_id) ? step.Scratch(be, x.shape) : TensorView{};
+  TensorView scale = step.Wants(scale_id) ? step.Scratch(be, {x.shape[0]}) : TensorView{};
+  be.Norm(config_.norm, x, w.view(), b.view(), static_cast<float>(config_.norm_eps), y,
+          normalized, scale);
+  if (!scale.empty()) Emit(step, be, scale_id, scale);
+  if (!normalized.empty()) Emit(step, be, norm_id, normalized);
+  return y;
+}
+
+void Model::RunBlock(Step& step, Shard& shard, int layer) {
+  step.scratch.clear();
+  Backend& b = *shard.backend;
+  const LayerWeights& w = shard.layers[layer - shard.first];
+  TensorView x = step.x.view();
+  Emit(step, b, {HookPoint::kResidPre, layer}, x);
+  TensorView n1 = NormWithHooks(step, shard, x, w.ln1_w, w.ln1_b, HookPoint::kLn1Scale,
+                                HookPoint::kLn1Normalized, layer);
+  TensorView attn_out = RunAttention(step, shard, layer, n1);
+  Emit(step, b, {HookPoint::kAttnOut, layer}, attn_out);
+  TensorView mlp_out;
+  if (config_.parallel_residual) {
+    TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
+                                  HookPoint::kLn2Normalized, layer);
+    mlp_out = RunMlp(step, shard, layer, n2);
+    b.Add(x, attn_out, x);
+  } else {
+    b.Add(x, attn_out, x);
+    Emit(step, b, {HookPoint::kResidMid, layer}, x);
+    TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
+                                  HookPoint::kLn2Normalized, layer);
+    mlp_out = RunMlp(step, shard, layer, n2);
+  }
+  Emit(step, b, {HookPoint::kMlpOut, layer}, mlp_out);
+  b.Add(x, mlp_out, x);
+  Emit(step, b, {HookPoint::kResidPost, layer}, x);
+}
+
+TensorView Model::RunAttention(Step& step, Shard& shard, int layer, TensorView n1) {
+  Backend& b = *shard.backend;
+  const LayerWeights& w = shard.layers[layer - shard.first];
+  const int64_t T = step.tokens, H = config_.n_heads, Hkv = config_.n_kv_heads, dh = config_.d_head;
+  TensorView q = step.Scratch(b, {T, H, dh}), k = step.Scratch(b, {T, Hkv, dh});
+  TensorView v = step.Scratch(b, {T, Hkv, dh});
+  b.Linear(n1, w.wq.view(), w.bq.view(), q.Reshaped({T, H * dh}));
+  b.Linear(n1, w.wk.view(), w.bk.view(), k.Reshaped({T, Hkv * dh}));
+  b.Linear(n1, w.wv.view(), w.bv.view(), v.Reshaped({T, Hkv * dh}));
+  Emit(step, b, {HookPoint::kQ, layer}, q);
+  Emit(step, b, {HookPoint::kK, layer}, k);
+  Emit(step, b, {HookPoint::kV, layer}, v);
+  if (!config_.learned_positions) {
+    b.Rope(q, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
+    b.Rope(k, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
+    Emit(step, b, {HookPoint::kRotQ, layer}, q);
+    Emit(step, b, {HookPoint::kRotK, layer}, k);
+  }
+  const int local = layer - shard.first;
+  KvLayerView kv{shard.k_pool[local].view(), shard.v_pool[local].view(), blocks_->block_size()};
+  b.WriteKv(k, v, step.slots.data(), kv);
+  const HookId scores_id{HookPoint::kAttnScores, layer}, pattern_id{HookPoint::kPattern, layer};
+  std::vector<AttentionSeq> seqs;
+  for (size_t s = 0; s < step.batch->size(); ++s) {
+    const SeqInput& in = (*step.batch)[s];
+    AttentionSeq a{step.q_begin[s], static_cast<int>(in.tokens.size()), in.start_pos,
+                   in.block_table->data(), {}, {}};
+    const Shape sp{H, a.n_q, a.start_pos + a.n_q};
+    const bool hooked = step.hooks != nullptr;
+    if (hooked && step.hooks->Wants(static_cast<int>(s), scores_id)) a.scores = step.Scratch(b, sp);
+    if (hooked && step.hooks->Wants(static_cast<int>(s), pattern_id)) a.pattern = step.Scratch(b, sp);
+    seqs.push_back(a);
+  }
+  TensorView z = step.Scratch(b, {T, H, dh});
+  b.Attention(q, kv, seqs, 1.0f / std::sqrt(static_cast<float>(dh)), config_.sliding_window, z);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    if (!seqs[s].scores.empty()) step.hooks->Capture(int(s), scores_id, seqs[s].scores, b);
+    if (!seqs[s].pattern.empty()) step.hooks->Capture(int(s), pattern_id, seqs[s].pattern, b);
+  }
+  Emit(step, b, {HookPoint::kZ, layer}, z);
+  TensorView out = step.Scratch(b, {T, config_.d_model});
+  b.Linear(z.Reshaped({T, H * dh}), w.wo.view(), w.bo.view(), out);
+  return out;
+}
+
+TensorView Model::RunMlp(Step& step, Shard& shard, int layer, TensorView n2) {
+  Backend& b = *shard.backend;
+  const LayerWeights& w = shard.layers[layer - shard.first];
+  const int64_t T = step.tokens, M = config_.d_mlp;
+  TensorView pre = step.Scratch(b, {T, M}), post = step.Scratch(b, {T, M});
+  b.Linear(n2, w.w_in.view(), w.b_in.view(), pre);
+  Emit(step, b, {HookPoint::kMlpPre, layer}, pre);
+  if (config_.gated_mlp) {
+    TensorView lin = step.Scratch(b, {T, M});
+    b.Linear(n2, w.w_up.view(), w.b_up.view(), lin);
+    Emit(step, b, {HookPoint::kMlpPreLinear, layer}, lin);
+    b.GatedActivation(config_.act, pre, lin, post);
+  } else {
+    b.Activation(config_.act, pre, post);
+  }
+  Emit(step, b, {HookPoint::kMlpPost, layer}, post);
+  TensorView out = step.Scratch(b, {T, config_.d_model});
+  b.Linear(post, w.w_out.view(), w.b_out.view(), out);
+  return out;
+}
+
+ForwardResult Model::RunHead(Step& step) {
+  step.scratch.clear();
+  Shard& shard = *step.shard;
+  Backend& b = *shard.backend;
+  TensorView y = NormWithHooks(step, shard, step.x.view(), shard.head.lnf_w, shard.head.lnf_b,
+                               HookPoint::kLnFinalScale, HookPoint::kLnFinalNormalized, -1);
+  Emit(step, b, {HookPoint::kUnembedIn, -1}, y);
+  ForwardResult result;
+  std::vector<int32_t> rows;
+  for (size_t s = 0; s < step.batch->size(); ++s) {
+    const SeqInput& in = (*step.batch)[s];
+    const int n = static_cast<int>(in.tokens.size());
+    result.first_row.push_back(static_cast<int>(rows.size()));
+    for (int i = in.all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(step.q_begin[s] + i);
+  }
+  const int64_t R = static_cast<int64_t>(rows.size()), V = config_.vocab_size;
+  TensorView selected = step.Scratch(b, {R, config_.d_model});
+  b.Gather(y, rows.data(), selected);
+  TensorView logits = step.Scratch(b, {R, V});
+  b.Linear(selected, shard.head.w_u.view(), shard.head.b_u.view(), logits);
+  const HookId out_id{HookPoint::kUnembedOut, -1};
+  for (size_t s = 0; s < step.batch->size(); ++s) {
+    const SeqInput& in = (*step.batch)[s];
+    if (!in.all_logits || step.hooks == nullptr || !step.hooks->Wants(int(s), out_id)) continue;
+    const int64_t first = result.first_row[s];
+    step.hooks->Capture(int(s), out_id, logits.Rows(first, first + in.tokens.size()), b);
+  }
+  result.logits = Buffer::Host(DType::kF32, {R, V});
+  b.Download(logits, result.logits.As<float>());
+  return result;
+}
+
+}  // namespace lensd

@@ -1,0 +1,53 @@
+// Private state of Model shared by model_load.cc and model_forward.cc.
+#ifndef LENSD_ENGINE_RUNTIME_MODEL_INTERNAL_H_
+#define LENSD_ENGINE_RUNTIME_MODEL_INTERNAL_H_
+
+#include <memory>
+#include <vector>
+
+#include "engine/runtime/model.h"
+
+namespace lensd {
+
+// The layers [first, end) of one device, with their weights and KV pools in device memory.
+struct Model::Shard {
+  std::unique_ptr<Backend> backend;
+  int first = 0;
+  int end = 0;
+  std::vector<LayerWeights> layers;  // index: layer - first
+  EmbedWeights embed;                // first shard only
+  HeadWeights head;                  // last shard only
+  Buffer inv_freq;                   // [rotary_dim / 2], rotary models
+  std::vector<Buffer> k_pool;        // per local layer [blocks * block_size, Hkv, dh]
+  std::vector<Buffer> v_pool;
+  size_t weight_bytes = 0;
+  size_t kv_bytes = 0;
+};
+
+// Per-call state of Forward.
+struct Model::Step {
+  const std::vector<SeqInput>* batch = nullptr;
+  HookSink* hooks = nullptr;
+  int tokens = 0;
+  std::vector<int32_t> ids, positions, slots;  // [tokens], host
+  std::vector<int> q_begin;                    // per sequence
+  Shard* shard = nullptr;                      // where the residual lives
+  Buffer x;                                    // residual [tokens, D] on `shard`
+  std::vector<Buffer> scratch;                 // freed at each block boundary
+
+  TensorView Scratch(Backend& b, Shape s) {
+    scratch.push_back(std::move(b.Allocate(DType::kF32, s)).value());
+    return scratch.back().view();
+  }
+  bool Wants(HookId id) const {
+    if (hooks == nullptr) return false;
+    for (size_t s = 0; s < q_begin.size(); ++s) {
+      if (hooks->Wants(static_cast<int>(s), id)) return true;
+    }
+    return false;
+  }
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_MODEL_INTERNAL_H_

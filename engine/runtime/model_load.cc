@@ -1,0 +1,232 @@
+// Loading: plan the device split, stream weights layer by layer from the source through
+// processing onto each device, allocate KV pools.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/core/status.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/runtime/model_internal.h"
+
+namespace lensd {
+namespace {
+
+absl::StatusOr<std::vector<int>> ParseDevices(const std::string& spec) {
+  if (spec.empty() || spec == "cpu") return std::vector<int>{0};
+  std::vector<int> out;
+  for (absl::string_view d : absl::StrSplit(spec, ',')) {
+    int index;
+    if (!absl::ConsumePrefix(&d, "cpu:") || !absl::SimpleAtoi(d, &index) || index < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad --devices '", spec, "': expected cpu or cpu:0,cpu:1,... (this build's CUDA "
+          "devices are not wired into the engine yet)"));
+    }
+    for (int seen : out) {
+      if (seen == index) return absl::InvalidArgumentError("--devices lists a device twice");
+    }
+    out.push_back(index);
+  }
+  return out;
+}
+
+// inv_freq[i] = theta^(-2i/r), with Hugging Face's linear and llama3 rescaling.
+std::vector<float> RopeInvFreq(const RopeConfig& rope) {
+  const int half = rope.rotary_dim / 2;
+  std::vector<float> out(half);
+  for (int i = 0; i < half; ++i) {
+    double f = 1.0 / std::pow(rope.theta, 2.0 * i / rope.rotary_dim);
+    if (rope.type == RopeType::kLinear) f /= rope.factor;
+    if (rope.type == RopeType::kLlama3) {
+      const double low_wavelen = rope.original_max_position / rope.low_freq_factor;
+      const double high_wavelen = rope.original_max_position / rope.high_freq_factor;
+      const double wavelen = 2 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f /= rope.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (rope.original_max_position / wavelen - rope.low_freq_factor) /
+                              (rope.high_freq_factor - rope.low_freq_factor);
+        f = (1 - smooth) * f / rope.factor + smooth * f;
+      }
+    }
+    out[i] = static_cast<float>(f);
+  }
+  return out;
+}
+
+absl::StatusOr<Buffer> ToDevice(Backend& b, const Buffer& host, size_t& bytes) {
+  if (host.empty()) return Buffer();
+  ASSIGN_OR_RETURN(Buffer d, b.Allocate(DType::kF32, host.shape()));
+  b.Upload(host.As<float>(), d.view());
+  bytes += d.NumBytes();
+  return d;
+}
+
+#define LENSD_UPLOAD_(field) ASSIGN_OR_RETURN(dst.field, ToDevice(b, src.field, bytes))
+
+absl::StatusOr<LayerWeights> UploadLayer(Backend& b, const LayerWeights& src, size_t& bytes) {
+  LayerWeights dst;
+  LENSD_UPLOAD_(ln1_w);
+  LENSD_UPLOAD_(ln1_b);
+  LENSD_UPLOAD_(ln2_w);
+  LENSD_UPLOAD_(ln2_b);
+  LENSD_UPLOAD_(wq);
+  LENSD_UPLOAD_(bq);
+  LENSD_UPLOAD_(wk);
+  LENSD_UPLOAD_(bk);
+  LENSD_UPLOAD_(wv);
+  LENSD_UPLOAD_(bv);
+  LENSD_UPLOAD_(wo);
+  LENSD_UPLOAD_(bo);
+  LENSD_UPLOAD_(w_in);
+  LENSD_UPLOAD_(b_in);
+  LENSD_UPLOAD_(w_up);
+  LENSD_UPLOAD_(b_up);
+  LENSD_UPLOAD_(w_out);
+  LENSD_UPLOAD_(b_out);
+  return dst;
+}
+
+absl::StatusOr<EmbedWeights> UploadEmbed(Backend& b, const EmbedWeights& src, size_t& bytes) {
+  EmbedWeights dst;
+  LENSD_UPLOAD_(w_e);
+  LENSD_UPLOAD_(w_pos);
+  return dst;
+}
+
+absl::StatusOr<HeadWeights> UploadHead(Backend& b, const HeadWeights& src, size_t& bytes) {
+  HeadWeights dst;
+  LENSD_UPLOAD_(lnf_w);
+  LENSD_UPLOAD_(lnf_b);
+  LENSD_UPLOAD_(w_u);
+  LENSD_UPLOAD_(b_u);
+  return dst;
+}
+
+#undef LENSD_UPLOAD_
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split, int n_layers,
+                                                           int n_devices) {
+  std::vector<std::pair<int, int>> ranges;
+  if (split.empty() || split == "transformer-lens") {
+    if (n_devices > n_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(n_devices, " devices for ", n_layers, " layers: a device would be empty"));
+    }
+    for (int d = 0; d < n_devices; ++d) ranges.emplace_back(n_layers, 0);
+    for (int i = 0; i < n_layers; ++i) {
+      auto& r = ranges[static_cast<int64_t>(i) * n_devices / n_layers];
+      r.first = std::min(r.first, i);
+      r.second = std::max(r.second, i + 1);
+    }
+    return ranges;
+  }
+  int next = 0;
+  for (absl::string_view part : absl::StrSplit(split, ',')) {
+    std::vector<absl::string_view> ab = absl::StrSplit(part, '-');
+    int a, b;
+    if (ab.size() != 2 || !absl::SimpleAtoi(ab[0], &a) || !absl::SimpleAtoi(ab[1], &b) ||
+        a != next || b < a) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad --split '", split, "': expected consecutive ranges like 0-9,10-31 starting at 0"));
+    }
+    ranges.emplace_back(a, b + 1);
+    next = b + 1;
+  }
+  if (next != n_layers || static_cast<int>(ranges.size()) != n_devices) {
+    return absl::InvalidArgumentError(absl::StrCat("--split '", split, "' must cover layers 0-",
+                                                   n_layers - 1, " in ", n_devices, " ranges"));
+  }
+  return ranges;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
+  if (options.model_dir.empty()) {
+    spdlog::info("loading the built-in model (deterministic random weights)");
+    auto source = MakeRandomSource(BuiltinConfig(), 0x1e45d);
+    ASSIGN_OR_RETURN(auto model, FromSource(*source, options));
+    model->tokenizer_ = MakeByteTokenizer();
+    return model;
+  }
+  ASSIGN_OR_RETURN(auto source, OpenCheckpointSource(options.model_dir));
+  auto tokenizer = LoadTokenizer(options.model_dir);
+  if (!tokenizer.ok() && !absl::IsNotFound(tokenizer.status())) return tokenizer.status();
+  ASSIGN_OR_RETURN(auto model, FromSource(*source, options));
+  if (tokenizer.ok()) model->tokenizer_ = std::move(*tokenizer);
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& source,
+                                                         const LoadOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const ModelConfig& c = source.config();
+  if (options.threads > 0) SetCpuThreads(options.threads);
+  ASSIGN_OR_RETURN(std::vector<int> devices, ParseDevices(options.devices));
+  ASSIGN_OR_RETURN(auto ranges, PlanSplit(options.split, c.n_layers, static_cast<int>(devices.size())));
+  if (options.block_size <= 0 || options.kv_tokens < options.block_size) {
+    return absl::InvalidArgumentError("KV capacity must hold at least one block");
+  }
+  std::unique_ptr<Model> m(new Model());
+  m->config_ = c;
+  const int num_blocks = options.kv_tokens / options.block_size;
+  m->blocks_ = std::make_unique<BlockAllocator>(num_blocks, options.block_size);
+  const Shape pool_shape{static_cast<int64_t>(num_blocks) * options.block_size, c.n_kv_heads, c.d_head};
+  for (size_t d = 0; d < devices.size(); ++d) {
+    auto shard = std::make_unique<Shard>();
+    shard->backend = MakeCpuBackend(devices[d]);
+    Backend& b = *shard->backend;
+    shard->first = ranges[d].first, shard->end = ranges[d].second;
+    if (d == 0) {
+      ASSIGN_OR_RETURN(EmbedWeights e, source.Embed());
+      ProcessEmbed(c, options.processing, e);
+      ASSIGN_OR_RETURN(shard->embed, UploadEmbed(b, e, shard->weight_bytes));
+    }
+    for (int layer = shard->first; layer < shard->end; ++layer) {
+      ASSIGN_OR_RETURN(LayerWeights w, source.Layer(layer));
+      ProcessLayer(c, options.processing, w);
+      ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard->weight_bytes));
+      shard->layers.push_back(std::move(dw));
+      ASSIGN_OR_RETURN(Buffer k, b.Allocate(DType::kF32, pool_shape));
+      ASSIGN_OR_RETURN(Buffer v, b.Allocate(DType::kF32, pool_shape));
+      shard->kv_bytes += k.NumBytes() + v.NumBytes();
+      shard->k_pool.push_back(std::move(k));
+      shard->v_pool.push_back(std::move(v));
+      spdlog::debug("{}: layer {} loaded", b.Name(), layer);
+    }
+    if (d + 1 == devices.size()) {
+      ASSIGN_OR_RETURN(HeadWeights h, source.Head());
+      ProcessHead(c, options.processing, h);
+      ASSIGN_OR_RETURN(shard->head, UploadHead(b, h, shard->weight_bytes));
+    }
+    if (!c.learned_positions) {
+      std::vector<float> inv = RopeInvFreq(c.rope);
+      ASSIGN_OR_RETURN(shard->inv_freq, b.Allocate(DType::kF32, {static_cast<int64_t>(inv.size())}));
+      b.Upload(inv.data(), shard->inv_freq.view());
+    }
+    spdlog::info("{}: layers {}-{} loaded, {:.1f} MiB weights, {:.1f} MiB KV", b.Name(),
+                 shard->first, shard->end - 1, shard->weight_bytes / 1048576.0,
+                 shard->kv_bytes / 1048576.0);
+    m->shards_.push_back(std::move(shard));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("model {} loaded: {} layers, d_model {}, vocab {}, in {:.2f} s",
+               FamilyName(c.family), c.n_layers, c.d_model, c.vocab_size, secs);
+  return m;
+}
+
+Model::~Model() = default;
+
+std::vector<DeviceLayout> Model::Devices() const {
+  std::vector<DeviceLayout> out;
+  for (const auto& s : shards_) {
+    out.push_back({s->backend->Name(), s->first, s->end, s->weight_bytes, s->kv_bytes});
+  }
+  return out;
+}
+
+}  // namespace lensd

@@ -1,0 +1,55 @@
+// lensd: `serve`, `run` and `generate` (DESIGN.md, command-line contract).
+// spdlog is configured here and only here; logs go to stderr so stdout stays machine-readable.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/offline_commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: lensd <command> [flags]\n"
+    "  run       --out FILE.safetensors (--prompt TEXT | --token-ids 1,2,3) [--model DIR]\n"
+    "            [--hooks PATTERN,...] [--processing none|transformer-lens] [--devices cpu:0,...]\n"
+    "  generate  (--prompt TEXT | --token-ids 1,2,3) [--model DIR] [--max-new-tokens N]\n"
+    "            [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S] ...\n"
+    "Without --model the built-in model (deterministic random weights) is used.\n";
+
+void ConfigureLogging() {
+  auto logger = spdlog::stderr_color_mt("lensd");
+  spdlog::set_default_logger(logger);
+  const char* level = std::getenv("LENSD_LOG_LEVEL");
+  spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::info);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ConfigureLogging();
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  absl::Status status;
+  if (command == "run") {
+    status = lensd::RunCommand(args, std::cout);
+  } else if (command == "generate") {
+    status = lensd::GenerateCommand(args, std::cout);
+  } else {
+    std::cerr << "unknown command '" << command << "'\n" << kUsage;
+    return 2;
+  }
+  if (!status.ok()) {
+    std::cerr << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+              << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,68 @@
+#include "engine/model/config.h"
+
+#include <gtest/gtest.h>
+
+namespace lensd {
+namespace {
+
+TEST(Config, ClassicLlama31WithRopeScaling) {
+  auto c = ParseModelConfig(R"({"model_type":"llama","hidden_size":4096,"num_attention_heads":32,
+    "num_key_value_heads":8,"num_hidden_layers":32,"intermediate_size":14336,"vocab_size":128256,
+    "max_position_embeddings":131072,"rms_norm_eps":1e-5,"rope_theta":500000.0,
+    "rope_scaling":{"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+    "original_max_position_embeddings":8192,"rope_type":"llama3"},"torch_dtype":"bfloat16",
+    "bos_token_id":128000,"eos_token_id":[128001,128008,128009]})", "t");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope.type, RopeType::kLlama3);
+  EXPECT_EQ(c->rope.theta, 500000.0);
+  EXPECT_EQ(c->rope.factor, 8.0);
+  EXPECT_EQ(c->d_head, 128);
+  EXPECT_EQ(c->n_kv_heads, 8);
+  EXPECT_EQ(c->dtype, DType::kBF16);
+  EXPECT_EQ(c->eos_ids.size(), 3u);
+}
+
+TEST(Config, Transformers5StyleRopeParameters) {
+  auto c = ParseModelConfig(R"({"model_type":"llama","hidden_size":64,"num_attention_heads":4,
+    "num_hidden_layers":2,"intermediate_size":128,"vocab_size":100,"dtype":"float16",
+    "rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":32.0,
+    "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}})", "t");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope.type, RopeType::kLlama3);
+  EXPECT_EQ(c->rope.factor, 32.0);
+  EXPECT_EQ(c->rope.theta, 500000.0);
+  EXPECT_EQ(c->dtype, DType::kF16);
+}
+
+TEST(Config, NeoxClassicRotaryPctAndMistralWindow) {
+  auto neox = ParseModelConfig(R"({"model_type":"gpt_neox","hidden_size":512,"num_attention_heads":8,
+    "num_hidden_layers":6,"intermediate_size":2048,"vocab_size":50304,"rotary_pct":0.25,
+    "rotary_emb_base":10000,"use_parallel_residual":true})", "t");
+  ASSERT_TRUE(neox.ok()) << neox.status();
+  EXPECT_EQ(neox->rope.rotary_dim, 16);
+  EXPECT_TRUE(neox->parallel_residual);
+  EXPECT_EQ(neox->norm, NormKind::kLayerNorm);
+  auto mistral = ParseModelConfig(R"({"model_type":"mistral","hidden_size":64,"num_attention_heads":4,
+    "num_key_value_heads":2,"num_hidden_layers":2,"intermediate_size":128,"vocab_size":100,
+    "sliding_window":4})", "t");
+  ASSERT_TRUE(mistral.ok()) << mistral.status();
+  EXPECT_EQ(mistral->sliding_window, 4);
+}
+
+TEST(Config, ClearErrors) {
+  auto arch = ParseModelConfig(R"({"model_type":"mamba"})", "dir/config.json");
+  EXPECT_EQ(arch.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(arch.status().message().find("dir/config.json"), std::string::npos);
+  EXPECT_NE(arch.status().message().find("mamba"), std::string::npos);
+  EXPECT_FALSE(ParseModelConfig("{not json", "x").ok());
+  auto type = ParseModelConfig(R"({"model_type":"llama","hidden_size":"big"})", "x");
+  EXPECT_NE(type.status().message().find("hidden_size"), std::string::npos);
+  EXPECT_FALSE(ParseModelConfig(R"({"model_type":"llama","hidden_size":64,"num_attention_heads":3,
+    "num_hidden_layers":1,"intermediate_size":8,"vocab_size":10})", "x").ok());
+  EXPECT_FALSE(ParseModelConfig(R"({"model_type":"llama","hidden_size":64,"num_attention_heads":4,
+    "num_hidden_layers":1,"intermediate_size":8,"vocab_size":10,
+    "rope_scaling":{"rope_type":"yarn","factor":4}})", "x").ok());
+}
+
+}  // namespace
+}  // namespace lensd

@@ -1,0 +1,129 @@
+#include "engine/model/safetensors.h"
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "engine/runtime/generate.h"
+#include "engine/runtime/model.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace lensd {
+namespace {
+
+using testing::SharedDir;
+
+void CopyFile(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  std::ofstream out(to, std::ios::binary);
+  out << in.rdbuf();
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+TEST(Safetensors, WriterRoundTrips) {
+  SafetensorsWriter w;
+  float data[6] = {1, 2, 3, 4, 5, 6};
+  w.Add("b", DType::kF32, {2, 3}, data, sizeof(data));
+  int32_t ids[2] = {7, 8};
+  w.Add("a", DType::kI32, {1, 2}, ids, sizeof(ids));
+  std::string bytes = w.Serialize();
+  EXPECT_EQ((bytes.size() - 8 - 24) % 8, 0u);
+  auto f = SafetensorsFile::Parse(bytes.data(), bytes.size(), "mem");
+  ASSERT_TRUE(f.ok()) << f.status();
+  const TensorInfo* b = (*f)->Find("b");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(static_cast<const float*>(b->data)[5], 6.0f);
+  EXPECT_EQ(static_cast<const int32_t*>((*f)->Find("a")->data)[1], 8);
+}
+
+TEST(Safetensors, RejectsCorruptFilesNamingThem) {
+  float data[4] = {};
+  SafetensorsWriter w;
+  w.Add("t", DType::kF32, {4}, data, sizeof(data));
+  std::string good = w.Serialize();
+  const std::string dir = testing::TempDir("st");
+  WriteBytes(dir + "/trunc.safetensors", good.substr(0, good.size() - 4));
+  auto trunc = SafetensorsFile::Open(dir + "/trunc.safetensors");
+  ASSERT_FALSE(trunc.ok());
+  EXPECT_NE(trunc.status().message().find("trunc.safetensors"), std::string::npos);
+  EXPECT_NE(trunc.status().message().find("'t'"), std::string::npos);
+  std::string huge = good;
+  huge[0] = '\xff';
+  EXPECT_FALSE(SafetensorsFile::Parse(huge.data(), huge.size(), "h").ok());
+  std::string bad_json = good;
+  bad_json[9] = '!';
+  EXPECT_FALSE(SafetensorsFile::Parse(bad_json.data(), bad_json.size(), "j").ok());
+  EXPECT_FALSE(SafetensorsFile::Parse("abc", 3, "short").ok());
+  EXPECT_EQ(SafetensorsFile::Open(dir + "/absent.safetensors").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(Checkpoint, WrongShapeAndMissingTensorNameFileAndTensor) {
+  LENSD_REQUIRE_SHARED("golden/llama");
+  const std::string dir = testing::TempDir("badshape");
+  CopyFile(SharedDir() + "/golden/llama/config.json", dir + "/config.json");
+  auto src = SafetensorsFile::Open(SharedDir() + "/golden/llama/model.safetensors");
+  ASSERT_TRUE(src.ok());
+  SafetensorsWriter w;
+  for (const auto& [name, info] : (*src)->tensors()) {
+    if (name == "model.layers.1.mlp.up_proj.weight") continue;  // missing
+    std::vector<int64_t> shape = info.shape;
+    if (name == "model.layers.0.self_attn.k_proj.weight") std::swap(shape[0], shape[1]);
+    w.Add(name, info.dtype, shape, info.data, info.num_bytes);
+  }
+  ASSERT_TRUE(w.WriteFile(dir + "/model.safetensors").ok());
+  LoadOptions options;
+  options.model_dir = dir;
+  auto m = Model::Load(options);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("model.layers.0.self_attn.k_proj.weight"), std::string::npos);
+  EXPECT_NE(m.status().message().find("model.safetensors"), std::string::npos);
+  options.split = "0-0,1-2";  // never reached: layer 0 fails first. Fix the shape and retry:
+  SafetensorsWriter w2;
+  for (const auto& [name, info] : (*src)->tensors()) {
+    if (name != "model.layers.1.mlp.up_proj.weight") w2.Add(name, info.dtype, info.shape, info.data, info.num_bytes);
+  }
+  ASSERT_TRUE(w2.WriteFile(dir + "/model.safetensors").ok());
+  options.split.clear();
+  m = Model::Load(options);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("model.layers.1.mlp.up_proj.weight"), std::string::npos);
+}
+
+TEST(Checkpoint, ShardedIndexLoadsLikeSingleFile) {
+  LENSD_REQUIRE_SHARED("golden/qwen2");
+  const std::string golden = SharedDir() + "/golden/qwen2";
+  const std::string dir = testing::TempDir("sharded");
+  CopyFile(golden + "/config.json", dir + "/config.json");
+  auto src = SafetensorsFile::Open(golden + "/model.safetensors");
+  ASSERT_TRUE(src.ok());
+  SafetensorsWriter shard[2];
+  nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
+  int i = 0;
+  for (const auto& [name, info] : (*src)->tensors()) {
+    int s = (i++) % 2;
+    shard[s].Add(name, info.dtype, info.shape, info.data, info.num_bytes);
+    index["weight_map"][name] = absl::StrCat("model-0000", s + 1, "-of-00002.safetensors");
+  }
+  for (int s = 0; s < 2; ++s) {
+    ASSERT_TRUE(shard[s].WriteFile(absl::StrCat(dir, "/model-0000", s + 1, "-of-00002.safetensors")).ok());
+  }
+  std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
+  LoadOptions a, b;
+  a.model_dir = golden;
+  b.model_dir = dir;
+  auto ma = Model::Load(a), mb = Model::Load(b);
+  ASSERT_TRUE(ma.ok() && mb.ok()) << mb.status();
+  std::vector<int32_t> ids = {5, 17, 300, 2, 999};
+  auto ra = RunWithCache(**ma, ids, HookSelection::None((*ma)->config()));
+  auto rb = RunWithCache(**mb, ids, HookSelection::None((*mb)->config()));
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  EXPECT_EQ(0, std::memcmp(ra->logits.As<float>(), rb->logits.As<float>(), ra->logits.NumBytes()));
+}
+
+}  // namespace
+}  // namespace lensd

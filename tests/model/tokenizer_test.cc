@@ -1,0 +1,92 @@
+// The 18 tricky texts of shared/tokenizers/cases.json, exactly, for every tokenizer format.
+#include "engine/model/tokenizer.h"
+
+#include "engine/model/json_fields.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace lensd {
+namespace {
+
+using testing::SharedDir;
+
+void ExpectCases(const Tokenizer& tok, const std::string& key, bool has_bos) {
+  auto text = ReadFileToString(SharedDir() + "/tokenizers/cases.json");
+  ASSERT_TRUE(text.ok());
+  auto cases = nlohmann::json::parse(*text)["cases"][key];
+  ASSERT_EQ(cases.size(), 18u);
+  for (const auto& c : cases) {
+    const std::string input = c["text"].get<std::string>();
+    auto ids = tok.Encode(input);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int>>()) << key << ": " << input;
+    std::vector<int> body = *ids;
+    if (has_bos && !body.empty()) body.erase(body.begin());
+    EXPECT_EQ(tok.Decode(body), c["decoded"].get<std::string>()) << key << ": " << input;
+    EXPECT_EQ(tok.Decode(*ids), input) << "decode(encode(x)) round trip for " << input;
+  }
+}
+
+TEST(Tokenizer, Gpt2VocabAndMerges) {
+  LENSD_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
+  auto tok = LoadGpt2VocabMerges(SharedDir() + "/tokenizers/gpt2/vocab.json",
+                                 SharedDir() + "/tokenizers/gpt2/merges.txt");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->VocabSize(), 50257);
+  ExpectCases(**tok, "gpt2", false);
+}
+
+TEST(Tokenizer, Gpt2TokenizerJson) {
+  LENSD_REQUIRE_SHARED("tokenizers/gpt2/tokenizer.json");
+  auto tok = LoadHfTokenizerJson(SharedDir() + "/tokenizers/gpt2/tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  ExpectCases(**tok, "gpt2", false);
+}
+
+TEST(Tokenizer, Llama3StyleTokenizerJson) {
+  LENSD_REQUIRE_SHARED("tokenizers/llama3style/tokenizer.json");
+  auto tok = LoadHfTokenizerJson(SharedDir() + "/tokenizers/llama3style/tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  ExpectCases(**tok, "llama3style", true);
+}
+
+TEST(Tokenizer, Llama2SentencePieceModel) {
+  LENSD_REQUIRE_SHARED("tokenizers/llama2/tokenizer.model");
+  auto tok = LoadSentencePiece(SharedDir() + "/tokenizers/llama2/tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->VocabSize(), 32000);
+  ExpectCases(**tok, "llama2", true);
+}
+
+// A SentencePiece-style tokenizer.json (Llama 2 / Mistral as exported by HF): "▁" for spaces,
+// a prepended "▁", and byte fallback for characters outside the vocabulary.
+TEST(Tokenizer, SentencePieceStyleJsonWithByteFallback) {
+  nlohmann::json j = {
+      {"added_tokens", {{{"id", 1}, {"content", "<s>"}, {"special", true}}}},
+      {"normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "Prepend"}, {"prepend", "\u2581"}},
+                                                              {{"type", "Replace"}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"post_processor", {{"type", "TemplateProcessing"},
+                          {"single", {{{"SpecialToken", {{"id", "<s>"}}}}, {{"Sequence", {{"id", "A"}}}}}}}},
+      {"model", {{"type", "BPE"}, {"byte_fallback", true},
+                 {"vocab", {{"<unk>", 0}, {"<s>", 1}, {"<0xC3>", 2}, {"<0xA9>", 3}, {"\u2581", 4},
+                            {"h", 5}, {"i", 6}, {"hi", 7}, {"\u2581hi", 8}}},
+                 {"merges", {"h i", "\u2581 hi"}}}}};
+  auto tok = ParseHfTokenizerJson(j.dump());
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto ids = (*tok)->Encode("hi \xC3\xA9");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, (std::vector<int>{1, 8, 4, 2, 3}));
+  EXPECT_EQ((*tok)->Decode(*ids), "hi \xC3\xA9");
+}
+
+TEST(Tokenizer, ByteTokenizerAndErrors) {
+  auto t = MakeByteTokenizer();
+  EXPECT_EQ(*t->Encode("ab"), (std::vector<int>{1, 100, 101}));
+  EXPECT_EQ(t->Decode({1, 100, 101, 2}), "ab");
+  EXPECT_EQ(LoadTokenizer("/nonexistent").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(ParseHfTokenizerJson(R"({"model":{"type":"Unigram"}})").ok());
+}
+
+}  // namespace
+}  // namespace lensd

@@ -1,0 +1,69 @@
+// Virtual CPU devices: every split gives exactly the single-device hooks, logits and greedy ids.
+#include <cstring>
+
+#include "engine/runtime/generate.h"
+#include "engine/runtime/model.h"
+#include "tests/test_util.h"
+
+namespace lensd {
+namespace {
+
+TEST(DeviceMap, TransformerLensSplitFormula) {
+  auto r = PlanSplit("", 5, 2);  // floor(i*2/5): 0,0,0,1,1
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, (std::vector<std::pair<int, int>>{{0, 3}, {3, 5}}));
+  auto e = PlanSplit("0-0,1-4", 5, 2);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ((*e)[0], (std::pair<int, int>{0, 1}));
+  EXPECT_FALSE(PlanSplit("0-1,3-4", 5, 2).ok());
+  EXPECT_FALSE(PlanSplit("0-4", 5, 2).ok());
+  EXPECT_FALSE(PlanSplit("", 2, 3).ok());
+}
+
+struct SplitCase {
+  std::string family, devices, split;
+};
+class SplitTest : public ::testing::TestWithParam<SplitCase> {};
+
+TEST_P(SplitTest, EqualsSingleDevice) {
+  const SplitCase& sc = GetParam();
+  LENSD_REQUIRE_SHARED("golden/" + sc.family);
+  LoadOptions one, many;
+  one.model_dir = many.model_dir = testing::SharedDir() + "/golden/" + sc.family;
+  many.devices = sc.devices;
+  many.split = sc.split;
+  auto a = Model::Load(one), b = Model::Load(many);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+  EXPECT_GT((*b)->Devices().size(), 1u);
+  const std::vector<int32_t> ids = {11, 22, 33, 44, 55, 66};
+  auto ra = RunWithCache(**a, ids, HookSelection::All((*a)->config()));
+  auto rb = RunWithCache(**b, ids, HookSelection::All((*b)->config()));
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  EXPECT_EQ(0, std::memcmp(ra->logits.As<float>(), rb->logits.As<float>(), ra->logits.NumBytes()));
+  ASSERT_EQ(ra->cache.size(), rb->cache.size());
+  for (auto& [name, buf] : ra->cache) {
+    EXPECT_TRUE(testing::AllClose(name, rb->cache[name].view(), buf.view(), 0)) << name;
+  }
+  SamplingParams p;
+  p.max_new_tokens = 8;
+  p.ignore_eos = true;
+  EXPECT_EQ(Generate(**a, ids, p)->tokens, Generate(**b, ids, p)->tokens);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Splits, SplitTest,
+    ::testing::Values(SplitCase{"gpt2", "cpu:0,cpu:1", ""}, SplitCase{"gpt2", "cpu:0,cpu:1,cpu:2", ""},
+                      SplitCase{"llama", "cpu:0,cpu:1", "0-0,1-2"},
+                      SplitCase{"llama", "cpu:0,cpu:1,cpu:2", "transformer-lens"},
+                      SplitCase{"qwen2", "cpu:0,cpu:1", ""}, SplitCase{"gpt_neox", "cpu:1,cpu:0", ""}));
+
+TEST(DeviceMap, BadDeviceSpecsAreErrors) {
+  LoadOptions o;
+  o.devices = "tpu:0";
+  EXPECT_EQ(Model::Load(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.devices = "cpu:0,cpu:0";
+  EXPECT_FALSE(Model::Load(o).ok());
+}
+
+}  // namespace
+}  // namespace lensd

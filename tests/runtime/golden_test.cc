@@ -1,0 +1,109 @@
+// Every hook, logits and greedy ids of the four golden families against TransformerLens
+// 3.5.1 references, with and without TransformerLens weight processing; plus the trained
+// stories260K checkpoint against llama2.c's run.c greedy ids.
+#include <fstream>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/runtime/generate.h"
+#include "engine/runtime/model.h"
+#include "tests/test_util.h"
+
+namespace lensd {
+namespace {
+
+using testing::AllClose;
+using testing::SharedDir;
+
+struct GoldenCase {
+  std::string family;
+  bool processed;
+};
+
+class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(GoldenTest, EveryHookLogitsAndGreedyMatchReference) {
+  const GoldenCase& gc = GetParam();
+  const std::string rel = "golden/" + gc.family;
+  LENSD_REQUIRE_SHARED(rel);
+  const std::string dir = SharedDir() + "/" + rel;
+  auto ref = SafetensorsFile::Open(dir + (gc.processed ? "/processed.safetensors" : "/reference.safetensors"));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  LoadOptions options;
+  options.model_dir = dir;
+  options.processing = *ParseProcessing(gc.processed ? "transformer-lens" : "none");
+  auto model = Model::Load(options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  for (const std::string p : {"p0", "p1"}) {
+    const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find(p + ".input_ids"));
+    auto result = RunWithCache(**model, ids, HookSelection::All((*model)->config()));
+    ASSERT_TRUE(result.ok()) << result.status();
+    std::set<std::string> expected;
+    for (const auto& [key, info] : (*ref)->tensors()) {
+      if (!absl::StartsWith(key, p + ".")) continue;
+      const std::string name = key.substr(p.size() + 1);
+      if (name == "input_ids" || name == "greedy") continue;
+      Buffer want = testing::ToF32(info);
+      if (name == "logits") {
+        EXPECT_TRUE(AllClose(key, result->logits.view(), want.view(), 1e-4));
+        continue;
+      }
+      expected.insert(name);
+      auto it = result->cache.find(name);
+      ASSERT_NE(it, result->cache.end()) << "missing hook " << name;
+      EXPECT_TRUE(AllClose(key, it->second.view(), want.view(), 1e-4));
+    }
+    EXPECT_EQ(expected.size(), result->cache.size()) << "hook sets differ";
+    // Greedy ids always come from reference.safetensors: weight processing preserves the
+    // function (logits move by a per-row constant), and gpt2's processed.safetensors p1.greedy
+    // contradicts its own model after the 4th new token (417 beats 929 by 3.04 logits there,
+    // processed or not) — the TransformerLens cached-generate defect DESIGN.md warns about.
+    auto unprocessed = SafetensorsFile::Open(dir + "/reference.safetensors");
+    ASSERT_TRUE(unprocessed.ok()) << unprocessed.status();
+    const std::vector<int32_t> greedy = testing::ToIds(*(*unprocessed)->Find(p + ".greedy"));
+    SamplingParams sp;
+    sp.max_new_tokens = static_cast<int>(greedy.size() - ids.size());
+    sp.ignore_eos = true;
+    auto gen = Generate(**model, ids, sp);
+    ASSERT_TRUE(gen.ok()) << gen.status();
+    std::vector<int32_t> full = ids;
+    full.insert(full.end(), gen->tokens.begin(), gen->tokens.end());
+    EXPECT_EQ(full, greedy) << p << " greedy ids";
+  }
+  EXPECT_EQ((*model)->blocks().num_free(), (*model)->blocks().num_blocks());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Families, GoldenTest,
+    ::testing::Values(GoldenCase{"gpt2", false}, GoldenCase{"gpt2", true},
+                      GoldenCase{"llama", false}, GoldenCase{"llama", true},
+                      GoldenCase{"qwen2", false}, GoldenCase{"qwen2", true},
+                      GoldenCase{"gpt_neox", false}, GoldenCase{"gpt_neox", true}),
+    [](const auto& info) {
+      return info.param.family + (info.param.processed ? "_processed" : "_reference");
+    });
+
+TEST(Stories260K, GreedyMatchesLlama2cRunC) {
+  LENSD_REQUIRE_SHARED("reference-models/stories260K");
+  const std::string dir = SharedDir() + "/reference-models/stories260K";
+  std::ifstream in(dir + "/greedy_runc_ids.txt");
+  std::vector<int32_t> want;
+  for (int id; in >> id;) want.push_back(id);
+  ASSERT_GE(want.size(), 200u);
+  LoadOptions options;
+  options.model_dir = dir;
+  auto model = Model::Load(options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  SamplingParams sp;
+  sp.max_new_tokens = 200;
+  sp.ignore_eos = true;
+  auto gen = Generate(**model, {1}, sp);
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  std::vector<int32_t> got = gen->tokens;
+  want.resize(200);
+  EXPECT_EQ(got, want);
+}
+
+}  // namespace
+}  // namespace lensd

@@ -1,0 +1,90 @@
+// The lensd binary against DESIGN.md's command-line contract.
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/model/safetensors.h"
+#include "tests/test_util.h"
+
+namespace lensd {
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out;  // stdout
+  std::string err;  // stderr (logs and error messages)
+};
+
+CliRun Lensd(const std::string& args) {
+  const char* bin = std::getenv("LENSD_BIN");
+  const std::string err_path = testing::TempDir("cli_err") + "/stderr";
+  std::string cmd = absl::StrCat(bin ? bin : "lensd", " ", args, " 2>", err_path);
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+  int status = pclose(p);
+  std::ifstream err(err_path);
+  std::string err_text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  return {WEXITSTATUS(status), out, err_text};
+}
+
+std::string Golden(const std::string& f) { return testing::SharedDir() + "/golden/" + f; }
+
+TEST(Cli, GeneratePrintsGreedyIdsLikeTheReference) {
+  LENSD_REQUIRE_SHARED("golden/llama");
+  auto ref = SafetensorsFile::Open(Golden("llama/reference.safetensors"));
+  ASSERT_TRUE(ref.ok());
+  std::vector<int32_t> prompt = testing::ToIds(*(*ref)->Find("p0.input_ids"));
+  std::vector<int32_t> greedy = testing::ToIds(*(*ref)->Find("p0.greedy"));
+  CliRun r = Lensd(absl::StrCat("generate --model ", Golden("llama"), " --token-ids=",
+                             absl::StrJoin(prompt, ","), " --max-new-tokens 12 --temperature 0"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<int32_t> tail(greedy.begin() + prompt.size(), greedy.end());
+  EXPECT_NE(r.out.find(absl::StrJoin(tail, " ") + "\n"), std::string::npos) << r.out;
+}
+
+TEST(Cli, RunWritesHooksLogitsAndInputIds) {
+  LENSD_REQUIRE_SHARED("golden/gpt2");
+  const std::string out = testing::TempDir("cli") + "/cache.safetensors";
+  CliRun r = Lensd(absl::StrCat("run --model=", Golden("gpt2"), " --token-ids 1,2,3 --hooks ",
+                             "'blocks.*.hook_resid_post,hook_pos_embed' --out ", out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto f = SafetensorsFile::Open(out);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->tensors().size(), 3u + 1 + 2);
+  EXPECT_EQ((*f)->Find("input_ids")->dtype, DType::kI32);
+  EXPECT_EQ((*f)->Find("logits")->shape, (std::vector<int64_t>{1, 3, 1000}));
+  EXPECT_EQ((*f)->Find("blocks.2.hook_resid_post")->shape, (std::vector<int64_t>{1, 3, 64}));
+}
+
+TEST(Cli, BuiltinModelWithPromptAndAllHooks) {
+  const std::string out = testing::TempDir("cli_builtin") + "/all.safetensors";
+  CliRun r = Lensd("run --prompt 'hi there' --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto f = SafetensorsFile::Open(out);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ((*f)->Find("blocks.0.attn.hook_pattern")->shape, (std::vector<int64_t>{1, 4, 9, 9}));
+  CliRun g = Lensd("generate --prompt hello --max-new-tokens 5 --temperature 0.8 --seed 3");
+  ASSERT_EQ(g.code, 0) << g.err;
+  EXPECT_EQ(g.out, Lensd("generate --prompt hello --max-new-tokens 5 --temperature 0.8 --seed 3").out);
+}
+
+TEST(Cli, ErrorsExitNonZeroWithStatusName) {
+  CliRun unknown_hook = Lensd("run --token-ids 1,2 --hooks blocks.0.hook_resid_prex --out /tmp/x.st");
+  EXPECT_EQ(unknown_hook.code, 1);
+  EXPECT_NE(unknown_hook.err.find("INVALID_ARGUMENT"), std::string::npos);
+  EXPECT_NE(unknown_hook.err.find("blocks.0.hook_resid_pre"), std::string::npos);
+  CliRun bad_id = Lensd("generate --token-ids 1,99999");
+  EXPECT_EQ(bad_id.code, 1);
+  EXPECT_NE(bad_id.err.find("outside the vocabulary"), std::string::npos);
+  EXPECT_EQ(Lensd("generate --prompt x --top-p 2").code, 1);
+  EXPECT_EQ(Lensd("generate --bogus 1").code, 1);
+  CliRun missing = Lensd("generate --model /nonexistent --token-ids 1");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("/nonexistent"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace lensd

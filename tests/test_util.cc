@@ -1,0 +1,78 @@
+#include "tests/test_util.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace lensd::testing {
+
+std::string SharedDir() {
+  const char* env = std::getenv("LENSD_SHARED_DIR");
+  return env ? env : LENSD_SHARED_DIR;
+}
+
+bool SharedExists(const std::string& relative) {
+  struct stat st;
+  return ::stat((SharedDir() + "/" + relative).c_str(), &st) == 0;
+}
+
+Buffer ToF32(const TensorInfo& info) {
+  Buffer b = Buffer::Host(DType::kF32, Shape::FromVector(info.shape));
+  ConvertToF32(info.dtype, info.data, b.As<float>(), b.shape().NumElements());
+  return b;
+}
+
+std::vector<int32_t> ToIds(const TensorInfo& info) {
+  std::vector<int32_t> ids(info.num_bytes / 4);
+  std::memcpy(ids.data(), info.data, info.num_bytes);
+  return ids;
+}
+
+::testing::AssertionResult AllClose(const std::string& what, const TensorView& got,
+                                    const TensorView& ref, double tol) {
+  if (got.shape != ref.shape) {
+    return ::testing::AssertionFailure() << what << ": shape " << got.shape.ToString()
+                                         << " != reference " << ref.shape.ToString();
+  }
+  const float* g = got.As<float>();
+  const float* r = ref.As<float>();
+  const int64_t n = ref.NumElements();
+  double max_abs = 1.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isfinite(r[i])) max_abs = std::max(max_abs, std::fabs(double{r[i]}));
+  }
+  const double bound = tol * max_abs;
+  double worst = 0;
+  int64_t worst_at = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isinf(r[i]) || std::isinf(g[i])) {
+      if (r[i] != g[i]) {
+        return ::testing::AssertionFailure() << what << ": element " << i << " is " << g[i]
+                                             << ", reference " << r[i] << " (masking differs)";
+      }
+      continue;
+    }
+    double d = std::fabs(double{g[i]} - r[i]);
+    if (!(d <= worst) || std::isnan(g[i])) worst = std::isnan(g[i]) ? INFINITY : d, worst_at = i;
+  }
+  if (worst > bound) {
+    return ::testing::AssertionFailure() << what << ": max |diff| " << worst << " at " << worst_at
+                                         << " (got " << g[worst_at] << ", ref " << r[worst_at]
+                                         << ") exceeds " << bound;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::string TempDir(const std::string& tag) {
+  std::string dir = absl::StrCat(::testing::TempDir(), "lensd_", tag, "_", ::getpid());
+  ::mkdir(dir.c_str(), 0755);
+  return dir;
+}
+
+}  // namespace lensd::testing

@@ -1,0 +1,39 @@
+// Helpers shared by the test binaries: where ../shared lives, reading reference tensors,
+// and the golden comparison rule (1e-4 × max(1, max|ref|), identical -inf positions).
+#ifndef LENSD_TESTS_TEST_UTIL_H_
+#define LENSD_TESTS_TEST_UTIL_H_
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/core/tensor.h"
+#include "engine/model/safetensors.h"
+
+namespace lensd::testing {
+
+// $LENSD_SHARED_DIR, else ../shared beside the checkout.
+std::string SharedDir();
+// Skips the calling test (GTEST_SKIP) when `relative` is absent under SharedDir().
+#define LENSD_REQUIRE_SHARED(relative)                                              \
+  if (!::lensd::testing::SharedExists(relative))                                   \
+  GTEST_SKIP() << "shared test data " << relative << " absent (expected under "    \
+               << ::lensd::testing::SharedDir() << ")"
+bool SharedExists(const std::string& relative);
+
+// float32 copy of a reference tensor.
+Buffer ToF32(const TensorInfo& info);
+std::vector<int32_t> ToIds(const TensorInfo& info);
+
+// Golden rule: |got - ref| <= tol × max(1, max|ref|) everywhere; -inf exactly where ref is.
+::testing::AssertionResult AllClose(const std::string& what, const TensorView& got,
+                                    const TensorView& ref, double tol);
+
+// A fresh temporary directory (removed by the OS's tmp cleaning; tests use unique names).
+std::string TempDir(const std::string& tag);
+
+}  // namespace lensd::testing
+
+#endif  // LENSD_TESTS_TEST_UTIL_H_
