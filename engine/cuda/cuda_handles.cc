@@ -1,0 +1,43 @@
+#include "engine/cuda/cuda_handles.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace lensd::cuda {
+
+absl::Status CudaStatus(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(err)));
+}
+
+int DeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+absl::StatusOr<StreamPtr> NewStream() {
+  cudaStream_t s;
+  auto st = CudaStatus(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (!st.ok()) return st;
+  return StreamPtr(s);
+}
+
+absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes) {
+  void* p = nullptr;
+  auto st = CudaStatus(cudaMalloc(&p, bytes), "cudaMalloc");
+  if (!st.ok()) return st;
+  return DevicePtr(p);
+}
+
+absl::StatusOr<BlasLtPtr> NewBlasLt() {
+  cublasLtHandle_t h;
+  if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+    return absl::InternalError("cublasLtCreate failed");
+  }
+  return BlasLtPtr(h);
+}
+
+}  // namespace lensd::cuda

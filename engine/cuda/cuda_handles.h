@@ -1,0 +1,49 @@
+// RAII ownership of CUDA C handles and CUDA error -> absl::Status conversion.
+// Only engine/cuda/** includes CUDA headers.
+#ifndef LENSD_ENGINE_CUDA_CUDA_HANDLES_H_
+#define LENSD_ENGINE_CUDA_CUDA_HANDLES_H_
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <type_traits>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace lensd::cuda {
+
+absl::Status CudaStatus(cudaError_t err, const char* what);
+
+struct StreamDeleter {
+  void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }
+};
+struct EventDeleter {
+  void operator()(cudaEvent_t e) const { cudaEventDestroy(e); }
+};
+struct BlasLtDeleter {
+  void operator()(cublasLtHandle_t h) const { cublasLtDestroy(h); }
+};
+struct DeviceMemoryDeleter {
+  void operator()(void* p) const { cudaFree(p); }
+};
+struct PinnedMemoryDeleter {
+  void operator()(void* p) const { cudaFreeHost(p); }
+};
+
+using StreamPtr = std::unique_ptr<std::remove_pointer_t<cudaStream_t>, StreamDeleter>;
+using EventPtr = std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, EventDeleter>;
+using BlasLtPtr = std::unique_ptr<std::remove_pointer_t<cublasLtHandle_t>, BlasLtDeleter>;
+using DevicePtr = std::unique_ptr<void, DeviceMemoryDeleter>;
+using PinnedPtr = std::unique_ptr<void, PinnedMemoryDeleter>;
+
+// Number of visible CUDA devices; 0 (not an error) when there is no driver or device.
+int DeviceCount();
+absl::StatusOr<StreamPtr> NewStream();
+absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes);
+absl::StatusOr<BlasLtPtr> NewBlasLt();
+
+}  // namespace lensd::cuda
+
+#endif  // LENSD_ENGINE_CUDA_CUDA_HANDLES_H_
