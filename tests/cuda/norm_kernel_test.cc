@@ -1,4 +1,5 @@
 // gpu: the CUDA norm kernel against CpuBackend::Norm on random inputs (skips without a GPU).
+#include <cstring>
 #include <random>
 
 #include "engine/cpu/cpu_backend.h"
@@ -8,6 +9,21 @@
 
 namespace lensd {
 namespace {
+
+cuda::DevicePtr ToDevice(const Buffer& host) {
+  auto d = cuda::DeviceAlloc(host.NumBytes());
+  EXPECT_TRUE(d.ok()) << d.status();
+  cudaMemcpy(d->get(), host.As<float>(), host.NumBytes(), cudaMemcpyHostToDevice);
+  return std::move(*d);
+}
+
+Buffer ToHost(const cuda::DevicePtr& device, Shape shape) {
+  Buffer host = Buffer::Host(DType::kF32, shape);
+  cudaMemcpy(host.As<float>(), device.get(), host.NumBytes(), cudaMemcpyDeviceToHost);
+  return host;
+}
+
+float* F(const cuda::DevicePtr& p) { return static_cast<float*>(p.get()); }
 
 TEST(CudaNorm, MatchesCpuBackend) {
   if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
@@ -25,29 +41,19 @@ TEST(CudaNorm, MatchesCpuBackend) {
       Buffer s = Buffer::Host(DType::kF32, {rows});
       cpu->Norm(layer_norm ? NormKind::kLayerNorm : NormKind::kRmsNorm, x.view(), w.view(),
                 b.view(), 1e-5f, y.view(), n.view(), s.view());
-      const size_t xb = x.NumBytes(), db = w.NumBytes(), sb = s.NumBytes();
-      auto dx = cuda::DeviceAlloc(xb), dw = cuda::DeviceAlloc(db), dbias = cuda::DeviceAlloc(db);
-      auto dy = cuda::DeviceAlloc(xb), dn = cuda::DeviceAlloc(xb), ds = cuda::DeviceAlloc(sb);
-      ASSERT_TRUE(dx.ok() && dw.ok() && dbias.ok() && dy.ok() && dn.ok() && ds.ok());
-      cudaMemcpy(dx->get(), x.As<float>(), xb, cudaMemcpyHostToDevice);
-      cudaMemcpy(dw->get(), w.As<float>(), db, cudaMemcpyHostToDevice);
-      cudaMemcpy(dbias->get(), b.As<float>(), db, cudaMemcpyHostToDevice);
-      cudaMemset(dy->get(), 0xff, xb);  // poison: every element must be written
-      ASSERT_EQ(cudaSuccess, cuda::LaunchNorm<float>(layer_norm, static_cast<float*>(dx->get()),
-                                                     static_cast<float*>(dw->get()),
-                                                     static_cast<float*>(dbias->get()), 1e-5f, rows, d,
-                                                     static_cast<float*>(dy->get()),
-                                                     static_cast<float*>(dn->get()),
-                                                     static_cast<float*>(ds->get()), nullptr));
+      cuda::DevicePtr dx = ToDevice(x), dw = ToDevice(w), db = ToDevice(b);
+      // Outputs start poisoned (0xff bytes = NaN): every element must be written.
+      Buffer poison = Buffer::Host(DType::kF32, {rows, d});
+      Buffer poison_rows = Buffer::Host(DType::kF32, {rows});
+      std::memset(poison.As<float>(), 0xff, poison.NumBytes());
+      std::memset(poison_rows.As<float>(), 0xff, poison_rows.NumBytes());
+      cuda::DevicePtr dy = ToDevice(poison), dn = ToDevice(poison), ds = ToDevice(poison_rows);
+      ASSERT_EQ(cudaSuccess, cuda::LaunchNorm<float>(layer_norm, F(dx), F(dw), F(db), 1e-5f, rows,
+                                                     d, F(dy), F(dn), F(ds), nullptr));
       ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());
-      Buffer gy = Buffer::Host(DType::kF32, {rows, d}), gn = Buffer::Host(DType::kF32, {rows, d});
-      Buffer gs = Buffer::Host(DType::kF32, {rows});
-      cudaMemcpy(gy.As<float>(), dy->get(), xb, cudaMemcpyDeviceToHost);
-      cudaMemcpy(gn.As<float>(), dn->get(), xb, cudaMemcpyDeviceToHost);
-      cudaMemcpy(gs.As<float>(), ds->get(), sb, cudaMemcpyDeviceToHost);
-      EXPECT_TRUE(testing::AllClose("y", gy.view(), y.view(), 1e-5));
-      EXPECT_TRUE(testing::AllClose("normalized", gn.view(), n.view(), 1e-5));
-      EXPECT_TRUE(testing::AllClose("scale", gs.view(), s.view(), 1e-5));
+      EXPECT_TRUE(testing::AllClose("y", ToHost(dy, {rows, d}).view(), y.view(), 1e-5));
+      EXPECT_TRUE(testing::AllClose("normalized", ToHost(dn, {rows, d}).view(), n.view(), 1e-5));
+      EXPECT_TRUE(testing::AllClose("scale", ToHost(ds, {rows}).view(), s.view(), 1e-5));
     }
   }
 }
