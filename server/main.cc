@@ -9,16 +9,23 @@
 
 #include "absl/status/status.h"
 #include "server/offline_commands.h"
+#include "server/serve_command.h"
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: lensd <command> [flags]\n"
+    "  serve     [--model DIR] [--host 0.0.0.0] [--port 50051] [--devices cpu:0,...]\n"
+    "            [--processing none|transformer-lens] [--kv-tokens N] [--max-batch-tokens N]\n"
+    "            [--max-running N] [--max-queue N] [--max-prompt-tokens N]\n"
+    "            [--max-new-tokens-limit N] [--max-capture-mib N] [--stall-timeout-s S]\n"
+    "            [--drain-timeout-s S] [--metrics-port P] [--auth-token T] [--tls-cert F --tls-key F]\n"
     "  run       --out FILE.safetensors (--prompt TEXT | --token-ids 1,2,3) [--model DIR]\n"
     "            [--hooks PATTERN,...] [--processing none|transformer-lens] [--devices cpu:0,...]\n"
     "  generate  (--prompt TEXT | --token-ids 1,2,3) [--model DIR] [--max-new-tokens N]\n"
     "            [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S] ...\n"
-    "Without --model the built-in model (deterministic random weights) is used.\n";
+    "Without --model the built-in model (deterministic random weights) is used;\n"
+    "--model builtin:gpt2-small gives a GPT-2-small-shaped one.\n";
 
 void ConfigureLogging() {
   auto logger = spdlog::stderr_color_mt("lensd");
@@ -38,7 +45,9 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
   absl::Status status;
-  if (command == "run") {
+  if (command == "serve") {
+    status = lensd::ServeCommand(args);
+  } else if (command == "run") {
     status = lensd::RunCommand(args, std::cout);
   } else if (command == "generate") {
     status = lensd::GenerateCommand(args, std::cout);

@@ -6,22 +6,25 @@
 #include "engine/model/safetensors.h"
 
 namespace lensd {
-namespace {
 
-const std::set<std::string> kModelFlags = {"model", "devices", "split", "dtype", "processing",
-                                           "threads", "kv-tokens", "tensor-parallel"};
-const std::set<std::string> kPromptFlags = {"prompt", "token-ids"};
-const std::set<std::string> kSamplingFlags = {
-    "max-new-tokens", "temperature", "top-k", "top-p", "min-p", "seed", "repetition-penalty",
-    "frequency-penalty", "presence-penalty", "stop-ids", "ignore-eos"};
+const std::set<std::string>& ModelFlagNames() {
+  static const auto* names = new std::set<std::string>{
+      "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens", "tensor-parallel"};
+  return *names;
+}
 
-std::set<std::string> Union(std::initializer_list<std::set<std::string>> sets) {
+const std::set<std::string>& SamplingFlagNames() {
+  static const auto* names = new std::set<std::string>{
+      "max-new-tokens", "temperature", "top-k", "top-p", "min-p", "seed", "repetition-penalty",
+      "frequency-penalty", "presence-penalty", "stop-ids", "ignore-eos"};
+  return *names;
+}
+
+std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> sets) {
   std::set<std::string> out;
   for (const auto& s : sets) out.insert(s.begin(), s.end());
   return out;
 }
-
-}  // namespace
 
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   LoadOptions o;
@@ -79,7 +82,11 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const Flags& flags, const Tokeniz
 }
 
 std::string FormatGeneration(const std::vector<int32_t>& ids, const Tokenizer* tokenizer) {
-  std::string text = tokenizer ? tokenizer->Decode(std::vector<int>(ids.begin(), ids.end())) : "";
+  return FormatGeneration(
+      ids, tokenizer ? tokenizer->Decode(std::vector<int>(ids.begin(), ids.end())) : "");
+}
+
+std::string FormatGeneration(const std::vector<int32_t>& ids, const std::string& text) {
   return absl::StrCat(absl::StrJoin(ids, " "), "\n", text, "\n");
 }
 
@@ -94,7 +101,7 @@ absl::Status WriteCacheFile(const std::string& path, const std::vector<int32_t>&
 }
 
 absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out) {
-  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, Union({kModelFlags, kPromptFlags, {"hooks", "out"}})));
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), {"prompt", "token-ids", "hooks", "out"}})));
   if (!flags.Has("out")) return absl::InvalidArgumentError("--out FILE.safetensors is required");
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(auto model, Model::Load(options));
@@ -111,7 +118,7 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
 }
 
 absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream& out) {
-  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, Union({kModelFlags, kPromptFlags, kSamplingFlags}),
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), SamplingFlagNames(), {"prompt", "token-ids"}}),
                                              {"ignore-eos"}));
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(SamplingParams params, SamplingFromFlags(flags));

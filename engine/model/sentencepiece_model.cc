@@ -1,33 +1,109 @@
 #include "engine/model/sentencepiece_model.h"
 
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 namespace lensd {
+namespace {
+
+// The module's entry points (see sentencepiece_module.cc), resolved once per process.
+struct ModuleApi {
+  void* (*create)() = nullptr;
+  void (*destroy)(void*) = nullptr;
+  void (*load)(void*, const std::string*, std::string*) = nullptr;
+  void (*encode)(const void*, const std::string*, std::vector<int>*, std::string*) = nullptr;
+  void (*decode)(const void*, const std::vector<int>*, std::string*) = nullptr;
+  int (*size)(const void*) = nullptr;
+  int (*bos_id)(const void*) = nullptr;
+  std::string error;  // non-empty when the module could not be loaded
+};
+
+std::string ExecutableDir() {
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return ".";
+  std::string s(path, static_cast<size_t>(n));
+  return s.substr(0, s.rfind('/'));
+}
+
+// Search order: $LENSD_SPM_MODULE, the build tree's module, next to the executable, then
+// the dynamic linker's path.
+void* OpenModule(std::string* tried) {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("LENSD_SPM_MODULE")) candidates.push_back(env);
+  candidates.push_back(LENSD_SPM_MODULE_PATH);
+  candidates.push_back(ExecutableDir() + "/liblensd_spm.so");
+  candidates.push_back("liblensd_spm.so");
+  for (const std::string& c : candidates) {
+    if (void* handle = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)) return handle;
+    *tried += "\n  " + c + ": " + dlerror();
+  }
+  return nullptr;
+}
+
+template <typename F>
+void Resolve(void* handle, const char* name, F* fn, std::string* error) {
+  *fn = reinterpret_cast<F>(dlsym(handle, name));
+  if (*fn == nullptr) *error += std::string(" missing symbol ") + name;
+}
+
+const ModuleApi& Api() {
+  static const ModuleApi* api = [] {
+    auto* a = new ModuleApi();
+    std::string tried;
+    void* handle = OpenModule(&tried);
+    if (handle == nullptr) {
+      a->error = "cannot load the SentencePiece module liblensd_spm.so; tried:" + tried;
+      return a;
+    }
+    Resolve(handle, "lensd_spm_new", &a->create, &a->error);
+    Resolve(handle, "lensd_spm_free", &a->destroy, &a->error);
+    Resolve(handle, "lensd_spm_load", &a->load, &a->error);
+    Resolve(handle, "lensd_spm_encode", &a->encode, &a->error);
+    Resolve(handle, "lensd_spm_decode", &a->decode, &a->error);
+    Resolve(handle, "lensd_spm_size", &a->size, &a->error);
+    Resolve(handle, "lensd_spm_bos_id", &a->bos_id, &a->error);
+    return a;
+  }();
+  return *api;
+}
+
+}  // namespace
 
 struct SentencePieceModel::Impl {
-  sentencepiece::SentencePieceProcessor sp;
+  void* sp = nullptr;
 };
 
 SentencePieceModel::SentencePieceModel() : impl_(std::make_unique<Impl>()) {}
-SentencePieceModel::~SentencePieceModel() = default;
+
+SentencePieceModel::~SentencePieceModel() {
+  if (impl_->sp != nullptr) Api().destroy(impl_->sp);
+}
 
 std::string SentencePieceModel::Load(const std::string& path) {
-  auto status = impl_->sp.Load(path);
-  return status.ok() ? "" : status.ToString();
+  const ModuleApi& api = Api();
+  if (!api.error.empty()) return api.error;
+  if (impl_->sp == nullptr) impl_->sp = api.create();
+  std::string error;
+  api.load(impl_->sp, &path, &error);
+  return error;
 }
 
 std::string SentencePieceModel::Encode(const std::string& text, std::vector<int>* ids) const {
-  auto status = impl_->sp.Encode(text, ids);
-  return status.ok() ? "" : status.ToString();
+  std::string error;
+  Api().encode(impl_->sp, &text, ids, &error);
+  return error;
 }
 
 std::string SentencePieceModel::Decode(const std::vector<int>& ids) const {
   std::string out;
-  impl_->sp.Decode(ids, &out).IgnoreError();
+  Api().decode(impl_->sp, &ids, &out);
   return out;
 }
 
-int SentencePieceModel::size() const { return impl_->sp.GetPieceSize(); }
-int SentencePieceModel::bos_id() const { return impl_->sp.bos_id(); }
+int SentencePieceModel::size() const { return Api().size(impl_->sp); }
+int SentencePieceModel::bos_id() const { return Api().bos_id(impl_->sp); }
 
 }  // namespace lensd

@@ -315,4 +315,20 @@ ModelConfig BuiltinConfig() {
   return c;
 }
 
+absl::StatusOr<ModelConfig> BuiltinConfigNamed(std::string_view name) {
+  if (name == "tiny") return BuiltinConfig();
+  if (name == "gpt2-small") {
+    ModelConfig c;
+    c.family = Family::kGpt2;
+    c.d_model = 768, c.n_layers = 12, c.n_heads = c.n_kv_heads = 12, c.d_head = 64;
+    c.d_mlp = 3072, c.vocab_size = 50257, c.max_positions = 1024;
+    c.norm = NormKind::kLayerNorm, c.act = ActKind::kGeluTanh, c.gated_mlp = false;
+    c.learned_positions = true, c.qkv_bias = c.o_bias = c.mlp_bias = true;
+    c.tied_embeddings = true;
+    return c;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown built-in model '", std::string(name),
+                                                 "' (have: tiny, gpt2-small)"));
+}
+
 }  // namespace lensd

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -146,9 +147,12 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
-  if (options.model_dir.empty()) {
-    spdlog::info("loading the built-in model (deterministic random weights)");
-    auto source = MakeRandomSource(BuiltinConfig(), 0x1e45d);
+  absl::string_view builtin = options.model_dir;
+  if (options.model_dir.empty() || absl::ConsumePrefix(&builtin, "builtin:")) {
+    const std::string name = builtin.empty() ? "tiny" : std::string(builtin);
+    ASSIGN_OR_RETURN(ModelConfig config, BuiltinConfigNamed(name));
+    spdlog::info("loading the built-in model '{}' (deterministic random weights)", name);
+    auto source = MakeRandomSource(config, 0x1e45d);
     ASSIGN_OR_RETURN(auto model, FromSource(*source, options));
     model->tokenizer_ = MakeByteTokenizer();
     return model;

@@ -1,0 +1,195 @@
+#include "client/lensctl/commands.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/core/status.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "lensd/v1/lensd.grpc.pb.h"
+#include "server/offline_commands.h"
+#include "server/request_edge.h"
+
+namespace lensd {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+// --prompt or --token-ids, exactly one.
+absl::StatusOr<v1::Prompt> PromptFromFlags(const Flags& flags) {
+  if (flags.Has("prompt") == flags.Has("token-ids")) {
+    return absl::InvalidArgumentError("give exactly one of --prompt or --token-ids");
+  }
+  v1::Prompt prompt;
+  if (flags.Has("prompt")) {
+    prompt.set_text(flags.Get("prompt"));
+  } else {
+    ASSIGN_OR_RETURN(std::vector<int> ids, flags.GetIntList("token-ids"));
+    prompt.mutable_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
+  }
+  return prompt;
+}
+
+void ToProto(const SamplingParams& p, v1::SamplingParams* s) {
+  s->set_temperature(p.temperature);
+  s->set_top_k(p.top_k);
+  s->set_top_p(p.top_p);
+  s->set_min_p(p.min_p);
+  s->set_repetition_penalty(p.repetition_penalty);
+  s->set_frequency_penalty(p.frequency_penalty);
+  s->set_presence_penalty(p.presence_penalty);
+  s->set_seed(p.seed);
+  s->mutable_stop_token_ids()->Add(p.stop_ids.begin(), p.stop_ids.end());
+  s->set_ignore_eos(p.ignore_eos);
+}
+
+// Reassembles float32 tensors from a RunWithCache stream of one prompt.
+class CacheAssembler {
+ public:
+  absl::Status Add(const v1::TensorChunk& chunk) {
+    const v1::TensorInfo& t = chunk.tensor();
+    if (t.dtype() != v1::DTYPE_FLOAT32) return absl::DataLossError("expected float32 tensors");
+    Buffer& b = tensors_[t.name()];
+    if (b.empty()) b = Buffer::Host(DType::kF32, Shape::FromVector({t.shape().begin(), t.shape().end()}));
+    if (chunk.offset() < 0 || chunk.offset() + chunk.data().size() > b.NumBytes()) {
+      return absl::DataLossError(absl::StrCat("chunk of ", t.name(), " outside its tensor"));
+    }
+    std::memcpy(b.As<char>() + chunk.offset(), chunk.data().data(), chunk.data().size());
+    received_ += static_cast<int64_t>(chunk.data().size());
+    return absl::OkStatus();
+  }
+  absl::StatusOr<CacheResult> Finish(int64_t expected_bytes) {
+    if (received_ != expected_bytes) {
+      return absl::DataLossError(absl::StrCat("received ", received_, " of ", expected_bytes, " bytes"));
+    }
+    CacheResult result;
+    auto logits = tensors_.find("logits");
+    if (logits == tensors_.end()) return absl::DataLossError("the stream carried no logits");
+    result.logits = std::move(logits->second);
+    tensors_.erase(logits);
+    result.cache = std::move(tensors_);
+    return result;
+  }
+
+ private:
+  std::map<std::string, Buffer> tensors_;
+  int64_t received_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::ClientContext> Connection::NewContext() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!auth_token.empty()) ctx->AddMetadata("authorization", "Bearer " + auth_token);
+  if (timeout_s > 0) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
+  }
+  return ctx;
+}
+
+absl::Status GenerateRemote(const Connection& c, const Flags& flags, std::ostream& out) {
+  ASSIGN_OR_RETURN(SamplingParams params, SamplingFromFlags(flags));
+  v1::GenerateRequest request;
+  ASSIGN_OR_RETURN(*request.mutable_prompt(), PromptFromFlags(flags));
+  request.set_max_new_tokens(params.max_new_tokens);
+  ToProto(params, request.mutable_sampling());
+  auto stub = v1::Lensd::NewStub(c.channel);
+  auto ctx = c.NewContext();
+  auto reader = stub->Generate(ctx.get(), request);
+  v1::GenerateEvent event;
+  v1::GenerateDone done;
+  bool finished = false;
+  while (reader->Read(&event)) {
+    if (event.has_done()) done = event.done(), finished = true;
+  }
+  RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+  if (!finished) return absl::DataLossError("the stream ended without a done event");
+  out << FormatGeneration(std::vector<int32_t>(done.ids().begin(), done.ids().end()), done.text());
+  return absl::OkStatus();
+}
+
+absl::Status CacheRemote(const Connection& c, const Flags& flags, std::ostream& out) {
+  if (!flags.Has("out")) return absl::InvalidArgumentError("--out FILE.safetensors is required");
+  v1::RunWithCacheRequest request;
+  ASSIGN_OR_RETURN(*request.add_prompts(), PromptFromFlags(flags));
+  for (const std::string& h : flags.GetList("hooks")) request.add_names_filter(h);
+  request.set_dtype(v1::DTYPE_FLOAT32);
+  auto stub = v1::Lensd::NewStub(c.channel);
+  auto ctx = c.NewContext();
+  auto reader = stub->RunWithCache(ctx.get(), request);
+  v1::CacheMessage message;
+  v1::CacheHeader header;
+  CacheAssembler assembler;
+  absl::Status status;
+  while (reader->Read(&message)) {
+    if (message.has_header()) header = message.header();
+    if (message.has_chunk() && status.ok()) status = assembler.Add(message.chunk());
+  }
+  RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+  RETURN_IF_ERROR(status);
+  if (header.prompt_ids_size() != 1) return absl::DataLossError("the stream carried no header");
+  ASSIGN_OR_RETURN(CacheResult result, assembler.Finish(header.total_bytes()));
+  const auto& ids = header.prompt_ids(0).ids();
+  const std::vector<int32_t> input_ids(ids.begin(), ids.end());
+  RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), input_ids, result));
+  out << "wrote " << result.cache.size() << " hooks + logits for " << input_ids.size()
+      << " tokens to " << flags.Get("out") << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status InfoRemote(const Connection& c, const Flags& flags, std::ostream& out) {
+  auto stub = v1::Lensd::NewStub(c.channel);
+  auto ctx = c.NewContext();
+  v1::ModelInfo info;
+  RETURN_IF_ERROR(FromGrpc(stub->GetModelInfo(ctx.get(), {}, &info)));
+  out << "model: " << info.model() << " (" << info.architecture() << ", processing "
+      << info.processing() << ")\n"
+      << "layers " << info.n_layers() << ", d_model " << info.d_model() << ", heads "
+      << info.n_heads() << " (kv " << info.n_kv_heads() << ") x " << info.d_head() << ", d_mlp "
+      << info.d_mlp() << ", vocab " << info.vocab_size() << ", context " << info.max_positions()
+      << ", dtype " << v1::DType_Name(info.dtype()) << "\n";
+  for (const v1::DeviceInfo& d : info.devices()) {
+    out << "device " << d.name() << ": layers " << d.first_layer() << "-" << d.end_layer() - 1
+        << ", weights " << d.weight_bytes() << " B, kv " << d.kv_bytes() << " B\n";
+  }
+  out << "kv blocks: " << info.kv_blocks_free() << " free of " << info.kv_blocks_total() << " ("
+      << info.kv_block_size() << " tokens each); requests: " << info.active_requests()
+      << " active, " << info.queued_requests() << " queued\n"
+      << "limits: prompt " << info.max_prompt_tokens() << " tokens, max_new_tokens "
+      << info.max_new_tokens() << ", capture " << info.max_capture_bytes() << " B\n";
+  if (flags.Has("hooks")) {
+    for (const v1::HookInfo& h : info.hooks()) out << h.name() << " " << h.shape() << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TokenizeRemote(const Connection& c, const Flags& flags, std::ostream& out) {
+  if (!flags.Has("prompt")) return absl::InvalidArgumentError("--prompt TEXT is required");
+  auto stub = v1::Lensd::NewStub(c.channel);
+  auto ctx = c.NewContext();
+  v1::TokenizeRequest request;
+  request.set_text(flags.Get("prompt"));
+  v1::TokenizeResponse response;
+  RETURN_IF_ERROR(FromGrpc(stub->Tokenize(ctx.get(), request, &response)));
+  out << absl::StrJoin(response.ids(), " ") << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status HealthRemote(const Connection& c, const Flags& flags, std::ostream& out) {
+  auto stub = grpc::health::v1::Health::NewStub(c.channel);
+  auto ctx = c.NewContext();
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(flags.Get("service"));
+  grpc::health::v1::HealthCheckResponse response;
+  RETURN_IF_ERROR(FromGrpc(stub->Check(ctx.get(), request, &response)));
+  const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+  out << name << "\n";
+  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError(absl::StrCat("the server reports ", name));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace lensd

@@ -1,0 +1,108 @@
+// lensctl: the remote client of lensd (DESIGN.md, command-line contract). Output goes to
+// stdout exactly as lensd's offline commands write it; errors print the gRPC status name and
+// message and exit 1.
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/lensctl/commands.h"
+#include "engine/core/status.h"
+#include "server/offline_commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: lensctl [--addr HOST:PORT] [--timeout-s S] [--auth-token T] [--tls-ca FILE] <command>\n"
+    "  generate  (--prompt TEXT | --token-ids 1,2,3) [--max-new-tokens N] [--temperature T]\n"
+    "            [--top-k K] [--top-p P] [--min-p P] [--seed S] ...   (prints like lensd generate)\n"
+    "  cache     (--prompt TEXT | --token-ids 1,2,3) [--hooks PATTERN,...] --out FILE.safetensors\n"
+    "                                                                  (writes like lensd run)\n"
+    "  info      [--hooks]      model, devices, KV and limits (--hooks lists every hook)\n"
+    "  tokenize  --prompt TEXT  prints the token ids\n"
+    "  health    [--service NAME]  prints SERVING or NOT_SERVING (exit 1 unless SERVING)\n"
+    "--addr defaults to localhost:50051; LENSD_AUTH_TOKEN is used when --auth-token is absent.\n";
+
+const std::set<std::string> kGlobalFlags = {"addr", "timeout-s", "auth-token", "tls-ca"};
+
+// Splits argv into the command and every flag (global flags may precede or follow it).
+bool SplitCommand(const std::vector<std::string>& argv, std::string* command,
+                  std::vector<std::string>* flags) {
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (command->empty() && a.rfind("--", 0) != 0) {
+      *command = a;
+      continue;
+    }
+    flags->push_back(a);
+    const bool boolean = a == "--hooks" || a == "--ignore-eos";
+    if (command->empty() && a.find('=') == std::string::npos && !boolean && i + 1 < argv.size()) {
+      flags->push_back(argv[++i]);
+    }
+  }
+  return !command->empty();
+}
+
+absl::Status RunCommand(const std::string& command, const std::vector<std::string>& args) {
+  std::set<std::string> known = kGlobalFlags, booleans;
+  if (command == "generate") {
+    known = lensd::FlagUnion({known, lensd::SamplingFlagNames(), {"prompt", "token-ids"}});
+    booleans = {"ignore-eos"};
+  } else if (command == "cache") {
+    known = lensd::FlagUnion({known, {"prompt", "token-ids", "hooks", "out"}});
+  } else if (command == "info") {
+    known = lensd::FlagUnion({known, {"hooks"}});
+    booleans = {"hooks"};
+  } else if (command == "tokenize") {
+    known = lensd::FlagUnion({known, {"prompt"}});
+  } else if (command == "health") {
+    known = lensd::FlagUnion({known, {"service"}});
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
+  }
+  ASSIGN_OR_RETURN(lensd::Flags flags, lensd::Flags::Parse(args, known, booleans));
+  lensd::Connection c;
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (flags.Has("tls-ca")) {
+    std::ifstream in(flags.Get("tls-ca"));
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", flags.Get("tls-ca")));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ss.str();
+    credentials = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(64 << 20);
+  c.channel = grpc::CreateCustomChannel(flags.Get("addr", "localhost:50051"), credentials,
+                                        channel_args);
+  const char* env_token = std::getenv("LENSD_AUTH_TOKEN");
+  c.auth_token = flags.Get("auth-token", env_token ? env_token : "");
+  ASSIGN_OR_RETURN(c.timeout_s, flags.GetInt("timeout-s", 0));
+  if (command == "generate") return lensd::GenerateRemote(c, flags, std::cout);
+  if (command == "cache") return lensd::CacheRemote(c, flags, std::cout);
+  if (command == "info") return lensd::InfoRemote(c, flags, std::cout);
+  if (command == "tokenize") return lensd::TokenizeRemote(c, flags, std::cout);
+  return lensd::HealthRemote(c, flags, std::cout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string command;
+  std::vector<std::string> flags;
+  if (!SplitCommand({argv + 1, argv + argc}, &command, &flags) || command == "help") {
+    std::cout << kUsage;
+    return command == "help" ? 0 : 2;
+  }
+  const absl::Status status = RunCommand(command, flags);
+  if (!status.ok()) {
+    std::cerr << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+              << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,10 @@
+"""Python client for lensd: streamed generation and TransformerLens-style activation caches.
+
+    import lensd
+    client = lensd.Client("localhost:50051")
+    logits, cache = client.run_with_cache("Hello world", names_filter="blocks.*.hook_resid_post")
+    cache["blocks.0.hook_resid_post"].shape   # (1, P, d_model)
+"""
+from lensd.client import ActivationCache, Client, GenerateDone, TokenEvent
+
+__all__ = ["ActivationCache", "Client", "GenerateDone", "TokenEvent"]

@@ -1,0 +1,250 @@
+"""lensd.Client: a thin, typed wrapper over the lensd.v1 gRPC API."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from lensd._grpc import health_pb2
+from lensd.v1 import lensd_pb2, lensd_pb2_grpc
+
+Prompt = Union[str, Sequence[int]]
+NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+_DTYPES = {
+    "float32": lensd_pb2.DTYPE_FLOAT32,
+    "bfloat16": lensd_pb2.DTYPE_BFLOAT16,
+    "float16": lensd_pb2.DTYPE_FLOAT16,
+    None: lensd_pb2.DTYPE_UNSPECIFIED,
+}
+
+
+@dataclasses.dataclass
+class TokenEvent:
+    id: int
+    index: int
+    text: str  # new text since the previous event (may be empty)
+
+
+@dataclasses.dataclass
+class GenerateDone:
+    ids: List[int]
+    text: str
+    finish_reason: str  # "length" or "stop"
+    prompt_ids: List[int]
+    time_to_first_token_ms: float
+    total_ms: float
+
+
+class ActivationCache(dict):
+    """hook name -> numpy array [batch, ...] (TransformerLens layout).
+
+    Prompts of unequal length are padded on the left along every position axis; `mask`
+    [batch, max_len] is True at real tokens and `tokens` holds the ids (0 where padded).
+    """
+
+    mask: np.ndarray
+    tokens: np.ndarray
+
+
+def _to_numpy(data: bytes, dtype: int, shape: Sequence[int]) -> np.ndarray:
+    if dtype == lensd_pb2.DTYPE_FLOAT32:
+        return np.frombuffer(data, dtype="<f4").reshape(shape)
+    if dtype == lensd_pb2.DTYPE_FLOAT16:
+        return np.frombuffer(data, dtype="<f2").reshape(shape)
+    if dtype == lensd_pb2.DTYPE_BFLOAT16:  # numpy has no bfloat16: widen to float32 exactly
+        bits = np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(shape)
+    if dtype == lensd_pb2.DTYPE_INT32:
+        return np.frombuffer(data, dtype="<i4").reshape(shape)
+    raise ValueError(f"unknown dtype {dtype}")
+
+
+def _pad_left(arrays: List[np.ndarray], axes: Sequence[int]) -> np.ndarray:
+    """Stacks [1, ...] arrays into [batch, ...], left-padding each axis in `axes` with zeros."""
+    target = list(arrays[0].shape)
+    for a in arrays:
+        for ax in axes:
+            target[ax] = max(target[ax], a.shape[ax])
+    out = np.zeros([len(arrays)] + target[1:], dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        index = [i] + [slice(None)] * (a.ndim - 1)
+        for ax in axes:
+            index[ax] = slice(target[ax] - a.shape[ax], None)
+        out[tuple(index)] = a[0]
+    return out
+
+
+def _prompt(p: Prompt) -> lensd_pb2.Prompt:
+    if isinstance(p, str):
+        return lensd_pb2.Prompt(text=p)
+    return lensd_pb2.Prompt(tokens=lensd_pb2.TokenIds(ids=[int(t) for t in p]))
+
+
+class Client:
+    """Connects to a lensd server. RPC errors raise grpc.RpcError (see .code(), .details())."""
+
+    def __init__(self, addr: str = "localhost:50051", *, token: Optional[str] = None,
+                 credentials: Optional[grpc.ChannelCredentials] = None,
+                 timeout: Optional[float] = None):
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(addr, options=options)
+        else:
+            self._channel = grpc.secure_channel(addr, credentials, options=options)
+        self._stub = lensd_pb2_grpc.LensdStub(self._channel)
+        self._metadata = [("authorization", f"Bearer {token}")] if token else None
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request):
+        return method(request, metadata=self._metadata, timeout=self._timeout)
+
+    # -- generation -------------------------------------------------------------------
+    def generate(self, prompt: Prompt, max_new_tokens: int = 16, *,
+                 temperature: Optional[float] = None, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, min_p: Optional[float] = None,
+                 repetition_penalty: Optional[float] = None,
+                 frequency_penalty: Optional[float] = None,
+                 presence_penalty: Optional[float] = None, seed: Optional[int] = None,
+                 stop_token_ids: Sequence[int] = (), ignore_eos: bool = False,
+                 ) -> Iterator[Union[TokenEvent, GenerateDone]]:
+        """Yields a TokenEvent per generated token, then one GenerateDone.
+
+        Unset sampling values take the server's defaults (greedy)."""
+        sampling = lensd_pb2.SamplingParams(stop_token_ids=list(stop_token_ids),
+                                            ignore_eos=ignore_eos)
+        for name, value in [("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
+                            ("min_p", min_p), ("repetition_penalty", repetition_penalty),
+                            ("frequency_penalty", frequency_penalty),
+                            ("presence_penalty", presence_penalty), ("seed", seed)]:
+            if value is not None:
+                setattr(sampling, name, value)
+        request = lensd_pb2.GenerateRequest(prompt=_prompt(prompt), max_new_tokens=max_new_tokens,
+                                            sampling=sampling)
+        for event in self._call(self._stub.Generate, request):
+            if event.HasField("token"):
+                t = event.token
+                yield TokenEvent(t.id, t.index, t.text.decode("utf-8", errors="replace"))
+            else:
+                d = event.done
+                reason = lensd_pb2.FinishReason.Name(d.finish_reason)
+                yield GenerateDone(list(d.ids), d.text.decode("utf-8", errors="replace"),
+                                   reason.replace("FINISH_REASON_", "").lower(),
+                                   list(d.prompt_ids), d.time_to_first_token_ms, d.total_ms)
+
+    # -- activations ------------------------------------------------------------------
+    def run_with_cache(self, prompts: Union[Prompt, Sequence[Prompt]],
+                       names_filter: NamesFilter = None, *,
+                       position_slice: Optional[Tuple[Optional[int], Optional[int]]] = None,
+                       dtype: Optional[str] = "float32", return_logits: bool = True,
+                       ) -> Tuple[Optional[np.ndarray], ActivationCache]:
+        """Like HookedTransformer.run_with_cache: returns (logits [batch, P, vocab], cache).
+
+        `prompts`: a string, a list of token ids, or a list of those. `names_filter`: None (every
+        hook), a name / glob / layer range ("blocks.0-3.hook_z"), a list of them, or a
+        predicate over hook names. `position_slice`: (start, stop) over positions. `dtype`:
+        "float32", "float16", "bfloat16" (widened to float32 here) or None (model dtype)."""
+        single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
+        prompt_list = [prompts] if single else list(prompts)
+        request = lensd_pb2.RunWithCacheRequest(prompts=[_prompt(p) for p in prompt_list],
+                                                dtype=_DTYPES[dtype],
+                                                skip_logits=not return_logits)
+        if callable(names_filter):
+            names = [h for h, _ in self.list_hooks() if names_filter(h)]
+            request.names_filter.extend(names)
+            request.skip_hooks = not names
+        elif isinstance(names_filter, str):
+            request.names_filter.append(names_filter)
+        elif names_filter is not None:
+            request.names_filter.extend(names_filter)
+            request.skip_hooks = len(names_filter) == 0
+        if position_slice is not None:
+            start, stop = position_slice
+            if start is not None:
+                request.position_slice.start = start
+            if stop is not None:
+                request.position_slice.stop = stop
+        return self._collect_cache(self._call(self._stub.RunWithCache, request), len(prompt_list))
+
+    @staticmethod
+    def _collect_cache(stream, n_prompts: int):
+        header = None
+        buffers: Dict[Tuple[str, int], bytearray] = {}
+        infos: Dict[Tuple[str, int], lensd_pb2.TensorInfo] = {}
+        for message in stream:
+            kind = message.WhichOneof("kind")
+            if kind == "header":
+                header = message.header
+            elif kind == "chunk":
+                info = message.chunk.tensor
+                key = (info.name, info.prompt_index)
+                if key not in buffers:
+                    buffers[key] = bytearray(info.num_bytes)
+                    infos[key] = info
+                data = message.chunk.data
+                buffers[key][message.chunk.offset:message.chunk.offset + len(data)] = data
+        if header is None:
+            raise RuntimeError("lensd: the stream carried no header")
+        lengths = [len(p.ids) for p in header.prompt_ids]
+        width = max(lengths)
+        cache = ActivationCache()
+        cache.mask = np.zeros((n_prompts, width), dtype=bool)
+        cache.tokens = np.zeros((n_prompts, width), dtype=np.int64)
+        for i, p in enumerate(header.prompt_ids):
+            cache.mask[i, width - len(p.ids):] = True
+            cache.tokens[i, width - len(p.ids):] = list(p.ids)
+        names = []
+        for t in header.manifest:
+            if t.name not in names:
+                names.append(t.name)
+        logits = None
+        for name in names:
+            arrays = [_to_numpy(bytes(buffers[(name, i)]), infos[(name, i)].dtype,
+                                infos[(name, i)].shape) for i in range(n_prompts)]
+            pattern = name.endswith("hook_attn_scores") or name.endswith("hook_pattern")
+            stacked = _pad_left(arrays, (2, 3) if pattern else (1,))
+            if name == "logits":
+                logits = stacked
+            else:
+                cache[name] = stacked
+        return logits, cache
+
+    # -- small RPCs -------------------------------------------------------------------
+    def tokenize(self, text: str) -> List[int]:
+        return list(self._call(self._stub.Tokenize, lensd_pb2.TokenizeRequest(text=text)).ids)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        response = self._call(self._stub.Detokenize, lensd_pb2.DetokenizeRequest(ids=list(ids)))
+        return response.text.decode("utf-8", errors="replace")
+
+    def model_info(self) -> dict:
+        info = self._call(self._stub.GetModelInfo, lensd_pb2.GetModelInfoRequest())
+        return json_format.MessageToDict(info, preserving_proto_field_name=True,
+                                         including_default_value_fields=True)
+
+    def list_hooks(self, names_filter: Sequence[str] = ()) -> List[Tuple[str, str]]:
+        response = self._call(self._stub.ListHooks,
+                              lensd_pb2.ListHooksRequest(names_filter=list(names_filter)))
+        return [(h.name, h.shape) for h in response.hooks]
+
+    def health(self, service: str = "") -> str:
+        """"SERVING", "NOT_SERVING", ... from grpc.health.v1."""
+        check = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        response = check(health_pb2.HealthCheckRequest(service=service), metadata=self._metadata,
+                         timeout=self._timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

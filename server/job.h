@@ -1,0 +1,60 @@
+// Work handed to the scheduler, validated at the RPC edge into plain domain structs, and the
+// sink through which the scheduler reports progress back to whoever submitted it.
+#ifndef LENSD_SERVER_JOB_H_
+#define LENSD_SERVER_JOB_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/core/tensor.h"
+#include "engine/runtime/generate.h"
+#include "engine/runtime/hooks.h"
+#include "engine/runtime/sampler.h"
+
+namespace lensd {
+
+using Clock = std::chrono::steady_clock;
+
+struct JobStats {
+  FinishReason finish = FinishReason::kLength;  // generate jobs
+  std::vector<int32_t> generated;               // generate jobs
+  double queue_ms = 0;        // accepted -> first admitted
+  double first_token_ms = 0;  // accepted -> first token (generate)
+  double compute_ms = 0;      // time inside forward steps that included this job
+  double total_ms = 0;
+  int preemptions = 0;
+};
+
+// Receives a job's results on the scheduler thread. Implementations must not block: they
+// queue what they get for another thread to deliver. OnFinish is called exactly once, last.
+class JobSink {
+ public:
+  virtual ~JobSink() = default;
+  // True once nobody wants the results (client cancelled, gone or too slow); polled every
+  // step, after which the job's KV blocks are freed and OnFinish(CANCELLED) is called.
+  virtual bool Cancelled() const = 0;
+  virtual void OnToken(int32_t id, int index) = 0;
+  // A captured hook of prompt `prompt`: host float32 with its TransformerLens shape (batch 1).
+  virtual void OnTensor(int prompt, HookId id, TensorView value) = 0;
+  // Logits of prompt `prompt`: host float32 [1, P, vocab].
+  virtual void OnLogits(int prompt, TensorView value) = 0;
+  virtual void OnFinish(const absl::Status& status, const JobStats& stats) = 0;
+};
+
+struct Job {
+  enum class Kind { kGenerate, kCapture };
+  Kind kind = Kind::kGenerate;
+  std::vector<std::vector<int32_t>> prompts;  // generate: exactly one
+  SamplingParams sampling;                    // generate
+  HookSelection hooks;                        // capture (empty: logits only)
+  bool want_logits = true;                    // capture
+  Clock::time_point deadline = Clock::time_point::max();
+  std::shared_ptr<JobSink> sink;
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_SERVER_JOB_H_

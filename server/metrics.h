@@ -1,0 +1,29 @@
+// Prometheus metrics (`/metrics` on --metrics-port): scheduler counters read at scrape time.
+#ifndef LENSD_SERVER_METRICS_H_
+#define LENSD_SERVER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/scheduler.h"
+
+namespace lensd {
+
+class MetricsEndpoint {
+ public:
+  // Serves http://`bind_address`/metrics with the counters of `scheduler` (which must outlive
+  // the endpoint).
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& bind_address,
+                                                                const Scheduler& scheduler);
+  ~MetricsEndpoint();
+
+ private:
+  struct Impl;
+  explicit MetricsEndpoint(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_SERVER_METRICS_H_

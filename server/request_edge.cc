@@ -1,0 +1,210 @@
+#include "server/request_edge.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
+
+namespace lensd {
+namespace {
+
+absl::Status CheckKvFits(int tokens, const std::string& what, const ServerLimits& limits) {
+  if (limits.kv_capacity_tokens > 0 && tokens > limits.kv_capacity_tokens) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, " needs ", tokens, " tokens of KV cache; this server holds ",
+                     limits.kv_capacity_tokens, " (raise --kv-tokens)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SamplingParams> ToSampling(const v1::SamplingParams& s) {
+  SamplingParams p;
+  if (s.has_temperature()) p.temperature = s.temperature();
+  if (s.has_top_k()) p.top_k = s.top_k();
+  if (s.has_top_p()) p.top_p = s.top_p();
+  if (s.has_min_p()) p.min_p = s.min_p();
+  if (s.has_repetition_penalty()) p.repetition_penalty = s.repetition_penalty();
+  if (s.has_frequency_penalty()) p.frequency_penalty = s.frequency_penalty();
+  if (s.has_presence_penalty()) p.presence_penalty = s.presence_penalty();
+  if (s.has_seed()) p.seed = s.seed();
+  p.stop_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
+  p.ignore_eos = s.ignore_eos();
+  absl::Status st = ValidateSampling(p);
+  if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
+  return p;
+}
+
+}  // namespace
+
+int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits) {
+  return limits.max_prompt_tokens > 0 ? std::min(limits.max_prompt_tokens, c.max_positions)
+                                      : c.max_positions;
+}
+
+absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::Prompt& prompt, const std::string& field,
+                                                  const ModelFacts& model,
+                                                  const ServerLimits& limits) {
+  const int vocab = model.config->vocab_size;
+  std::vector<int32_t> ids;
+  switch (prompt.kind_case()) {
+    case v1::Prompt::KIND_NOT_SET:
+      return absl::InvalidArgumentError(absl::StrCat(field, " is empty: set text or tokens"));
+    case v1::Prompt::kText: {
+      if (model.tokenizer == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(field, ".text given but the model has no tokenizer; send tokens"));
+      }
+      absl::StatusOr<std::vector<int>> enc = model.tokenizer->Encode(prompt.text());
+      if (!enc.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".text: ", enc.status().message()));
+      }
+      ids.assign(enc->begin(), enc->end());
+      break;
+    }
+    case v1::Prompt::kTokens:
+      ids.assign(prompt.tokens().ids().begin(), prompt.tokens().ids().end());
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] < 0 || ids[i] >= vocab) {
+          return absl::InvalidArgumentError(absl::StrCat(field, ".tokens.ids[", i, "] = ", ids[i],
+                                                         " is outside the vocabulary [0, ", vocab,
+                                                         ")"));
+        }
+      }
+      break;
+  }
+  if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " has no tokens"));
+  const int max_tokens = MaxPromptTokens(*model.config, limits);
+  if (static_cast<int>(ids.size()) > max_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat(field, " has ", ids.size(),
+                                                     " tokens; this server accepts at most ",
+                                                     max_tokens));
+  }
+  return ids;
+}
+
+absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const ModelFacts& model,
+                                  const ServerLimits& limits) {
+  Job job;
+  job.kind = Job::Kind::kGenerate;
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptTokens(request.prompt(), "prompt", model, limits));
+  ASSIGN_OR_RETURN(job.sampling, ToSampling(request.sampling()));
+  job.sampling.max_new_tokens = request.has_max_new_tokens() ? request.max_new_tokens() : 16;
+  const int n = job.sampling.max_new_tokens;
+  if (n < 1 || n > limits.max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens = ", n, " is invalid: must be in [1, ",
+                                                   limits.max_new_tokens, "]"));
+  }
+  const int total = std::min(static_cast<int>(ids.size()) + n, model.config->max_positions);
+  RETURN_IF_ERROR(CheckKvFits(total, "prompt plus max_new_tokens", limits));
+  job.prompts.push_back(std::move(ids));
+  return job;
+}
+
+absl::StatusOr<HookSelection> ParseNamesFilter(
+    const ModelConfig& c, const google::protobuf::RepeatedPtrField<std::string>& f) {
+  if (f.empty()) return HookSelection::All(c);
+  absl::StatusOr<HookSelection> s = HookSelection::Parse(c, {f.begin(), f.end()});
+  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("names_filter: ", s.status().message()));
+  return s;
+}
+
+absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& request,
+                                                const ModelFacts& model,
+                                                const ServerLimits& limits) {
+  const ModelConfig& c = *model.config;
+  CaptureRequest r;
+  r.job.kind = Job::Kind::kCapture;
+  if (request.prompts().empty()) return absl::InvalidArgumentError("prompts is empty");
+  if (request.prompts_size() > limits.max_prompts) {
+    return absl::InvalidArgumentError(absl::StrCat("prompts has ", request.prompts_size(),
+                                                   " entries; at most ", limits.max_prompts));
+  }
+  for (int i = 0; i < request.prompts_size(); ++i) {
+    const std::string field = absl::StrCat("prompts[", i, "]");
+    ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptTokens(request.prompts(i), field, model, limits));
+    RETURN_IF_ERROR(CheckKvFits(static_cast<int>(ids.size()), field, limits));
+    r.job.prompts.push_back(std::move(ids));
+  }
+  if (request.skip_hooks()) {
+    r.job.hooks = HookSelection::None(c);
+  } else {
+    ASSIGN_OR_RETURN(r.job.hooks, ParseNamesFilter(c, request.names_filter()));
+  }
+  r.job.want_logits = !request.skip_logits();
+  if (request.has_position_slice()) {
+    if (request.position_slice().has_start()) r.slice.start = request.position_slice().start();
+    if (request.position_slice().has_stop()) r.slice.stop = request.position_slice().stop();
+  }
+  if (request.dtype() == v1::DTYPE_UNSPECIFIED) {
+    r.dtype = model.dtype;
+  } else {
+    absl::StatusOr<DType> d = FromWire(request.dtype());
+    if (!d.ok() || *d == DType::kI32) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dtype = ", v1::DType_Name(request.dtype()), " is invalid: use FLOAT32, BFLOAT16 or FLOAT16"));
+    }
+    r.dtype = *d;
+  }
+  for (int i = 0; i < static_cast<int>(r.job.prompts.size()); ++i) {
+    const int64_t p = static_cast<int64_t>(r.job.prompts[i].size());
+    const auto [b, e] = r.slice.Resolve(p);
+    if (e <= b && !r.job.hooks.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("position_slice selects no position of prompts[",
+                                                     i, "] (", p, " tokens)"));
+    }
+    for (HookId id : r.job.hooks.hooks()) {
+      r.manifest.push_back({i, id, false, WireShape(c, id.point, p, r.slice), r.dtype});
+    }
+    if (r.job.want_logits) {
+      r.manifest.push_back({i, {HookPoint::kUnembedOut, -1}, true, {1, p, c.vocab_size}, r.dtype});
+    }
+  }
+  for (const WireTensor& t : r.manifest) r.total_bytes += t.NumBytes();
+  if (r.total_bytes > limits.max_capture_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the requested capture is ", r.total_bytes, " bytes; this server allows ",
+        limits.max_capture_bytes, " per request (select fewer hooks with names_filter, slice "
+        "positions, use a 16-bit dtype, or send fewer prompts)"));
+  }
+  return r;
+}
+
+v1::DType ToWire(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return v1::DTYPE_FLOAT32;
+    case DType::kBF16: return v1::DTYPE_BFLOAT16;
+    case DType::kF16: return v1::DTYPE_FLOAT16;
+    case DType::kI32: return v1::DTYPE_INT32;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+absl::StatusOr<DType> FromWire(v1::DType dtype) {
+  switch (dtype) {
+    case v1::DTYPE_FLOAT32: return DType::kF32;
+    case v1::DTYPE_BFLOAT16: return DType::kBF16;
+    case v1::DTYPE_FLOAT16: return DType::kF16;
+    case v1::DTYPE_INT32: return DType::kI32;
+    default: break;  // proto enums are open: unknown values arrive here
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype ", static_cast<int>(dtype)));
+}
+
+v1::FinishReason ToWire(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void FillTensorInfo(const WireTensor& t, v1::TensorInfo* info) {
+  info->set_name(t.logits ? "logits" : HookName(t.id));
+  info->set_prompt_index(t.prompt);
+  info->set_layer(t.logits ? -1 : t.id.layer);
+  info->set_dtype(ToWire(t.dtype));
+  for (int i = 0; i < t.shape.rank; ++i) info->add_shape(t.shape[i]);
+  info->set_num_bytes(t.NumBytes());
+}
+
+}  // namespace lensd

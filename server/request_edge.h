@@ -1,0 +1,73 @@
+// The RPC edge: turns v1 request messages into validated domain structs (server/job.h) once,
+// with INVALID_ARGUMENT / RESOURCE_EXHAUSTED / FAILED_PRECONDITION messages that name the
+// offending field. Also the mappings between engine and wire enums.
+#ifndef LENSD_SERVER_REQUEST_EDGE_H_
+#define LENSD_SERVER_REQUEST_EDGE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/runtime/model.h"
+#include "lensd/v1/lensd.pb.h"
+#include "server/job.h"
+#include "server/wire.h"
+
+namespace lensd {
+
+struct ServerLimits {
+  int max_prompt_tokens = 0;   // 0: the model's max_positions
+  int max_new_tokens = 4096;
+  int64_t max_capture_bytes = int64_t{4} << 30;
+  int max_prompts = 256;       // per RunWithCache request
+  int kv_capacity_tokens = 0;  // whole KV cache; requests needing more are refused
+};
+
+// What a model offers the edge: config, tokenizer (may be null), compute dtype.
+struct ModelFacts {
+  const ModelConfig* config = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  DType dtype = DType::kF32;
+};
+
+// One tensor a RunWithCache stream will carry.
+struct WireTensor {
+  int prompt = 0;
+  HookId id{HookPoint::kEmbed, -1};
+  bool logits = false;
+  Shape shape;
+  DType dtype = DType::kF32;
+  int64_t NumBytes() const { return shape.NumElements() * static_cast<int64_t>(DTypeSize(dtype)); }
+};
+
+struct CaptureRequest {
+  Job job;  // kind kCapture; sink and deadline are filled in by the caller
+  PositionSlice slice;
+  DType dtype = DType::kF32;
+  std::vector<WireTensor> manifest;  // per prompt: hooks in forward order, then logits
+  int64_t total_bytes = 0;
+};
+
+// The longest prompt accepted: --max-prompt-tokens capped by the model's context.
+int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits);
+absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::Prompt& prompt, const std::string& field,
+                                                  const ModelFacts& model,
+                                                  const ServerLimits& limits);
+absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const ModelFacts& model,
+                                  const ServerLimits& limits);
+absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& request,
+                                                const ModelFacts& model,
+                                                const ServerLimits& limits);
+absl::StatusOr<HookSelection> ParseNamesFilter(const ModelConfig& c,
+                                               const google::protobuf::RepeatedPtrField<std::string>& f);
+
+v1::DType ToWire(DType dtype);
+absl::StatusOr<DType> FromWire(v1::DType dtype);
+v1::FinishReason ToWire(FinishReason reason);
+// Fills name, prompt_index, layer, dtype, shape, num_bytes.
+void FillTensorInfo(const WireTensor& t, v1::TensorInfo* info);
+
+}  // namespace lensd
+
+#endif  // LENSD_SERVER_REQUEST_EDGE_H_

@@ -1,0 +1,344 @@
+#include "server/scheduler.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace lensd {
+namespace {
+
+double MsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+struct Scheduler::JobState {
+  Job job;
+  Clock::time_point accepted = Clock::now();
+  Clock::time_point admitted{};
+  Clock::time_point first_token{};
+  int remaining = 0;  // sequences not yet finished
+  bool finished = false;
+  JobStats stats;
+};
+
+struct Scheduler::Seq {
+  std::shared_ptr<JobState> job;
+  int prompt_index = 0;
+  std::vector<int32_t> tokens;  // prompt, then generated tokens (recomputed after preemption)
+  int computed = 0;             // tokens whose K/V are in the cache
+  std::vector<int32_t> blocks;
+  bool done = false;
+  // Generation only.
+  std::unique_ptr<Sampler> sampler;
+  std::vector<int> prompt_ints, out_ints;
+
+  bool capture() const { return job->job.kind == Job::Kind::kCapture; }
+  int pending() const { return static_cast<int>(tokens.size()) - computed; }
+};
+
+// Routes hooks of capture sequences in the current batch to their jobs' sinks.
+class BatchHookSink : public HookSink {
+ public:
+  BatchHookSink(const ModelConfig& config, const std::vector<const Job*>& jobs,
+                const std::vector<int>& prompts, const std::vector<int>& lengths)
+      : config_(config), jobs_(jobs), prompts_(prompts), lengths_(lengths) {}
+  bool Wants(int seq, HookId id) const override {
+    return jobs_[seq]->kind == Job::Kind::kCapture && jobs_[seq]->hooks.Contains(id);
+  }
+  void Capture(int seq, HookId id, TensorView value, Backend& backend) override {
+    Buffer host = Buffer::Host(DType::kF32, HookShape(config_, id.point, lengths_[seq]));
+    backend.Download(value, host.As<float>());
+    jobs_[seq]->sink->OnTensor(prompts_[seq], id, host.view());
+  }
+
+ private:
+  const ModelConfig& config_;
+  const std::vector<const Job*>& jobs_;
+  const std::vector<int>& prompts_;
+  const std::vector<int>& lengths_;
+};
+
+Scheduler::Scheduler(Model& model, SchedulerOptions options)
+    : model_(model), options_(options) {
+  Publish();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+absl::Status Scheduler::Submit(Job job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return absl::UnavailableError("the server is shutting down");
+    if (accepted_.load() >= options_.max_queue) {
+      return absl::UnavailableError(absl::StrCat("the server is at capacity (", options_.max_queue,
+                                                 " requests in flight); retry later"));
+    }
+    ++accepted_;
+    inbox_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+SchedulerCounters Scheduler::Counters() const {
+  std::lock_guard<std::mutex> lock(counters_mu_);
+  return counters_;
+}
+
+void Scheduler::Loop() {
+  while (TakeInbox()) {
+    Reap();
+    Admit();
+    EnsureBlocks();
+    std::vector<Seq*> batch = BuildBatch();
+    if (!batch.empty()) RunBatch(batch);
+    RemoveFinished();
+    Publish();
+  }
+  for (auto& s : running_) FinishJob(*s->job, absl::UnavailableError("the server is shutting down"));
+  for (auto& s : waiting_) FinishJob(*s->job, absl::UnavailableError("the server is shutting down"));
+  RemoveFinished();
+  std::deque<Job> rest;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rest.swap(inbox_);
+  }
+  for (Job& job : rest) job.sink->OnFinish(absl::UnavailableError("the server is shutting down"), {});
+}
+
+bool Scheduler::TakeInbox() {
+  std::deque<Job> jobs;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    const bool idle = running_.empty() && waiting_.empty();
+    // While idle, sleep until work arrives; poll periodically so cancellations of waiting
+    // jobs are still noticed when nothing can be admitted.
+    if (idle) cv_.wait(lock, [&] { return stop_ || !inbox_.empty(); });
+    if (stop_) return false;
+    jobs.swap(inbox_);
+  }
+  for (Job& job : jobs) {
+    auto state = std::make_shared<JobState>();
+    state->job = std::move(job);
+    state->remaining = static_cast<int>(state->job.prompts.size());
+    for (size_t i = 0; i < state->job.prompts.size(); ++i) {
+      auto seq = std::make_unique<Seq>();
+      seq->job = state;
+      seq->prompt_index = static_cast<int>(i);
+      seq->tokens = state->job.prompts[i];
+      if (!seq->capture()) {
+        seq->sampler = std::make_unique<Sampler>(state->job.sampling);
+        seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());
+      }
+      waiting_.push_back(std::move(seq));
+    }
+  }
+  return true;
+}
+
+void Scheduler::Reap() {
+  const Clock::time_point now = Clock::now();
+  auto check = [&](Seq& s) {
+    JobState& job = *s.job;
+    if (job.finished) return;
+    if (job.job.sink->Cancelled()) {
+      FinishJob(job, absl::CancelledError("the client cancelled the request"));
+    } else if (now >= job.job.deadline) {
+      FinishJob(job, absl::DeadlineExceededError("the request's deadline passed"));
+    }
+  };
+  for (auto& s : running_) check(*s);
+  for (auto& s : waiting_) check(*s);
+  RemoveFinished();
+}
+
+void Scheduler::Admit() {
+  BlockAllocator& blocks = model_.blocks();
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
+    Seq& s = *waiting_.front();
+    if (!blocks.Reserve(s.blocks, static_cast<int>(s.tokens.size()))) {
+      if (running_.empty()) {
+        // Cannot happen for validated jobs (the edge rejects what exceeds the whole cache);
+        // fail rather than spin.
+        FinishJob(*s.job, absl::ResourceExhaustedError("the KV cache cannot hold this request"));
+        waiting_.pop_front();
+        continue;
+      }
+      break;
+    }
+    if (s.job->admitted == Clock::time_point{}) s.job->admitted = Clock::now();
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+void Scheduler::Preempt(size_t index) {
+  std::unique_ptr<Seq> s = std::move(running_[index]);
+  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
+  model_.blocks().Release(s->blocks);
+  s->computed = 0;
+  ++s->job->stats.preemptions;
+  {
+    std::lock_guard<std::mutex> lock(counters_mu_);
+    ++counters_.preemptions;
+  }
+  spdlog::debug("preempted a sequence of {} tokens (recomputed later)", s->tokens.size());
+  waiting_.push_front(std::move(s));
+}
+
+void Scheduler::EnsureBlocks() {
+  // Oldest first; victims are taken from the newest end, so a sequence already served here is
+  // never preempted for a younger one.
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Seq& s = *running_[i];
+    while (!model_.blocks().Reserve(s.blocks, static_cast<int>(s.tokens.size()))) {
+      const size_t victim = running_.size() - 1;
+      Preempt(victim);
+      if (victim == i) break;
+    }
+  }
+}
+
+std::vector<Scheduler::Seq*> Scheduler::BuildBatch() {
+  std::vector<Seq*> batch;
+  int budget = options_.max_batch_tokens;
+  for (auto& s : running_) {
+    if (!s->capture() && s->computed > 0 && s->pending() == 1) {
+      batch.push_back(s.get());
+      --budget;
+    }
+  }
+  for (auto& s : running_) {
+    if (s->pending() == 0 || (!s->capture() && s->computed > 0 && s->pending() == 1)) continue;
+    if (s->capture()) {
+      if (s->pending() > budget && !batch.empty()) continue;
+    } else if (budget <= 0) {
+      continue;
+    }
+    batch.push_back(s.get());
+    budget -= s->pending();
+  }
+  return batch;
+}
+
+void Scheduler::RunBatch(const std::vector<Seq*>& batch) {
+  const ModelConfig& c = model_.config();
+  std::vector<SeqInput> inputs;
+  std::vector<const Job*> jobs;
+  std::vector<int> prompts, lengths;
+  int budget = options_.max_batch_tokens;
+  for (Seq* s : batch) {
+    // Decode tokens and whole capture prompts are taken as they are; prefill is chunked.
+    int n = s->pending();
+    if (!s->capture() && n > 1) n = std::max(1, std::min(n, budget));
+    budget -= n;
+    SeqInput in;
+    in.tokens.assign(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n);
+    in.start_pos = s->computed;
+    in.block_table = &s->blocks;
+    in.all_logits = s->capture() && s->job->job.want_logits;
+    inputs.push_back(std::move(in));
+    jobs.push_back(&s->job->job);
+    prompts.push_back(s->prompt_index);
+    lengths.push_back(static_cast<int>(s->tokens.size()));
+  }
+  BatchHookSink hooks(c, jobs, prompts, lengths);
+  const Clock::time_point t0 = Clock::now();
+  absl::StatusOr<ForwardResult> result = model_.Forward(inputs, &hooks);
+  const double ms = MsBetween(t0, Clock::now());
+  int64_t prompt_tokens = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Seq& s = *batch[i];
+    s.job->stats.compute_ms += ms;
+    if (!result.ok()) {
+      FinishJob(*s.job, result.status());
+      continue;
+    }
+    const int n = static_cast<int>(inputs[i].tokens.size());
+    s.computed += n;
+    if (s.computed <= static_cast<int>(s.job->job.prompts[s.prompt_index].size())) prompt_tokens += n;
+    const float* rows = result->logits.As<float>() + int64_t{result->first_row[i]} * c.vocab_size;
+    if (s.capture()) {
+      if (s.job->job.want_logits) {
+        TensorView logits{const_cast<float*>(rows), DType::kF32, {1, n, c.vocab_size}};
+        s.job->job.sink->OnLogits(s.prompt_index, logits);
+      }
+      s.done = true;
+      if (--s.job->remaining == 0) FinishJob(*s.job, absl::OkStatus());
+    } else if (s.pending() == 0) {
+      Sample(s, rows);
+    }
+  }
+  std::lock_guard<std::mutex> lock(counters_mu_);
+  ++counters_.steps;
+  counters_.prompt_tokens += prompt_tokens;
+}
+
+void Scheduler::Sample(Seq& s, const float* logits) {
+  const ModelConfig& c = model_.config();
+  JobState& job = *s.job;
+  const SamplingParams& params = job.job.sampling;
+  const int32_t next = s.sampler->Sample(logits, c.vocab_size, s.prompt_ints, s.out_ints);
+  s.out_ints.push_back(next);
+  s.tokens.push_back(next);
+  if (job.first_token == Clock::time_point{}) job.first_token = Clock::now();
+  job.job.sink->OnToken(next, static_cast<int>(s.out_ints.size()) - 1);
+  {
+    std::lock_guard<std::mutex> lock(counters_mu_);
+    ++counters_.generated_tokens;
+  }
+  const bool stop = IsStopToken(c, params, next);
+  if (stop || static_cast<int>(s.out_ints.size()) >= params.max_new_tokens ||
+      static_cast<int>(s.tokens.size()) >= c.max_positions) {
+    job.stats.finish = stop ? FinishReason::kStop : FinishReason::kLength;
+    job.stats.generated.assign(s.out_ints.begin(), s.out_ints.end());
+    s.done = true;
+    FinishJob(job, absl::OkStatus());
+  }
+}
+
+void Scheduler::FinishJob(JobState& job, const absl::Status& status) {
+  if (job.finished) return;
+  job.finished = true;
+  const Clock::time_point now = Clock::now();
+  const Clock::time_point admitted = job.admitted == Clock::time_point{} ? now : job.admitted;
+  job.stats.queue_ms = MsBetween(job.accepted, admitted);
+  if (job.first_token != Clock::time_point{}) {
+    job.stats.first_token_ms = MsBetween(job.accepted, job.first_token);
+  }
+  job.stats.total_ms = MsBetween(job.accepted, now);
+  job.job.sink->OnFinish(status, job.stats);
+  --accepted_;
+}
+
+void Scheduler::RemoveFinished() {
+  auto finished = [&](const std::unique_ptr<Seq>& s) {
+    if (!s->done && !s->job->finished) return false;
+    model_.blocks().Release(s->blocks);
+    return true;
+  };
+  running_.erase(std::remove_if(running_.begin(), running_.end(), finished), running_.end());
+  waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), finished), waiting_.end());
+}
+
+void Scheduler::Publish() {
+  std::lock_guard<std::mutex> lock(counters_mu_);
+  counters_.kv_blocks_free = model_.blocks().num_free();
+  counters_.kv_blocks_total = model_.blocks().num_blocks();
+  counters_.active_jobs = accepted_.load();
+  counters_.queued_seqs = static_cast<int>(waiting_.size());
+}
+
+}  // namespace lensd

@@ -1,0 +1,100 @@
+// The scheduler: one thread owns all batching state and drives Model::Forward. Other threads
+// talk to it only through Submit (a bounded queue) and read its published counters.
+//
+// Each step it (1) drops jobs whose sink is cancelled or whose deadline passed, freeing their
+// KV blocks; (2) admits waiting sequences in arrival order while their tokens' KV blocks can
+// be reserved; (3) makes sure every running sequence's blocks cover its tokens, preempting the
+// most recently admitted sequence (its blocks are freed; it is recomputed later) when blocks
+// run out; (4) builds one batch: every decode token, then prefill chunks under the per-step
+// token budget (continuous batching with chunked prefill); capture prompts run whole in one
+// step so their hooks have full TransformerLens shapes; (5) runs the forward pass, streams
+// hooks as layers finish, samples, and finishes jobs. A sequence's results do not depend on
+// what else is in the batch (the engine is batch-invariant), so preemption and chunking
+// never change tokens.
+#ifndef LENSD_SERVER_SCHEDULER_H_
+#define LENSD_SERVER_SCHEDULER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/runtime/model.h"
+#include "server/job.h"
+
+namespace lensd {
+
+struct SchedulerOptions {
+  int max_batch_tokens = 256;  // prompt tokens per step (decode tokens always run)
+  int max_running = 64;        // sequences holding KV blocks at once
+  int max_queue = 256;         // accepted jobs not yet finished; more is UNAVAILABLE
+};
+
+// Published after every step; readable from any thread.
+struct SchedulerCounters {
+  int kv_blocks_free = 0;
+  int kv_blocks_total = 0;
+  int active_jobs = 0;   // accepted, not finished
+  int queued_seqs = 0;   // waiting for admission
+  int64_t steps = 0;
+  int64_t generated_tokens = 0;
+  int64_t prompt_tokens = 0;
+  int64_t preemptions = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(Model& model, SchedulerOptions options);
+  // Fails every unfinished job with UNAVAILABLE and joins the thread.
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a validated job. UNAVAILABLE when the queue is full. On success the job's sink
+  // will see OnFinish exactly once.
+  absl::Status Submit(Job job);
+  SchedulerCounters Counters() const;
+
+ private:
+  struct JobState;
+  struct Seq;
+  using SeqList = std::vector<std::unique_ptr<Seq>>;
+
+  void Loop();
+  bool TakeInbox();  // false when stopping
+  void Reap();
+  void Admit();
+  void EnsureBlocks();
+  std::vector<Seq*> BuildBatch();
+  void RunBatch(const std::vector<Seq*>& batch);
+  void Sample(Seq& seq, const float* logits);
+  void FinishJob(JobState& job, const absl::Status& status);
+  void Preempt(size_t running_index);
+  void RemoveFinished();
+  void Publish();
+
+  Model& model_;
+  const SchedulerOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> inbox_;  // guarded by mu_
+  bool stop_ = false;      // guarded by mu_
+  std::atomic<int> accepted_{0};  // jobs submitted and not finished
+
+  // Owned by the scheduler thread.
+  std::deque<std::unique_ptr<Seq>> waiting_;
+  SeqList running_;  // in admission order
+
+  mutable std::mutex counters_mu_;
+  SchedulerCounters counters_;
+  std::thread thread_;
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_SERVER_SCHEDULER_H_

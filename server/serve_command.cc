@@ -1,0 +1,162 @@
+#include "server/serve_command.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
+#include "server/metrics.h"
+#include "server/offline_commands.h"
+#include "server/service.h"
+
+namespace lensd {
+namespace {
+
+const std::set<std::string> kServeFlags = {
+    "host", "port", "max-batch-tokens", "max-running", "max-queue", "max-prompt-tokens",
+    "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
+    "auth-token", "tls-cert", "tls-key", "metrics-port"};
+
+struct ServeOptions {
+  std::string address;
+  LoadOptions load;
+  SchedulerOptions scheduler;
+  ServiceOptions service;
+  int drain_timeout_s = 30;
+  int metrics_port = 0;
+  std::string tls_cert, tls_key;
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& args) {
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), kServeFlags})));
+  ServeOptions o;
+  ASSIGN_OR_RETURN(o.load, LoadOptionsFromFlags(flags));
+  ASSIGN_OR_RETURN(int port, flags.GetInt("port", 50051));
+  o.address = absl::StrCat(flags.Get("host", "0.0.0.0"), ":", port);
+  ASSIGN_OR_RETURN(o.scheduler.max_batch_tokens, flags.GetInt("max-batch-tokens", 256));
+  ASSIGN_OR_RETURN(o.scheduler.max_running, flags.GetInt("max-running", 64));
+  ASSIGN_OR_RETURN(o.scheduler.max_queue, flags.GetInt("max-queue", 256));
+  ServerLimits& limits = o.service.limits;
+  ASSIGN_OR_RETURN(limits.max_prompt_tokens, flags.GetInt("max-prompt-tokens", 0));
+  ASSIGN_OR_RETURN(limits.max_new_tokens, flags.GetInt("max-new-tokens-limit", 4096));
+  ASSIGN_OR_RETURN(int capture_mib, flags.GetInt("max-capture-mib", 4096));
+  limits.max_capture_bytes = int64_t{capture_mib} << 20;
+  limits.kv_capacity_tokens = o.load.kv_tokens;
+  ASSIGN_OR_RETURN(int stall_s, flags.GetInt("stall-timeout-s", 30));
+  o.service.stall_timeout = std::chrono::seconds(stall_s);
+  ASSIGN_OR_RETURN(o.drain_timeout_s, flags.GetInt("drain-timeout-s", 30));
+  ASSIGN_OR_RETURN(o.metrics_port, flags.GetInt("metrics-port", 0));
+  const char* env_token = std::getenv("LENSD_AUTH_TOKEN");
+  o.service.auth_token = flags.Get("auth-token", env_token ? env_token : "");
+  o.tls_cert = flags.Get("tls-cert");
+  o.tls_key = flags.Get("tls-key");
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (o.scheduler.max_batch_tokens < 1 || o.scheduler.max_running < 1 || o.scheduler.max_queue < 1 ||
+      limits.max_new_tokens < 1 || capture_mib < 1 || stall_s < 1) {
+    return absl::InvalidArgumentError(
+        "--max-batch-tokens, --max-running, --max-queue, --max-new-tokens-limit, "
+        "--max-capture-mib and --stall-timeout-s must be >= 1");
+  }
+  return o;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServeOptions& o) {
+  if (o.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl;
+  ASSIGN_OR_RETURN(std::string cert, ReadFile(o.tls_cert));
+  ASSIGN_OR_RETURN(std::string key, ReadFile(o.tls_key));
+  ssl.pem_key_cert_pairs.push_back({key, cert});
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Waits until every accepted request has finished or the timeout passes.
+void Drain(LensdService& service, const Scheduler& scheduler, int timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline &&
+         (scheduler.Counters().active_jobs > 0 || service.OpenStreams() > 0)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const int left = scheduler.Counters().active_jobs;
+  if (left > 0) spdlog::warn("drain timeout: cancelling {} unfinished requests", left);
+}
+
+}  // namespace
+
+absl::Status ServeCommand(const std::vector<std::string>& args) {
+  // Block the shutdown signals before any thread exists so every thread inherits the mask and
+  // only sigwait below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  ASSIGN_OR_RETURN(ServeOptions o, ParseServeFlags(args));
+  ASSIGN_OR_RETURN(auto credentials, Credentials(o));
+
+  LensdService service(o.service);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(o.address, credentials, &port);
+  builder.RegisterService(&service);
+  builder.SetMaxSendMessageSize(4 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.address));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  const std::string host = o.address.substr(0, o.address.rfind(':'));
+  spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", host, port);
+
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(o.load);
+  if (!model.ok()) {
+    server->Shutdown();
+    return model.status();
+  }
+  auto scheduler = std::make_unique<Scheduler>(**model, o.scheduler);
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (o.metrics_port > 0) {
+    const std::string bind = absl::StrCat(host, ":", o.metrics_port);
+    ASSIGN_OR_RETURN(metrics, MetricsEndpoint::Start(bind, *scheduler));
+    spdlog::info("metrics on http://{}/metrics", bind);
+  }
+  const std::string name = o.load.model_dir.empty() ? "builtin:tiny" : o.load.model_dir;
+  service.AttachModel({model->get(), scheduler.get(), name,
+                       o.load.processing.fold_ln ? "transformer-lens" : "none"});
+  health->SetServingStatus(true);
+  spdlog::info("ready: serving lensd.v1.Lensd ({}) on {}:{}", name, host, port);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received {}: draining (new requests get UNAVAILABLE)",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  health->SetServingStatus(false);
+  service.StartDrain();
+  Drain(service, *scheduler, o.drain_timeout_s);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  scheduler.reset();
+  spdlog::info("stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace lensd

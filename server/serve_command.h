@@ -1,0 +1,17 @@
+// `lensd serve`: loads the model once and serves lensd.v1 over gRPC until SIGTERM/SIGINT,
+// then drains (accepted requests finish, new ones get UNAVAILABLE) and exits.
+#ifndef LENSD_SERVER_SERVE_COMMAND_H_
+#define LENSD_SERVER_SERVE_COMMAND_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace lensd {
+
+absl::Status ServeCommand(const std::vector<std::string>& args);
+
+}  // namespace lensd
+
+#endif  // LENSD_SERVER_SERVE_COMMAND_H_

@@ -1,0 +1,242 @@
+#include "server/service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/sinks.h"
+
+namespace lensd {
+namespace {
+
+Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx) {
+  const auto deadline = ctx->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return Clock::time_point::max();
+  return Clock::now() + (deadline - std::chrono::system_clock::now());
+}
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
+template <class Msg>
+StreamReactor<Msg>* Fail(StreamReactor<Msg>* reactor, const absl::Status& status) {
+  reactor->outbox()->Close(ToGrpc(status));
+  return reactor;
+}
+
+}  // namespace
+
+LensdService::LensdService(ServiceOptions options) : options_(std::move(options)) {
+  watchdog_ = std::thread([this] { Watchdog(); });
+}
+
+LensdService::~LensdService() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  watchdog_.join();
+}
+
+void LensdService::AttachModel(const ServingModel& serving) {
+  serving_ = serving;
+  attached_ = true;
+}
+
+void LensdService::StartDrain() { draining_ = true; }
+
+int LensdService::OpenStreams() {
+  std::lock_guard<std::mutex> lock(mu_);
+  int n = 0;
+  for (const auto& s : streams_) n += s.expired() ? 0 : 1;
+  return n;
+}
+
+void LensdService::Track(std::shared_ptr<StreamState> stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  streams_.push_back(std::move(stream));
+}
+
+void LensdService::Watchdog() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stop_; })) {
+    const Clock::time_point now = Clock::now();
+    std::vector<std::weak_ptr<StreamState>> live;
+    for (auto& weak : streams_) {
+      if (std::shared_ptr<StreamState> s = weak.lock()) {
+        s->CheckStall(now, options_.stall_timeout);
+        live.push_back(std::move(weak));
+      }
+    }
+    streams_.swap(live);
+  }
+}
+
+absl::Status LensdService::Gate(grpc::CallbackServerContext* ctx) const {
+  if (!options_.auth_token.empty()) {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    const std::string want = absl::StrCat("Bearer ", options_.auth_token);
+    if (it == md.end() || std::string(it->second.data(), it->second.size()) != want) {
+      return absl::UnauthenticatedError("missing or wrong bearer token (authorization metadata)");
+    }
+  }
+  if (!attached_) return absl::UnavailableError("the model is still loading; retry shortly");
+  if (draining_) return absl::UnavailableError("the server is draining and accepts no new requests");
+  return absl::OkStatus();
+}
+
+ModelFacts LensdService::Facts() const {
+  return {&serving_.model->config(), serving_.model->tokenizer(), DType::kF32};
+}
+
+absl::Status LensdService::SubmitJob(Job job, grpc::CallbackServerContext* ctx,
+                                     std::shared_ptr<StreamState> stream) {
+  job.deadline = SteadyDeadline(ctx);
+  Track(std::move(stream));
+  return serving_.scheduler->Submit(std::move(job));
+}
+
+grpc::ServerWriteReactor<v1::GenerateEvent>* LensdService::Generate(
+    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+  auto* reactor = new StreamReactor<v1::GenerateEvent>(ctx);
+  absl::Status gate = Gate(ctx);
+  if (!gate.ok()) return Fail(reactor, gate);
+  const ModelFacts facts = Facts();
+  absl::StatusOr<Job> job = ToGenerateJob(*request, facts, options_.limits);
+  if (!job.ok()) return Fail(reactor, job.status());
+  job->sink = std::make_shared<GenerateSink>(reactor->outbox(), facts.tokenizer, job->prompts[0]);
+  absl::Status submitted = SubmitJob(*std::move(job), ctx, reactor->outbox());
+  if (!submitted.ok()) return Fail(reactor, submitted);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::CacheMessage>* LensdService::RunWithCache(
+    grpc::CallbackServerContext* ctx, const v1::RunWithCacheRequest* request) {
+  auto* reactor = new StreamReactor<v1::CacheMessage>(ctx);
+  absl::Status gate = Gate(ctx);
+  if (!gate.ok()) return Fail(reactor, gate);
+  absl::StatusOr<CaptureRequest> capture = ToCaptureRequest(*request, Facts(), options_.limits);
+  if (!capture.ok()) return Fail(reactor, capture.status());
+  v1::CacheMessage header_message;
+  v1::CacheHeader* header = header_message.mutable_header();
+  std::vector<int64_t> lengths;
+  for (const auto& ids : capture->job.prompts) {
+    header->add_prompt_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+    lengths.push_back(static_cast<int64_t>(ids.size()));
+  }
+  for (const WireTensor& t : capture->manifest) FillTensorInfo(t, header->add_manifest());
+  header->set_total_bytes(capture->total_bytes);
+  reactor->outbox()->Push(std::move(header_message));
+  capture->job.sink = std::make_shared<CaptureSink>(reactor->outbox(), capture->slice,
+                                                    capture->dtype, std::move(lengths));
+  absl::Status submitted = SubmitJob(std::move(capture->job), ctx, reactor->outbox());
+  if (!submitted.ok()) return Fail(reactor, submitted);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LensdService::Tokenize(grpc::CallbackServerContext* ctx,
+                                                 const v1::TokenizeRequest* request,
+                                                 v1::TokenizeResponse* response) {
+  absl::Status gate = Gate(ctx);
+  if (!gate.ok()) return Reply(ctx, gate);
+  const Tokenizer* tokenizer = serving_.model->tokenizer();
+  if (tokenizer == nullptr) {
+    return Reply(ctx, absl::FailedPreconditionError("the model has no tokenizer"));
+  }
+  absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(request->text());
+  if (!ids.ok()) return Reply(ctx, absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
+  for (int id : *ids) {
+    response->add_ids(id);
+    response->add_pieces(tokenizer->Decode({id}));
+  }
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* LensdService::Detokenize(grpc::CallbackServerContext* ctx,
+                                                   const v1::DetokenizeRequest* request,
+                                                   v1::DetokenizeResponse* response) {
+  absl::Status gate = Gate(ctx);
+  if (!gate.ok()) return Reply(ctx, gate);
+  const Tokenizer* tokenizer = serving_.model->tokenizer();
+  if (tokenizer == nullptr) {
+    return Reply(ctx, absl::FailedPreconditionError("the model has no tokenizer"));
+  }
+  const int vocab = serving_.model->config().vocab_size;
+  for (int i = 0; i < request->ids_size(); ++i) {
+    if (request->ids(i) < 0 || request->ids(i) >= vocab) {
+      return Reply(ctx, absl::InvalidArgumentError(absl::StrCat(
+                            "ids[", i, "] = ", request->ids(i), " is outside the vocabulary [0, ",
+                            vocab, ")")));
+    }
+  }
+  response->set_text(tokenizer->Decode({request->ids().begin(), request->ids().end()}));
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext* ctx,
+                                                     const v1::GetModelInfoRequest*,
+                                                     v1::ModelInfo* info) {
+  absl::Status gate = Gate(ctx);
+  if (!gate.ok()) return Reply(ctx, gate);
+  const ModelConfig& c = serving_.model->config();
+  info->set_architecture(std::string(FamilyName(c.family)));
+  info->set_model(serving_.name);
+  info->set_n_layers(c.n_layers);
+  info->set_d_model(c.d_model);
+  info->set_n_heads(c.n_heads);
+  info->set_n_kv_heads(c.n_kv_heads);
+  info->set_d_head(c.d_head);
+  info->set_d_mlp(c.d_mlp);
+  info->set_vocab_size(c.vocab_size);
+  info->set_max_positions(c.max_positions);
+  info->set_dtype(v1::DTYPE_FLOAT32);
+  info->set_processing(serving_.processing);
+  for (const DeviceLayout& d : serving_.model->Devices()) {
+    v1::DeviceInfo* di = info->add_devices();
+    di->set_name(d.name);
+    di->set_first_layer(d.first_layer);
+    di->set_end_layer(d.end_layer);
+    di->set_weight_bytes(static_cast<int64_t>(d.weight_bytes));
+    di->set_kv_bytes(static_cast<int64_t>(d.kv_bytes));
+  }
+  for (HookId id : AllHooks(c)) {
+    v1::HookInfo* h = info->add_hooks();
+    h->set_name(HookName(id));
+    h->set_shape(HookShapeFormula(c, id.point));
+  }
+  info->set_has_tokenizer(serving_.model->tokenizer() != nullptr);
+  const SchedulerCounters counters = serving_.scheduler->Counters();
+  info->set_kv_block_size(serving_.model->blocks().block_size());
+  info->set_kv_blocks_total(counters.kv_blocks_total);
+  info->set_kv_blocks_free(counters.kv_blocks_free);
+  info->set_active_requests(counters.active_jobs);
+  info->set_queued_requests(counters.queued_seqs);
+  const ServerLimits& limits = options_.limits;
+  info->set_max_prompt_tokens(MaxPromptTokens(c, limits));
+  info->set_max_new_tokens(limits.max_new_tokens);
+  info->set_max_capture_bytes(limits.max_capture_bytes);
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* LensdService::ListHooks(grpc::CallbackServerContext* ctx,
+                                                  const v1::ListHooksRequest* request,
+                                                  v1::ListHooksResponse* response) {
+  absl::Status gate = Gate(ctx);
+  if (!gate.ok()) return Reply(ctx, gate);
+  const ModelConfig& c = serving_.model->config();
+  absl::StatusOr<HookSelection> selection = ParseNamesFilter(c, request->names_filter());
+  if (!selection.ok()) return Reply(ctx, selection.status());
+  for (HookId id : selection->hooks()) {
+    v1::HookInfo* h = response->add_hooks();
+    h->set_name(HookName(id));
+    h->set_shape(HookShapeFormula(c, id.point));
+  }
+  return Reply(ctx, absl::OkStatus());
+}
+
+}  // namespace lensd

@@ -1,0 +1,42 @@
+#include "server/wire.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace lensd {
+
+std::pair<int64_t, int64_t> PositionSlice::Resolve(int64_t n) const {
+  auto clamp = [n](int64_t i) { return std::clamp(i < 0 ? i + n : i, int64_t{0}, n); };
+  const int64_t b = start ? clamp(*start) : 0;
+  const int64_t e = stop ? clamp(*stop) : n;
+  return {b, std::max(b, e)};
+}
+
+int PositionAxis(HookPoint point) {
+  return point == HookPoint::kAttnScores || point == HookPoint::kPattern ? 2 : 1;
+}
+
+Shape WireShape(const ModelConfig& c, HookPoint point, int64_t p, const PositionSlice& slice) {
+  Shape s = HookShape(c, point, p);
+  const auto [b, e] = slice.Resolve(p);
+  s.dims[PositionAxis(point)] = e - b;
+  return s;
+}
+
+Buffer SliceAndConvert(TensorView src, int axis, std::pair<int64_t, int64_t> range, DType dtype) {
+  Shape out_shape = src.shape;
+  out_shape.dims[axis] = range.second - range.first;
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < axis; ++i) outer *= src.shape[i];
+  for (int i = axis + 1; i < src.shape.rank; ++i) inner *= src.shape[i];
+  Buffer out = Buffer::Host(dtype, out_shape);
+  const size_t run = static_cast<size_t>((range.second - range.first) * inner);
+  const size_t elem = DTypeSize(dtype);
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* from = src.As<float>() + (o * src.shape[axis] + range.first) * inner;
+    ConvertFromF32(from, dtype, out.As<char>() + o * run * elem, run);
+  }
+  return out;
+}
+
+}  // namespace lensd
