@@ -17,6 +17,8 @@ std::string SharedDir() {
   return env ? env : LENSD_SHARED_DIR;
 }
 
+std::string GoldenDir() { return LENSD_GOLDEN_DIR; }
+
 bool SharedExists(const std::string& relative) {
   struct stat st;
   return ::stat((SharedDir() + "/" + relative).c_str(), &st) == 0;

@@ -14,8 +14,12 @@
 
 namespace lensd::testing {
 
-// $LENSD_SHARED_DIR, else ../shared beside the checkout.
+// External reference data (tokenizers, reference models): $LENSD_SHARED_DIR, else ../shared
+// beside the checkout; tests skip when it is absent.
 std::string SharedDir();
+// Our golden models and activations, copied from ../shared/golden into tests/data/golden
+// (always present).
+std::string GoldenDir();
 // Skips the calling test (GTEST_SKIP) when `relative` is absent under SharedDir().
 #define LENSD_REQUIRE_SHARED(relative)                                              \
   if (!::lensd::testing::SharedExists(relative))                                   \

@@ -12,6 +12,7 @@ namespace lensd {
 namespace {
 
 using testing::SharedDir;
+using testing::GoldenDir;
 
 void CopyFile(const std::string& from, const std::string& to) {
   std::ifstream in(from, std::ios::binary);
@@ -63,10 +64,9 @@ TEST(Safetensors, RejectsCorruptFilesNamingThem) {
 }
 
 TEST(Checkpoint, WrongShapeAndMissingTensorNameFileAndTensor) {
-  LENSD_REQUIRE_SHARED("golden/llama");
   const std::string dir = testing::TempDir("badshape");
-  CopyFile(SharedDir() + "/golden/llama/config.json", dir + "/config.json");
-  auto src = SafetensorsFile::Open(SharedDir() + "/golden/llama/model.safetensors");
+  CopyFile(GoldenDir() + "/llama/config.json", dir + "/config.json");
+  auto src = SafetensorsFile::Open(GoldenDir() + "/llama/model.safetensors");
   ASSERT_TRUE(src.ok());
   SafetensorsWriter w;
   for (const auto& [name, info] : (*src)->tensors()) {
@@ -95,8 +95,7 @@ TEST(Checkpoint, WrongShapeAndMissingTensorNameFileAndTensor) {
 }
 
 TEST(Checkpoint, ShardedIndexLoadsLikeSingleFile) {
-  LENSD_REQUIRE_SHARED("golden/qwen2");
-  const std::string golden = SharedDir() + "/golden/qwen2";
+  const std::string golden = GoldenDir() + "/qwen2";
   const std::string dir = testing::TempDir("sharded");
   CopyFile(golden + "/config.json", dir + "/config.json");
   auto src = SafetensorsFile::Open(golden + "/model.safetensors");

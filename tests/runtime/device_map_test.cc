@@ -27,9 +27,8 @@ class SplitTest : public ::testing::TestWithParam<SplitCase> {};
 
 TEST_P(SplitTest, EqualsSingleDevice) {
   const SplitCase& sc = GetParam();
-  LENSD_REQUIRE_SHARED("golden/" + sc.family);
   LoadOptions one, many;
-  one.model_dir = many.model_dir = testing::SharedDir() + "/golden/" + sc.family;
+  one.model_dir = many.model_dir = testing::GoldenDir() + "/" + sc.family;
   many.devices = sc.devices;
   many.split = sc.split;
   auto a = Model::Load(one), b = Model::Load(many);

@@ -11,7 +11,7 @@ namespace {
 
 std::unique_ptr<Model> LoadGolden(const std::string& family, int block_size = 16) {
   LoadOptions o;
-  o.model_dir = testing::SharedDir() + "/golden/" + family;
+  o.model_dir = testing::GoldenDir() + "/" + family;
   o.block_size = block_size;
   auto m = Model::Load(o);
   EXPECT_TRUE(m.ok()) << m.status();
@@ -21,7 +21,6 @@ std::unique_ptr<Model> LoadGolden(const std::string& family, int block_size = 16
 class PerFamily : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(PerFamily, CachedDecodeEqualsRecompute) {
-  LENSD_REQUIRE_SHARED("golden/" + GetParam());
   auto model = LoadGolden(GetParam(), /*block_size=*/4);  // forces many block boundaries
   const int V = model->config().vocab_size;
   std::vector<int32_t> seq = {3, 14, 15, 92, 65, 35};
@@ -46,7 +45,6 @@ TEST_P(PerFamily, CachedDecodeEqualsRecompute) {
 }
 
 TEST_P(PerFamily, BatchCompositionDoesNotChangeResults) {
-  LENSD_REQUIRE_SHARED("golden/" + GetParam());
   auto model = LoadGolden(GetParam());
   const std::vector<int32_t> a = {5, 6, 7, 8, 9, 10, 11}, b = {400, 3}, c = {1, 2, 3, 4};
   CacheCollector alone(model->config(), HookSelection::All(model->config()), {7});

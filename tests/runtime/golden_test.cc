@@ -15,6 +15,7 @@ namespace {
 
 using testing::AllClose;
 using testing::SharedDir;
+using testing::GoldenDir;
 
 struct GoldenCase {
   std::string family;
@@ -25,9 +26,7 @@ class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenTest, EveryHookLogitsAndGreedyMatchReference) {
   const GoldenCase& gc = GetParam();
-  const std::string rel = "golden/" + gc.family;
-  LENSD_REQUIRE_SHARED(rel);
-  const std::string dir = SharedDir() + "/" + rel;
+  const std::string dir = testing::GoldenDir() + "/" + gc.family;
   auto ref = SafetensorsFile::Open(dir + (gc.processed ? "/processed.safetensors" : "/reference.safetensors"));
   ASSERT_TRUE(ref.ok()) << ref.status();
   LoadOptions options;

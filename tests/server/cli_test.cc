@@ -30,10 +30,9 @@ CliRun Lensd(const std::string& args) {
   return {WEXITSTATUS(status), out, err_text};
 }
 
-std::string Golden(const std::string& f) { return testing::SharedDir() + "/golden/" + f; }
+std::string Golden(const std::string& f) { return testing::GoldenDir() + "/" + f; }
 
 TEST(Cli, GeneratePrintsGreedyIdsLikeTheReference) {
-  LENSD_REQUIRE_SHARED("golden/llama");
   auto ref = SafetensorsFile::Open(Golden("llama/reference.safetensors"));
   ASSERT_TRUE(ref.ok());
   std::vector<int32_t> prompt = testing::ToIds(*(*ref)->Find("p0.input_ids"));
@@ -46,7 +45,6 @@ TEST(Cli, GeneratePrintsGreedyIdsLikeTheReference) {
 }
 
 TEST(Cli, RunWritesHooksLogitsAndInputIds) {
-  LENSD_REQUIRE_SHARED("golden/gpt2");
   const std::string out = testing::TempDir("cli") + "/cache.safetensors";
   CliRun r = Lensd(absl::StrCat("run --model=", Golden("gpt2"), " --token-ids 1,2,3 --hooks ",
                              "'blocks.*.hook_resid_post,hook_pos_embed' --out ", out));
