@@ -214,21 +214,23 @@ void Scheduler::EnsureBlocks() {
 std::vector<Scheduler::Seq*> Scheduler::BuildBatch() {
   std::vector<Seq*> batch;
   int budget = options_.max_batch_tokens;
+  auto is_decode = [](const Seq& s) { return !s.capture() && s.computed > 0 && s.pending() == 1; };
   for (auto& s : running_) {
-    if (!s->capture() && s->computed > 0 && s->pending() == 1) {
+    if (is_decode(*s)) {
       batch.push_back(s.get());
       --budget;
     }
   }
+  // Prompt work fills what the decode tokens leave of the budget; the first prompt item of a
+  // step may exceed it so that neither a long capture prompt nor prefill can starve.
+  bool prompt_added = false;
   for (auto& s : running_) {
-    if (s->pending() == 0 || (!s->capture() && s->computed > 0 && s->pending() == 1)) continue;
-    if (s->capture()) {
-      if (s->pending() > budget && !batch.empty()) continue;
-    } else if (budget <= 0) {
-      continue;
-    }
+    if (s->pending() == 0 || is_decode(*s)) continue;
+    const int want = s->capture() ? s->pending() : std::min(s->pending(), std::max(budget, 1));
+    if (prompt_added && want > budget) continue;
     batch.push_back(s.get());
-    budget -= s->pending();
+    budget -= want;
+    prompt_added = true;
   }
   return batch;
 }
@@ -240,9 +242,10 @@ void Scheduler::RunBatch(const std::vector<Seq*>& batch) {
   std::vector<int> prompts, lengths;
   int budget = options_.max_batch_tokens;
   for (Seq* s : batch) {
-    // Decode tokens and whole capture prompts are taken as they are; prefill is chunked.
+    // Decode tokens and whole capture prompts are taken as they are; prefill is chunked to
+    // what BuildBatch budgeted for it.
     int n = s->pending();
-    if (!s->capture() && n > 1) n = std::max(1, std::min(n, budget));
+    if (!s->capture()) n = std::min(n, std::max(budget, 1));
     budget -= n;
     SeqInput in;
     in.tokens.assign(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n);
