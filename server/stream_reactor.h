@@ -8,6 +8,7 @@
 #define LENSD_SERVER_STREAM_REACTOR_H_
 
 #include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <chrono>
@@ -36,14 +37,14 @@ class StreamReactor final : public grpc::ServerWriteReactor<Msg> {
     // Queues `msg`; starts a write when none is in flight. Dropped after Close or call end.
     void Push(Msg msg) {
       std::lock_guard<std::recursive_mutex> lock(mu_);
-      if (reactor_ == nullptr || closing_) return;
+      if (!Open()) return;
       queue_.push_back(std::move(msg));
       if (!writing_) StartNext();
     }
     // Ends the stream with `status` after the queued messages (errors drop what is queued).
     void Close(const grpc::Status& status) {
       std::lock_guard<std::recursive_mutex> lock(mu_);
-      if (reactor_ == nullptr || closing_) return;
+      if (!Open()) return;
       closing_ = true;
       status_ = status;
       if (!status.ok()) queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end());
@@ -58,11 +59,16 @@ class StreamReactor final : public grpc::ServerWriteReactor<Msg> {
       std::lock_guard<std::recursive_mutex> lock(mu_);
       if (reactor_ == nullptr || !writing_ || broken_ || now - progress_ < timeout) return;
       broken_ = true;
+      spdlog::warn("cancelling a stream whose client stopped reading ({} messages queued)",
+                   queue_.size());
       ctx_->TryCancel();
     }
 
    private:
     friend class StreamReactor;
+    // Writes may still be started: the call is alive, not closing, not finished or broken
+    // (after a failed write gRPC forbids further writes).
+    bool Open() const { return reactor_ != nullptr && !closing_ && !finished_ && !broken_; }
     void StartNext() {
       writing_ = true;
       progress_ = std::chrono::steady_clock::now();
@@ -78,7 +84,7 @@ class StreamReactor final : public grpc::ServerWriteReactor<Msg> {
       writing_ = false;
       queue_.pop_front();
       progress_ = std::chrono::steady_clock::now();
-      if (!ok) {
+      if (!ok || broken_) {  // client gone, or cancelled by the stall watchdog
         broken_ = true;
         queue_.clear();
         FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the stream was closed"));
@@ -111,7 +117,10 @@ class StreamReactor final : public grpc::ServerWriteReactor<Msg> {
   }
   const std::shared_ptr<Outbox>& outbox() const { return outbox_; }
 
-  void OnWriteDone(bool ok) override { outbox_->WriteDone(ok); }
+  void OnWriteDone(bool ok) override {
+    std::shared_ptr<Outbox> keep = outbox_;  // OnDone may run as soon as Finish is called
+    keep->WriteDone(ok);
+  }
   void OnCancel() override { outbox_->cancelled_ = true; }
   void OnDone() override {
     outbox_->Detach();

@@ -27,6 +27,7 @@ class TokenEvent:
     id: int
     index: int
     text: str  # new text since the previous event (may be empty)
+    text_bytes: bytes  # the same as sent (a model may emit bytes that are not UTF-8)
 
 
 @dataclasses.dataclass
@@ -37,6 +38,7 @@ class GenerateDone:
     prompt_ids: List[int]
     time_to_first_token_ms: float
     total_ms: float
+    text_bytes: bytes
 
 
 class ActivationCache(dict):
@@ -136,13 +138,14 @@ class Client:
         for event in self._call(self._stub.Generate, request):
             if event.HasField("token"):
                 t = event.token
-                yield TokenEvent(t.id, t.index, t.text.decode("utf-8", errors="replace"))
+                yield TokenEvent(t.id, t.index, t.text.decode("utf-8", errors="replace"), t.text)
             else:
                 d = event.done
                 reason = lensd_pb2.FinishReason.Name(d.finish_reason)
                 yield GenerateDone(list(d.ids), d.text.decode("utf-8", errors="replace"),
                                    reason.replace("FINISH_REASON_", "").lower(),
-                                   list(d.prompt_ids), d.time_to_first_token_ms, d.total_ms)
+                                   list(d.prompt_ids), d.time_to_first_token_ms, d.total_ms,
+                                   d.text)
 
     # -- activations ------------------------------------------------------------------
     def run_with_cache(self, prompts: Union[Prompt, Sequence[Prompt]],

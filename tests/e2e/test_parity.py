@@ -1,0 +1,78 @@
+"""The server gives bit-for-bit what the offline commands give, for every golden family."""
+import numpy as np
+import pytest
+
+import lensd
+from conftest import FAMILIES, GOLDEN, LENSCTL, LENSD, Server, read_safetensors, run_cli
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def golden(request):
+    s = Server("--model", str(GOLDEN / request.param))
+    ref = read_safetensors(GOLDEN / request.param / "reference.safetensors")
+    prompts = [ref[f"p{j}.input_ids"][0].tolist() for j in range(2)]
+    yield request.param, s, prompts
+    assert s.stop() == 0, "".join(s.log)
+
+
+def ids_flag(ids):
+    return ",".join(str(i) for i in ids)
+
+
+def unpad(array, j, length, name):
+    """Prompt j of a left-padded batch, as a batch-of-1 array like `lensd run` writes."""
+    a = array[j:j + 1]
+    if name.endswith("hook_attn_scores") or name.endswith("hook_pattern"):
+        return a[:, :, -length:, -length:]
+    return a[:, -length:]
+
+
+def test_run_with_cache_equals_lensd_run(golden, tmp_path):
+    family, server, prompts = golden
+    with lensd.Client(server.addr) as client:
+        logits, cache = client.run_with_cache(prompts)
+    assert cache.mask.shape == (2, max(map(len, prompts)))
+    for j, ids in enumerate(prompts):
+        path = tmp_path / f"offline{j}.safetensors"
+        run_cli(LENSD, "run", "--model", str(GOLDEN / family), "--token-ids", ids_flag(ids),
+                "--out", str(path))
+        offline = read_safetensors(path)
+        assert set(offline) == set(cache) | {"logits", "input_ids"}
+        assert cache.mask[j].sum() == len(ids)
+        np.testing.assert_array_equal(cache.tokens[j, -len(ids):], offline["input_ids"][0])
+        np.testing.assert_array_equal(unpad(logits, j, len(ids), "logits"), offline["logits"])
+        for name, want in offline.items():
+            if name in ("logits", "input_ids"):
+                continue
+            np.testing.assert_array_equal(unpad(cache[name], j, len(ids), name), want,
+                                          err_msg=f"{family} prompt {j} {name}")
+        remote = tmp_path / f"remote{j}.safetensors"
+        run_cli(LENSCTL, "--addr", server.addr, "cache", "--token-ids", ids_flag(ids),
+                "--out", str(remote))
+        assert remote.read_bytes() == path.read_bytes(), "lensctl cache differs from lensd run"
+
+
+def test_generate_equals_lensd_generate(golden):
+    family, server, prompts = golden
+    for ids in prompts:
+        offline = run_cli(LENSD, "generate", "--model", str(GOLDEN / family), "--token-ids",
+                          ids_flag(ids), "--max-new-tokens", "12").stdout
+        remote = run_cli(LENSCTL, "--addr", server.addr, "generate", "--token-ids", ids_flag(ids),
+                         "--max-new-tokens", "12").stdout
+        assert remote == offline
+        with lensd.Client(server.addr) as client:
+            events = list(client.generate(ids, max_new_tokens=12))
+        done = events[-1]
+        assert isinstance(done, lensd.GenerateDone)
+        assert [e.id for e in events[:-1]] == done.ids
+        assert " ".join(map(str, done.ids)) == offline.decode().split("\n")[0]
+        assert done.prompt_ids == ids
+
+
+def test_sampled_generation_is_reproducible_and_matches_offline(golden):
+    family, server, prompts = golden
+    args = ["--token-ids", ids_flag(prompts[0]), "--max-new-tokens", "10", "--temperature", "0.9",
+            "--top-k", "50", "--top-p", "0.9", "--seed", "7"]
+    offline = run_cli(LENSD, "generate", "--model", str(GOLDEN / family), *args).stdout
+    remote = run_cli(LENSCTL, "--addr", server.addr, "generate", *args).stdout
+    assert remote == offline

@@ -1,0 +1,130 @@
+"""Health, reflection (what grpcurl relies on), the small RPCs, metrics and graceful drain."""
+import re
+import signal
+import time
+import urllib.request
+import socket
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+import lensd
+from lensd._grpc import reflection_pb2
+from lensd.v1 import lensd_pb2, lensd_pb2_grpc
+
+
+def test_not_serving_until_loaded_then_serving(server_factory):
+    server = server_factory("--model", "builtin:gpt2-small", "--kv-tokens", "1024",
+                            wait_ready=False)
+    client = lensd.Client(server.addr)
+    assert client.health() == "NOT_SERVING"
+    with pytest.raises(grpc.RpcError) as info:
+        client.tokenize("hi")
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "still loading" in info.value.details()
+    server.wait_ready()
+    assert client.health() == "SERVING"
+    assert client.model_info()["d_model"] == 768
+
+
+def reflection_request(channel, **kwargs):
+    stream = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    return next(stream(iter([reflection_pb2.ServerReflectionRequest(**kwargs)])))
+
+
+def test_reflection_lists_and_calls_every_rpc(builtin_server):
+    """Does what grpcurl does: discover the service by reflection, build messages from the
+    served descriptors alone, and call each method."""
+    channel = grpc.insecure_channel(builtin_server.addr)
+    services = reflection_request(channel, list_services="")
+    names = {s.name for s in services.list_services_response.service}
+    assert {"lensd.v1.Lensd", "grpc.health.v1.Health"} <= names
+    files = reflection_request(channel, file_containing_symbol="lensd.v1.Lensd")
+    pool = descriptor_pool.DescriptorPool()
+    for raw in files.file_descriptor_response.file_descriptor_proto:
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(raw))
+    service = pool.FindServiceByName("lensd.v1.Lensd")
+    requests = {
+        "Generate": {"prompt": {"text": "hi"}, "max_new_tokens": 3},
+        "RunWithCache": {"prompts": [{"text": "hi"}], "names_filter": ["hook_embed"]},
+        "Tokenize": {"text": "hi"},
+        "Detokenize": {"ids": [107, 108]},
+        "GetModelInfo": {},
+        "ListHooks": {"names_filter": ["blocks.0.*"]},
+    }
+    assert {m.name for m in service.methods} == set(requests)
+    from google.protobuf import json_format
+    for method in service.methods:
+        req_cls = message_factory.GetMessageClass(method.input_type) \
+            if hasattr(message_factory, "GetMessageClass") \
+            else message_factory.MessageFactory(pool).GetPrototype(method.input_type)
+        resp_cls = message_factory.GetMessageClass(method.output_type) \
+            if hasattr(message_factory, "GetMessageClass") \
+            else message_factory.MessageFactory(pool).GetPrototype(method.output_type)
+        request = json_format.ParseDict(requests[method.name], req_cls())
+        path = f"/lensd.v1.Lensd/{method.name}"
+        kind = channel.unary_stream if method.server_streaming else channel.unary_unary
+        call = kind(path, request_serializer=req_cls.SerializeToString,
+                    response_deserializer=resp_cls.FromString)
+        responses = list(call(request)) if method.server_streaming else [call(request)]
+        assert responses, method.name
+        if method.name == "Tokenize":
+            assert list(responses[0].ids) == [1, 107, 108]
+        if method.name == "Generate":
+            assert responses[-1].done.usage.completion_tokens == 3
+
+
+def test_small_rpcs(builtin_server):
+    client = lensd.Client(builtin_server.addr)
+    ids = client.tokenize("héllo")
+    assert ids[0] == 1 and client.detokenize(ids) == "héllo"
+    info = client.model_info()
+    assert info["architecture"] == "llama" and info["n_layers"] == 4
+    assert info["devices"][0]["name"] == "cpu:0"
+    hooks = dict(client.list_hooks())
+    assert hooks["blocks.0.attn.hook_pattern"] == "[1, 4, P, P]"
+    assert len(info["hooks"]) == len(hooks)
+    assert [h for h, _ in client.list_hooks(["blocks.1-2.hook_resid_post"])] == \
+        ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_endpoint(server_factory):
+    port = free_port()
+    server = server_factory("--metrics-port", str(port))
+    list(lensd.Client(server.addr).generate("hi", max_new_tokens=5, ignore_eos=True))
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert re.search(r"^lensd_kv_blocks_total \d+", body, re.M)
+    assert float(re.search(r"^lensd_generated_tokens_total (\S+)", body, re.M).group(1)) >= 5
+
+
+def test_sigterm_drains_accepted_requests(server_factory):
+    server = server_factory()
+    stub = lensd_pb2_grpc.LensdStub(grpc.insecure_channel(server.addr))
+    call = stub.Generate(lensd_pb2.GenerateRequest(
+        prompt=lensd_pb2.Prompt(text="drain me"), max_new_tokens=300,
+        sampling=lensd_pb2.SamplingParams(ignore_eos=True)))
+    first = next(call)
+    assert first.token.index == 0
+    server.proc.send_signal(signal.SIGTERM)
+    client = lensd.Client(server.addr)
+    deadline = time.time() + 10
+    while client.health() != "NOT_SERVING" and time.time() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(grpc.RpcError) as info:
+        client.tokenize("late")
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "draining" in info.value.details()
+    rest = list(call)
+    assert rest[-1].done.usage.completion_tokens == 300
+    assert len(rest) == 300  # 299 more tokens + done
+    assert server.proc.wait(30) == 0
