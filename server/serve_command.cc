@@ -46,6 +46,11 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), kServeFlags})));
   ServeOptions o;
   ASSIGN_OR_RETURN(o.load, LoadOptionsFromFlags(flags));
+  if (!flags.Has("threads")) {
+    // Leave one core to gRPC and the scheduler: CPU GEMM threads that busy-wait against the
+    // network threads cost more than they gain (measured in bench/serve_bench.sh).
+    o.load.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
+  }
   ASSIGN_OR_RETURN(int port, flags.GetInt("port", 50051));
   o.address = absl::StrCat(flags.Get("host", "0.0.0.0"), ":", port);
   ASSIGN_OR_RETURN(o.scheduler.max_batch_tokens, flags.GetInt("max-batch-tokens", 256));
@@ -110,6 +115,7 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
 
   ASSIGN_OR_RETURN(ServeOptions o, ParseServeFlags(args));
   ASSIGN_OR_RETURN(auto credentials, Credentials(o));
+  spdlog::info("compute threads: {}", o.load.threads);
 
   LensdService service(o.service);
   grpc::EnableDefaultHealthCheckService(true);
