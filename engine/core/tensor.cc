@@ -1,5 +1,7 @@
 #include "engine/core/tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -55,11 +57,34 @@ TensorView TensorView::Reshaped(Shape s) const {
 }
 
 namespace {
+
+// Large buffers (weights, activations, KV) are mapped directly so that freeing one returns
+// its memory to the OS at once; malloc would keep freed blocks below its (adaptive, up to
+// 32 MiB) mmap threshold on its heap. The mapping's length sits in a 64-byte header, which
+// keeps the data 64-byte aligned.
+constexpr size_t kMapThreshold = size_t{1} << 20;
+constexpr size_t kMapHeader = 64;
+
 void FreeHost(void* p) { ::operator delete(p, std::align_val_t(64)); }
+
+void FreeMapped(void* p) {
+  char* base = static_cast<char*>(p) - kMapHeader;
+  size_t length;
+  std::memcpy(&length, base, sizeof(length));
+  ::munmap(base, length);
+}
+
 }  // namespace
 
 Buffer Buffer::Host(DType dtype, Shape shape) {
-  size_t bytes = static_cast<size_t>(shape.NumElements()) * DTypeSize(dtype);
+  const size_t bytes = static_cast<size_t>(shape.NumElements()) * DTypeSize(dtype);
+  if (bytes >= kMapThreshold) {
+    const size_t length = bytes + kMapHeader;
+    void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) throw std::bad_alloc();  // as operator new does
+    std::memcpy(base, &length, sizeof(length));      // anonymous pages are already zero
+    return Buffer(static_cast<char*>(base) + kMapHeader, dtype, shape, &FreeMapped);
+  }
   void* p = ::operator new(bytes ? bytes : 1, std::align_val_t(64));
   std::memset(p, 0, bytes);
   return Buffer(p, dtype, shape, &FreeHost);

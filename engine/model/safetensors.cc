@@ -163,6 +163,20 @@ absl::StatusOr<const TensorInfo*> Checkpoint::Get(const std::string& name) const
   return files_[it->second]->Find(name);
 }
 
+void SafetensorsFile::Evict(const TensorInfo& t) const {
+  if (mapping_ == nullptr || t.num_bytes == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + t.num_bytes;
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+void Checkpoint::Evict(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) return;
+  if (const TensorInfo* t = files_[it->second]->Find(name)) files_[it->second]->Evict(*t);
+}
+
 std::string Checkpoint::FileOf(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? dir_ : files_[it->second]->path();

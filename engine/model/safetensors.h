@@ -34,6 +34,10 @@ class SafetensorsFile {
   const std::string& path() const { return path_; }
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* Find(const std::string& name) const;
+  // Drops the pages under `t` from the process's resident set once it has been consumed, so
+  // that loading never keeps the file's pages resident (they are re-read if touched again).
+  // No-op for parsed in-memory images.
+  void Evict(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;
@@ -51,6 +55,7 @@ class Checkpoint {
   // Error names the tensor and the directory when absent.
   absl::StatusOr<const TensorInfo*> Get(const std::string& name) const;
   bool Has(const std::string& name) const;
+  void Evict(const std::string& name) const;  // see SafetensorsFile::Evict
   // "path/to/shard.safetensors" holding `name` (for error messages).
   std::string FileOf(const std::string& name) const;
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }

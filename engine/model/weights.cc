@@ -67,6 +67,7 @@ absl::StatusOr<Buffer> CheckpointSource::Read(const std::string& name, Shape exp
   }
   Buffer out = HostF32(expect);
   ConvertToF32(info->dtype, info->data, out.As<float>(), expect.NumElements());
+  ck_->Evict(full);
   return out;
 }
 
