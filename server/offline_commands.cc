@@ -9,7 +9,8 @@ namespace lensd {
 
 const std::set<std::string>& ModelFlagNames() {
   static const auto* names = new std::set<std::string>{
-      "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens", "tensor-parallel"};
+      "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens", "tensor-parallel",
+      "device-memory-mib"};
   return *names;
 }
 
@@ -38,8 +39,9 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   if (dtype != DType::kF32) {
     return absl::UnimplementedError("the CPU backend computes in float32; use --dtype float32");
   }
-  ASSIGN_OR_RETURN(int tp, flags.GetInt("tensor-parallel", 1));
-  if (tp != 1) return absl::UnimplementedError("--tensor-parallel > 1 is not implemented yet");
+  ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel", 1));
+  ASSIGN_OR_RETURN(std::vector<int> device_mib, flags.GetIntList("device-memory-mib"));
+  for (int mib : device_mib) o.device_memory.push_back(int64_t{mib} << 20);
   return o;
 }
 

@@ -13,6 +13,7 @@
 #include "engine/model/tokenizer.h"
 #include "engine/model/weights.h"
 #include "engine/runtime/backend.h"
+#include "engine/runtime/communicator.h"
 #include "engine/runtime/hooks.h"
 #include "engine/runtime/kv_cache.h"
 #include "engine/runtime/processing.h"
@@ -22,7 +23,9 @@ namespace lensd {
 struct LoadOptions {
   std::string model_dir;             // empty: the built-in model
   std::string devices = "cpu";       // "cpu" or "cpu:0,cpu:1,..."
-  std::string split;                 // "" / "transformer-lens" or explicit "0-1,2-3"
+  std::string split;                 // "" / "transformer-lens", "memory", or explicit "0-1,2-3"
+  int tensor_parallel = 1;           // ranks per pipeline stage (consecutive devices)
+  std::vector<int64_t> device_memory;  // per device bytes for --split=memory (virtual CPUs)
   ProcessingOptions processing;
   int block_size = 16;               // KV block size in tokens
   int kv_tokens = 16384;             // KV capacity in tokens (shared by all sequences)
@@ -53,6 +56,12 @@ struct DeviceLayout {
 // Block i -> device floor(i * n / L) (TransformerLens), or explicit "a-b,c-d" ranges.
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split,
                                                            int n_layers, int n_devices);
+
+// Balances layers by memory: contiguous ranges minimising the largest (weights + KV) /
+// capacity ratio; embeddings count on the first device, the head on the last. `capacity` is
+// each device's free bytes; RESOURCE_EXHAUSTED when the best plan does not fit.
+absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
+    const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity);
 
 class Model {
  public:
@@ -87,11 +96,21 @@ class Model {
                            HookPoint scale_point, HookPoint normalized_point, int layer);
   void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
   void MoveResidual(Step& step, Shard& to);
+  void RunRank(Step& step);
+  // A hook whose tensor is split across tensor-parallel ranks: gathered along the split
+  // dimension (every rank calls it), then emitted by rank 0.
+  void EmitSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full);
+  // `local` [outer, ...] of every rank concatenated per outer row into `full` (tp_ == 1:
+  // `local` itself); replicated key/value heads are taken once.
+  TensorView Gathered(Step& step, Backend& backend, TensorView local, int64_t outer, Shape full);
+  Shard& ShardAt(int stage, int rank) { return *shards_[stage * tp_ + rank]; }
 
   ModelConfig config_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<BlockAllocator> blocks_;
-  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<std::unique_ptr<Shard>> shards_;  // [stage * tp_ + rank]
+  int tp_ = 1;
+  std::unique_ptr<Communicator> comm_;  // tp_ > 1
 };
 
 }  // namespace lensd

@@ -1,5 +1,6 @@
 // The forward pass: one implementation for every family, written against Backend.
 #include <cmath>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
@@ -33,7 +34,8 @@ absl::Status Model::Validate(const std::vector<SeqInput>& batch) const {
 
 absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch, HookSink* hooks) {
   RETURN_IF_ERROR(Validate(batch));
-  Step step;
+  std::vector<Step> steps(tp_);
+  Step& step = steps[0];
   step.batch = &batch;
   step.hooks = hooks;
   const int bs = blocks_->block_size();
@@ -47,17 +49,35 @@ absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch,
     }
     step.tokens += static_cast<int>(in.tokens.size());
   }
-  step.shard = shards_.front().get();
-  RunEmbed(step);
-  for (auto& shard : shards_) {
-    if (step.shard != shard.get()) MoveResidual(step, *shard);
-    for (int layer = shard->first; layer < shard->end; ++layer) RunBlock(step, *shard, layer);
+  // Tensor parallel: one thread per rank runs the same program on its devices (SPMD); the
+  // ranks meet in the communicator's collectives.
+  std::vector<std::thread> ranks;
+  for (int r = 1; r < tp_; ++r) {
+    Step& other = steps[r];
+    other.rank = r, other.batch = &batch, other.hooks = hooks, other.tokens = step.tokens;
+    other.ids = step.ids, other.positions = step.positions, other.slots = step.slots;
+    other.q_begin = step.q_begin;
+    ranks.emplace_back([this, &other] { RunRank(other); });
   }
-  return RunHead(step);
+  RunRank(step);
+  for (std::thread& t : ranks) t.join();
+  return std::move(step.result);
+}
+
+void Model::RunRank(Step& step) {
+  const int stages = static_cast<int>(shards_.size()) / tp_;
+  step.shard = &ShardAt(0, step.rank);
+  RunEmbed(step);
+  for (int s = 0; s < stages; ++s) {
+    Shard& shard = ShardAt(s, step.rank);
+    if (step.shard != &shard) MoveResidual(step, shard);
+    for (int layer = shard.first; layer < shard.end; ++layer) RunBlock(step, shard, layer);
+  }
+  if (step.rank == 0) step.result = RunHead(step);
 }
 
 void Model::Emit(Step& step, Backend& backend, HookId id, TensorView rows) {
-  if (step.hooks == nullptr) return;
+  if (step.hooks == nullptr || step.rank != 0) return;
   const auto& batch = *step.batch;
   for (size_t s = 0; s < batch.size(); ++s) {
     if (!step.hooks->Wants(static_cast<int>(s), id)) continue;
@@ -66,6 +86,22 @@ void Model::Emit(Step& step, Backend& backend, HookId id, TensorView rows) {
                         rows.Rows(begin, begin + static_cast<int64_t>(batch[s].tokens.size())),
                         backend);
   }
+}
+
+TensorView Model::Gathered(Step& step, Backend& backend, TensorView local, int64_t outer,
+                           Shape full) {
+  if (tp_ == 1) return local;
+  TensorView out = step.Scratch(backend, full);
+  // Fewer parts than ranks in `full`: key/value heads replicated on `stride` ranks each.
+  const int stride = static_cast<int>(tp_ * local.NumElements() / full.NumElements());
+  comm_->AllGather(step.rank, local.Reshaped({outer, local.NumElements() / outer}),
+                   out.Reshaped({outer, full.NumElements() / outer}), backend, stride);
+  return out;
+}
+
+void Model::EmitSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full) {
+  if (!step.Wants(id)) return;  // the same answer on every rank
+  Emit(step, backend, id, Gathered(step, backend, local, step.tokens, full));
 }
 
 void Model::RunEmbed(Step& step) {
@@ -137,20 +173,21 @@ void Model::RunBlock(Step& step, Shard& shard, int layer) {
 TensorView Model::RunAttention(Step& step, Shard& shard, int layer, TensorView n1) {
   Backend& b = *shard.backend;
   const LayerWeights& w = shard.layers[layer - shard.first];
-  const int64_t T = step.tokens, H = config_.n_heads, Hkv = config_.n_kv_heads, dh = config_.d_head;
+  const int64_t T = step.tokens, H = shard.n_heads, Hkv = shard.n_kv_heads, dh = config_.d_head;
+  const int64_t H_all = config_.n_heads, Hkv_all = config_.n_kv_heads;
   TensorView q = step.Scratch(b, {T, H, dh}), k = step.Scratch(b, {T, Hkv, dh});
   TensorView v = step.Scratch(b, {T, Hkv, dh});
   b.Linear(n1, w.wq.view(), w.bq.view(), q.Reshaped({T, H * dh}));
   b.Linear(n1, w.wk.view(), w.bk.view(), k.Reshaped({T, Hkv * dh}));
   b.Linear(n1, w.wv.view(), w.bv.view(), v.Reshaped({T, Hkv * dh}));
-  Emit(step, b, {HookPoint::kQ, layer}, q);
-  Emit(step, b, {HookPoint::kK, layer}, k);
-  Emit(step, b, {HookPoint::kV, layer}, v);
+  EmitSplit(step, b, {HookPoint::kQ, layer}, q, {T, H_all, dh});
+  EmitSplit(step, b, {HookPoint::kK, layer}, k, {T, Hkv_all, dh});
+  EmitSplit(step, b, {HookPoint::kV, layer}, v, {T, Hkv_all, dh});
   if (!config_.learned_positions) {
     b.Rope(q, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
     b.Rope(k, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
-    Emit(step, b, {HookPoint::kRotQ, layer}, q);
-    Emit(step, b, {HookPoint::kRotK, layer}, k);
+    EmitSplit(step, b, {HookPoint::kRotQ, layer}, q, {T, H_all, dh});
+    EmitSplit(step, b, {HookPoint::kRotK, layer}, k, {T, Hkv_all, dh});
   }
   const int local = layer - shard.first;
   KvLayerView kv{shard.k_pool[local].view(), shard.v_pool[local].view(), blocks_->block_size()};
@@ -170,33 +207,41 @@ TensorView Model::RunAttention(Step& step, Shard& shard, int layer, TensorView n
   TensorView z = step.Scratch(b, {T, H, dh});
   b.Attention(q, kv, seqs, 1.0f / std::sqrt(static_cast<float>(dh)), config_.sliding_window, z);
   for (size_t s = 0; s < seqs.size(); ++s) {
-    if (!seqs[s].scores.empty()) step.hooks->Capture(int(s), scores_id, seqs[s].scores, b);
-    if (!seqs[s].pattern.empty()) step.hooks->Capture(int(s), pattern_id, seqs[s].pattern, b);
+    for (auto [id, local] : {std::pair{scores_id, seqs[s].scores}, std::pair{pattern_id, seqs[s].pattern}}) {
+      if (local.empty()) continue;
+      Shape full = local.shape;
+      full.dims[0] = H_all;
+      TensorView all = Gathered(step, b, local, 1, full);
+      if (step.rank == 0) step.hooks->Capture(int(s), id, all, b);
+    }
   }
-  Emit(step, b, {HookPoint::kZ, layer}, z);
+  EmitSplit(step, b, {HookPoint::kZ, layer}, z, {T, H_all, dh});
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(z.Reshaped({T, H * dh}), w.wo.view(), w.bo.view(), out);
+  if (tp_ > 1) comm_->AllReduceSum(step.rank, out, b);
   return out;
 }
 
 TensorView Model::RunMlp(Step& step, Shard& shard, int layer, TensorView n2) {
   Backend& b = *shard.backend;
   const LayerWeights& w = shard.layers[layer - shard.first];
-  const int64_t T = step.tokens, M = config_.d_mlp;
+  const int64_t T = step.tokens, M = shard.d_mlp;
+  const Shape full{T, config_.d_mlp};
   TensorView pre = step.Scratch(b, {T, M}), post = step.Scratch(b, {T, M});
   b.Linear(n2, w.w_in.view(), w.b_in.view(), pre);
-  Emit(step, b, {HookPoint::kMlpPre, layer}, pre);
+  EmitSplit(step, b, {HookPoint::kMlpPre, layer}, pre, full);
   if (config_.gated_mlp) {
     TensorView lin = step.Scratch(b, {T, M});
     b.Linear(n2, w.w_up.view(), w.b_up.view(), lin);
-    Emit(step, b, {HookPoint::kMlpPreLinear, layer}, lin);
+    EmitSplit(step, b, {HookPoint::kMlpPreLinear, layer}, lin, full);
     b.GatedActivation(config_.act, pre, lin, post);
   } else {
     b.Activation(config_.act, pre, post);
   }
-  Emit(step, b, {HookPoint::kMlpPost, layer}, post);
+  EmitSplit(step, b, {HookPoint::kMlpPost, layer}, post, full);
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(post, w.w_out.view(), w.b_out.view(), out);
+  if (tp_ > 1) comm_->AllReduceSum(step.rank, out, b);
   return out;
 }
 

@@ -14,6 +14,8 @@ struct Model::Shard {
   std::unique_ptr<Backend> backend;
   int first = 0;
   int end = 0;
+  int rank = 0;  // tensor-parallel rank within the stage
+  int n_heads = 0, n_kv_heads = 0, d_mlp = 0;  // this rank's part
   std::vector<LayerWeights> layers;  // index: layer - first
   EmbedWeights embed;                // first shard only
   HeadWeights head;                  // last shard only
@@ -26,6 +28,7 @@ struct Model::Shard {
 
 // Per-call state of Forward.
 struct Model::Step {
+  int rank = 0;  // tensor-parallel rank this step runs (one Step per rank)
   const std::vector<SeqInput>* batch = nullptr;
   HookSink* hooks = nullptr;
   int tokens = 0;
@@ -34,6 +37,7 @@ struct Model::Step {
   Shard* shard = nullptr;                      // where the residual lives
   Buffer x;                                    // residual [tokens, D] on `shard`
   std::vector<Buffer> scratch;                 // freed at each block boundary
+  ForwardResult result;                        // rank 0
 
   TensorView Scratch(Backend& b, Shape s) {
     scratch.push_back(std::move(b.Allocate(DType::kF32, s)).value());

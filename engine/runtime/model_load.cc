@@ -1,8 +1,10 @@
 // Loading: plan the device split, stream weights layer by layer from the source through
 // processing onto each device, allocate KV pools.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <limits>
 #include <cmath>
 
 #include "absl/strings/strip.h"
@@ -12,6 +14,7 @@
 #include "engine/core/status.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/runtime/model_internal.h"
+#include "engine/runtime/tensor_parallel.h"
 
 namespace lensd {
 namespace {
@@ -146,6 +149,46 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
   return ranges;
 }
 
+absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
+    const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity) {
+  const int n = static_cast<int>(capacity.size()), L = c.n_layers;
+  if (n > L) {
+    return absl::InvalidArgumentError(absl::StrCat(n, " devices for ", L, " layers: a device would be empty"));
+  }
+  const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head, kv = int64_t{c.n_kv_heads} * c.d_head;
+  const int64_t layer = 4 * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp + 4 * D) +
+                        kv_bytes_per_layer;
+  const int64_t embed = 4 * D * (c.vocab_size + (c.learned_positions ? c.max_positions : 0));
+  const int64_t head = 4 * D * c.vocab_size;
+  auto load = [&](int d, int a, int b) {
+    return (b - a) * layer + (d == 0 ? embed : 0) + (d == n - 1 ? head : 0);
+  };
+  // best[d][i]: the smallest worst load/capacity ratio with layers [0, i) on devices [0, d).
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::vector<double>> best(n + 1, std::vector<double>(L + 1, inf));
+  std::vector<std::vector<int>> cut(n + 1, std::vector<int>(L + 1, 0));
+  best[0][0] = 0;
+  for (int d = 0; d < n; ++d) {
+    for (int j = d + 1; j <= L; ++j) {
+      for (int i = d; i < j; ++i) {
+        const double r = std::max(best[d][i], double(load(d, i, j)) / double(capacity[d]));
+        if (r < best[d + 1][j]) best[d + 1][j] = r, cut[d + 1][j] = i;
+      }
+    }
+  }
+  std::vector<std::pair<int, int>> ranges(n);
+  for (int d = n, j = L; d > 0; j = cut[d][j], --d) ranges[d - 1] = {cut[d][j], j};
+  for (int d = 0; d < n; ++d) {
+    const int64_t need = load(d, ranges[d].first, ranges[d].second);
+    if (need > capacity[d]) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "device ", d, " needs ", need >> 20, " MiB for layers ", ranges[d].first, "-",
+          ranges[d].second - 1, " but has ", capacity[d] >> 20, " MiB"));
+    }
+  }
+  return ranges;
+}
+
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
   absl::string_view builtin = options.model_dir;
   if (options.model_dir.empty() || absl::ConsumePrefix(&builtin, "builtin:")) {
@@ -171,21 +214,48 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   const ModelConfig& c = source.config();
   if (options.threads > 0) SetCpuThreads(options.threads);
   ASSIGN_OR_RETURN(std::vector<int> devices, ParseDevices(options.devices));
-  ASSIGN_OR_RETURN(auto ranges, PlanSplit(options.split, c.n_layers, static_cast<int>(devices.size())));
+  const int tp = options.tensor_parallel;
+  RETURN_IF_ERROR(CheckTensorParallel(c, tp));
+  if (devices.size() % tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel ", tp, " must divide the ",
+                                                   devices.size(), " devices"));
+  }
   if (options.block_size <= 0 || options.kv_tokens < options.block_size) {
     return absl::InvalidArgumentError("KV capacity must hold at least one block");
   }
+  const int stages = static_cast<int>(devices.size()) / tp;
+  const int num_blocks = options.kv_tokens / options.block_size;
+  const int64_t slots = static_cast<int64_t>(num_blocks) * options.block_size;
+  const Shape pool_shape{slots, KvHeadsPerRank(c, tp), c.d_head};
+  std::vector<std::pair<int, int>> ranges;
+  if (options.split == "memory") {
+    std::vector<int64_t> capacity = options.device_memory;
+    if (capacity.empty()) {  // virtual CPUs share host memory evenly
+      const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
+      capacity.assign(stages, host / stages);
+    }
+    if (static_cast<int>(capacity.size()) != stages) {
+      return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
+                                                     " sizes for ", stages, " pipeline stages"));
+    }
+    ASSIGN_OR_RETURN(ranges, PlanMemorySplit(c, 2 * slots * c.n_kv_heads * c.d_head * 4, capacity));
+  } else {
+    ASSIGN_OR_RETURN(ranges, PlanSplit(options.split, c.n_layers, stages));
+  }
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;
-  const int num_blocks = options.kv_tokens / options.block_size;
+  m->tp_ = tp;
+  if (tp > 1) m->comm_ = MakeThreadCommunicator(tp);
   m->blocks_ = std::make_unique<BlockAllocator>(num_blocks, options.block_size);
-  const Shape pool_shape{static_cast<int64_t>(num_blocks) * options.block_size, c.n_kv_heads, c.d_head};
   for (size_t d = 0; d < devices.size(); ++d) {
+    const int stage = static_cast<int>(d) / tp, rank = static_cast<int>(d) % tp;
     auto shard = std::make_unique<Shard>();
     shard->backend = MakeCpuBackend(devices[d]);
     Backend& b = *shard->backend;
-    shard->first = ranges[d].first, shard->end = ranges[d].second;
-    if (d == 0) {
+    shard->first = ranges[stage].first, shard->end = ranges[stage].second;
+    shard->rank = rank;
+    shard->n_heads = c.n_heads / tp, shard->n_kv_heads = KvHeadsPerRank(c, tp), shard->d_mlp = c.d_mlp / tp;
+    if (stage == 0) {
       ASSIGN_OR_RETURN(EmbedWeights e, source.Embed());
       ProcessEmbed(c, options.processing, e);
       ASSIGN_OR_RETURN(shard->embed, UploadEmbed(b, e, shard->weight_bytes));
@@ -193,6 +263,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
     for (int layer = shard->first; layer < shard->end; ++layer) {
       ASSIGN_OR_RETURN(LayerWeights w, source.Layer(layer));
       ProcessLayer(c, options.processing, w);
+      if (tp > 1) w = SliceLayer(c, w, rank, tp);
       ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard->weight_bytes));
       shard->layers.push_back(std::move(dw));
       ASSIGN_OR_RETURN(Buffer k, b.Allocate(DType::kF32, pool_shape));
@@ -200,9 +271,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
       shard->kv_bytes += k.NumBytes() + v.NumBytes();
       shard->k_pool.push_back(std::move(k));
       shard->v_pool.push_back(std::move(v));
-      spdlog::debug("{}: layer {} loaded", b.Name(), layer);
+      spdlog::info("{}: layer {} of {} loaded", b.Name(), layer, c.n_layers);
     }
-    if (d + 1 == devices.size()) {
+    if (stage + 1 == stages && rank == 0) {  // logits are computed once, on rank 0
       ASSIGN_OR_RETURN(HeadWeights h, source.Head());
       ProcessHead(c, options.processing, h);
       ASSIGN_OR_RETURN(shard->head, UploadHead(b, h, shard->weight_bytes));

@@ -1,0 +1,69 @@
+#include "engine/runtime/tensor_parallel.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace lensd {
+namespace {
+
+// Rows [begin, end) of a [rows, cols] (or 1-D) buffer; empty stays empty.
+Buffer Rows(const Buffer& b, int64_t begin, int64_t end) {
+  if (b.empty()) return {};
+  Shape s = b.shape();
+  const int64_t row = s.rank == 1 ? 1 : s[1];
+  s.dims[0] = end - begin;
+  Buffer out = Buffer::Host(DType::kF32, s);
+  std::memcpy(out.As<float>(), b.As<float>() + begin * row, static_cast<size_t>((end - begin) * row) * 4);
+  return out;
+}
+
+// Columns [begin, end) of a [rows, cols] buffer.
+Buffer Cols(const Buffer& b, int64_t begin, int64_t end) {
+  const int64_t rows = b.shape()[0], cols = b.shape()[1];
+  Buffer out = Buffer::Host(DType::kF32, {rows, end - begin});
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out.As<float>() + r * (end - begin), b.As<float>() + r * cols + begin,
+                static_cast<size_t>(end - begin) * 4);
+  }
+  return out;
+}
+
+Buffer Copy(const Buffer& b) { return Rows(b, 0, b.empty() ? 0 : b.shape()[0]); }
+
+}  // namespace
+
+absl::Status CheckTensorParallel(const ModelConfig& c, int tp) {
+  if (tp < 1) return absl::InvalidArgumentError("--tensor-parallel must be >= 1");
+  if (c.n_heads % tp != 0 || c.d_mlp % tp != 0 ||
+      (c.n_kv_heads % tp != 0 && tp % c.n_kv_heads != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tensor-parallel ", tp, " must divide the heads (", c.n_heads, ") and d_mlp (", c.d_mlp,
+        "), and divide or be a multiple of the key/value heads (", c.n_kv_heads, ")"));
+  }
+  return absl::OkStatus();
+}
+
+int KvHeadsPerRank(const ModelConfig& c, int tp) { return std::max(1, c.n_kv_heads / tp); }
+int KvReplication(const ModelConfig& c, int tp) { return std::max(1, tp / c.n_kv_heads); }
+
+LayerWeights SliceLayer(const ModelConfig& c, const LayerWeights& w, int rank, int tp) {
+  const int64_t dh = c.d_head;
+  const int64_t q0 = rank * (c.n_heads / tp) * dh, q1 = (rank + 1) * (c.n_heads / tp) * dh;
+  const int64_t k0 = int64_t{rank} * c.n_kv_heads / tp * dh, k1 = k0 + KvHeadsPerRank(c, tp) * dh;
+  const int64_t m0 = rank * (c.d_mlp / tp), m1 = (rank + 1) * (c.d_mlp / tp);
+  LayerWeights s;
+  s.ln1_w = Copy(w.ln1_w), s.ln1_b = Copy(w.ln1_b), s.ln2_w = Copy(w.ln2_w), s.ln2_b = Copy(w.ln2_b);
+  s.wq = Rows(w.wq, q0, q1), s.bq = Rows(w.bq, q0, q1);
+  s.wk = Rows(w.wk, k0, k1), s.bk = Rows(w.bk, k0, k1);
+  s.wv = Rows(w.wv, k0, k1), s.bv = Rows(w.bv, k0, k1);
+  s.wo = Cols(w.wo, q0, q1);
+  s.w_in = Rows(w.w_in, m0, m1), s.b_in = Rows(w.b_in, m0, m1);
+  s.w_up = Rows(w.w_up, m0, m1), s.b_up = Rows(w.b_up, m0, m1);
+  s.w_out = Cols(w.w_out, m0, m1);
+  if (rank == 0) s.bo = Copy(w.bo), s.b_out = Copy(w.b_out);
+  return s;
+}
+
+}  // namespace lensd
