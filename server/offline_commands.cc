@@ -10,7 +10,7 @@ namespace lensd {
 const std::set<std::string>& ModelFlagNames() {
   static const auto* names = new std::set<std::string>{
       "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens", "tensor-parallel",
-      "device-memory-mib"};
+      "device-memory-mib", "offload-layers"};
   return *names;
 }
 
@@ -40,6 +40,7 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
     return absl::UnimplementedError("the CPU backend computes in float32; use --dtype float32");
   }
   ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel", 1));
+  ASSIGN_OR_RETURN(o.offload_layers, flags.GetInt("offload-layers", 0));
   ASSIGN_OR_RETURN(std::vector<int> device_mib, flags.GetIntList("device-memory-mib"));
   for (int mib : device_mib) o.device_memory.push_back(int64_t{mib} << 20);
   return o;

@@ -203,6 +203,8 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
     di->set_end_layer(d.end_layer);
     di->set_weight_bytes(static_cast<int64_t>(d.weight_bytes));
     di->set_kv_bytes(static_cast<int64_t>(d.kv_bytes));
+    di->set_offloaded_layers(d.offloaded_layers);
+    di->set_offloaded_bytes(static_cast<int64_t>(d.offloaded_bytes));
   }
   for (HookId id : AllHooks(c)) {
     v1::HookInfo* h = info->add_hooks();

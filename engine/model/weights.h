@@ -28,6 +28,14 @@ struct LayerWeights {
   Buffer w_out, b_out;  // [D, M], [D]
 };
 
+// Every tensor of a layer, for code that treats them alike (upload, copy, slicing checks).
+inline constexpr Buffer LayerWeights::*kLayerTensors[] = {
+    &LayerWeights::ln1_w, &LayerWeights::ln1_b, &LayerWeights::wq,    &LayerWeights::bq,
+    &LayerWeights::wk,    &LayerWeights::bk,    &LayerWeights::wv,    &LayerWeights::bv,
+    &LayerWeights::wo,    &LayerWeights::bo,    &LayerWeights::ln2_w, &LayerWeights::ln2_b,
+    &LayerWeights::w_in,  &LayerWeights::b_in,  &LayerWeights::w_up,  &LayerWeights::b_up,
+    &LayerWeights::w_out, &LayerWeights::b_out};
+
 struct EmbedWeights {
   Buffer w_e;    // [V, D]
   Buffer w_pos;  // [max_positions, D] learned positions only

@@ -25,6 +25,7 @@ struct LoadOptions {
   std::string devices = "cpu";       // "cpu" or "cpu:0,cpu:1,..."
   std::string split;                 // "" / "transformer-lens", "memory", or explicit "0-1,2-3"
   int tensor_parallel = 1;           // ranks per pipeline stage (consecutive devices)
+  int offload_layers = 0;            // the last K layers stay in host memory, streamed in
   std::vector<int64_t> device_memory;  // per device bytes for --split=memory (virtual CPUs)
   ProcessingOptions processing;
   int block_size = 16;               // KV block size in tokens
@@ -49,8 +50,10 @@ struct DeviceLayout {
   std::string name;
   int first_layer = 0;
   int end_layer = 0;
-  size_t weight_bytes = 0;
+  size_t weight_bytes = 0;   // resident weights + offload slots
   size_t kv_bytes = 0;
+  int offloaded_layers = 0;
+  size_t offloaded_bytes = 0;  // host memory holding offloaded layers
 };
 
 // Block i -> device floor(i * n / L) (TransformerLens), or explicit "a-b,c-d" ranges.
@@ -89,8 +92,9 @@ class Model {
   absl::Status Validate(const std::vector<SeqInput>& batch) const;
   void RunEmbed(Step& step);
   void RunBlock(Step& step, Shard& shard, int layer);
-  TensorView RunAttention(Step& step, Shard& shard, int layer, TensorView n1);
-  TensorView RunMlp(Step& step, Shard& shard, int layer, TensorView n2);
+  TensorView RunAttention(Step& step, Shard& shard, const LayerWeights& w, int layer,
+                          TensorView n1);
+  TensorView RunMlp(Step& step, Shard& shard, const LayerWeights& w, int layer, TensorView n2);
   ForwardResult RunHead(Step& step);
   TensorView NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w, const Buffer& b,
                            HookPoint scale_point, HookPoint normalized_point, int layer);

@@ -66,6 +66,7 @@ absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch,
 
 void Model::RunRank(Step& step) {
   const int stages = static_cast<int>(shards_.size()) / tp_;
+  for (int s = 0; s < stages; ++s) ShardAt(s, step.rank).layers.BeginPass(*ShardAt(s, step.rank).backend);
   step.shard = &ShardAt(0, step.rank);
   RunEmbed(step);
   for (int s = 0; s < stages; ++s) {
@@ -145,34 +146,34 @@ TensorView Model::NormWithHooks(Step& step, Shard& shard, TensorView x, const Bu
 void Model::RunBlock(Step& step, Shard& shard, int layer) {
   step.scratch.clear();
   Backend& b = *shard.backend;
-  const LayerWeights& w = shard.layers[layer - shard.first];
+  const LayerWeights& w = shard.layers.Get(layer - shard.first, b);
   TensorView x = step.x.view();
   Emit(step, b, {HookPoint::kResidPre, layer}, x);
   TensorView n1 = NormWithHooks(step, shard, x, w.ln1_w, w.ln1_b, HookPoint::kLn1Scale,
                                 HookPoint::kLn1Normalized, layer);
-  TensorView attn_out = RunAttention(step, shard, layer, n1);
+  TensorView attn_out = RunAttention(step, shard, w, layer, n1);
   Emit(step, b, {HookPoint::kAttnOut, layer}, attn_out);
   TensorView mlp_out;
   if (config_.parallel_residual) {
     TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
                                   HookPoint::kLn2Normalized, layer);
-    mlp_out = RunMlp(step, shard, layer, n2);
+    mlp_out = RunMlp(step, shard, w, layer, n2);
     b.Add(x, attn_out, x);
   } else {
     b.Add(x, attn_out, x);
     Emit(step, b, {HookPoint::kResidMid, layer}, x);
     TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
                                   HookPoint::kLn2Normalized, layer);
-    mlp_out = RunMlp(step, shard, layer, n2);
+    mlp_out = RunMlp(step, shard, w, layer, n2);
   }
   Emit(step, b, {HookPoint::kMlpOut, layer}, mlp_out);
   b.Add(x, mlp_out, x);
   Emit(step, b, {HookPoint::kResidPost, layer}, x);
 }
 
-TensorView Model::RunAttention(Step& step, Shard& shard, int layer, TensorView n1) {
+TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, int layer,
+                               TensorView n1) {
   Backend& b = *shard.backend;
-  const LayerWeights& w = shard.layers[layer - shard.first];
   const int64_t T = step.tokens, H = shard.n_heads, Hkv = shard.n_kv_heads, dh = config_.d_head;
   const int64_t H_all = config_.n_heads, Hkv_all = config_.n_kv_heads;
   TensorView q = step.Scratch(b, {T, H, dh}), k = step.Scratch(b, {T, Hkv, dh});
@@ -222,9 +223,9 @@ TensorView Model::RunAttention(Step& step, Shard& shard, int layer, TensorView n
   return out;
 }
 
-TensorView Model::RunMlp(Step& step, Shard& shard, int layer, TensorView n2) {
+TensorView Model::RunMlp(Step& step, Shard& shard, const LayerWeights& w, int layer,
+                         TensorView n2) {
   Backend& b = *shard.backend;
-  const LayerWeights& w = shard.layers[layer - shard.first];
   const int64_t T = step.tokens, M = shard.d_mlp;
   const Shape full{T, config_.d_mlp};
   TensorView pre = step.Scratch(b, {T, M}), post = step.Scratch(b, {T, M});

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/runtime/layer_store.h"
 #include "engine/runtime/model.h"
 
 namespace lensd {
@@ -16,7 +17,7 @@ struct Model::Shard {
   int end = 0;
   int rank = 0;  // tensor-parallel rank within the stage
   int n_heads = 0, n_kv_heads = 0, d_mlp = 0;  // this rank's part
-  std::vector<LayerWeights> layers;  // index: layer - first
+  LayerStore layers;                 // index: layer - first
   EmbedWeights embed;                // first shard only
   HeadWeights head;                  // last shard only
   Buffer inv_freq;                   // [rotary_dim / 2], rotary models

@@ -73,24 +73,9 @@ absl::StatusOr<Buffer> ToDevice(Backend& b, const Buffer& host, size_t& bytes) {
 
 absl::StatusOr<LayerWeights> UploadLayer(Backend& b, const LayerWeights& src, size_t& bytes) {
   LayerWeights dst;
-  LENSD_UPLOAD_(ln1_w);
-  LENSD_UPLOAD_(ln1_b);
-  LENSD_UPLOAD_(ln2_w);
-  LENSD_UPLOAD_(ln2_b);
-  LENSD_UPLOAD_(wq);
-  LENSD_UPLOAD_(bq);
-  LENSD_UPLOAD_(wk);
-  LENSD_UPLOAD_(bk);
-  LENSD_UPLOAD_(wv);
-  LENSD_UPLOAD_(bv);
-  LENSD_UPLOAD_(wo);
-  LENSD_UPLOAD_(bo);
-  LENSD_UPLOAD_(w_in);
-  LENSD_UPLOAD_(b_in);
-  LENSD_UPLOAD_(w_up);
-  LENSD_UPLOAD_(b_up);
-  LENSD_UPLOAD_(w_out);
-  LENSD_UPLOAD_(b_out);
+  for (Buffer LayerWeights::*field : kLayerTensors) {
+    ASSIGN_OR_RETURN(dst.*field, ToDevice(b, src.*field, bytes));
+  }
   return dst;
 }
 
@@ -224,6 +209,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
     return absl::InvalidArgumentError("KV capacity must hold at least one block");
   }
   const int stages = static_cast<int>(devices.size()) / tp;
+  if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
+  }
   const int num_blocks = options.kv_tokens / options.block_size;
   const int64_t slots = static_cast<int64_t>(num_blocks) * options.block_size;
   const Shape pool_shape{slots, KvHeadsPerRank(c, tp), c.d_head};
@@ -264,8 +252,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
       ASSIGN_OR_RETURN(LayerWeights w, source.Layer(layer));
       ProcessLayer(c, options.processing, w);
       if (tp > 1) w = SliceLayer(c, w, rank, tp);
-      ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard->weight_bytes));
-      shard->layers.push_back(std::move(dw));
+      if (layer >= c.n_layers - options.offload_layers) {
+        shard->layers.AddOffloaded(std::move(w));
+      } else {
+        ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard->weight_bytes));
+        shard->layers.AddResident(std::move(dw));
+      }
       ASSIGN_OR_RETURN(Buffer k, b.Allocate(DType::kF32, pool_shape));
       ASSIGN_OR_RETURN(Buffer v, b.Allocate(DType::kF32, pool_shape));
       shard->kv_bytes += k.NumBytes() + v.NumBytes();
@@ -283,9 +275,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
       ASSIGN_OR_RETURN(shard->inv_freq, b.Allocate(DType::kF32, {static_cast<int64_t>(inv.size())}));
       b.Upload(inv.data(), shard->inv_freq.view());
     }
-    spdlog::info("{}: layers {}-{} loaded, {:.1f} MiB weights, {:.1f} MiB KV", b.Name(),
-                 shard->first, shard->end - 1, shard->weight_bytes / 1048576.0,
-                 shard->kv_bytes / 1048576.0);
+    RETURN_IF_ERROR(shard->layers.AllocateSlots(b));
+    shard->weight_bytes += shard->layers.slot_bytes();
+    spdlog::info("{}: layers {}-{} loaded, {:.1f} MiB weights, {:.1f} MiB KV, {} layers "
+                 "({:.1f} MiB) offloaded to host memory", b.Name(), shard->first, shard->end - 1,
+                 shard->weight_bytes / 1048576.0, shard->kv_bytes / 1048576.0,
+                 shard->layers.offloaded(), shard->layers.host_bytes() / 1048576.0);
     m->shards_.push_back(std::move(shard));
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -299,7 +294,8 @@ Model::~Model() = default;
 std::vector<DeviceLayout> Model::Devices() const {
   std::vector<DeviceLayout> out;
   for (const auto& s : shards_) {
-    out.push_back({s->backend->Name(), s->first, s->end, s->weight_bytes, s->kv_bytes});
+    out.push_back({s->backend->Name(), s->first, s->end, s->weight_bytes, s->kv_bytes,
+                   s->layers.offloaded(), s->layers.host_bytes()});
   }
   return out;
 }

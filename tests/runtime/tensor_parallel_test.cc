@@ -14,6 +14,7 @@ struct ParallelCase {
   std::string family, devices;
   int tp;
   std::string split;
+  int offload = 0;
 };
 
 class ParallelTest : public ::testing::TestWithParam<ParallelCase> {};
@@ -25,6 +26,7 @@ TEST_P(ParallelTest, MatchesSingleDevice) {
   many.devices = pc.devices;
   many.tensor_parallel = pc.tp;
   many.split = pc.split;
+  many.offload_layers = pc.offload;
   auto a = Model::Load(one), b = Model::Load(many);
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
@@ -66,7 +68,11 @@ INSTANTIATE_TEST_SUITE_P(
         ParallelCase{"gpt2", "cpu:0,cpu:1", 1, "memory"}, ParallelCase{"llama", "cpu:0,cpu:1,cpu:2", 1, "memory"},
         ParallelCase{"builtin", "cpu:0,cpu:1,cpu:2,cpu:3", 1, "memory"},
         ParallelCase{"builtin", "cpu:0,cpu:1,cpu:2,cpu:3", 1, ""},
-        ParallelCase{"builtin", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "memory"}));
+        ParallelCase{"builtin", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "memory"},
+        // CPU offload: the last layers stream from host memory (1, 2 and every layer).
+        ParallelCase{"gpt2", "cpu", 1, "", 1}, ParallelCase{"llama", "cpu", 1, "", 3},
+        ParallelCase{"qwen2", "cpu:0,cpu:1", 1, "", 1}, ParallelCase{"gpt_neox", "cpu:0,cpu:1", 2, "", 2},
+        ParallelCase{"builtin", "cpu", 1, "", 3}, ParallelCase{"builtin", "cpu:0,cpu:1", 1, "", 4}));
 
 TEST(TensorParallel, RejectsIndivisibleShapes) {
   ModelConfig c = BuiltinConfig();  // 4 heads, 2 KV heads, d_mlp 344
