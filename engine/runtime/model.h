@@ -62,9 +62,12 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
 
 // Balances layers by memory: contiguous ranges minimising the largest (weights + KV) /
 // capacity ratio; embeddings count on the first device, the head on the last. `capacity` is
-// each device's free bytes; RESOURCE_EXHAUSTED when the best plan does not fit.
+// each device's free bytes; RESOURCE_EXHAUSTED when the best plan does not fit. The last
+// `offloaded` layers cost only their KV (their weights stay in host memory) plus two
+// streaming slots on each device that holds any.
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
-    const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity);
+    const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity,
+    int offloaded = 0);
 
 class Model {
  public:

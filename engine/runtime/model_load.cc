@@ -135,18 +135,21 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
 }
 
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
-    const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity) {
+    const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity,
+    int offloaded) {
   const int n = static_cast<int>(capacity.size()), L = c.n_layers;
   if (n > L) {
     return absl::InvalidArgumentError(absl::StrCat(n, " devices for ", L, " layers: a device would be empty"));
   }
   const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head, kv = int64_t{c.n_kv_heads} * c.d_head;
-  const int64_t layer = 4 * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp + 4 * D) +
-                        kv_bytes_per_layer;
+  const int64_t weights = 4 * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp + 4 * D);
+  const int first_offloaded = L - offloaded;
   const int64_t embed = 4 * D * (c.vocab_size + (c.learned_positions ? c.max_positions : 0));
   const int64_t head = 4 * D * c.vocab_size;
   auto load = [&](int d, int a, int b) {
-    return (b - a) * layer + (d == 0 ? embed : 0) + (d == n - 1 ? head : 0);
+    const int off = std::max(0, b - std::max(a, first_offloaded));
+    return (b - a) * kv_bytes_per_layer + (b - a - off) * weights + (off > 0 ? 2 * weights : 0) +
+           (d == 0 ? embed : 0) + (d == n - 1 ? head : 0);
   };
   // best[d][i]: the smallest worst load/capacity ratio with layers [0, i) on devices [0, d).
   const double inf = std::numeric_limits<double>::infinity();
@@ -216,6 +219,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   const int64_t slots = static_cast<int64_t>(num_blocks) * options.block_size;
   const Shape pool_shape{slots, KvHeadsPerRank(c, tp), c.d_head};
   std::vector<std::pair<int, int>> ranges;
+  int offload = options.offload_layers;
   if (options.split == "memory") {
     std::vector<int64_t> capacity = options.device_memory;
     if (capacity.empty()) {  // virtual CPUs share host memory evenly
@@ -226,7 +230,20 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
       return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
                                                      " sizes for ", stages, " pipeline stages"));
     }
-    ASSIGN_OR_RETURN(ranges, PlanMemorySplit(c, 2 * slots * c.n_kv_heads * c.d_head * 4, capacity));
+    const int64_t kv_per_layer = 2 * slots * c.n_kv_heads * c.d_head * 4;
+    absl::StatusOr<std::vector<std::pair<int, int>>> plan =
+        PlanMemorySplit(c, kv_per_layer, capacity, offload);
+    // Automatic offload: when the weights do not fit, keep the fewest last layers in host
+    // memory that make them fit.
+    while (absl::IsResourceExhausted(plan.status()) && options.offload_layers == 0 &&
+           offload < c.n_layers) {
+      plan = PlanMemorySplit(c, kv_per_layer, capacity, ++offload);
+    }
+    ASSIGN_OR_RETURN(ranges, std::move(plan));
+    if (offload > options.offload_layers) {
+      spdlog::info("weights do not fit the devices: offloading the last {} layers to host memory",
+                   offload);
+    }
   } else {
     ASSIGN_OR_RETURN(ranges, PlanSplit(options.split, c.n_layers, stages));
   }
@@ -252,7 +269,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
       ASSIGN_OR_RETURN(LayerWeights w, source.Layer(layer));
       ProcessLayer(c, options.processing, w);
       if (tp > 1) w = SliceLayer(c, w, rank, tp);
-      if (layer >= c.n_layers - options.offload_layers) {
+      if (layer >= c.n_layers - offload) {
         shard->layers.AddOffloaded(std::move(w));
       } else {
         ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard->weight_bytes));

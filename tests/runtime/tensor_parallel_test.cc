@@ -108,6 +108,30 @@ TEST(MemorySplit, BalancesByCapacity) {
   // KV budget counts: 1 GiB of KV per layer does not fit 12 layers on two 4 GiB devices.
   EXPECT_EQ(PlanMemorySplit(c, G, {4 * G, 4 * G}).status().code(),
             absl::StatusCode::kResourceExhausted);
+  // Offloaded layers cost only KV plus two streaming slots.
+  c.vocab_size = 8;
+  const int64_t layer = 4 * (2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 344 + 4 * 128);
+  EXPECT_FALSE(PlanMemorySplit(c, 0, {5 * layer, 5 * layer}).ok());
+  auto offloaded = PlanMemorySplit(c, 0, {5 * layer, 5 * layer}, 8);
+  ASSERT_TRUE(offloaded.ok()) << offloaded.status();
+}
+
+TEST(MemorySplit, AutomaticOffloadWhenWeightsDoNotFit) {
+  LoadOptions one, small;
+  small.split = "memory";
+  small.kv_tokens = 64;
+  small.device_memory = {int64_t{5} << 19};  // 2.5 MiB for 3 MiB of weights
+  auto a = Model::Load(one), b = Model::Load(small);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+  int offloaded = 0;
+  for (const DeviceLayout& d : (*b)->Devices()) offloaded += d.offloaded_layers;
+  EXPECT_GT(offloaded, 0);
+  SamplingParams p;
+  p.max_new_tokens = 12;
+  p.ignore_eos = true;
+  EXPECT_EQ(Generate(**a, {1, 70, 80}, p)->tokens, Generate(**b, {1, 70, 80}, p)->tokens);
+  small.device_memory = {int64_t{1} << 10};  // not even the embeddings
+  EXPECT_EQ(Model::Load(small).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace
