@@ -47,29 +47,40 @@ class CpuBackend : public Backend {
     ConvertToF32(src.dtype, src.data, host, src.NumElements());
   }
 
-  // OpenBLAS picks different kernels (different rounding) for different row counts, so a
-  // row's result would depend on its batch-mates. Every sgemm call therefore gets exactly
-  // kRowTile rows — the last partial tile zero-padded — making each row's arithmetic
-  // independent of the batch (the scheduler's batch-invariance guarantee rests on this).
+  // OpenBLAS picks different kernels (different rounding) for different row counts, and
+  // splits work differently for different thread counts, so a row's result would depend on
+  // its batch-mates and on --threads. Every sgemm call therefore gets exactly kRowTile rows —
+  // the last partial tile zero-padded — and one block of kColBlock output columns, and runs
+  // single-threaded; OpenMP threads share out the (column block, row tile) pairs. Each row's
+  // arithmetic is thus independent of the batch and of the thread count (the scheduler's
+  // batch-invariance guarantee rests on this). Column blocks are the outer loop so a thread
+  // reuses its block of weights across row tiles.
   static constexpr int kRowTile = 8;
+  static constexpr int kColBlock = 128;
 
   void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override {
     const int T = static_cast<int>(x.shape[0]);
     const int K = static_cast<int>(w.shape[1]);
     const int N = static_cast<int>(w.shape[0]);
-    const int full = T / kRowTile * kRowTile;
-    for (int t = 0; t < full; t += kRowTile) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kRowTile, N, K, 1.0f,
-                  x.As<float>() + int64_t{t} * K, K, w.As<float>(), K, 0.0f,
-                  y.As<float>() + int64_t{t} * N, N);
-    }
-    if (full < T) {
-      const int rest = T - full;
+    const int tiles = (T + kRowTile - 1) / kRowTile, blocks = (N + kColBlock - 1) / kColBlock;
+    const int full = T / kRowTile * kRowTile, rest = T - full;
+    if (rest > 0) {
       pad_in_.assign(size_t{kRowTile} * K, 0.0f);
       pad_out_.resize(size_t{kRowTile} * N);
       std::memcpy(pad_in_.data(), x.As<float>() + int64_t{full} * K, size_t{rest} * K * 4);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kRowTile, N, K, 1.0f, pad_in_.data(),
-                  K, w.As<float>(), K, 0.0f, pad_out_.data(), N);
+    }
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int nb = 0; nb < blocks; ++nb) {
+      for (int t = 0; t < tiles; ++t) {
+        const int n0 = nb * kColBlock, nn = std::min(kColBlock, N - n0);
+        const bool padded = t * kRowTile == full;
+        const float* a = padded ? pad_in_.data() : x.As<float>() + int64_t{t} * kRowTile * K;
+        float* c = padded ? pad_out_.data() + n0 : y.As<float>() + int64_t{t} * kRowTile * N + n0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kRowTile, nn, K, 1.0f, a, K,
+                    w.As<float>() + int64_t{n0} * K, K, 0.0f, c, N);
+      }
+    }
+    if (rest > 0) {
       std::memcpy(y.As<float>() + int64_t{full} * N, pad_out_.data(), size_t{rest} * N * 4);
     }
     if (bias.empty()) return;
@@ -223,10 +234,14 @@ void CpuBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atten
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeCpuBackend(int index) { return std::make_unique<CpuBackend>(index); }
+std::unique_ptr<Backend> MakeCpuBackend(int index) {
+  // Parallelism comes from CpuBackend's own OpenMP loops (see Linear); OpenBLAS itself must
+  // stay single-threaded for results to be independent of the thread count.
+  openblas_set_num_threads(1);
+  return std::make_unique<CpuBackend>(index);
+}
 
 void SetCpuThreads(int threads) {
-  openblas_set_num_threads(threads);
 #ifdef _OPENMP
   omp_set_num_threads(threads);
 #endif

@@ -111,3 +111,28 @@ TEST(Generation, KvExhaustionIsResourceExhausted) {
 
 }  // namespace
 }  // namespace lensd
+
+namespace lensd {
+namespace {
+
+TEST(Generation, ThreadCountDoesNotChangeResults) {
+  LoadOptions o;
+  o.model_dir = testing::GoldenDir() + "/gpt2";
+  o.threads = 1;
+  auto one = Model::Load(o);
+  ASSERT_TRUE(one.ok());
+  const std::vector<int32_t> ids = {5, 17, 300, 2, 999, 41, 7, 8, 9, 10, 11};
+  auto a = RunWithCache(**one, ids, HookSelection::All((*one)->config()));
+  o.threads = 3;  // applies process-wide to the CPU backend's loops
+  auto three = Model::Load(o);
+  ASSERT_TRUE(three.ok());
+  auto b = RunWithCache(**three, ids, HookSelection::All((*three)->config()));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(testing::AllClose("logits", b->logits.view(), a->logits.view(), 0));
+  for (auto& [name, buf] : a->cache) {
+    EXPECT_TRUE(testing::AllClose(name, b->cache[name].view(), buf.view(), 0)) << name;
+  }
+}
+
+}  // namespace
+}  // namespace lensd
