@@ -13,26 +13,72 @@
 #include "absl/strings/str_split.h"
 #include "engine/core/status.h"
 #include "engine/cpu/cpu_backend.h"
+#ifdef LENSD_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 #include "engine/runtime/model_internal.h"
 #include "engine/runtime/tensor_parallel.h"
 
 namespace lensd {
 namespace {
 
-absl::StatusOr<std::vector<int>> ParseDevices(const std::string& spec) {
-  if (spec.empty() || spec == "cpu") return std::vector<int>{0};
-  std::vector<int> out;
+struct DeviceSpec {
+  bool cuda = false;
+  int index = 0;
+};
+
+// "cpu", "cpu:0,cpu:1" (virtual CPU devices) or "cuda:0,cuda:1"; a CUDA device may appear
+// more than once (several logical shards on one card).
+absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& spec) {
+  if (spec.empty() || spec == "cpu") return std::vector<DeviceSpec>{{false, 0}};
+  std::vector<DeviceSpec> out;
   for (absl::string_view d : absl::StrSplit(spec, ',')) {
-    int index;
-    if (!absl::ConsumePrefix(&d, "cpu:") || !absl::SimpleAtoi(d, &index) || index < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "bad --devices '", spec, "': expected cpu or cpu:0,cpu:1,... (this build's CUDA "
-          "devices are not wired into the engine yet)"));
+    DeviceSpec device;
+    device.cuda = absl::ConsumePrefix(&d, "cuda:");
+    if ((!device.cuda && !absl::ConsumePrefix(&d, "cpu:")) || !absl::SimpleAtoi(d, &device.index) ||
+        device.index < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad --devices '", spec, "': expected cpu, cpu:0,cpu:1,... or cuda:0,..."));
     }
-    for (int seen : out) {
-      if (seen == index) return absl::InvalidArgumentError("--devices lists a device twice");
+#ifndef LENSD_HAVE_CUDA
+    if (device.cuda) {
+      return absl::InvalidArgumentError("this build has no CUDA support (built without nvcc)");
     }
-    out.push_back(index);
+#endif
+    for (const DeviceSpec& seen : out) {
+      if (!device.cuda && !seen.cuda && seen.index == device.index) {
+        return absl::InvalidArgumentError("--devices lists a CPU device twice");
+      }
+    }
+    out.push_back(device);
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d) {
+#ifdef LENSD_HAVE_CUDA
+  if (d.cuda) return MakeCudaBackend(d.index);
+#endif
+  return MakeCpuBackend(d.index);
+}
+
+// Free bytes per pipeline stage for --split=memory: the CUDA device's free memory, or host
+// memory shared evenly between virtual CPU stages.
+absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>& devices,
+                                                   int tp) {
+  const int stages = static_cast<int>(devices.size()) / tp;
+  const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
+  std::vector<int64_t> out;
+  for (int s = 0; s < stages; ++s) {
+    const DeviceSpec& d = devices[s * tp];
+#ifdef LENSD_HAVE_CUDA
+    if (d.cuda) {
+      ASSIGN_OR_RETURN(auto info, CudaMemoryInfo(d.index));
+      out.push_back(info.first);
+      continue;
+    }
+#endif
+    out.push_back(host / stages);
   }
   return out;
 }
@@ -201,7 +247,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig& c = source.config();
   if (options.threads > 0) SetCpuThreads(options.threads);
-  ASSIGN_OR_RETURN(std::vector<int> devices, ParseDevices(options.devices));
+  ASSIGN_OR_RETURN(std::vector<DeviceSpec> devices, ParseDevices(options.devices));
   const int tp = options.tensor_parallel;
   RETURN_IF_ERROR(CheckTensorParallel(c, tp));
   if (devices.size() % tp != 0) {
@@ -222,9 +268,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   int offload = options.offload_layers;
   if (options.split == "memory") {
     std::vector<int64_t> capacity = options.device_memory;
-    if (capacity.empty()) {  // virtual CPUs share host memory evenly
-      const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
-      capacity.assign(stages, host / stages);
+    if (capacity.empty()) {
+      ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp));
     }
     if (static_cast<int>(capacity.size()) != stages) {
       return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
@@ -255,7 +300,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   for (size_t d = 0; d < devices.size(); ++d) {
     const int stage = static_cast<int>(d) / tp, rank = static_cast<int>(d) % tp;
     auto shard = std::make_unique<Shard>();
-    shard->backend = MakeCpuBackend(devices[d]);
+    ASSIGN_OR_RETURN(shard->backend, MakeBackend(devices[d]));
     Backend& b = *shard->backend;
     shard->first = ranges[stage].first, shard->end = ranges[stage].second;
     shard->rank = rank;

@@ -1,0 +1,316 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
+#include "engine/cuda/cuda_handles.h"
+#include "engine/cuda/device_allocator.h"
+#include "engine/cuda/kernels/launchers.h"
+#include "engine/cuda/kernels/norm.h"
+
+namespace lensd {
+namespace {
+
+// A failed launch or copy means the device is unusable; there is no request-level recovery.
+void Check(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return;
+  spdlog::critical("CUDA error in {}: {}", what, cudaGetErrorString(err));
+  std::abort();
+}
+
+void CheckBlas(cublasStatus_t st, const char* what) {
+  if (st == CUBLAS_STATUS_SUCCESS) return;
+  spdlog::critical("cuBLASLt error in {}: {}", what, static_cast<int>(st));
+  std::abort();
+}
+
+float* F(TensorView t) { return t.As<float>(); }
+const float* CF(TensorView t) { return t.empty() ? nullptr : t.As<float>(); }
+
+// cuBLASLt descriptors and the chosen algorithm for y[16, N] = x[16, K] · w[N, K]ᵀ (+ bias).
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~GemmPlan() {
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // Rows per GEMM call: fixed, so cuBLASLt's algorithm (and rounding) for a row never
+  // depends on how many rows share its step (the scheduler's batch invariance).
+  static constexpr int kRowTile = 16;
+  static constexpr size_t kWorkspace = size_t{32} << 20;
+
+  CudaBackend(int device, cuda::StreamPtr stream, cuda::BlasLtPtr blas, Buffer workspace)
+      : device_(device), stream_(std::move(stream)), blas_(std::move(blas)),
+        workspace_(std::move(workspace)) {}
+
+  std::string Name() const override { return absl::StrCat("cuda:", device_); }
+
+  absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {
+    Use();
+    ASSIGN_OR_RETURN(Buffer b, cuda::AllocateDevice(device_, dtype, shape));
+    Check(cudaMemsetAsync(b.As<void>(), 0, b.NumBytes(), stream_.get()), "cudaMemsetAsync");
+    return b;
+  }
+
+  void Upload(const float* host, TensorView dst) override {
+    Use();
+    const void* src = host;
+    std::vector<char> converted;
+    if (dst.dtype != DType::kF32) {
+      converted.resize(dst.NumBytes());
+      ConvertFromF32(host, dst.dtype, converted.data(), dst.NumElements());
+      src = converted.data();
+    }
+    Check(cudaMemcpyAsync(dst.data, src, dst.NumBytes(), cudaMemcpyHostToDevice, stream_.get()),
+          "Upload");
+    Check(cudaStreamSynchronize(stream_.get()), "Upload sync");
+  }
+
+  void Download(TensorView src, float* host) override {
+    Use();
+    if (src.dtype == DType::kF32) {
+      Check(cudaMemcpyAsync(host, src.data, src.NumBytes(), cudaMemcpyDeviceToHost, stream_.get()),
+            "Download");
+      Check(cudaStreamSynchronize(stream_.get()), "Download sync");
+      return;
+    }
+    std::vector<char> raw(src.NumBytes());
+    Check(cudaMemcpyAsync(raw.data(), src.data, raw.size(), cudaMemcpyDeviceToHost, stream_.get()),
+          "Download");
+    Check(cudaStreamSynchronize(stream_.get()), "Download sync");
+    ConvertToF32(src.dtype, raw.data(), host, src.NumElements());
+  }
+
+  void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override;
+
+  void Gather(TensorView table, const int32_t* ids, TensorView y) override {
+    Use();
+    const int rows = static_cast<int>(y.shape[0]), d = static_cast<int>(y.shape[1]);
+    const int32_t* dids = Stage(0, ids, rows);
+    Check(cuda::LaunchGather(F(table), dids, rows, d, F(y), stream_.get()), "Gather");
+  }
+
+  void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
+            TensorView normalized, TensorView scale) override {
+    Use();
+    Check(cuda::LaunchNorm<float>(kind == NormKind::kLayerNorm, F(x), CF(w), CF(b), eps,
+                                  static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
+                                  F(y), normalized.empty() ? nullptr : F(normalized),
+                                  scale.empty() ? nullptr : F(scale), stream_.get()),
+          "Norm");
+  }
+
+  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override {
+    Use();
+    const int tokens = static_cast<int>(x.shape[0]);
+    const int32_t* dpos = Stage(0, positions, tokens);
+    Check(cuda::LaunchRope(F(x), F(inv_freq), dpos, tokens, static_cast<int>(x.shape[1]),
+                           static_cast<int>(x.shape[2]), rotary_dim, stream_.get()),
+          "Rope");
+  }
+
+  void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
+    Use();
+    const int tokens = static_cast<int>(k.shape[0]);
+    const int32_t* dslots = Stage(0, slots, tokens);
+    Check(cuda::LaunchWriteKv(F(k), F(v), dslots, tokens,
+                              static_cast<int>(k.NumElements() / std::max<int64_t>(1, tokens)),
+                              F(kv.k), F(kv.v), stream_.get()),
+          "WriteKv");
+  }
+
+  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
+                 int window, TensorView z) override;
+
+  void Activation(ActKind kind, TensorView x, TensorView y) override {
+    Use();
+    Check(cuda::LaunchActivation(static_cast<int>(kind), F(x), F(y), x.NumElements(), stream_.get()),
+          "Activation");
+  }
+  void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
+    Use();
+    Check(cuda::LaunchGatedActivation(static_cast<int>(kind), F(gate), F(up), F(y),
+                                      gate.NumElements(), stream_.get()),
+          "GatedActivation");
+  }
+  void Add(TensorView a, TensorView b, TensorView y) override {
+    Use();
+    Check(cuda::LaunchAdd(F(a), F(b), F(y), a.NumElements(), stream_.get()), "Add");
+  }
+  void Synchronize() override {
+    Use();
+    Check(cudaStreamSynchronize(stream_.get()), "Synchronize");
+  }
+
+ private:
+  void Use() { Check(cudaSetDevice(device_), "cudaSetDevice"); }
+
+  // Copies `n` host elements into staging slot `slot` (device memory kept across calls).
+  template <typename T>
+  const T* Stage(int slot, const T* host, size_t n) {
+    Buffer& b = staging_[slot];
+    const size_t bytes = n * sizeof(T);
+    if (b.NumBytes() < bytes) {
+      b = std::move(cuda::AllocateDevice(device_, DType::kI32, {int64_t(bytes / 4 + 1)})).value();
+    }
+    Check(cudaMemcpyAsync(b.As<void>(), host, bytes, cudaMemcpyHostToDevice, stream_.get()), "Stage");
+    return static_cast<const T*>(b.As<void>());
+  }
+
+  GemmPlan& Plan(int n, int k, bool bias);
+
+  int device_;
+  cuda::StreamPtr stream_;
+  cuda::BlasLtPtr blas_;
+  Buffer workspace_;
+  Buffer staging_[6];
+  Buffer pad_x_, pad_y_;
+  std::map<std::tuple<int, int, bool>, std::unique_ptr<GemmPlan>> plans_;
+};
+
+GemmPlan& CudaBackend::Plan(int n, int k, bool bias) {
+  auto& slot = plans_[{n, k, bias}];
+  if (slot) return *slot;
+  slot = std::make_unique<GemmPlan>();
+  GemmPlan& p = *slot;
+  // Row-major y[16,N] = x[16,K]·w[N,K]ᵀ is column-major yᵀ[N,16] = op(w)·xᵀ with w read as a
+  // column-major [K,N] matrix transposed.
+  CheckBlas(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "transa");
+  CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "transb");
+  if (bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                             sizeof(epilogue)), "epilogue");
+  }
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, k, n, k), "layout a");
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, k, kRowTile, k), "layout b");
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, n, kRowTile, n), "layout c");
+  cublasLtMatmulPreference_t pref;
+  CheckBlas(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  const size_t ws = kWorkspace;
+  CheckBlas(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &ws, sizeof(ws)), "workspace");
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  CheckBlas(cublasLtMatmulAlgoGetHeuristic(blas_.get(), p.desc, p.a, p.b, p.c, p.c, pref, 1,
+                                           &result, &found), "heuristic");
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (found == 0) CheckBlas(CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm");
+  p.algo = result.algo;
+  return p;
+}
+
+void CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView y) {
+  Use();
+  const int T = static_cast<int>(x.shape[0]), K = static_cast<int>(w.shape[1]);
+  const int N = static_cast<int>(w.shape[0]);
+  GemmPlan& p = Plan(N, K, !bias.empty());
+  if (!bias.empty()) {
+    const void* ptr = bias.data;
+    CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr,
+                                             sizeof(ptr)), "bias");
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  auto gemm = [&](const float* xs, float* ys) {
+    CheckBlas(cublasLtMatmul(blas_.get(), p.desc, &alpha, w.data, p.a, xs, p.b, &beta, ys, p.c, ys,
+                             p.c, &p.algo, workspace_.As<void>(), kWorkspace, stream_.get()),
+              "cublasLtMatmul");
+  };
+  const int full = T / kRowTile * kRowTile;
+  for (int t = 0; t < full; t += kRowTile) gemm(F(x) + int64_t{t} * K, F(y) + int64_t{t} * N);
+  if (full == T) return;
+  // The last partial tile goes through zero-padded buffers.
+  const int rest = T - full;
+  if (pad_x_.NumBytes() < size_t{kRowTile} * K * 4) {
+    pad_x_ = std::move(cuda::AllocateDevice(device_, DType::kF32, {kRowTile, K})).value();
+  }
+  if (pad_y_.NumBytes() < size_t{kRowTile} * N * 4) {
+    pad_y_ = std::move(cuda::AllocateDevice(device_, DType::kF32, {kRowTile, N})).value();
+  }
+  Check(cudaMemsetAsync(pad_x_.As<void>(), 0, size_t{kRowTile} * K * 4, stream_.get()), "pad");
+  Check(cudaMemcpyAsync(pad_x_.As<void>(), F(x) + int64_t{full} * K, size_t{rest} * K * 4,
+                        cudaMemcpyDeviceToDevice, stream_.get()), "pad in");
+  gemm(pad_x_.As<float>(), pad_y_.As<float>());
+  Check(cudaMemcpyAsync(F(y) + int64_t{full} * N, pad_y_.As<void>(), size_t{rest} * N * 4,
+                        cudaMemcpyDeviceToDevice, stream_.get()), "pad out");
+}
+
+void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
+                            float scale, int window, TensorView z) {
+  Use();
+  const int heads = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
+  const int kv_heads = static_cast<int>(kv.k.shape[1]);
+  std::vector<cuda::AttentionQuery> queries(static_cast<size_t>(q.shape[0]));
+  std::vector<int32_t> tables;
+  std::vector<float*> scores, patterns;
+  std::vector<int> n_q;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const AttentionSeq& a = seqs[s];
+    const int offset = static_cast<int>(tables.size());
+    const int n_blocks = (a.start_pos + a.n_q + kv.block_size - 1) / kv.block_size;
+    tables.insert(tables.end(), a.block_table, a.block_table + n_blocks);
+    for (int i = 0; i < a.n_q; ++i) {
+      queries[a.q_begin + i] = {a.start_pos + i, offset, static_cast<int>(s), i};
+    }
+    scores.push_back(a.scores.empty() ? nullptr : F(a.scores));
+    patterns.push_back(a.pattern.empty() ? nullptr : F(a.pattern));
+    n_q.push_back(a.n_q);
+  }
+  const int32_t* dtables = Stage(1, tables.data(), tables.size());
+  const auto* dqueries = Stage(2, queries.data(), queries.size());
+  float* const* dscores = Stage(3, scores.data(), scores.size());
+  float* const* dpatterns = Stage(4, patterns.data(), patterns.size());
+  const int* dnq = Stage(5, n_q.data(), n_q.size());
+  Check(cuda::LaunchAttention(F(q), F(kv.k), F(kv.v), dtables, dqueries,
+                              static_cast<int>(q.shape[0]), heads, kv_heads, dh, kv.block_size,
+                              scale, window, dscores, dpatterns, dnq, F(z), stream_.get()),
+        "Attention");
+}
+
+}  // namespace
+
+int CudaDeviceCount() { return cuda::DeviceCount(); }
+
+absl::StatusOr<std::pair<int64_t, int64_t>> CudaMemoryInfo(int device) {
+  RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
+  size_t free = 0, total = 0;
+  RETURN_IF_ERROR(cuda::CudaStatus(cudaMemGetInfo(&free, &total), "cudaMemGetInfo"));
+  return std::pair<int64_t, int64_t>(static_cast<int64_t>(free), static_cast<int64_t>(total));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
+  const int count = cuda::DeviceCount();
+  if (device < 0 || device >= count) {
+    return absl::NotFoundError(absl::StrCat("cuda:", device, " does not exist (", count,
+                                            " CUDA devices visible)"));
+  }
+  RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
+  ASSIGN_OR_RETURN(cuda::StreamPtr stream, cuda::NewStream());
+  ASSIGN_OR_RETURN(cuda::BlasLtPtr blas, cuda::NewBlasLt());
+  ASSIGN_OR_RETURN(Buffer workspace,
+                   cuda::AllocateDevice(device, DType::kF32,
+                                        {int64_t(CudaBackend::kWorkspace / 4)}));
+  return std::unique_ptr<Backend>(
+      new CudaBackend(device, std::move(stream), std::move(blas), std::move(workspace)));
+}
+
+}  // namespace lensd

@@ -1,0 +1,115 @@
+#include <cfloat>
+
+#include "engine/cuda/kernels/launchers.h"
+
+namespace lensd::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kMaxHeadDim = 256;
+
+__device__ float BlockReduce(float v, float* shared, bool is_max) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffff, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float r = shared[0];
+    for (int w = 1; w < blockDim.x / 32; ++w) r = is_max ? fmaxf(r, shared[w]) : r + shared[w];
+    shared[0] = r;
+  }
+  __syncthreads();
+  const float r = shared[0];
+  __syncthreads();
+  return r;
+}
+
+// One block per (query row, head), three passes over the keys (no per-key scratch, so any
+// context length fits): max score, sum of exponentials, then probabilities · V in chunks of
+// kThreads keys staged in shared memory. Masked keys score -inf and get probability 0,
+// exactly as CpuBackend::AttendOne.
+__global__ void AttentionKernel(const float* q, const float* k_pool, const float* v_pool,
+                                const int32_t* tables, const AttentionQuery* queries, int heads,
+                                int kv_heads, int dh, int block_size, float scale, int window,
+                                float* const* score_ptrs, float* const* pattern_ptrs,
+                                const int* seq_n_q, float* z) {
+  __shared__ float q_row[kMaxHeadDim];
+  __shared__ float probs[kThreads];
+  __shared__ int slots[kThreads];
+  __shared__ float reduce[32];
+  const int t = blockIdx.x / heads, h = blockIdx.x % heads;
+  const AttentionQuery query = queries[t];
+  const int kv_head = h / (heads / kv_heads), n_k = query.pos + 1;
+  const int n_q = seq_n_q[query.seq];
+  const int n_cols = n_k + (n_q - 1 - query.q_index);  // the sequence's full key count
+  float* scores = score_ptrs[query.seq];
+  float* pattern = pattern_ptrs[query.seq];
+  const int64_t out_row = (static_cast<int64_t>(h) * n_q + query.q_index) * n_cols;
+  for (int d = threadIdx.x; d < dh; d += blockDim.x) {
+    q_row[d] = q[(static_cast<int64_t>(t) * heads + h) * dh + d];
+  }
+  __syncthreads();
+  auto slot_of = [&](int j) {
+    const int32_t block = tables[query.table_offset + j / block_size];
+    return static_cast<int64_t>(block) * block_size + j % block_size;
+  };
+  auto score_of = [&](int j) {
+    if (window > 0 && query.pos - j >= window) return -INFINITY;
+    const float* k = k_pool + (slot_of(j) * kv_heads + kv_head) * dh;
+    float dot = 0.0f;
+    for (int d = 0; d < dh; ++d) dot += q_row[d] * k[d];
+    return dot * scale;
+  };
+  float local_max = -INFINITY;
+  for (int j = threadIdx.x; j < n_k; j += blockDim.x) local_max = fmaxf(local_max, score_of(j));
+  const float max_score = BlockReduce(local_max, reduce, true);
+  float local_sum = 0.0f;
+  for (int j = threadIdx.x; j < n_k; j += blockDim.x) {
+    const float s = score_of(j);
+    local_sum += s == -INFINITY ? 0.0f : expf(s - max_score);
+  }
+  const float sum = BlockReduce(local_sum, reduce, false);
+  float acc[kMaxHeadDim / kThreads + 1] = {};
+  for (int base = 0; base < n_cols; base += kThreads) {
+    const int j = base + threadIdx.x;
+    if (j < n_cols) {
+      const float s = j < n_k ? score_of(j) : -INFINITY;  // keys after the query are masked
+      const float p = s == -INFINITY ? 0.0f : expf(s - max_score) / sum;
+      if (scores != nullptr) scores[out_row + j] = s;
+      if (pattern != nullptr) pattern[out_row + j] = p;
+      probs[threadIdx.x] = p;
+      slots[threadIdx.x] = j < n_k ? static_cast<int>(slot_of(j)) : 0;
+    }
+    __syncthreads();
+    const int chunk = min(kThreads, n_k - base);
+    for (int c = 0; c < chunk; ++c) {
+      if (probs[c] == 0.0f) continue;
+      const float* v = v_pool + (static_cast<int64_t>(slots[c]) * kv_heads + kv_head) * dh;
+      for (int d = threadIdx.x, r = 0; d < dh; d += blockDim.x, ++r) acc[r] += probs[c] * v[d];
+    }
+    __syncthreads();
+  }
+  for (int d = threadIdx.x, r = 0; d < dh; d += blockDim.x, ++r) {
+    z[(static_cast<int64_t>(t) * heads + h) * dh + d] = acc[r];
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_pool,
+                            const int32_t* tables, const AttentionQuery* queries, int tokens,
+                            int heads, int kv_heads, int dh, int block_size, float scale,
+                            int window, float* const* score_ptrs, float* const* pattern_ptrs,
+                            const int* seq_n_q, float* z, cudaStream_t stream) {
+  if (tokens == 0) return cudaSuccess;
+  if (dh > kMaxHeadDim) return cudaErrorInvalidValue;
+  AttentionKernel<<<tokens * heads, kThreads, 0, stream>>>(
+      q, k_pool, v_pool, tables, queries, heads, kv_heads, dh, block_size, scale, window,
+      score_ptrs, pattern_ptrs, seq_n_q, z);
+  return cudaGetLastError();
+}
+
+}  // namespace lensd::cuda

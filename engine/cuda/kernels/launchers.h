@@ -1,0 +1,47 @@
+// Launchers of the CUDA kernels behind CudaBackend (float32; one .cu per op). Pointers are
+// device memory of the current device; every launcher enqueues on `stream` and returns the
+// launch error. Contracts match the Backend methods of the same name.
+#ifndef LENSD_ENGINE_CUDA_KERNELS_LAUNCHERS_H_
+#define LENSD_ENGINE_CUDA_KERNELS_LAUNCHERS_H_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lensd::cuda {
+
+// ActKind values (engine/model/config.h) are passed as int to keep this header CUDA-only.
+cudaError_t LaunchAdd(const float* a, const float* b, float* y, int64_t n, cudaStream_t stream);
+cudaError_t LaunchActivation(int act, const float* x, float* y, int64_t n, cudaStream_t stream);
+cudaError_t LaunchGatedActivation(int act, const float* gate, const float* up, float* y, int64_t n,
+                                  cudaStream_t stream);
+// y[t, :] = table[ids[t], :]
+cudaError_t LaunchGather(const float* table, const int32_t* ids, int rows, int d, float* y,
+                         cudaStream_t stream);
+// In place on x[T, heads, dh], first rotary_dim dims, half-split layout.
+cudaError_t LaunchRope(float* x, const float* inv_freq, const int32_t* positions, int tokens,
+                       int heads, int dh, int rotary_dim, cudaStream_t stream);
+// pool[slots[t], :, :] = src[t, :, :] for k and v ([T, Hkv, dh]).
+cudaError_t LaunchWriteKv(const float* k, const float* v, const int32_t* slots, int tokens,
+                          int row, float* k_pool, float* v_pool, cudaStream_t stream);
+
+// One query row's attention inputs, for every query of the batch (device arrays).
+struct AttentionQuery {
+  int pos;           // absolute position of the query
+  int table_offset;  // into the concatenated block tables
+  int seq;           // index into the per-sequence score/pattern outputs
+  int q_index;       // query index within its sequence (row of scores/pattern)
+};
+
+// z[T, H, dh] = softmax(q·kᵀ·scale, causal, window) · v over the paged pool; optional scores /
+// pattern outputs per sequence (`score_ptrs[seq]` / `pattern_ptrs[seq]`, [H, n_q, n_k], null
+// when not captured).
+cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_pool,
+                            const int32_t* tables, const AttentionQuery* queries, int tokens,
+                            int heads, int kv_heads, int dh, int block_size, float scale,
+                            int window, float* const* score_ptrs, float* const* pattern_ptrs,
+                            const int* seq_n_q, float* z, cudaStream_t stream);
+
+}  // namespace lensd::cuda
+
+#endif  // LENSD_ENGINE_CUDA_KERNELS_LAUNCHERS_H_
