@@ -18,7 +18,7 @@ namespace lensd::testing {
 // beside the checkout; tests skip when it is absent.
 std::string SharedDir();
 // Our golden models and activations, copied from ../shared/golden into tests/data/golden
-// (always present).
+// (always present; $LENSD_GOLDEN_DIR overrides, e.g. in the GPU bundle).
 std::string GoldenDir();
 // Skips the calling test (GTEST_SKIP) when `relative` is absent under SharedDir().
 #define LENSD_REQUIRE_SHARED(relative)                                              \

@@ -1,0 +1,138 @@
+// Engine throughput on any device map, straight through Model::Forward (no server):
+//   model_bench --model builtin:llama-1b --devices cuda:0 --batches 1,8,64 --prefill 512
+//               [--mem-gbs 4300] [--peak-tflops 60]
+//   model_bench --model builtin:gpt2-small --devices cuda:0 --capture 8x256
+// Prints one line per measurement: decode tokens/s at each batch size with the weight-read
+// roofline (weights bytes / memory bandwidth per step) and its fraction; prefill tokens/s
+// with achieved TFLOP/s (2·params per token); capture bytes/s of the full cache to host.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/runtime/generate.h"
+#include "engine/runtime/model.h"
+#include "server/cli_flags.h"
+
+namespace lensd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::vector<int32_t> Ids(int n, int seed, int vocab) {
+  std::vector<int32_t> ids(n);
+  for (int i = 0; i < n; ++i) ids[i] = 3 + (seed * 7919 + i * 131) % (vocab - 3);
+  return ids;
+}
+
+void Decode(Model& m, int batch, double mem_gbs, size_t weight_bytes) {
+  const int V = m.config().vocab_size, context = 128, steps = 32;
+  std::vector<std::vector<int32_t>> tables(batch);
+  std::vector<SeqInput> in(batch);
+  for (int b = 0; b < batch; ++b) {
+    if (!m.blocks().Reserve(tables[b], context + steps + 1)) {
+      std::printf("decode batch %d: KV cache too small\n", batch);
+      return;
+    }
+    in[b] = {Ids(context, b, V), 0, &tables[b], false};
+  }
+  (void)m.Forward(in, nullptr);  // prefill the context
+  for (auto& s : in) s.start_pos = context, s.tokens = {42};
+  (void)m.Forward(in, nullptr);  // warm-up step
+  for (auto& s : in) s.start_pos += 1;
+  const Clock::time_point t0 = Clock::now();
+  for (int i = 0; i < steps; ++i) {
+    (void)m.Forward(in, nullptr);
+    for (auto& s : in) s.start_pos += 1;
+  }
+  const double secs = Since(t0), tps = batch * steps / secs;
+  const double roofline = batch / (weight_bytes / (mem_gbs * 1e9));
+  std::printf("decode   batch %3d  %10.1f tok/s  roofline %10.1f tok/s  %5.1f%%\n", batch, tps,
+              roofline, 100 * tps / roofline);
+  for (auto& t : tables) m.blocks().Release(t);
+}
+
+void Prefill(Model& m, int tokens, double peak_tflops, size_t params) {
+  std::vector<int32_t> table;
+  m.blocks().Reserve(table, tokens);
+  const auto ids = Ids(tokens, 1, m.config().vocab_size);
+  (void)m.Forward({{ids, 0, &table, false}}, nullptr);  // warm-up
+  const int reps = 3;
+  const Clock::time_point t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) (void)m.Forward({{ids, 0, &table, false}}, nullptr);
+  const double tps = reps * tokens / Since(t0), tflops = 2.0 * params * tps / 1e12;
+  std::printf("prefill  %5d tok  %10.1f tok/s  %8.2f TFLOP/s  %5.1f%% of %.0f\n", tokens, tps,
+              tflops, 100 * tflops / peak_tflops, peak_tflops);
+  m.blocks().Release(table);
+}
+
+void Capture(Model& m, int batch, int tokens) {
+  const ModelConfig& c = m.config();
+  std::vector<std::vector<int32_t>> tables(batch);
+  std::vector<SeqInput> in(batch);
+  for (int b = 0; b < batch; ++b) {
+    m.blocks().Reserve(tables[b], tokens);
+    in[b] = {Ids(tokens, b, c.vocab_size), 0, &tables[b], true};
+  }
+  CacheCollector sink(c, HookSelection::All(c), std::vector<int>(batch, tokens));
+  (void)m.Forward(in, &sink);  // warm-up
+  CacheCollector timed(c, HookSelection::All(c), std::vector<int>(batch, tokens));
+  const Clock::time_point t0 = Clock::now();
+  auto r = m.Forward(in, &timed);
+  const double secs = Since(t0);
+  size_t bytes = r.ok() ? r->logits.NumBytes() : 0;
+  for (int b = 0; b < batch; ++b) {
+    for (const auto& [name, buf] : timed.cache(b)) bytes += buf.NumBytes();
+  }
+  std::printf("capture  %dx%d  %.2f GB in %.3f s  %8.2f GB/s to host\n", batch, tokens, bytes / 1e9,
+              secs, bytes / 1e9 / secs);
+  for (auto& t : tables) m.blocks().Release(t);
+}
+
+int Main(const std::vector<std::string>& args) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("model_bench"));  // results on stdout
+  auto flags = Flags::Parse(args, {"model", "devices", "batches", "prefill", "mem-gbs",
+                                   "peak-tflops", "capture", "kv-tokens"});
+  if (!flags.ok()) {
+    std::cerr << flags.status().message() << "\n";
+    return 2;
+  }
+  LoadOptions o;
+  o.model_dir = flags->Get("model", "builtin:tiny");
+  o.devices = flags->Get("devices", "cpu");
+  o.kv_tokens = flags->GetInt("kv-tokens", 16384).value_or(16384);
+  auto model = Model::Load(o);
+  if (!model.ok()) {
+    std::cerr << model.status() << "\n";
+    return 1;
+  }
+  Model& m = **model;
+  size_t weight_bytes = 0;
+  for (const DeviceLayout& d : m.Devices()) weight_bytes += d.weight_bytes;
+  const size_t params = weight_bytes / 4;
+  std::printf("%s on %s: %.2f GB of float32 weights\n", o.model_dir.c_str(), o.devices.c_str(),
+              weight_bytes / 1e9);
+  const double mem_gbs = flags->GetDouble("mem-gbs", 4300).value_or(4300);
+  for (int b : flags->GetIntList("batches").value_or(std::vector<int>{})) Decode(m, b, mem_gbs, weight_bytes);
+  if (flags->Has("prefill")) {
+    Prefill(m, flags->GetInt("prefill", 512).value_or(512), flags->GetDouble("peak-tflops", 60).value_or(60), params);
+  }
+  if (flags->Has("capture")) {
+    std::vector<std::string> bt = absl::StrSplit(flags->Get("capture"), 'x');
+    int batch = 8, tokens = 256;
+    if (bt.size() == 2 && absl::SimpleAtoi(bt[0], &batch) && absl::SimpleAtoi(bt[1], &tokens)) {
+      Capture(m, batch, tokens);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace lensd
+
+int main(int argc, char** argv) { return lensd::Main({argv + 1, argv + argc}); }

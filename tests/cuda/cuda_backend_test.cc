@@ -1,0 +1,170 @@
+// gpu: every CudaBackend op against CpuBackend on random inputs at several shapes, and the
+// golden models end to end on cuda:0 (float32, TF32 off) at the CPU golden tolerance.
+// Everything skips without a CUDA device.
+#include "engine/cuda/cuda_backend.h"
+
+#include <random>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/runtime/generate.h"
+#include "engine/runtime/model.h"
+#include "tests/test_util.h"
+
+namespace lensd {
+namespace {
+
+#define LENSD_REQUIRE_GPU() \
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device"
+
+class OpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+    cpu_ = MakeCpuBackend(0);
+    gpu_ = std::move(MakeCudaBackend(0)).value();
+  }
+  // The same random tensor on both backends.
+  std::pair<Buffer, Buffer> Random(Shape s, float scale = 1.0f) {
+    std::vector<float> host(static_cast<size_t>(s.NumElements()));
+    std::normal_distribution<float> dist(0.0f, scale);
+    for (float& v : host) v = dist(rng_);
+    Buffer c = *cpu_->Allocate(DType::kF32, s), g = *gpu_->Allocate(DType::kF32, s);
+    cpu_->Upload(host.data(), c.view());
+    gpu_->Upload(host.data(), g.view());
+    return {std::move(c), std::move(g)};
+  }
+  std::pair<Buffer, Buffer> Zeros(Shape s) {
+    return {*cpu_->Allocate(DType::kF32, s), *gpu_->Allocate(DType::kF32, s)};
+  }
+  ::testing::AssertionResult Same(const std::string& what, const std::pair<Buffer, Buffer>& t,
+                                  double tol = 1e-5) {
+    Buffer host = Buffer::Host(DType::kF32, t.second.shape());
+    gpu_->Download(t.second.view(), host.As<float>());
+    return testing::AllClose(what, host.view(), t.first.view(), tol);
+  }
+  std::unique_ptr<Backend> cpu_, gpu_;
+  std::mt19937 rng_{7};
+};
+
+TEST_F(OpTest, LinearWithAndWithoutBias) {
+  for (auto [t, n, k] : {std::tuple{1, 64, 64}, {5, 100, 37}, {16, 768, 768}, {33, 3072, 768},
+                         {70, 50257 / 7, 128}}) {
+    auto x = Random({t, k}), w = Random({n, k}, 0.05f), b = Random({n});
+    auto y = Zeros({t, n}), yb = Zeros({t, n});
+    cpu_->Linear(x.first.view(), w.first.view(), {}, y.first.view());
+    gpu_->Linear(x.second.view(), w.second.view(), {}, y.second.view());
+    cpu_->Linear(x.first.view(), w.first.view(), b.first.view(), yb.first.view());
+    gpu_->Linear(x.second.view(), w.second.view(), b.second.view(), yb.second.view());
+    EXPECT_TRUE(Same("linear", y, 1e-4));
+    EXPECT_TRUE(Same("linear+bias", yb, 1e-4));
+  }
+}
+
+TEST_F(OpTest, GatherNormActivationsAdd) {
+  auto table = Random({300, 96});
+  std::vector<int32_t> ids = {0, 299, 5, 5, 17};
+  auto g = Zeros({5, 96});
+  cpu_->Gather(table.first.view(), ids.data(), g.first.view());
+  gpu_->Gather(table.second.view(), ids.data(), g.second.view());
+  EXPECT_TRUE(Same("gather", g, 0));
+  for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRmsNorm}) {
+    auto x = Random({9, 96}), w = Random({96}), b = Random({96});
+    auto y = Zeros({9, 96}), n = Zeros({9, 96}), s = Zeros({9});
+    cpu_->Norm(kind, x.first.view(), w.first.view(), b.first.view(), 1e-5f, y.first.view(),
+               n.first.view(), s.first.view());
+    gpu_->Norm(kind, x.second.view(), w.second.view(), b.second.view(), 1e-5f, y.second.view(),
+               n.second.view(), s.second.view());
+    EXPECT_TRUE(Same("norm y", y) && Same("norm normalized", n) && Same("norm scale", s));
+  }
+  for (ActKind act : {ActKind::kGeluTanh, ActKind::kGeluErf, ActKind::kSilu, ActKind::kRelu}) {
+    auto x = Random({7, 130}, 3.0f), up = Random({7, 130});
+    auto y = Zeros({7, 130}), gated = Zeros({7, 130});
+    cpu_->Activation(act, x.first.view(), y.first.view());
+    gpu_->Activation(act, x.second.view(), y.second.view());
+    cpu_->GatedActivation(act, x.first.view(), up.first.view(), gated.first.view());
+    gpu_->GatedActivation(act, x.second.view(), up.second.view(), gated.second.view());
+    EXPECT_TRUE(Same("activation", y) && Same("gated", gated));
+  }
+  auto a = Random({1000}), b = Random({1000});
+  cpu_->Add(a.first.view(), b.first.view(), a.first.view());
+  gpu_->Add(a.second.view(), b.second.view(), a.second.view());
+  EXPECT_TRUE(Same("add", a, 0));
+}
+
+TEST_F(OpTest, RopeIncludingPartialRotary) {
+  std::vector<float> inv(16);
+  for (int i = 0; i < 16; ++i) inv[i] = std::pow(10000.0f, -2.0f * i / 32);
+  auto freq = Zeros({16});
+  cpu_->Upload(inv.data(), freq.first.view());
+  gpu_->Upload(inv.data(), freq.second.view());
+  std::vector<int32_t> pos = {0, 1, 7, 4095, 131071};
+  for (int dh : {32, 64}) {  // rotary_dim 32: full, then 50% partial
+    auto x = Random({5, 3, dh});
+    cpu_->Rope(x.first.view(), freq.first.view(), 32, pos.data());
+    gpu_->Rope(x.second.view(), freq.second.view(), 32, pos.data());
+    EXPECT_TRUE(Same("rope", x, 1e-5));
+  }
+}
+
+TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
+  const int H = 8, Hkv = 2, dh = 64, bs = 16, blocks = 12;
+  auto kpool = Zeros({blocks * bs, Hkv, dh}), vpool = Zeros({blocks * bs, Hkv, dh});
+  // Two sequences: a 40-token prefill and a decode step at position 70 (blocks out of order).
+  std::vector<int32_t> table0 = {3, 0, 7}, table1 = {1, 9, 2, 11, 5};
+  for (int window : {0, 24}) {
+    auto k = Random({40 + 71, Hkv, dh}), v = Random({40 + 71, Hkv, dh});
+    std::vector<int32_t> slots;
+    for (int p = 0; p < 40; ++p) slots.push_back(table0[p / bs] * bs + p % bs);
+    for (int p = 0; p < 71; ++p) slots.push_back(table1[p / bs] * bs + p % bs);
+    KvLayerView ckv{kpool.first.view(), vpool.first.view(), bs}, gkv{kpool.second.view(), vpool.second.view(), bs};
+    cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
+    gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
+    EXPECT_TRUE(Same("k pool", kpool, 0) && Same("v pool", vpool, 0));
+    auto q = Random({41, H, dh}), z = Zeros({41, H, dh});
+    auto s0 = Zeros({H, 40, 40}), p0 = Zeros({H, 40, 40}), s1 = Zeros({H, 1, 71}), p1 = Zeros({H, 1, 71});
+    std::vector<AttentionSeq> cs = {{0, 40, 0, table0.data(), s0.first.view(), p0.first.view()},
+                                    {40, 1, 70, table1.data(), s1.first.view(), p1.first.view()}};
+    std::vector<AttentionSeq> gs = {{0, 40, 0, table0.data(), s0.second.view(), p0.second.view()},
+                                    {40, 1, 70, table1.data(), s1.second.view(), p1.second.view()}};
+    cpu_->Attention(q.first.view(), ckv, cs, 0.125f, window, z.first.view());
+    gpu_->Attention(q.second.view(), gkv, gs, 0.125f, window, z.second.view());
+    EXPECT_TRUE(Same("z", z, 1e-5));
+    EXPECT_TRUE(Same("scores 0", s0, 1e-5) && Same("pattern 0", p0, 1e-5));
+    EXPECT_TRUE(Same("scores 1", s1, 1e-5) && Same("pattern 1", p1, 1e-5));
+  }
+}
+
+class GoldenOnGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenOnGpu, MatchesCpuAndCachedDecodeEqualsRecompute) {
+  LENSD_REQUIRE_GPU();
+  LoadOptions cpu, gpu, two;
+  cpu.model_dir = gpu.model_dir = two.model_dir = testing::GoldenDir() + "/" + GetParam();
+  gpu.devices = "cuda:0";
+  two.devices = "cuda:0,cuda:0";  // two logical pipeline shards on one card
+  auto a = Model::Load(cpu), b = Model::Load(gpu), c = Model::Load(two);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << b.status() << c.status();
+  const std::vector<int32_t> ids = {3, 14, 15, 92, 65, 35, 89, 79};
+  const ModelConfig& cfg = (*a)->config();
+  auto ra = RunWithCache(**a, ids, HookSelection::All(cfg));
+  for (auto* m : {&*b, &*c}) {
+    auto rb = RunWithCache(**m, ids, HookSelection::All(cfg));
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    EXPECT_TRUE(testing::AllClose("logits", rb->logits.view(), ra->logits.view(), 1e-4));
+    for (auto& [name, buf] : ra->cache) {
+      EXPECT_TRUE(testing::AllClose(name, rb->cache[name].view(), buf.view(), 1e-4)) << name;
+    }
+  }
+  SamplingParams p;
+  p.max_new_tokens = 12;
+  p.ignore_eos = true;
+  const auto greedy = Generate(**a, ids, p)->tokens;
+  EXPECT_EQ(Generate(**b, ids, p)->tokens, greedy);  // cached decode on the GPU
+  EXPECT_EQ(Generate(**c, ids, p)->tokens, greedy);
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenOnGpu,
+                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox"));
+
+}  // namespace
+}  // namespace lensd
