@@ -104,6 +104,8 @@ class Model {
   void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
   void MoveResidual(Step& step, Shard& to);
   void RunRank(Step& step);
+  void BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* hooks) const;
+  ForwardResult ForwardPipelined(const std::vector<SeqInput>& batch, HookSink* hooks, int stages);
   // A hook whose tensor is split across tensor-parallel ranks: gathered along the split
   // dimension (every rank calls it), then emitted by rank 0.
   void EmitSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full);

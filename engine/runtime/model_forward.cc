@@ -1,5 +1,8 @@
 // The forward pass: one implementation for every family, written against Backend.
 #include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -32,10 +35,29 @@ absl::Status Model::Validate(const std::vector<SeqInput>& batch) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch, HookSink* hooks) {
-  RETURN_IF_ERROR(Validate(batch));
-  std::vector<Step> steps(tp_);
-  Step& step = steps[0];
+namespace {
+
+// A micro-batch's view of the caller's sink: its sequences get their indices in the whole
+// batch, and captures from concurrent stage threads are serialised.
+class MicroBatchSink : public HookSink {
+ public:
+  MicroBatchSink(HookSink* inner, int offset, std::mutex* mu)
+      : inner_(inner), offset_(offset), mu_(mu) {}
+  bool Wants(int seq, HookId id) const override { return inner_->Wants(offset_ + seq, id); }
+  void Capture(int seq, HookId id, TensorView value, Backend& backend) override {
+    std::lock_guard<std::mutex> lock(*mu_);
+    inner_->Capture(offset_ + seq, id, value, backend);
+  }
+
+ private:
+  HookSink* inner_;
+  int offset_;
+  std::mutex* mu_;
+};
+
+}  // namespace
+
+void Model::BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* hooks) const {
   step.batch = &batch;
   step.hooks = hooks;
   const int bs = blocks_->block_size();
@@ -49,6 +71,15 @@ absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch,
     }
     step.tokens += static_cast<int>(in.tokens.size());
   }
+}
+
+absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch, HookSink* hooks) {
+  RETURN_IF_ERROR(Validate(batch));
+  const int stages = static_cast<int>(shards_.size()) / tp_;
+  if (tp_ == 1 && stages > 1 && batch.size() > 1) return ForwardPipelined(batch, hooks, stages);
+  std::vector<Step> steps(tp_);
+  Step& step = steps[0];
+  BuildStep(step, batch, hooks);
   // Tensor parallel: one thread per rank runs the same program on its devices (SPMD); the
   // ranks meet in the communicator's collectives.
   std::vector<std::thread> ranks;
@@ -62,6 +93,71 @@ absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch,
   RunRank(step);
   for (std::thread& t : ranks) t.join();
   return std::move(step.result);
+}
+
+ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSink* hooks,
+                                      int stages) {
+  // Micro-batches of consecutive sequences flow through one thread per stage, so stage s
+  // works on micro-batch m while stage s+1 works on m-1 (no whole-batch bubble).
+  const int n = static_cast<int>(batch.size()), parts = std::min(stages, n);
+  std::vector<std::vector<SeqInput>> micro(parts);
+  std::vector<int> offset(parts);
+  for (int m = 0; m < parts; ++m) {
+    offset[m] = m * n / parts;
+    micro[m].assign(batch.begin() + offset[m], batch.begin() + (m + 1) * n / parts);
+  }
+  std::mutex hook_mu;
+  std::vector<std::unique_ptr<MicroBatchSink>> sinks;
+  std::vector<Step> steps(parts);
+  for (int m = 0; m < parts; ++m) {
+    sinks.push_back(hooks ? std::make_unique<MicroBatchSink>(hooks, offset[m], &hook_mu) : nullptr);
+    BuildStep(steps[m], micro[m], sinks[m].get());
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> stages_done(parts, 0);  // guarded by mu
+  std::vector<std::thread> threads;
+  for (int s = 0; s < stages; ++s) {
+    threads.emplace_back([&, s] {
+      Shard& shard = ShardAt(s, 0);
+      shard.layers.BeginPass(*shard.backend);
+      for (int m = 0; m < parts; ++m) {
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [&] { return stages_done[m] == s; });
+        }
+        Step& step = steps[m];
+        if (s == 0) {
+          step.shard = &shard;
+          RunEmbed(step);
+        } else {
+          MoveResidual(step, shard);
+        }
+        for (int layer = shard.first; layer < shard.end; ++layer) RunBlock(step, shard, layer);
+        if (s + 1 == stages) step.result = RunHead(step);
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          stages_done[m] = s + 1;
+        }
+        cv.notify_all();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  // Concatenate the micro-batches' logits rows in batch order.
+  const int64_t V = config_.vocab_size;
+  int64_t rows = 0;
+  for (const Step& step : steps) rows += step.result.logits.shape()[0];
+  ForwardResult result;
+  result.logits = Buffer::Host(DType::kF32, {rows, V});
+  int64_t at = 0;
+  for (const Step& step : steps) {
+    for (int first : step.result.first_row) result.first_row.push_back(static_cast<int>(at) + first);
+    std::memcpy(result.logits.As<float>() + at * V, step.result.logits.As<float>(),
+                step.result.logits.NumBytes());
+    at += step.result.logits.shape()[0];
+  }
+  return result;
 }
 
 void Model::RunRank(Step& step) {

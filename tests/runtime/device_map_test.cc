@@ -1,5 +1,6 @@
 // Virtual CPU devices: every split gives exactly the single-device hooks, logits and greedy ids.
 #include <cstring>
+#include <map>
 
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
@@ -62,6 +63,53 @@ TEST(DeviceMap, BadDeviceSpecsAreErrors) {
   EXPECT_EQ(Model::Load(o).status().code(), absl::StatusCode::kInvalidArgument);
   o.devices = "cpu:0,cpu:0";
   EXPECT_FALSE(Model::Load(o).ok());
+}
+
+}  // namespace
+}  // namespace lensd
+
+namespace lensd {
+namespace {
+
+// A batch on a pipeline runs as micro-batches overlapped across stage threads; every
+// sequence's hooks and logits must equal the single-device batch bit for bit.
+TEST(Pipeline, OverlappedMicroBatchesEqualSingleDevice) {
+  for (const std::string devices : {"cpu:0,cpu:1", "cpu:0,cpu:1,cpu:2"}) {
+    LoadOptions one, many;
+    one.model_dir = many.model_dir = testing::GoldenDir() + "/gpt2";
+    many.devices = devices;
+    auto a = Model::Load(one), b = Model::Load(many);
+    ASSERT_TRUE(a.ok() && b.ok());
+    const ModelConfig& c = (*a)->config();
+    const std::vector<std::vector<int32_t>> seqs = {{1, 2, 3, 4, 5}, {9, 8}, {100, 200, 300}, {7}};
+    std::vector<int> lengths;
+    for (const auto& s : seqs) lengths.push_back(static_cast<int>(s.size()));
+    std::map<std::string, std::vector<Buffer>> caches;
+    std::vector<Buffer> logits;
+    for (Model* m : {a->get(), b->get()}) {
+      std::vector<std::vector<int32_t>> tables(seqs.size());
+      std::vector<SeqInput> batch;
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        ASSERT_TRUE(m->blocks().Reserve(tables[i], lengths[i]));
+        batch.push_back({seqs[i], 0, &tables[i], i % 2 == 0});
+      }
+      CacheCollector sink(c, HookSelection::All(c), lengths);
+      auto r = m->Forward(batch, &sink);
+      ASSERT_TRUE(r.ok());
+      logits.push_back(std::move(r->logits));
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        for (auto& [name, buf] : sink.cache(static_cast<int>(i))) {
+          caches[name + "/" + std::to_string(i)].push_back(std::move(buf));
+        }
+        m->blocks().Release(tables[i]);
+      }
+    }
+    EXPECT_TRUE(testing::AllClose(devices + " logits", logits[1].view(), logits[0].view(), 0));
+    for (auto& [key, pair] : caches) {
+      ASSERT_EQ(pair.size(), 2u) << key;
+      EXPECT_TRUE(testing::AllClose(devices + " " + key, pair[1].view(), pair[0].view(), 0));
+    }
+  }
 }
 
 }  // namespace
