@@ -55,10 +55,12 @@ class CudaBackend final : public Backend {
   // depends on how many rows share its step (the scheduler's batch invariance).
   static constexpr int kRowTile = 16;
   static constexpr size_t kWorkspace = size_t{32} << 20;
+  static constexpr size_t kStaging = size_t{16} << 20;
 
-  CudaBackend(int device, cuda::StreamPtr stream, cuda::BlasLtPtr blas, Buffer workspace)
+  CudaBackend(int device, cuda::StreamPtr stream, cuda::BlasLtPtr blas, Buffer workspace,
+              cuda::PinnedPtr staging)
       : device_(device), stream_(std::move(stream)), blas_(std::move(blas)),
-        workspace_(std::move(workspace)) {}
+        workspace_(std::move(workspace)), staging_host_(std::move(staging)) {}
 
   std::string Name() const override { return absl::StrCat("cuda:", device_); }
 
@@ -69,33 +71,50 @@ class CudaBackend final : public Backend {
     return b;
   }
 
+  // Host <-> device through the bounded pinned staging buffer, one chunk at a time, converting
+  // between float32 and the device tensor's dtype on the way: loading a model never needs
+  // more pinned memory than kStaging, whatever the tensor size.
   void Upload(const float* host, TensorView dst) override {
     Use();
-    const void* src = host;
-    std::vector<char> converted;
-    if (dst.dtype != DType::kF32) {
-      converted.resize(dst.NumBytes());
-      ConvertFromF32(host, dst.dtype, converted.data(), dst.NumElements());
-      src = converted.data();
+    const size_t elem = DTypeSize(dst.dtype), per_chunk = kStaging / elem;
+    for (int64_t i = 0; i < dst.NumElements(); i += per_chunk) {
+      const size_t n = std::min<size_t>(per_chunk, dst.NumElements() - i);
+      ConvertFromF32(host + i, dst.dtype, staging_host_.get(), n);
+      Check(cudaMemcpyAsync(static_cast<char*>(dst.data) + i * elem, staging_host_.get(), n * elem,
+                            cudaMemcpyHostToDevice, stream_.get()), "Upload");
+      Check(cudaStreamSynchronize(stream_.get()), "Upload sync");
     }
-    Check(cudaMemcpyAsync(dst.data, src, dst.NumBytes(), cudaMemcpyHostToDevice, stream_.get()),
-          "Upload");
-    Check(cudaStreamSynchronize(stream_.get()), "Upload sync");
   }
 
   void Download(TensorView src, float* host) override {
     Use();
-    if (src.dtype == DType::kF32) {
-      Check(cudaMemcpyAsync(host, src.data, src.NumBytes(), cudaMemcpyDeviceToHost, stream_.get()),
-            "Download");
+    const size_t elem = DTypeSize(src.dtype), per_chunk = kStaging / elem;
+    for (int64_t i = 0; i < src.NumElements(); i += per_chunk) {
+      const size_t n = std::min<size_t>(per_chunk, src.NumElements() - i);
+      Check(cudaMemcpyAsync(staging_host_.get(), static_cast<const char*>(src.data) + i * elem,
+                            n * elem, cudaMemcpyDeviceToHost, stream_.get()), "Download");
       Check(cudaStreamSynchronize(stream_.get()), "Download sync");
-      return;
+      ConvertToF32(src.dtype, staging_host_.get(), host + i, n);
     }
-    std::vector<char> raw(src.NumBytes());
-    Check(cudaMemcpyAsync(raw.data(), src.data, raw.size(), cudaMemcpyDeviceToHost, stream_.get()),
-          "Download");
-    Check(cudaStreamSynchronize(stream_.get()), "Download sync");
-    ConvertToF32(src.dtype, raw.data(), host, src.NumElements());
+  }
+
+  bool CopyFromPeer(Backend& from, TensorView src, TensorView dst) override {
+    auto* peer = dynamic_cast<CudaBackend*>(&from);
+    if (peer == nullptr) return false;
+    if (peer->device_ != device_) {
+      int can = 0;
+      cudaDeviceCanAccessPeer(&can, device_, peer->device_);
+      if (!can) return false;
+      Use();
+      const cudaError_t err = cudaDeviceEnablePeerAccess(peer->device_, 0);
+      if (err == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
+      else Check(err, "cudaDeviceEnablePeerAccess");
+    }
+    from.Synchronize();  // src is complete on the peer's stream
+    Use();
+    Check(cudaMemcpyPeerAsync(dst.data, device_, src.data, peer->device_, src.NumBytes(),
+                              stream_.get()), "cudaMemcpyPeerAsync");
+    return true;
   }
 
   void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override;
@@ -180,6 +199,7 @@ class CudaBackend final : public Backend {
   cuda::StreamPtr stream_;
   cuda::BlasLtPtr blas_;
   Buffer workspace_;
+  cuda::PinnedPtr staging_host_;  // kStaging bytes
   Buffer staging_[6];
   Buffer pad_x_, pad_y_;
   std::map<std::tuple<int, int, bool>, std::unique_ptr<GemmPlan>> plans_;
@@ -309,8 +329,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   ASSIGN_OR_RETURN(Buffer workspace,
                    cuda::AllocateDevice(device, DType::kF32,
                                         {int64_t(CudaBackend::kWorkspace / 4)}));
-  return std::unique_ptr<Backend>(
-      new CudaBackend(device, std::move(stream), std::move(blas), std::move(workspace)));
+  ASSIGN_OR_RETURN(cuda::PinnedPtr staging, cuda::PinnedAlloc(CudaBackend::kStaging));
+  return std::unique_ptr<Backend>(new CudaBackend(device, std::move(stream), std::move(blas),
+                                                  std::move(workspace), std::move(staging)));
 }
 
 }  // namespace lensd

@@ -32,6 +32,13 @@ absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes) {
   return DevicePtr(p);
 }
 
+absl::StatusOr<PinnedPtr> PinnedAlloc(size_t bytes) {
+  void* p = nullptr;
+  auto st = CudaStatus(cudaMallocHost(&p, bytes), "cudaMallocHost");
+  if (!st.ok()) return st;
+  return PinnedPtr(p);
+}
+
 absl::StatusOr<BlasLtPtr> NewBlasLt() {
   cublasLtHandle_t h;
   if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) {

@@ -43,6 +43,7 @@ int DeviceCount();
 absl::StatusOr<StreamPtr> NewStream();
 absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes);
 absl::StatusOr<BlasLtPtr> NewBlasLt();
+absl::StatusOr<PinnedPtr> PinnedAlloc(size_t bytes);
 
 }  // namespace lensd::cuda
 

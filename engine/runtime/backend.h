@@ -69,6 +69,9 @@ class Backend {
   virtual void Add(TensorView a, TensorView b, TensorView y) = 0;
   // Blocks until queued work is done (no-op for synchronous backends).
   virtual void Synchronize() = 0;
+  // dst (this backend) := src (memory of `from`) over a direct device-to-device path.
+  // False when there is none; callers then go through host memory.
+  virtual bool CopyFromPeer(Backend& from, TensorView src, TensorView dst) { return false; }
 };
 
 }  // namespace lensd

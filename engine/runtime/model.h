@@ -119,7 +119,7 @@ class Model {
   std::unique_ptr<BlockAllocator> blocks_;
   std::vector<std::unique_ptr<Shard>> shards_;  // [stage * tp_ + rank]
   int tp_ = 1;
-  std::unique_ptr<Communicator> comm_;  // tp_ > 1
+  std::vector<std::unique_ptr<Communicator>> comms_;  // per stage, tp_ > 1
 };
 
 }  // namespace lensd

@@ -191,7 +191,7 @@ TensorView Model::Gathered(Step& step, Backend& backend, TensorView local, int64
   TensorView out = step.Scratch(backend, full);
   // Fewer parts than ranks in `full`: key/value heads replicated on `stride` ranks each.
   const int stride = static_cast<int>(tp_ * local.NumElements() / full.NumElements());
-  comm_->AllGather(step.rank, local.Reshaped({outer, local.NumElements() / outer}),
+  step.shard->comm->AllGather(step.rank, local.Reshaped({outer, local.NumElements() / outer}),
                    out.Reshaped({outer, full.NumElements() / outer}), backend, stride);
   return out;
 }
@@ -216,11 +216,15 @@ void Model::RunEmbed(Step& step) {
 }
 
 void Model::MoveResidual(Step& step, Shard& to) {
-  // Through host memory: virtual CPU devices have no peer path; GPU peers come with CUDA.
-  std::vector<float> host(static_cast<size_t>(step.x.shape().NumElements()));
-  step.shard->backend->Download(step.x.view(), host.data());
-  step.x = std::move(to.backend->Allocate(DType::kF32, step.x.shape())).value();
-  to.backend->Upload(host.data(), step.x.view());
+  Buffer moved = std::move(to.backend->Allocate(DType::kF32, step.x.shape())).value();
+  // Peer-to-peer when the devices have a direct path (CUDA P2P / same card), else through
+  // host memory (virtual CPU devices, GPUs without peer access).
+  if (!to.backend->CopyFromPeer(*step.shard->backend, step.x.view(), moved.view())) {
+    std::vector<float> host(static_cast<size_t>(step.x.shape().NumElements()));
+    step.shard->backend->Download(step.x.view(), host.data());
+    to.backend->Upload(host.data(), moved.view());
+  }
+  step.x = std::move(moved);
   step.shard = &to;
 }
 
@@ -315,7 +319,7 @@ TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, 
   EmitSplit(step, b, {HookPoint::kZ, layer}, z, {T, H_all, dh});
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(z.Reshaped({T, H * dh}), w.wo.view(), w.bo.view(), out);
-  if (tp_ > 1) comm_->AllReduceSum(step.rank, out, b);
+  if (tp_ > 1) shard.comm->AllReduceSum(step.rank, out, b);
   return out;
 }
 
@@ -338,7 +342,7 @@ TensorView Model::RunMlp(Step& step, Shard& shard, const LayerWeights& w, int la
   EmitSplit(step, b, {HookPoint::kMlpPost, layer}, post, full);
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(post, w.w_out.view(), w.b_out.view(), out);
-  if (tp_ > 1) comm_->AllReduceSum(step.rank, out, b);
+  if (tp_ > 1) shard.comm->AllReduceSum(step.rank, out, b);
   return out;
 }
 

@@ -16,6 +16,7 @@ struct Model::Shard {
   int first = 0;
   int end = 0;
   int rank = 0;  // tensor-parallel rank within the stage
+  Communicator* comm = nullptr;  // the stage's tensor-parallel group (tp > 1)
   int n_heads = 0, n_kv_heads = 0, d_mlp = 0;  // this rank's part
   LayerStore layers;                 // index: layer - first
   EmbedWeights embed;                // first shard only

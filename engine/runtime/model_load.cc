@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "engine/cpu/cpu_backend.h"
 #ifdef LENSD_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/nccl_communicator.h"
 #endif
 #include "engine/runtime/model_internal.h"
 #include "engine/runtime/tensor_parallel.h"
@@ -60,6 +62,23 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d) {
   if (d.cuda) return MakeCudaBackend(d.index);
 #endif
   return MakeCpuBackend(d.index);
+}
+
+// NCCL between distinct CUDA devices; otherwise (virtual CPUs, or several ranks on one card,
+// which NCCL does not allow) the thread communicator through host memory.
+absl::StatusOr<std::unique_ptr<Communicator>> MakeStageCommunicator(
+    const std::vector<DeviceSpec>& devices, int stage, int tp) {
+#ifdef LENSD_HAVE_CUDA
+  std::vector<int> cuda_devices;
+  for (int r = 0; r < tp; ++r) {
+    const DeviceSpec& d = devices[stage * tp + r];
+    if (!d.cuda) break;
+    if (std::find(cuda_devices.begin(), cuda_devices.end(), d.index) != cuda_devices.end()) break;
+    cuda_devices.push_back(d.index);
+  }
+  if (static_cast<int>(cuda_devices.size()) == tp) return MakeNcclCommunicator(cuda_devices);
+#endif
+  return MakeThreadCommunicator(tp);
 }
 
 // Free bytes per pipeline stage for --split=memory: the CUDA device's free memory, or host
@@ -295,7 +314,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;
   m->tp_ = tp;
-  if (tp > 1) m->comm_ = MakeThreadCommunicator(tp);
+  if (tp > 1) {
+    for (int s = 0; s < stages; ++s) {
+      ASSIGN_OR_RETURN(auto comm, MakeStageCommunicator(devices, s, tp));
+      m->comms_.push_back(std::move(comm));
+    }
+  }
   m->blocks_ = std::make_unique<BlockAllocator>(num_blocks, options.block_size);
   for (size_t d = 0; d < devices.size(); ++d) {
     const int stage = static_cast<int>(d) / tp, rank = static_cast<int>(d) % tp;
@@ -304,6 +328,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
     Backend& b = *shard->backend;
     shard->first = ranges[stage].first, shard->end = ranges[stage].second;
     shard->rank = rank;
+    if (tp > 1) shard->comm = m->comms_[stage].get();
     shard->n_heads = c.n_heads / tp, shard->n_kv_heads = KvHeadsPerRank(c, tp), shard->d_mlp = c.d_mlp / tp;
     if (stage == 0) {
       ASSIGN_OR_RETURN(EmbedWeights e, source.Embed());

@@ -138,16 +138,18 @@ class GoldenOnGpu : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GoldenOnGpu, MatchesCpuAndCachedDecodeEqualsRecompute) {
   LENSD_REQUIRE_GPU();
-  LoadOptions cpu, gpu, two;
-  cpu.model_dir = gpu.model_dir = two.model_dir = testing::GoldenDir() + "/" + GetParam();
+  LoadOptions cpu, gpu, two, tp;
+  cpu.model_dir = gpu.model_dir = two.model_dir = tp.model_dir = testing::GoldenDir() + "/" + GetParam();
   gpu.devices = "cuda:0";
-  two.devices = "cuda:0,cuda:0";  // two logical pipeline shards on one card
-  auto a = Model::Load(cpu), b = Model::Load(gpu), c = Model::Load(two);
-  ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << b.status() << c.status();
+  two.devices = "cuda:0,cuda:0";  // two logical pipeline shards on one card (peer copy)
+  tp.devices = "cuda:0,cuda:0";   // tensor parallel 2 on one card (thread communicator)
+  tp.tensor_parallel = 2;
+  auto a = Model::Load(cpu), b = Model::Load(gpu), c = Model::Load(two), d = Model::Load(tp);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok()) << b.status() << c.status() << d.status();
   const std::vector<int32_t> ids = {3, 14, 15, 92, 65, 35, 89, 79};
   const ModelConfig& cfg = (*a)->config();
   auto ra = RunWithCache(**a, ids, HookSelection::All(cfg));
-  for (auto* m : {&*b, &*c}) {
+  for (auto* m : {&*b, &*c, &*d}) {
     auto rb = RunWithCache(**m, ids, HookSelection::All(cfg));
     ASSERT_TRUE(ra.ok() && rb.ok());
     EXPECT_TRUE(testing::AllClose("logits", rb->logits.view(), ra->logits.view(), 1e-4));
@@ -161,6 +163,7 @@ TEST_P(GoldenOnGpu, MatchesCpuAndCachedDecodeEqualsRecompute) {
   const auto greedy = Generate(**a, ids, p)->tokens;
   EXPECT_EQ(Generate(**b, ids, p)->tokens, greedy);  // cached decode on the GPU
   EXPECT_EQ(Generate(**c, ids, p)->tokens, greedy);
+  EXPECT_EQ(Generate(**d, ids, p)->tokens, greedy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, GoldenOnGpu,
