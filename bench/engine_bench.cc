@@ -10,21 +10,11 @@
 namespace lensd {
 namespace {
 
-ModelConfig Gpt2Small() {
-  ModelConfig c;
-  c.family = Family::kGpt2;
-  c.d_model = 768, c.n_layers = 12, c.n_heads = c.n_kv_heads = 12, c.d_head = 64;
-  c.d_mlp = 3072, c.vocab_size = 50257, c.max_positions = 1024;
-  c.norm = NormKind::kLayerNorm, c.act = ActKind::kGeluTanh, c.gated_mlp = false;
-  c.learned_positions = true, c.qkv_bias = c.o_bias = c.mlp_bias = true, c.tied_embeddings = true;
-  return c;
-}
-
 Model& SharedModel() {
   static Model* model = [] {
     LoadOptions o;
     o.kv_tokens = 4096;
-    auto source = MakeRandomSource(Gpt2Small(), 1);
+    auto source = MakeRandomSource(BuiltinConfigNamed("gpt2-small").value(), 1);
     return Model::FromSource(*source, o).value().release();
   }();
   return *model;
