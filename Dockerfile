@@ -14,11 +14,12 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLENSD_CUDA=ON \
-    && cmake --build build --target lensd lensctl lensd_spm lensd_python
+    && cmake --build build --target lensd lensctl lensd_spm lensd_cuda_module lensd_python
 # Bundle the binaries with every shared library they need that the runtime image lacks
 # (CUDA's own libraries come from the runtime image).
 RUN mkdir -p /opt/lensd/bin /opt/lensd/lib /opt/lensd/python \
-    && cp build/server/lensd build/client/lensctl build/engine/liblensd_spm.so /opt/lensd/bin/ \
+    && cp build/server/lensd build/client/lensctl build/engine/liblensd_spm.so \
+          build/engine/cuda/liblensd_cuda_module.so /opt/lensd/bin/ \
     && cp -r build/python/lensd /opt/lensd/python/ \
     && for f in /opt/lensd/bin/*; do ldd "$f"; done | awk '/=> \// {print $3}' | sort -u \
        | grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libcuda|libcublas|libcudart|libnccl' \

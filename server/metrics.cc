@@ -4,6 +4,7 @@
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
 
+#include <atomic>
 #include <exception>
 
 #include "absl/strings/str_cat.h"
@@ -13,10 +14,12 @@ namespace {
 
 class SchedulerCollector : public prometheus::Collectable {
  public:
-  explicit SchedulerCollector(const Scheduler& scheduler) : scheduler_(scheduler) {}
+  void Attach(const Scheduler* scheduler) { scheduler_ = scheduler; }
   std::vector<prometheus::MetricFamily> Collect() const override {
-    const SchedulerCounters c = scheduler_.Counters();
+    const Scheduler* scheduler = scheduler_.load();
     std::vector<prometheus::MetricFamily> out;
+    if (scheduler == nullptr) return out;  // still loading
+    const SchedulerCounters c = scheduler->Counters();
     auto add = [&](const char* name, const char* help, prometheus::MetricType type, double v) {
       prometheus::ClientMetric m;
       if (type == prometheus::MetricType::Counter) {
@@ -42,7 +45,7 @@ class SchedulerCollector : public prometheus::Collectable {
   }
 
  private:
-  const Scheduler& scheduler_;
+  std::atomic<const Scheduler*> scheduler_{nullptr};
 };
 
 }  // namespace
@@ -55,8 +58,10 @@ struct MetricsEndpoint::Impl {
 MetricsEndpoint::MetricsEndpoint(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MetricsEndpoint::~MetricsEndpoint() = default;
 
+void MetricsEndpoint::Attach(const Scheduler* scheduler) { impl_->collector->Attach(scheduler); }
+
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
-    const std::string& bind_address, const Scheduler& scheduler) {
+    const std::string& bind_address) {
   auto impl = std::make_unique<Impl>();
   // prometheus-cpp reports a failed bind by throwing; keep that at this boundary.
   try {
@@ -64,7 +69,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", bind_address, ": ", e.what()));
   }
-  impl->collector = std::make_shared<SchedulerCollector>(scheduler);
+  impl->collector = std::make_shared<SchedulerCollector>();
   impl->exposer->RegisterCollectable(impl->collector);
   return std::unique_ptr<MetricsEndpoint>(new MetricsEndpoint(std::move(impl)));
 }

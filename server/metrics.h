@@ -12,10 +12,10 @@ namespace lensd {
 
 class MetricsEndpoint {
  public:
-  // Serves http://`bind_address`/metrics with the counters of `scheduler` (which must outlive
-  // the endpoint).
-  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& bind_address,
-                                                                const Scheduler& scheduler);
+  // Serves http://`bind_address`/metrics; empty until Attach.
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& bind_address);
+  // Publishes `scheduler`'s counters (it must outlive the endpoint or a later Attach(nullptr)).
+  void Attach(const Scheduler* scheduler);
   ~MetricsEndpoint();
 
  private:

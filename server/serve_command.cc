@@ -115,6 +115,13 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
 
   ASSIGN_OR_RETURN(ServeOptions o, ParseServeFlags(args));
   ASSIGN_OR_RETURN(auto credentials, Credentials(o));
+  const std::string host = o.address.substr(0, o.address.rfind(':'));
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (o.metrics_port > 0) {
+    const std::string bind = absl::StrCat(host, ":", o.metrics_port);
+    ASSIGN_OR_RETURN(metrics, MetricsEndpoint::Start(bind));
+    spdlog::info("metrics on http://{}/metrics", bind);
+  }
   spdlog::info("compute threads: {}", o.load.threads);
 
   LensdService service(o.service);
@@ -131,7 +138,6 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
-  const std::string host = o.address.substr(0, o.address.rfind(':'));
   spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", host, port);
 
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(o.load);
@@ -140,12 +146,7 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
     return model.status();
   }
   auto scheduler = std::make_unique<Scheduler>(**model, o.scheduler);
-  std::unique_ptr<MetricsEndpoint> metrics;
-  if (o.metrics_port > 0) {
-    const std::string bind = absl::StrCat(host, ":", o.metrics_port);
-    ASSIGN_OR_RETURN(metrics, MetricsEndpoint::Start(bind, *scheduler));
-    spdlog::info("metrics on http://{}/metrics", bind);
-  }
+  if (metrics) metrics->Attach(scheduler.get());
   const std::string name = o.load.model_dir.empty() ? "builtin:tiny" : o.load.model_dir;
   service.AttachModel({model->get(), scheduler.get(), name,
                        o.load.processing.fold_ln ? "transformer-lens" : "none"});
@@ -160,6 +161,7 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   service.StartDrain();
   Drain(service, *scheduler, o.drain_timeout_s);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (metrics) metrics->Attach(nullptr);
   scheduler.reset();
   spdlog::info("stopped");
   return absl::OkStatus();

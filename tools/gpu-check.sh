@@ -12,10 +12,11 @@ BUNDLE=build/gpu-bundle
 bundle() {
   LENSD_CMAKE_FLAGS="-DLENSD_CUDA=ON ${LENSD_CMAKE_FLAGS:-}" bash tools/build.sh
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/lib"
-  cp build/tests/cuda_test build/bench/model_bench build/engine/liblensd_spm.so "$BUNDLE/"
-  strip --strip-debug "$BUNDLE"/cuda_test "$BUNDLE"/model_bench "$BUNDLE"/liblensd_spm.so
+  cp build/tests/cuda_test build/bench/model_bench build/engine/liblensd_spm.so \
+    build/engine/cuda/liblensd_cuda_module.so "$BUNDLE/"
+  strip --strip-debug "$BUNDLE"/*.so "$BUNDLE"/cuda_test "$BUNDLE"/model_bench
   cp -r tests/data/golden "$BUNDLE/golden"
-  for f in "$BUNDLE"/cuda_test "$BUNDLE"/model_bench "$BUNDLE"/liblensd_spm.so; do ldd "$f"; done |
+  for f in "$BUNDLE"/cuda_test "$BUNDLE"/model_bench "$BUNDLE"/*.so; do ldd "$f"; done |
     awk '/=> \// {print $3}' | sort -u |
     grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux|libcuda|libcublas|libcublasLt|libnccl|libcudart|libdl|libpthread|librt)\.so' |
     xargs -r -I{} cp -L {} "$BUNDLE/lib/"
@@ -24,7 +25,8 @@ bundle() {
 
 run() {
   export LD_LIBRARY_PATH="$BUNDLE/lib:/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
-  export LENSD_SPM_MODULE="$BUNDLE/liblensd_spm.so"
+  export LENSD_SPM_MODULE="$PWD/$BUNDLE/liblensd_spm.so"
+  export LENSD_CUDA_MODULE="$PWD/$BUNDLE/liblensd_cuda_module.so"
   local gpu; gpu=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU")
   echo "== $gpu"
   local out; out=$(mktemp -d)

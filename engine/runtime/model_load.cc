@@ -14,10 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/core/status.h"
 #include "engine/cpu/cpu_backend.h"
-#ifdef LENSD_HAVE_CUDA
-#include "engine/cuda/cuda_backend.h"
-#include "engine/cuda/nccl_communicator.h"
-#endif
+#include "engine/runtime/cuda_module.h"
 #include "engine/runtime/model_internal.h"
 #include "engine/runtime/tensor_parallel.h"
 
@@ -42,11 +39,6 @@ absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& spec) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad --devices '", spec, "': expected cpu, cpu:0,cpu:1,... or cuda:0,..."));
     }
-#ifndef LENSD_HAVE_CUDA
-    if (device.cuda) {
-      return absl::InvalidArgumentError("this build has no CUDA support (built without nvcc)");
-    }
-#endif
     for (const DeviceSpec& seen : out) {
       if (!device.cuda && !seen.cuda && seen.index == device.index) {
         return absl::InvalidArgumentError("--devices lists a CPU device twice");
@@ -58,9 +50,7 @@ absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& spec) {
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d) {
-#ifdef LENSD_HAVE_CUDA
-  if (d.cuda) return MakeCudaBackend(d.index);
-#endif
+  if (d.cuda) return LoadCudaBackend(d.index);
   return MakeCpuBackend(d.index);
 }
 
@@ -68,7 +58,6 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d) {
 // which NCCL does not allow) the thread communicator through host memory.
 absl::StatusOr<std::unique_ptr<Communicator>> MakeStageCommunicator(
     const std::vector<DeviceSpec>& devices, int stage, int tp) {
-#ifdef LENSD_HAVE_CUDA
   std::vector<int> cuda_devices;
   for (int r = 0; r < tp; ++r) {
     const DeviceSpec& d = devices[stage * tp + r];
@@ -76,8 +65,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeStageCommunicator(
     if (std::find(cuda_devices.begin(), cuda_devices.end(), d.index) != cuda_devices.end()) break;
     cuda_devices.push_back(d.index);
   }
-  if (static_cast<int>(cuda_devices.size()) == tp) return MakeNcclCommunicator(cuda_devices);
-#endif
+  if (static_cast<int>(cuda_devices.size()) == tp) return LoadNcclCommunicator(cuda_devices);
   return MakeThreadCommunicator(tp);
 }
 
@@ -90,13 +78,11 @@ absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>
   std::vector<int64_t> out;
   for (int s = 0; s < stages; ++s) {
     const DeviceSpec& d = devices[s * tp];
-#ifdef LENSD_HAVE_CUDA
     if (d.cuda) {
-      ASSIGN_OR_RETURN(auto info, CudaMemoryInfo(d.index));
+      ASSIGN_OR_RETURN(auto info, LoadCudaMemoryInfo(d.index));
       out.push_back(info.first);
       continue;
     }
-#endif
     out.push_back(host / stages);
   }
   return out;
