@@ -36,7 +36,8 @@ void Decode(Model& m, int batch, double mem_gbs, size_t weight_bytes) {
   std::vector<SeqInput> in(batch);
   for (int b = 0; b < batch; ++b) {
     if (!m.blocks().Reserve(tables[b], context + steps + 1)) {
-      std::printf("decode batch %d: KV cache too small\n", batch);
+      std::printf("decode   batch %3d  KV cache too small (raise --kv-tokens)\n", batch);
+      for (auto& t : tables) m.blocks().Release(t);
       return;
     }
     in[b] = {Ids(context, b, V), 0, &tables[b], false};
@@ -59,9 +60,16 @@ void Decode(Model& m, int batch, double mem_gbs, size_t weight_bytes) {
 
 void Prefill(Model& m, int tokens, double peak_tflops, size_t params) {
   std::vector<int32_t> table;
-  m.blocks().Reserve(table, tokens);
+  if (!m.blocks().Reserve(table, tokens)) {
+    std::printf("prefill  KV cache too small (raise --kv-tokens)\n");
+    return;
+  }
   const auto ids = Ids(tokens, 1, m.config().vocab_size);
-  (void)m.Forward({{ids, 0, &table, false}}, nullptr);  // warm-up
+  if (auto warm = m.Forward({{ids, 0, &table, false}}, nullptr); !warm.ok()) {
+    std::printf("prefill  %s\n", warm.status().ToString().c_str());
+    m.blocks().Release(table);
+    return;
+  }
   const int reps = 3;
   const Clock::time_point t0 = Clock::now();
   for (int i = 0; i < reps; ++i) (void)m.Forward({{ids, 0, &table, false}}, nullptr);
@@ -76,7 +84,11 @@ void Capture(Model& m, int batch, int tokens) {
   std::vector<std::vector<int32_t>> tables(batch);
   std::vector<SeqInput> in(batch);
   for (int b = 0; b < batch; ++b) {
-    m.blocks().Reserve(tables[b], tokens);
+    if (!m.blocks().Reserve(tables[b], tokens)) {
+      std::printf("capture  KV cache too small (raise --kv-tokens)\n");
+      for (auto& t : tables) m.blocks().Release(t);
+      return;
+    }
     in[b] = {Ids(tokens, b, c.vocab_size), 0, &tables[b], true};
   }
   CacheCollector sink(c, HookSelection::All(c), std::vector<int>(batch, tokens));
