@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -75,6 +76,7 @@ class CudaBackend final : public Backend {
   // between float32 and the device tensor's dtype on the way: loading a model never needs
   // more pinned memory than kStaging, whatever the tensor size.
   void Upload(const float* host, TensorView dst) override {
+    std::lock_guard<std::mutex> lock(transfer_mu_);  // the offload prefetch thread uploads too
     Use();
     const size_t elem = DTypeSize(dst.dtype), per_chunk = kStaging / elem;
     for (int64_t i = 0; i < dst.NumElements(); i += per_chunk) {
@@ -87,6 +89,7 @@ class CudaBackend final : public Backend {
   }
 
   void Download(TensorView src, float* host) override {
+    std::lock_guard<std::mutex> lock(transfer_mu_);
     Use();
     const size_t elem = DTypeSize(src.dtype), per_chunk = kStaging / elem;
     for (int64_t i = 0; i < src.NumElements(); i += per_chunk) {
@@ -114,6 +117,8 @@ class CudaBackend final : public Backend {
     Use();
     Check(cudaMemcpyPeerAsync(dst.data, device_, src.data, peer->device_, src.NumBytes(),
                               stream_.get()), "cudaMemcpyPeerAsync");
+    // The caller frees `src` next, and its block may be reused on the peer's stream.
+    Check(cudaStreamSynchronize(stream_.get()), "peer copy sync");
     return true;
   }
 
@@ -199,7 +204,8 @@ class CudaBackend final : public Backend {
   cuda::StreamPtr stream_;
   cuda::BlasLtPtr blas_;
   Buffer workspace_;
-  cuda::PinnedPtr staging_host_;  // kStaging bytes
+  cuda::PinnedPtr staging_host_;  // kStaging bytes, guarded by transfer_mu_
+  std::mutex transfer_mu_;
   Buffer staging_[6];
   Buffer pad_x_, pad_y_;
   std::map<std::tuple<int, int, bool>, std::unique_ptr<GemmPlan>> plans_;

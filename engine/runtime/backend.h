@@ -1,5 +1,6 @@
 // The small set of device operations the forward pass is written against. One Backend
-// instance per device; it is used by one thread at a time (the scheduler's compute thread).
+// instance per device; it is used by one compute thread at a time, except that Upload may
+// also be called concurrently by the offload prefetch thread (into memory no op is using).
 // All TensorViews passed to a backend live in that backend's memory unless stated otherwise.
 #ifndef LENSD_ENGINE_RUNTIME_BACKEND_H_
 #define LENSD_ENGINE_RUNTIME_BACKEND_H_
