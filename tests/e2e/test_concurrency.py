@@ -91,3 +91,12 @@ def test_cancelling_half_mid_stream_frees_everything(builtin_server):
     assert client.health() == "SERVING"
     ids, _, _ = generate(client, 0)
     assert len(ids) == 24
+
+
+def test_abandoning_a_python_generate_iterator_cancels_it(builtin_server):
+    client = lensd.Client(builtin_server.addr)
+    events = client.generate("abandon me", max_new_tokens=1500, ignore_eos=True)
+    assert next(events).index == 0
+    events.close()  # what leaving a for-loop early does to a generator
+    info = wait_idle(client)
+    assert info["active_requests"] == 0

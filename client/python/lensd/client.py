@@ -135,7 +135,15 @@ class Client:
                 setattr(sampling, name, value)
         request = lensd_pb2.GenerateRequest(prompt=_prompt(prompt), max_new_tokens=max_new_tokens,
                                             sampling=sampling)
-        for event in self._call(self._stub.Generate, request):
+        call = self._call(self._stub.Generate, request)
+        try:
+            yield from self._events(call)
+        finally:  # a caller that stops iterating early cancels the request (its KV is freed)
+            call.cancel()
+
+    @staticmethod
+    def _events(call):
+        for event in call:
             if event.HasField("token"):
                 t = event.token
                 yield TokenEvent(t.id, t.index, t.text.decode("utf-8", errors="replace"), t.text)
