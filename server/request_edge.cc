@@ -36,6 +36,17 @@ absl::StatusOr<SamplingParams> ToSampling(const v1::SamplingParams& s) {
 
 }  // namespace
 
+absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
+                           const std::string& field) {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", ids[i],
+                                                     " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits) {
   return limits.max_prompt_tokens > 0 ? std::min(limits.max_prompt_tokens, c.max_positions)
                                       : c.max_positions;
@@ -62,14 +73,8 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::Prompt& prompt, cons
       break;
     }
     case v1::Prompt::kTokens:
+      RETURN_IF_ERROR(CheckTokenIds(prompt.tokens().ids(), vocab, field + ".tokens.ids"));
       ids.assign(prompt.tokens().ids().begin(), prompt.tokens().ids().end());
-      for (size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] < 0 || ids[i] >= vocab) {
-          return absl::InvalidArgumentError(absl::StrCat(field, ".tokens.ids[", i, "] = ", ids[i],
-                                                         " is outside the vocabulary [0, ", vocab,
-                                                         ")"));
-        }
-      }
       break;
   }
   if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " has no tokens"));

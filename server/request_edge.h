@@ -49,6 +49,9 @@ struct CaptureRequest {
   int64_t total_bytes = 0;
 };
 
+// InvalidArgument "<field>[i] = id is outside the vocabulary [0, vocab)" for the first bad id.
+absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
+                           const std::string& field);
 // The longest prompt accepted: --max-prompt-tokens capped by the model's context.
 int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits);
 absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::Prompt& prompt, const std::string& field,

@@ -6,12 +6,11 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
+#include "engine/model/json_fields.h"
 #include "server/metrics.h"
 #include "server/offline_commands.h"
 #include "server/service.h"
@@ -33,14 +32,6 @@ struct ServeOptions {
   int metrics_port = 0;
   std::string tls_cert, tls_key;
 };
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), kServeFlags})));
@@ -85,8 +76,8 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServeOptions& o) {
   if (o.tls_cert.empty()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions ssl;
-  ASSIGN_OR_RETURN(std::string cert, ReadFile(o.tls_cert));
-  ASSIGN_OR_RETURN(std::string key, ReadFile(o.tls_key));
+  ASSIGN_OR_RETURN(std::string cert, ReadFileToString(o.tls_cert));
+  ASSIGN_OR_RETURN(std::string key, ReadFileToString(o.tls_key));
   ssl.pem_key_cert_pairs.push_back({key, cert});
   return grpc::SslServerCredentials(ssl);
 }

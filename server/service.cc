@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
 #include "server/sinks.h"
 
 namespace lensd {
@@ -19,6 +20,25 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpc(status));
   return reactor;
+}
+
+void AddHookInfos(const ModelConfig& c, const std::vector<HookId>& hooks,
+                  google::protobuf::RepeatedPtrField<v1::HookInfo>* out) {
+  for (HookId id : hooks) {
+    v1::HookInfo* h = out->Add();
+    h->set_name(HookName(id));
+    h->set_shape(HookShapeFormula(c, id.point));
+  }
+}
+
+void ToWire(const DeviceLayout& d, v1::DeviceInfo* out) {
+  out->set_name(d.name);
+  out->set_first_layer(d.first_layer);
+  out->set_end_layer(d.end_layer);
+  out->set_weight_bytes(static_cast<int64_t>(d.weight_bytes));
+  out->set_kv_bytes(static_cast<int64_t>(d.kv_bytes));
+  out->set_offloaded_layers(d.offloaded_layers);
+  out->set_offloaded_bytes(static_cast<int64_t>(d.offloaded_bytes));
 }
 
 template <class Msg>
@@ -90,6 +110,13 @@ absl::Status LensdService::Gate(grpc::CallbackServerContext* ctx) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<const Tokenizer*> LensdService::GateTokenizer(grpc::CallbackServerContext* ctx) const {
+  RETURN_IF_ERROR(Gate(ctx));
+  const Tokenizer* tokenizer = serving_.model->tokenizer();
+  if (tokenizer == nullptr) return absl::FailedPreconditionError("the model has no tokenizer");
+  return tokenizer;
+}
+
 ModelFacts LensdService::Facts() const {
   return {&serving_.model->config(), serving_.model->tokenizer(), DType::kF32};
 }
@@ -142,17 +169,13 @@ grpc::ServerWriteReactor<v1::CacheMessage>* LensdService::RunWithCache(
 grpc::ServerUnaryReactor* LensdService::Tokenize(grpc::CallbackServerContext* ctx,
                                                  const v1::TokenizeRequest* request,
                                                  v1::TokenizeResponse* response) {
-  absl::Status gate = Gate(ctx);
-  if (!gate.ok()) return Reply(ctx, gate);
-  const Tokenizer* tokenizer = serving_.model->tokenizer();
-  if (tokenizer == nullptr) {
-    return Reply(ctx, absl::FailedPreconditionError("the model has no tokenizer"));
-  }
-  absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(request->text());
+  absl::StatusOr<const Tokenizer*> tokenizer = GateTokenizer(ctx);
+  if (!tokenizer.ok()) return Reply(ctx, tokenizer.status());
+  absl::StatusOr<std::vector<int>> ids = (*tokenizer)->Encode(request->text());
   if (!ids.ok()) return Reply(ctx, absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
   for (int id : *ids) {
     response->add_ids(id);
-    response->add_pieces(tokenizer->Decode({id}));
+    response->add_pieces((*tokenizer)->Decode({id}));
   }
   return Reply(ctx, absl::OkStatus());
 }
@@ -160,21 +183,11 @@ grpc::ServerUnaryReactor* LensdService::Tokenize(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* LensdService::Detokenize(grpc::CallbackServerContext* ctx,
                                                    const v1::DetokenizeRequest* request,
                                                    v1::DetokenizeResponse* response) {
-  absl::Status gate = Gate(ctx);
-  if (!gate.ok()) return Reply(ctx, gate);
-  const Tokenizer* tokenizer = serving_.model->tokenizer();
-  if (tokenizer == nullptr) {
-    return Reply(ctx, absl::FailedPreconditionError("the model has no tokenizer"));
-  }
-  const int vocab = serving_.model->config().vocab_size;
-  for (int i = 0; i < request->ids_size(); ++i) {
-    if (request->ids(i) < 0 || request->ids(i) >= vocab) {
-      return Reply(ctx, absl::InvalidArgumentError(absl::StrCat(
-                            "ids[", i, "] = ", request->ids(i), " is outside the vocabulary [0, ",
-                            vocab, ")")));
-    }
-  }
-  response->set_text(tokenizer->Decode({request->ids().begin(), request->ids().end()}));
+  absl::StatusOr<const Tokenizer*> tokenizer = GateTokenizer(ctx);
+  if (!tokenizer.ok()) return Reply(ctx, tokenizer.status());
+  absl::Status ids = CheckTokenIds(request->ids(), serving_.model->config().vocab_size, "ids");
+  if (!ids.ok()) return Reply(ctx, ids);
+  response->set_text((*tokenizer)->Decode({request->ids().begin(), request->ids().end()}));
   return Reply(ctx, absl::OkStatus());
 }
 
@@ -194,23 +207,10 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_d_mlp(c.d_mlp);
   info->set_vocab_size(c.vocab_size);
   info->set_max_positions(c.max_positions);
-  info->set_dtype(v1::DTYPE_FLOAT32);
+  info->set_dtype(ToWire(Facts().dtype));
   info->set_processing(serving_.processing);
-  for (const DeviceLayout& d : serving_.model->Devices()) {
-    v1::DeviceInfo* di = info->add_devices();
-    di->set_name(d.name);
-    di->set_first_layer(d.first_layer);
-    di->set_end_layer(d.end_layer);
-    di->set_weight_bytes(static_cast<int64_t>(d.weight_bytes));
-    di->set_kv_bytes(static_cast<int64_t>(d.kv_bytes));
-    di->set_offloaded_layers(d.offloaded_layers);
-    di->set_offloaded_bytes(static_cast<int64_t>(d.offloaded_bytes));
-  }
-  for (HookId id : AllHooks(c)) {
-    v1::HookInfo* h = info->add_hooks();
-    h->set_name(HookName(id));
-    h->set_shape(HookShapeFormula(c, id.point));
-  }
+  for (const DeviceLayout& d : serving_.model->Devices()) ToWire(d, info->add_devices());
+  AddHookInfos(c, AllHooks(c), info->mutable_hooks());
   info->set_has_tokenizer(serving_.model->tokenizer() != nullptr);
   const SchedulerCounters counters = serving_.scheduler->Counters();
   info->set_kv_block_size(serving_.model->blocks().block_size());
@@ -233,11 +233,7 @@ grpc::ServerUnaryReactor* LensdService::ListHooks(grpc::CallbackServerContext* c
   const ModelConfig& c = serving_.model->config();
   absl::StatusOr<HookSelection> selection = ParseNamesFilter(c, request->names_filter());
   if (!selection.ok()) return Reply(ctx, selection.status());
-  for (HookId id : selection->hooks()) {
-    v1::HookInfo* h = response->add_hooks();
-    h->set_name(HookName(id));
-    h->set_shape(HookShapeFormula(c, id.point));
-  }
+  AddHookInfos(c, selection->hooks(), response->mutable_hooks());
   return Reply(ctx, absl::OkStatus());
 }
 

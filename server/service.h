@@ -66,6 +66,8 @@ class LensdService final : public v1::Lensd::CallbackService {
  private:
   // OK when the call may proceed: authorised, model attached, not draining.
   absl::Status Gate(grpc::CallbackServerContext* ctx) const;
+  // Gate, then the model's tokenizer (FAILED_PRECONDITION when it has none).
+  absl::StatusOr<const Tokenizer*> GateTokenizer(grpc::CallbackServerContext* ctx) const;
   ModelFacts Facts() const;
   void Track(std::shared_ptr<StreamState> stream);
   void Watchdog();

@@ -2,15 +2,14 @@
 // stdout exactly as lensd's offline commands write it; errors print the gRPC status name and
 // message and exit 1.
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "client/lensctl/commands.h"
 #include "engine/core/status.h"
+#include "engine/model/json_fields.h"
 #include "server/offline_commands.h"
 
 namespace {
@@ -46,6 +45,25 @@ bool SplitCommand(const std::vector<std::string>& argv, std::string* command,
   return !command->empty();
 }
 
+// The channel and per-call settings from the global flags.
+absl::StatusOr<lensd::Connection> Connect(const lensd::Flags& flags) {
+  lensd::Connection c;
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (flags.Has("tls-ca")) {
+    grpc::SslCredentialsOptions ssl;
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, lensd::ReadFileToString(flags.Get("tls-ca")));
+    credentials = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(64 << 20);
+  c.channel = grpc::CreateCustomChannel(flags.Get("addr", "localhost:50051"), credentials,
+                                        channel_args);
+  const char* env_token = std::getenv("LENSD_AUTH_TOKEN");
+  c.auth_token = flags.Get("auth-token", env_token ? env_token : "");
+  ASSIGN_OR_RETURN(c.timeout_s, flags.GetInt("timeout-s", 0));
+  return c;
+}
+
 absl::Status RunCommand(const std::string& command, const std::vector<std::string>& args) {
   std::set<std::string> known = kGlobalFlags, booleans;
   if (command == "generate") {
@@ -64,24 +82,7 @@ absl::Status RunCommand(const std::string& command, const std::vector<std::strin
     return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
   }
   ASSIGN_OR_RETURN(lensd::Flags flags, lensd::Flags::Parse(args, known, booleans));
-  lensd::Connection c;
-  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  if (flags.Has("tls-ca")) {
-    std::ifstream in(flags.Get("tls-ca"));
-    if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", flags.Get("tls-ca")));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ss.str();
-    credentials = grpc::SslCredentials(ssl);
-  }
-  grpc::ChannelArguments channel_args;
-  channel_args.SetMaxReceiveMessageSize(64 << 20);
-  c.channel = grpc::CreateCustomChannel(flags.Get("addr", "localhost:50051"), credentials,
-                                        channel_args);
-  const char* env_token = std::getenv("LENSD_AUTH_TOKEN");
-  c.auth_token = flags.Get("auth-token", env_token ? env_token : "");
-  ASSIGN_OR_RETURN(c.timeout_s, flags.GetInt("timeout-s", 0));
+  ASSIGN_OR_RETURN(lensd::Connection c, Connect(flags));
   if (command == "generate") return lensd::GenerateRemote(c, flags, std::cout);
   if (command == "cache") return lensd::CacheRemote(c, flags, std::cout);
   if (command == "info") return lensd::InfoRemote(c, flags, std::cout);
