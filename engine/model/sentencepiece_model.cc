@@ -1,9 +1,8 @@
 #include "engine/model/sentencepiece_model.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 
-#include <cstdlib>
+#include "engine/core/module_loader.h"
 
 namespace lensd {
 namespace {
@@ -20,29 +19,6 @@ struct ModuleApi {
   std::string error;  // non-empty when the module could not be loaded
 };
 
-std::string ExecutableDir() {
-  char path[4096];
-  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
-  if (n <= 0) return ".";
-  std::string s(path, static_cast<size_t>(n));
-  return s.substr(0, s.rfind('/'));
-}
-
-// Search order: $LENSD_SPM_MODULE, the build tree's module, next to the executable, then
-// the dynamic linker's path.
-void* OpenModule(std::string* tried) {
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("LENSD_SPM_MODULE")) candidates.push_back(env);
-  candidates.push_back(LENSD_SPM_MODULE_PATH);
-  candidates.push_back(ExecutableDir() + "/liblensd_spm.so");
-  candidates.push_back("liblensd_spm.so");
-  for (const std::string& c : candidates) {
-    if (void* handle = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)) return handle;
-    *tried += "\n  " + c + ": " + dlerror();
-  }
-  return nullptr;
-}
-
 template <typename F>
 void Resolve(void* handle, const char* name, F* fn, std::string* error) {
   *fn = reinterpret_cast<F>(dlsym(handle, name));
@@ -52,10 +28,11 @@ void Resolve(void* handle, const char* name, F* fn, std::string* error) {
 const ModuleApi& Api() {
   static const ModuleApi* api = [] {
     auto* a = new ModuleApi();
-    std::string tried;
-    void* handle = OpenModule(&tried);
+    std::string error;
+    void* handle = OpenModule("LENSD_SPM_MODULE", LENSD_SPM_MODULE_PATH, "liblensd_spm.so",
+                              RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND, &error);
     if (handle == nullptr) {
-      a->error = "cannot load the SentencePiece module liblensd_spm.so; tried:" + tried;
+      a->error = "SentencePiece module: " + error;
       return a;
     }
     Resolve(handle, "lensd_spm_new", &a->create, &a->error);

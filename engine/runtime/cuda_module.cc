@@ -1,12 +1,10 @@
 #include "engine/runtime/cuda_module.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 
-#include <cstdlib>
 #include <string>
 
-#include "absl/strings/str_cat.h"
+#include "engine/core/module_loader.h"
 
 namespace lensd {
 namespace {
@@ -18,32 +16,17 @@ struct Module {
   std::string error;
 };
 
-std::string ExecutableDir() {
-  char path[4096];
-  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
-  if (n <= 0) return ".";
-  const std::string s(path, static_cast<size_t>(n));
-  return s.substr(0, s.rfind('/'));
-}
-
 const Module& Get() {
   static const Module* module = [] {
     auto* m = new Module();
-    std::vector<std::string> candidates;
-    if (const char* env = std::getenv("LENSD_CUDA_MODULE")) candidates.push_back(env);
-#ifdef LENSD_CUDA_MODULE_PATH
-    candidates.push_back(LENSD_CUDA_MODULE_PATH);
+#ifndef LENSD_CUDA_MODULE_PATH
+#define LENSD_CUDA_MODULE_PATH ""  // a build without nvcc has no module of its own
 #endif
-    candidates.push_back(ExecutableDir() + "/liblensd_cuda_module.so");
-    std::string tried;
-    void* handle = nullptr;
-    for (const std::string& c : candidates) {
-      if ((handle = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
-      tried += "\n  " + c + ": " + dlerror();
-    }
+    std::string error;
+    void* handle = OpenModule("LENSD_CUDA_MODULE", LENSD_CUDA_MODULE_PATH,
+                              "liblensd_cuda_module.so", RTLD_NOW | RTLD_LOCAL, &error);
     if (handle == nullptr) {
-      m->error = "no CUDA support: cannot load liblensd_cuda_module.so (built only when nvcc "
-                 "exists); tried:" + tried;
+      m->error = "no CUDA support (the module is built only when nvcc exists): " + error;
       return m;
     }
     m->make_backend = reinterpret_cast<decltype(m->make_backend)>(dlsym(handle, "lensd_cuda_make_backend"));
