@@ -102,7 +102,7 @@ void Scheduler::Loop() {
     Reap();
     Admit();
     EnsureBlocks();
-    std::vector<Seq*> batch = BuildBatch();
+    std::vector<Work> batch = BuildBatch();
     if (!batch.empty()) RunBatch(batch);
     RemoveFinished();
     Publish();
@@ -211,42 +211,37 @@ void Scheduler::EnsureBlocks() {
   }
 }
 
-std::vector<Scheduler::Seq*> Scheduler::BuildBatch() {
-  std::vector<Seq*> batch;
+std::vector<Scheduler::Work> Scheduler::BuildBatch() {
+  std::vector<Work> batch;
   int budget = options_.max_batch_tokens;
   auto is_decode = [](const Seq& s) { return !s.capture() && s.computed > 0 && s.pending() == 1; };
   for (auto& s : running_) {
     if (is_decode(*s)) {
-      batch.push_back(s.get());
+      batch.push_back({s.get(), 1});
       --budget;
     }
   }
   // Prompt work fills what the decode tokens leave of the budget; the first prompt item of a
-  // step may exceed it so that neither a long capture prompt nor prefill can starve.
+  // step may exceed it so that neither a long capture prompt nor prefill can starve. Capture
+  // prompts run whole; prefill is chunked to the budget.
   bool prompt_added = false;
   for (auto& s : running_) {
     if (s->pending() == 0 || is_decode(*s)) continue;
     const int want = s->capture() ? s->pending() : std::min(s->pending(), std::max(budget, 1));
     if (prompt_added && want > budget) continue;
-    batch.push_back(s.get());
+    batch.push_back({s.get(), want});
     budget -= want;
     prompt_added = true;
   }
   return batch;
 }
 
-void Scheduler::RunBatch(const std::vector<Seq*>& batch) {
+void Scheduler::RunBatch(const std::vector<Work>& batch) {
   const ModelConfig& c = model_.config();
   std::vector<SeqInput> inputs;
   std::vector<const Job*> jobs;
   std::vector<int> prompts, lengths;
-  int budget = options_.max_batch_tokens;
-  for (Seq* s : batch) {
-    // Decode tokens and whole capture prompts are taken as they are; prefill is chunked to
-    // what BuildBatch budgeted for it.
-    int n = s->pending();
-    if (!s->capture()) n = std::min(n, std::max(budget, 1));
-    budget -= n;
+  for (const auto& [s, n] : batch) {
     SeqInput in;
     in.tokens.assign(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n);
     in.start_pos = s->computed;
@@ -263,30 +258,35 @@ void Scheduler::RunBatch(const std::vector<Seq*>& batch) {
   const double ms = MsBetween(t0, Clock::now());
   int64_t prompt_tokens = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    Seq& s = *batch[i];
-    s.job->stats.compute_ms += ms;
+    const auto& [s, n] = batch[i];
+    s->job->stats.compute_ms += ms;
     if (!result.ok()) {
-      FinishJob(*s.job, result.status());
+      FinishJob(*s->job, result.status());
       continue;
     }
-    const int n = static_cast<int>(inputs[i].tokens.size());
-    s.computed += n;
-    if (s.computed <= static_cast<int>(s.job->job.prompts[s.prompt_index].size())) prompt_tokens += n;
-    const float* rows = result->logits.As<float>() + int64_t{result->first_row[i]} * c.vocab_size;
-    if (s.capture()) {
-      if (s.job->job.want_logits) {
-        TensorView logits{const_cast<float*>(rows), DType::kF32, {1, n, c.vocab_size}};
-        s.job->job.sink->OnLogits(s.prompt_index, logits);
-      }
-      s.done = true;
-      if (--s.job->remaining == 0) FinishJob(*s.job, absl::OkStatus());
-    } else if (s.pending() == 0) {
-      Sample(s, rows);
+    if (s->computed + n <= static_cast<int>(s->job->job.prompts[s->prompt_index].size())) {
+      prompt_tokens += n;
     }
+    Advance(*s, n, result->logits.As<float>() + int64_t{result->first_row[i]} * c.vocab_size);
   }
   std::lock_guard<std::mutex> lock(counters_mu_);
   ++counters_.steps;
   counters_.prompt_tokens += prompt_tokens;
+}
+
+void Scheduler::Advance(Seq& s, int n, const float* logits) {
+  s.computed += n;
+  if (s.capture()) {
+    if (s.job->job.want_logits) {
+      const int64_t vocab = model_.config().vocab_size;
+      s.job->job.sink->OnLogits(s.prompt_index,
+                                {const_cast<float*>(logits), DType::kF32, {1, n, vocab}});
+    }
+    s.done = true;
+    if (--s.job->remaining == 0) FinishJob(*s.job, absl::OkStatus());
+  } else if (s.pending() == 0) {
+    Sample(s, logits);
+  }
 }
 
 void Scheduler::Sample(Seq& s, const float* logits) {

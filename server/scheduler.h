@@ -63,14 +63,20 @@ class Scheduler {
   struct JobState;
   struct Seq;
   using SeqList = std::vector<std::unique_ptr<Seq>>;
+  struct Work {
+    Seq* seq;
+    int tokens;  // this step's tokens of `seq`
+  };
 
   void Loop();
   bool TakeInbox();  // false when stopping
   void Reap();
   void Admit();
   void EnsureBlocks();
-  std::vector<Seq*> BuildBatch();
-  void RunBatch(const std::vector<Seq*>& batch);
+  std::vector<Work> BuildBatch();  // decides each sequence's tokens for the step
+  void RunBatch(const std::vector<Work>& batch);
+  // After a step: `n` more tokens computed; `logits` are the sequence's rows.
+  void Advance(Seq& s, int n, const float* logits);
   void Sample(Seq& seq, const float* logits);
   void FinishJob(JobState& job, const absl::Status& status);
   void Preempt(size_t running_index);
