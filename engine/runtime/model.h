@@ -91,7 +91,13 @@ class Model {
  private:
   struct Shard;
   struct Step;
+  struct Placement;
   Model() = default;
+  static absl::StatusOr<Placement> Place(const ModelConfig& c, const LoadOptions& options);
+  absl::Status LoadShard(const WeightSource& source, const LoadOptions& options,
+                         const Placement& p, int device);
+  absl::Status LoadLayers(const WeightSource& source, const LoadOptions& options,
+                          const Placement& p, Shard& shard);
   absl::Status Validate(const std::vector<SeqInput>& batch) const;
   void RunEmbed(Step& step);
   void RunBlock(Step& step, Shard& shard, int layer);

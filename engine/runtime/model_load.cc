@@ -247,114 +247,154 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
   return model;
 }
 
+// Where everything goes: validated devices, stages, layer ranges, offloaded layers, KV size.
+struct Model::Placement {
+  std::vector<DeviceSpec> devices;
+  int tp = 1, stages = 1, offload = 0, num_blocks = 0;
+  std::vector<std::pair<int, int>> ranges;  // per stage
+  Shape pool_shape;                         // one layer's K (or V) pool on one rank
+};
+
+namespace {
+
+// --split=memory, offloading the fewest last layers that make the weights fit when
+// --offload-layers is not given.
+absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemoryWithOffload(
+    const ModelConfig& c, const LoadOptions& options, const std::vector<DeviceSpec>& devices,
+    int tp, int64_t kv_per_layer, int* offload) {
+  const int stages = static_cast<int>(devices.size()) / tp;
+  std::vector<int64_t> capacity = options.device_memory;
+  if (capacity.empty()) {
+    ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp));
+  }
+  if (static_cast<int>(capacity.size()) != stages) {
+    return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
+                                                   " sizes for ", stages, " pipeline stages"));
+  }
+  absl::StatusOr<std::vector<std::pair<int, int>>> plan =
+      PlanMemorySplit(c, kv_per_layer, capacity, *offload);
+  while (absl::IsResourceExhausted(plan.status()) && options.offload_layers == 0 &&
+         *offload < c.n_layers) {
+    plan = PlanMemorySplit(c, kv_per_layer, capacity, ++*offload);
+  }
+  if (plan.ok() && *offload > options.offload_layers) {
+    spdlog::info("weights do not fit the devices: offloading the last {} layers to host memory",
+                 *offload);
+  }
+  return plan;
+}
+
+}  // namespace
+
+absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOptions& options) {
+  Placement p;
+  ASSIGN_OR_RETURN(p.devices, ParseDevices(options.devices));
+  p.tp = options.tensor_parallel;
+  RETURN_IF_ERROR(CheckTensorParallel(c, p.tp));
+  if (p.devices.size() % p.tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel ", p.tp, " must divide the ",
+                                                   p.devices.size(), " devices"));
+  }
+  if (options.block_size <= 0 || options.kv_tokens < options.block_size) {
+    return absl::InvalidArgumentError("KV capacity must hold at least one block");
+  }
+  if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
+  }
+  p.stages = static_cast<int>(p.devices.size()) / p.tp;
+  p.offload = options.offload_layers;
+  p.num_blocks = options.kv_tokens / options.block_size;
+  const int64_t slots = static_cast<int64_t>(p.num_blocks) * options.block_size;
+  p.pool_shape = {slots, KvHeadsPerRank(c, p.tp), c.d_head};
+  if (options.split == "memory") {
+    const int64_t kv_per_layer = 2 * slots * c.n_kv_heads * c.d_head * 4;
+    ASSIGN_OR_RETURN(p.ranges, PlanMemoryWithOffload(c, options, p.devices, p.tp, kv_per_layer,
+                                                     &p.offload));
+  } else {
+    ASSIGN_OR_RETURN(p.ranges, PlanSplit(options.split, c.n_layers, p.stages));
+  }
+  return p;
+}
+
+absl::Status Model::LoadLayers(const WeightSource& source, const LoadOptions& options,
+                               const Placement& p, Shard& shard) {
+  Backend& b = *shard.backend;
+  for (int layer = shard.first; layer < shard.end; ++layer) {
+    ASSIGN_OR_RETURN(LayerWeights w, source.Layer(layer));
+    ProcessLayer(config_, options.processing, w);
+    if (p.tp > 1) w = SliceLayer(config_, w, shard.rank, p.tp);
+    if (layer >= config_.n_layers - p.offload) {
+      shard.layers.AddOffloaded(std::move(w));
+    } else {
+      ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard.weight_bytes));
+      shard.layers.AddResident(std::move(dw));
+    }
+    ASSIGN_OR_RETURN(Buffer k, b.Allocate(DType::kF32, p.pool_shape));
+    ASSIGN_OR_RETURN(Buffer v, b.Allocate(DType::kF32, p.pool_shape));
+    shard.kv_bytes += k.NumBytes() + v.NumBytes();
+    shard.k_pool.push_back(std::move(k));
+    shard.v_pool.push_back(std::move(v));
+    spdlog::info("{}: layer {} of {} loaded", b.Name(), layer, config_.n_layers);
+  }
+  RETURN_IF_ERROR(shard.layers.AllocateSlots(b));
+  shard.weight_bytes += shard.layers.slot_bytes();
+  return absl::OkStatus();
+}
+
+absl::Status Model::LoadShard(const WeightSource& source, const LoadOptions& options,
+                              const Placement& p, int device) {
+  const ModelConfig& c = config_;
+  const int stage = device / p.tp, rank = device % p.tp;
+  auto shard = std::make_unique<Shard>();
+  ASSIGN_OR_RETURN(shard->backend, MakeBackend(p.devices[device]));
+  Backend& b = *shard->backend;
+  shard->first = p.ranges[stage].first, shard->end = p.ranges[stage].second;
+  shard->rank = rank;
+  if (p.tp > 1) shard->comm = comms_[stage].get();
+  shard->n_heads = c.n_heads / p.tp, shard->n_kv_heads = KvHeadsPerRank(c, p.tp);
+  shard->d_mlp = c.d_mlp / p.tp;
+  if (stage == 0) {
+    ASSIGN_OR_RETURN(EmbedWeights e, source.Embed());
+    ProcessEmbed(c, options.processing, e);
+    ASSIGN_OR_RETURN(shard->embed, UploadEmbed(b, e, shard->weight_bytes));
+  }
+  RETURN_IF_ERROR(LoadLayers(source, options, p, *shard));
+  if (stage + 1 == p.stages && rank == 0) {  // logits are computed once, on rank 0
+    ASSIGN_OR_RETURN(HeadWeights h, source.Head());
+    ProcessHead(c, options.processing, h);
+    ASSIGN_OR_RETURN(shard->head, UploadHead(b, h, shard->weight_bytes));
+  }
+  if (!c.learned_positions) {
+    std::vector<float> inv = RopeInvFreq(c.rope);
+    ASSIGN_OR_RETURN(shard->inv_freq, b.Allocate(DType::kF32, {static_cast<int64_t>(inv.size())}));
+    b.Upload(inv.data(), shard->inv_freq.view());
+  }
+  spdlog::info("{}: layers {}-{} loaded, {:.1f} MiB weights, {:.1f} MiB KV, {} layers "
+               "({:.1f} MiB) offloaded to host memory", b.Name(), shard->first, shard->end - 1,
+               shard->weight_bytes / 1048576.0, shard->kv_bytes / 1048576.0,
+               shard->layers.offloaded(), shard->layers.host_bytes() / 1048576.0);
+  shards_.push_back(std::move(shard));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& source,
                                                          const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig& c = source.config();
   if (options.threads > 0) SetCpuThreads(options.threads);
-  ASSIGN_OR_RETURN(std::vector<DeviceSpec> devices, ParseDevices(options.devices));
-  const int tp = options.tensor_parallel;
-  RETURN_IF_ERROR(CheckTensorParallel(c, tp));
-  if (devices.size() % tp != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel ", tp, " must divide the ",
-                                                   devices.size(), " devices"));
-  }
-  if (options.block_size <= 0 || options.kv_tokens < options.block_size) {
-    return absl::InvalidArgumentError("KV capacity must hold at least one block");
-  }
-  const int stages = static_cast<int>(devices.size()) / tp;
-  if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
-  }
-  const int num_blocks = options.kv_tokens / options.block_size;
-  const int64_t slots = static_cast<int64_t>(num_blocks) * options.block_size;
-  const Shape pool_shape{slots, KvHeadsPerRank(c, tp), c.d_head};
-  std::vector<std::pair<int, int>> ranges;
-  int offload = options.offload_layers;
-  if (options.split == "memory") {
-    std::vector<int64_t> capacity = options.device_memory;
-    if (capacity.empty()) {
-      ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp));
-    }
-    if (static_cast<int>(capacity.size()) != stages) {
-      return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
-                                                     " sizes for ", stages, " pipeline stages"));
-    }
-    const int64_t kv_per_layer = 2 * slots * c.n_kv_heads * c.d_head * 4;
-    absl::StatusOr<std::vector<std::pair<int, int>>> plan =
-        PlanMemorySplit(c, kv_per_layer, capacity, offload);
-    // Automatic offload: when the weights do not fit, keep the fewest last layers in host
-    // memory that make them fit.
-    while (absl::IsResourceExhausted(plan.status()) && options.offload_layers == 0 &&
-           offload < c.n_layers) {
-      plan = PlanMemorySplit(c, kv_per_layer, capacity, ++offload);
-    }
-    ASSIGN_OR_RETURN(ranges, std::move(plan));
-    if (offload > options.offload_layers) {
-      spdlog::info("weights do not fit the devices: offloading the last {} layers to host memory",
-                   offload);
-    }
-  } else {
-    ASSIGN_OR_RETURN(ranges, PlanSplit(options.split, c.n_layers, stages));
-  }
+  ASSIGN_OR_RETURN(Placement p, Place(c, options));
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;
-  m->tp_ = tp;
-  if (tp > 1) {
-    for (int s = 0; s < stages; ++s) {
-      ASSIGN_OR_RETURN(auto comm, MakeStageCommunicator(devices, s, tp));
+  m->tp_ = p.tp;
+  if (p.tp > 1) {
+    for (int s = 0; s < p.stages; ++s) {
+      ASSIGN_OR_RETURN(auto comm, MakeStageCommunicator(p.devices, s, p.tp));
       m->comms_.push_back(std::move(comm));
     }
   }
-  m->blocks_ = std::make_unique<BlockAllocator>(num_blocks, options.block_size);
-  for (size_t d = 0; d < devices.size(); ++d) {
-    const int stage = static_cast<int>(d) / tp, rank = static_cast<int>(d) % tp;
-    auto shard = std::make_unique<Shard>();
-    ASSIGN_OR_RETURN(shard->backend, MakeBackend(devices[d]));
-    Backend& b = *shard->backend;
-    shard->first = ranges[stage].first, shard->end = ranges[stage].second;
-    shard->rank = rank;
-    if (tp > 1) shard->comm = m->comms_[stage].get();
-    shard->n_heads = c.n_heads / tp, shard->n_kv_heads = KvHeadsPerRank(c, tp), shard->d_mlp = c.d_mlp / tp;
-    if (stage == 0) {
-      ASSIGN_OR_RETURN(EmbedWeights e, source.Embed());
-      ProcessEmbed(c, options.processing, e);
-      ASSIGN_OR_RETURN(shard->embed, UploadEmbed(b, e, shard->weight_bytes));
-    }
-    for (int layer = shard->first; layer < shard->end; ++layer) {
-      ASSIGN_OR_RETURN(LayerWeights w, source.Layer(layer));
-      ProcessLayer(c, options.processing, w);
-      if (tp > 1) w = SliceLayer(c, w, rank, tp);
-      if (layer >= c.n_layers - offload) {
-        shard->layers.AddOffloaded(std::move(w));
-      } else {
-        ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard->weight_bytes));
-        shard->layers.AddResident(std::move(dw));
-      }
-      ASSIGN_OR_RETURN(Buffer k, b.Allocate(DType::kF32, pool_shape));
-      ASSIGN_OR_RETURN(Buffer v, b.Allocate(DType::kF32, pool_shape));
-      shard->kv_bytes += k.NumBytes() + v.NumBytes();
-      shard->k_pool.push_back(std::move(k));
-      shard->v_pool.push_back(std::move(v));
-      spdlog::info("{}: layer {} of {} loaded", b.Name(), layer, c.n_layers);
-    }
-    if (stage + 1 == stages && rank == 0) {  // logits are computed once, on rank 0
-      ASSIGN_OR_RETURN(HeadWeights h, source.Head());
-      ProcessHead(c, options.processing, h);
-      ASSIGN_OR_RETURN(shard->head, UploadHead(b, h, shard->weight_bytes));
-    }
-    if (!c.learned_positions) {
-      std::vector<float> inv = RopeInvFreq(c.rope);
-      ASSIGN_OR_RETURN(shard->inv_freq, b.Allocate(DType::kF32, {static_cast<int64_t>(inv.size())}));
-      b.Upload(inv.data(), shard->inv_freq.view());
-    }
-    RETURN_IF_ERROR(shard->layers.AllocateSlots(b));
-    shard->weight_bytes += shard->layers.slot_bytes();
-    spdlog::info("{}: layers {}-{} loaded, {:.1f} MiB weights, {:.1f} MiB KV, {} layers "
-                 "({:.1f} MiB) offloaded to host memory", b.Name(), shard->first, shard->end - 1,
-                 shard->weight_bytes / 1048576.0, shard->kv_bytes / 1048576.0,
-                 shard->layers.offloaded(), shard->layers.host_bytes() / 1048576.0);
-    m->shards_.push_back(std::move(shard));
+  m->blocks_ = std::make_unique<BlockAllocator>(p.num_blocks, options.block_size);
+  for (int d = 0; d < static_cast<int>(p.devices.size()); ++d) {
+    RETURN_IF_ERROR(m->LoadShard(source, options, p, d));
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("model {} loaded: {} layers, d_model {}, vocab {}, in {:.2f} s",
