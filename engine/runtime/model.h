@@ -104,12 +104,17 @@ class Model {
   TensorView RunAttention(Step& step, Shard& shard, const LayerWeights& w, int layer,
                           TensorView n1);
   TensorView RunMlp(Step& step, Shard& shard, const LayerWeights& w, int layer, TensorView n2);
+  // Captured attn_scores / pattern of each sequence (gathered across ranks).
+  void EmitAttentionMaps(Step& step, Backend& b, const std::vector<AttentionSeq>& seqs, int layer);
   ForwardResult RunHead(Step& step);
   TensorView NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w, const Buffer& b,
                            HookPoint scale_point, HookPoint normalized_point, int layer);
   void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
   void MoveResidual(Step& step, Shard& to);
   void RunRank(Step& step);
+  // Embedding (stage 0) or the residual's move, the stage's blocks, the head (last stage).
+  void RunStage(Step& step, int stage, int stages);
+  ForwardResult MergeResults(const std::vector<Step>& steps) const;
   void BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* hooks) const;
   ForwardResult ForwardPipelined(const std::vector<SeqInput>& batch, HookSink* hooks, int stages);
   // A hook whose tensor is split across tensor-parallel ranks: gathered along the split

@@ -126,15 +126,7 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
           std::unique_lock<std::mutex> lock(mu);
           cv.wait(lock, [&] { return stages_done[m] == s; });
         }
-        Step& step = steps[m];
-        if (s == 0) {
-          step.shard = &shard;
-          RunEmbed(step);
-        } else {
-          MoveResidual(step, shard);
-        }
-        for (int layer = shard.first; layer < shard.end; ++layer) RunBlock(step, shard, layer);
-        if (s + 1 == stages) step.result = RunHead(step);
+        RunStage(steps[m], s, stages);
         {
           std::lock_guard<std::mutex> lock(mu);
           stages_done[m] = s + 1;
@@ -144,6 +136,10 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
     });
   }
   for (std::thread& t : threads) t.join();
+  return MergeResults(steps);
+}
+
+ForwardResult Model::MergeResults(const std::vector<Step>& steps) const {
   // Concatenate the micro-batches' logits rows in batch order.
   const int64_t V = config_.vocab_size;
   int64_t rows = 0;
@@ -163,14 +159,19 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
 void Model::RunRank(Step& step) {
   const int stages = static_cast<int>(shards_.size()) / tp_;
   for (int s = 0; s < stages; ++s) ShardAt(s, step.rank).layers.BeginPass(*ShardAt(s, step.rank).backend);
-  step.shard = &ShardAt(0, step.rank);
-  RunEmbed(step);
-  for (int s = 0; s < stages; ++s) {
-    Shard& shard = ShardAt(s, step.rank);
-    if (step.shard != &shard) MoveResidual(step, shard);
-    for (int layer = shard.first; layer < shard.end; ++layer) RunBlock(step, shard, layer);
+  for (int s = 0; s < stages; ++s) RunStage(step, s, stages);
+}
+
+void Model::RunStage(Step& step, int stage, int stages) {
+  Shard& shard = ShardAt(stage, step.rank);
+  if (stage == 0) {
+    step.shard = &shard;
+    RunEmbed(step);
+  } else {
+    MoveResidual(step, shard);
   }
-  if (step.rank == 0) step.result = RunHead(step);
+  for (int layer = shard.first; layer < shard.end; ++layer) RunBlock(step, shard, layer);
+  if (stage + 1 == stages && step.rank == 0) step.result = RunHead(step);
 }
 
 void Model::Emit(Step& step, Backend& backend, HookId id, TensorView rows) {
@@ -307,20 +308,26 @@ TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, 
   }
   TensorView z = step.Scratch(b, {T, H, dh});
   b.Attention(q, kv, seqs, 1.0f / std::sqrt(static_cast<float>(dh)), config_.sliding_window, z);
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    for (auto [id, local] : {std::pair{scores_id, seqs[s].scores}, std::pair{pattern_id, seqs[s].pattern}}) {
-      if (local.empty()) continue;
-      Shape full = local.shape;
-      full.dims[0] = H_all;
-      TensorView all = Gathered(step, b, local, 1, full);
-      if (step.rank == 0) step.hooks->Capture(int(s), id, all, b);
-    }
-  }
+  EmitAttentionMaps(step, b, seqs, layer);
   EmitSplit(step, b, {HookPoint::kZ, layer}, z, {T, H_all, dh});
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(z.Reshaped({T, H * dh}), w.wo.view(), w.bo.view(), out);
   if (tp_ > 1) shard.comm->AllReduceSum(step.rank, out, b);
   return out;
+}
+
+void Model::EmitAttentionMaps(Step& step, Backend& b, const std::vector<AttentionSeq>& seqs,
+                              int layer) {
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    for (auto [point, local] : {std::pair{HookPoint::kAttnScores, seqs[s].scores},
+                                std::pair{HookPoint::kPattern, seqs[s].pattern}}) {
+      if (local.empty()) continue;
+      Shape full = local.shape;  // [H, n_q, n_k]: heads are split across ranks
+      full.dims[0] = config_.n_heads;
+      TensorView all = Gathered(step, b, local, 1, full);
+      if (step.rank == 0) step.hooks->Capture(int(s), {point, layer}, all, b);
+    }
+  }
 }
 
 TensorView Model::RunMlp(Step& step, Shard& shard, const LayerWeights& w, int layer,
