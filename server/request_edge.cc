@@ -17,6 +17,17 @@ absl::Status CheckKvFits(int tokens, const std::string& what, const ServerLimits
   return absl::OkStatus();
 }
 
+// The returned dtype: unspecified = the model's; int32 is not a dtype for activations.
+absl::StatusOr<DType> CaptureDType(v1::DType wire, const ModelFacts& model) {
+  if (wire == v1::DTYPE_UNSPECIFIED) return model.dtype;
+  absl::StatusOr<DType> d = FromWire(wire);
+  if (!d.ok() || *d == DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dtype = ", v1::DType_Name(wire), " is invalid: use FLOAT32, BFLOAT16 or FLOAT16"));
+  }
+  return d;
+}
+
 absl::StatusOr<SamplingParams> ToSampling(const v1::SamplingParams& s) {
   SamplingParams p;
   if (s.has_temperature()) p.temperature = s.temperature();
@@ -140,16 +151,12 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     if (request.position_slice().has_start()) r.slice.start = request.position_slice().start();
     if (request.position_slice().has_stop()) r.slice.stop = request.position_slice().stop();
   }
-  if (request.dtype() == v1::DTYPE_UNSPECIFIED) {
-    r.dtype = model.dtype;
-  } else {
-    absl::StatusOr<DType> d = FromWire(request.dtype());
-    if (!d.ok() || *d == DType::kI32) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "dtype = ", v1::DType_Name(request.dtype()), " is invalid: use FLOAT32, BFLOAT16 or FLOAT16"));
-    }
-    r.dtype = *d;
-  }
+  ASSIGN_OR_RETURN(r.dtype, CaptureDType(request.dtype(), model));
+  RETURN_IF_ERROR(BuildManifest(c, limits, r));
+  return r;
+}
+
+absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, CaptureRequest& r) {
   for (int i = 0; i < static_cast<int>(r.job.prompts.size()); ++i) {
     const int64_t p = static_cast<int64_t>(r.job.prompts[i].size());
     const auto [b, e] = r.slice.Resolve(p);
@@ -171,7 +178,7 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
         limits.max_capture_bytes, " per request (select fewer hooks with names_filter, slice "
         "positions, use a 16-bit dtype, or send fewer prompts)"));
   }
-  return r;
+  return absl::OkStatus();
 }
 
 v1::DType ToWire(DType dtype) {

@@ -62,6 +62,9 @@ absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const Mode
 absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& request,
                                                 const ModelFacts& model,
                                                 const ServerLimits& limits);
+// Fills r.manifest and r.total_bytes from r.job's prompts, hooks and logits, r.slice and
+// r.dtype; INVALID_ARGUMENT for an empty slice, RESOURCE_EXHAUSTED over the byte budget.
+absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, CaptureRequest& r);
 absl::StatusOr<HookSelection> ParseNamesFilter(const ModelConfig& c,
                                                const google::protobuf::RepeatedPtrField<std::string>& f);
 

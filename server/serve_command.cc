@@ -82,6 +82,23 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   return grpc::SslServerCredentials(ssl);
 }
 
+// Listens with health checking and reflection; `port` receives the bound port.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServeOptions& o,
+                                                        LensdService& service, int* port) {
+  ASSIGN_OR_RETURN(auto credentials, Credentials(o));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.address, credentials, port);
+  builder.RegisterService(&service);
+  builder.SetMaxSendMessageSize(4 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.address));
+  }
+  return server;
+}
+
 // Waits until every accepted request has finished or the timeout passes.
 void Drain(LensdService& service, const Scheduler& scheduler, int timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
@@ -105,7 +122,6 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   ASSIGN_OR_RETURN(ServeOptions o, ParseServeFlags(args));
-  ASSIGN_OR_RETURN(auto credentials, Credentials(o));
   const std::string host = o.address.substr(0, o.address.rfind(':'));
   std::unique_ptr<MetricsEndpoint> metrics;
   if (o.metrics_port > 0) {
@@ -116,17 +132,8 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   spdlog::info("compute threads: {}", o.load.threads);
 
   LensdService service(o.service);
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(o.address, credentials, &port);
-  builder.RegisterService(&service);
-  builder.SetMaxSendMessageSize(4 << 20);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.address));
-  }
+  ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server, StartGrpc(o, service, &port));
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", host, port);
