@@ -87,6 +87,32 @@ double Percentile(std::vector<double> v, double q) {
   return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
 }
 
+// One result line for `samples` gathered over `wall` seconds.
+void Report(const std::string& label, const std::string& mode, int streams, int prompt_tokens,
+            const std::vector<Sample>& samples, double wall) {
+  std::vector<double> ttft, per_stream;
+  int64_t tokens = 0, bytes = 0;
+  for (const Sample& s : samples) {
+    ttft.push_back(s.ttft_s * 1e3);
+    tokens += s.tokens, bytes += s.bytes;
+    if (s.tokens > 1) per_stream.push_back((s.tokens - 1) / (s.total_s - s.ttft_s));
+  }
+  const double mean_ttft = std::accumulate(ttft.begin(), ttft.end(), 0.0) / ttft.size();
+  if (mode == "cache") {
+    std::printf("%-22s cache    streams %2d  prompt %4d  %8.1f MB/s  (%.1f MB per request, "
+                "first chunk %.0f ms, request %.0f ms mean)\n",
+                label.c_str(), streams, prompt_tokens, bytes / wall / 1e6,
+                bytes / 1e6 / samples.size(), mean_ttft, wall * streams / samples.size() * 1e3);
+    return;
+  }
+  const double decode = per_stream.empty() ? 0
+      : std::accumulate(per_stream.begin(), per_stream.end(), 0.0) / per_stream.size();
+  std::printf("%-22s generate streams %2d  prompt %4d  %8.1f tok/s  ttft mean %.0f ms p50 %.0f "
+              "p95 %.0f  per-stream decode %.1f tok/s\n",
+              label.c_str(), streams, prompt_tokens, tokens / wall, mean_ttft,
+              Percentile(ttft, 0.5), Percentile(ttft, 0.95), decode);
+}
+
 int Main(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args, {"addr", "mode", "streams", "requests", "prompt-tokens",
                                    "max-new-tokens", "label"});
@@ -133,29 +159,8 @@ int Main(const std::vector<std::string>& args) {
     });
   }
   for (auto& th : threads) th.join();
-  const double wall = Seconds(Clock::now() - t0);
-  std::vector<double> ttft, per_stream;
-  int64_t tokens = 0, bytes = 0;
-  for (const Sample& s : samples) {
-    ttft.push_back(s.ttft_s * 1e3);
-    tokens += s.tokens, bytes += s.bytes;
-    if (s.tokens > 1) per_stream.push_back((s.tokens - 1) / (s.total_s - s.ttft_s));
-  }
-  const double mean_ttft = std::accumulate(ttft.begin(), ttft.end(), 0.0) / ttft.size();
-  const std::string label = flags->Get("label", info.model());
-  if (mode == "cache") {
-    std::printf("%-22s cache    streams %2d  prompt %4d  %8.1f MB/s  (%.1f MB per request, "
-                "first chunk %.0f ms, request %.0f ms mean)\n",
-                label.c_str(), streams, prompt_tokens, bytes / wall / 1e6,
-                bytes / 1e6 / samples.size(), mean_ttft, wall * streams / samples.size() * 1e3);
-  } else {
-    const double decode = per_stream.empty() ? 0
-        : std::accumulate(per_stream.begin(), per_stream.end(), 0.0) / per_stream.size();
-    std::printf("%-22s generate streams %2d  prompt %4d  %8.1f tok/s  ttft mean %.0f ms p50 %.0f "
-                "p95 %.0f  per-stream decode %.1f tok/s\n",
-                label.c_str(), streams, prompt_tokens, tokens / wall, mean_ttft,
-                Percentile(ttft, 0.5), Percentile(ttft, 0.95), decode);
-  }
+  Report(flags->Get("label", info.model()), mode, streams, prompt_tokens, samples,
+         Seconds(Clock::now() - t0));
   return ok ? 0 : 1;
 }
 
