@@ -50,8 +50,7 @@ class BatchHookSink : public HookSink {
     return jobs_[seq]->kind == Job::Kind::kCapture && jobs_[seq]->hooks.Contains(id);
   }
   void Capture(int seq, HookId id, TensorView value, Backend& backend) override {
-    Buffer host = Buffer::Host(DType::kF32, HookShape(config_, id.point, lengths_[seq]));
-    backend.Download(value, host.As<float>());
+    Buffer host = DownloadHook(config_, id, lengths_[seq], value, backend);
     jobs_[seq]->sink->OnTensor(prompts_[seq], id, host.view());
   }
 

@@ -18,10 +18,15 @@ bool CacheCollector::Wants(int seq, HookId id) const {
   return selection_.Contains(id);
 }
 
-void CacheCollector::Capture(int seq, HookId id, TensorView value, Backend& backend) {
-  Buffer host = Buffer::Host(DType::kF32, HookShape(config_, id.point, lengths_[seq]));
+Buffer DownloadHook(const ModelConfig& config, HookId id, int length, TensorView value,
+                    Backend& backend) {
+  Buffer host = Buffer::Host(DType::kF32, HookShape(config, id.point, length));
   backend.Download(value, host.As<float>());
-  caches_[seq][HookName(id)] = std::move(host);
+  return host;
+}
+
+void CacheCollector::Capture(int seq, HookId id, TensorView value, Backend& backend) {
+  caches_[seq][HookName(id)] = DownloadHook(config_, id, lengths_[seq], value, backend);
 }
 
 namespace {

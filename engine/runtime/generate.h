@@ -15,6 +15,11 @@
 
 namespace lensd {
 
+// A captured hook as host float32 with its TransformerLens shape (batch dim 1) for a sequence
+// of `length` tokens; `value` is device memory of `backend`, as HookSink::Capture receives it.
+Buffer DownloadHook(const ModelConfig& config, HookId id, int length, TensorView value,
+                    Backend& backend);
+
 // Collects selected hooks of each sequence into host float32 tensors with TransformerLens
 // shapes (batch dim 1).
 class CacheCollector : public HookSink {
