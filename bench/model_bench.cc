@@ -91,9 +91,9 @@ void Capture(Model& m, int batch, int tokens) {
     }
     in[b] = {Ids(tokens, b, c.vocab_size), 0, &tables[b], true};
   }
-  CacheCollector sink(c, HookSelection::All(c), std::vector<int>(batch, tokens));
+  CacheCollector sink(HookSelection::All(c), batch);
   (void)m.Forward(in, &sink);  // warm-up
-  CacheCollector timed(c, HookSelection::All(c), std::vector<int>(batch, tokens));
+  CacheCollector timed(HookSelection::All(c), batch);
   const Clock::time_point t0 = Clock::now();
   auto r = m.Forward(in, &timed);
   const double secs = Since(t0);

@@ -28,8 +28,10 @@ struct JobStats {
   int preemptions = 0;
 };
 
-// Receives a job's results on the scheduler thread. Implementations must not block: they
-// queue what they get for another thread to deliver. OnFinish is called exactly once, last.
+// Receives a job's results on the scheduler thread — except OnTensor, which may run on a
+// device's capture-delivery thread during a step (HookSink::Capture); calls never overlap.
+// Implementations must not block: they queue what they get for another thread to deliver.
+// OnFinish is called exactly once, last.
 class JobSink {
  public:
   virtual ~JobSink() = default;

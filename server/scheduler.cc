@@ -43,22 +43,18 @@ struct Scheduler::Seq {
 // Routes hooks of capture sequences in the current batch to their jobs' sinks.
 class BatchHookSink : public HookSink {
  public:
-  BatchHookSink(const ModelConfig& config, const std::vector<const Job*>& jobs,
-                const std::vector<int>& prompts, const std::vector<int>& lengths)
-      : config_(config), jobs_(jobs), prompts_(prompts), lengths_(lengths) {}
+  BatchHookSink(const std::vector<const Job*>& jobs, const std::vector<int>& prompts)
+      : jobs_(jobs), prompts_(prompts) {}
   bool Wants(int seq, HookId id) const override {
     return jobs_[seq]->kind == Job::Kind::kCapture && jobs_[seq]->hooks.Contains(id);
   }
-  void Capture(int seq, HookId id, TensorView value, Backend& backend) override {
-    Buffer host = DownloadHook(config_, id, lengths_[seq], value, backend);
-    jobs_[seq]->sink->OnTensor(prompts_[seq], id, host.view());
+  void Capture(int seq, HookId id, TensorView value) override {
+    jobs_[seq]->sink->OnTensor(prompts_[seq], id, value);
   }
 
  private:
-  const ModelConfig& config_;
   const std::vector<const Job*>& jobs_;
   const std::vector<int>& prompts_;
-  const std::vector<int>& lengths_;
 };
 
 Scheduler::Scheduler(Model& model, SchedulerOptions options)
@@ -239,7 +235,7 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
   const ModelConfig& c = model_.config();
   std::vector<SeqInput> inputs;
   std::vector<const Job*> jobs;
-  std::vector<int> prompts, lengths;
+  std::vector<int> prompts;
   for (const auto& [s, n] : batch) {
     SeqInput in;
     in.tokens.assign(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n);
@@ -249,9 +245,8 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
     inputs.push_back(std::move(in));
     jobs.push_back(&s->job->job);
     prompts.push_back(s->prompt_index);
-    lengths.push_back(static_cast<int>(s->tokens.size()));
   }
-  BatchHookSink hooks(c, jobs, prompts, lengths);
+  BatchHookSink hooks(jobs, prompts);
   const Clock::time_point t0 = Clock::now();
   absl::StatusOr<ForwardResult> result = model_.Forward(inputs, &hooks);
   const double ms = MsBetween(t0, Clock::now());

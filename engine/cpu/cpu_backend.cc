@@ -46,6 +46,10 @@ class CpuBackend : public Backend {
   void Download(TensorView src, float* host) override {
     ConvertToF32(src.dtype, src.data, host, src.NumElements());
   }
+  // Device memory is host memory: the tensor itself is delivered, without a copy.
+  void CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) override {
+    deliver(src);
+  }
 
   // OpenBLAS picks different kernels (different rounding) for different row counts, and
   // splits work differently for different thread counts, so a row's result would depend on

@@ -1,5 +1,9 @@
 #include "engine/cuda/cuda_handles.h"
 
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 
 namespace lensd::cuda {
@@ -7,6 +11,18 @@ namespace lensd::cuda {
 absl::Status CudaStatus(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(err)));
+}
+
+void CheckCuda(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return;
+  spdlog::critical("CUDA error in {}: {}", what, cudaGetErrorString(err));
+  std::abort();
+}
+
+void CheckBlas(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  spdlog::critical("cuBLASLt error in {}: {}", what, static_cast<int>(status));
+  std::abort();
 }
 
 int DeviceCount() {
@@ -23,6 +39,13 @@ absl::StatusOr<StreamPtr> NewStream() {
   auto st = CudaStatus(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   if (!st.ok()) return st;
   return StreamPtr(s);
+}
+
+absl::StatusOr<EventPtr> NewEvent() {
+  cudaEvent_t e;
+  auto st = CudaStatus(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+  if (!st.ok()) return st;
+  return EventPtr(e);
 }
 
 absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes) {

@@ -15,6 +15,9 @@
 namespace lensd::cuda {
 
 absl::Status CudaStatus(cudaError_t err, const char* what);
+// For errors inside a step, after which the device is unusable: logs and aborts.
+void CheckCuda(cudaError_t err, const char* what);
+void CheckBlas(cublasStatus_t status, const char* what);
 
 struct StreamDeleter {
   void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }
@@ -41,6 +44,7 @@ using PinnedPtr = std::unique_ptr<void, PinnedMemoryDeleter>;
 // Number of visible CUDA devices; 0 (not an error) when there is no driver or device.
 int DeviceCount();
 absl::StatusOr<StreamPtr> NewStream();
+absl::StatusOr<EventPtr> NewEvent();  // without timing
 absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes);
 absl::StatusOr<BlasLtPtr> NewBlasLt();
 absl::StatusOr<PinnedPtr> PinnedAlloc(size_t bytes);

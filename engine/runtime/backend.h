@@ -6,6 +6,7 @@
 #define LENSD_ENGINE_RUNTIME_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,14 @@ class Backend {
   virtual void Upload(const float* host, TensorView dst) = 0;
   // Device tensor -> host float32.
   virtual void Download(TensorView src, float* host) = 0;
+  // Hands a float32 device tensor to `deliver` as host float32 memory, possibly later and on
+  // another thread: the activation-capture path, which must not stall compute. `src` may be
+  // overwritten as soon as this returns; the host view is valid only during `deliver`. Calls
+  // from one backend are delivered one at a time, in order. This default downloads and
+  // delivers before returning.
+  virtual void CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver);
+  // Blocks until every CaptureAsync so far has been delivered.
+  virtual void FlushCaptures() {}
 
   // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when non-empty).
   virtual void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) = 0;
@@ -74,6 +83,13 @@ class Backend {
   // False when there is none; callers then go through host memory.
   virtual bool CopyFromPeer(Backend& from, TensorView src, TensorView dst) { return false; }
 };
+
+inline void Backend::CaptureAsync(TensorView src,
+                                  const std::function<void(TensorView)>& deliver) {
+  Buffer host = Buffer::Host(DType::kF32, src.shape);
+  Download(src, host.As<float>());
+  deliver(host.view());
+}
 
 }  // namespace lensd
 

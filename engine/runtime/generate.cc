@@ -8,25 +8,18 @@
 
 namespace lensd {
 
-CacheCollector::CacheCollector(const ModelConfig& config, HookSelection selection,
-                               std::vector<int> lengths)
-    : config_(config), selection_(std::move(selection)), lengths_(std::move(lengths)),
-      caches_(lengths_.size()) {}
+CacheCollector::CacheCollector(HookSelection selection, int sequences)
+    : selection_(std::move(selection)), caches_(sequences) {}
 
 bool CacheCollector::Wants(int seq, HookId id) const {
   (void)seq;
   return selection_.Contains(id);
 }
 
-Buffer DownloadHook(const ModelConfig& config, HookId id, int length, TensorView value,
-                    Backend& backend) {
-  Buffer host = Buffer::Host(DType::kF32, HookShape(config, id.point, length));
-  backend.Download(value, host.As<float>());
-  return host;
-}
-
-void CacheCollector::Capture(int seq, HookId id, TensorView value, Backend& backend) {
-  caches_[seq][HookName(id)] = DownloadHook(config_, id, lengths_[seq], value, backend);
+void CacheCollector::Capture(int seq, HookId id, TensorView value) {
+  Buffer copy = Buffer::Host(DType::kF32, value.shape);
+  std::memcpy(copy.As<void>(), value.data, value.NumBytes());
+  caches_[seq][HookName(id)] = std::move(copy);
 }
 
 namespace {
@@ -55,7 +48,7 @@ absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t
   const int P = static_cast<int>(ids.size());
   BlockLease lease(model.blocks());
   RETURN_IF_ERROR(lease.Reserve(P));
-  CacheCollector collector(c, selection, {P});
+  CacheCollector collector(selection, 1);
   std::vector<SeqInput> batch = {{ids, 0, lease.table(), true}};
   ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, &collector));
   CacheResult result;

@@ -15,24 +15,17 @@
 
 namespace lensd {
 
-// A captured hook as host float32 with its TransformerLens shape (batch dim 1) for a sequence
-// of `length` tokens; `value` is device memory of `backend`, as HookSink::Capture receives it.
-Buffer DownloadHook(const ModelConfig& config, HookId id, int length, TensorView value,
-                    Backend& backend);
-
-// Collects selected hooks of each sequence into host float32 tensors with TransformerLens
-// shapes (batch dim 1).
+// Collects selected hooks of each sequence (whole in one step) into host float32 tensors with
+// TransformerLens shapes (batch dim 1).
 class CacheCollector : public HookSink {
  public:
-  CacheCollector(const ModelConfig& config, HookSelection selection, std::vector<int> lengths);
+  CacheCollector(HookSelection selection, int sequences);
   bool Wants(int seq, HookId id) const override;
-  void Capture(int seq, HookId id, TensorView value, Backend& backend) override;
+  void Capture(int seq, HookId id, TensorView value) override;
   std::map<std::string, Buffer>& cache(int seq) { return caches_[seq]; }
 
  private:
-  const ModelConfig& config_;
   HookSelection selection_;
-  std::vector<int> lengths_;
   std::vector<std::map<std::string, Buffer>> caches_;
 };
 

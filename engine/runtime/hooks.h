@@ -59,14 +59,16 @@ class HookSelection {
   int n_layers_ = 0;
 };
 
-// Receives activations during a forward pass, on the compute thread. `value` is device memory
-// of `backend`, valid only during the call: token-major hooks give this sequence's rows
-// ([n_q, ...] without the batch dim); scores/pattern give [H, n_q, n_k].
+// Receives activations during a forward pass. `Wants` is asked on compute threads. `Capture`
+// gets host float32 memory, valid only during the call, with the hook's TransformerLens shape
+// (batch dim 1) for the sequence's tokens in this step; it may run on a device's delivery
+// thread while compute goes on, but never concurrently with another Capture of the same
+// Forward, and every Capture has returned when Forward returns.
 class HookSink {
  public:
   virtual ~HookSink() = default;
   virtual bool Wants(int seq, HookId id) const = 0;
-  virtual void Capture(int seq, HookId id, TensorView value, Backend& backend) = 0;
+  virtual void Capture(int seq, HookId id, TensorView value) = 0;
 };
 
 // Nearest names by edit distance (for "unknown hook" errors).

@@ -5,6 +5,7 @@
 #define LENSD_ENGINE_RUNTIME_MODEL_H_
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,10 @@ class Model {
   TensorView NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w, const Buffer& b,
                            HookPoint scale_point, HookPoint normalized_point, int layer);
   void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
+  // Hands sequence `seq`'s `value` (device memory of `backend`) to the sink with its
+  // TransformerLens shape, asynchronously; FlushCaptures waits for every device's deliveries.
+  void Capture(Step& step, Backend& backend, int seq, HookId id, TensorView value);
+  void FlushCaptures();
   void MoveResidual(Step& step, Shard& to);
   void RunRank(Step& step);
   // Embedding (stage 0) or the residual's move, the stage's blocks, the head (last stage).
@@ -131,6 +136,7 @@ class Model {
   std::vector<std::unique_ptr<Shard>> shards_;  // [stage * tp_ + rank]
   int tp_ = 1;
   std::vector<std::unique_ptr<Communicator>> comms_;  // per stage, tp_ > 1
+  std::mutex capture_mu_;  // serialises HookSink::Capture across devices' delivery threads
 };
 
 }  // namespace lensd

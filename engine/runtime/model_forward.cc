@@ -38,21 +38,18 @@ absl::Status Model::Validate(const std::vector<SeqInput>& batch) const {
 namespace {
 
 // A micro-batch's view of the caller's sink: its sequences get their indices in the whole
-// batch, and captures from concurrent stage threads are serialised.
+// batch.
 class MicroBatchSink : public HookSink {
  public:
-  MicroBatchSink(HookSink* inner, int offset, std::mutex* mu)
-      : inner_(inner), offset_(offset), mu_(mu) {}
+  MicroBatchSink(HookSink* inner, int offset) : inner_(inner), offset_(offset) {}
   bool Wants(int seq, HookId id) const override { return inner_->Wants(offset_ + seq, id); }
-  void Capture(int seq, HookId id, TensorView value, Backend& backend) override {
-    std::lock_guard<std::mutex> lock(*mu_);
-    inner_->Capture(offset_ + seq, id, value, backend);
+  void Capture(int seq, HookId id, TensorView value) override {
+    inner_->Capture(offset_ + seq, id, value);
   }
 
  private:
   HookSink* inner_;
   int offset_;
-  std::mutex* mu_;
 };
 
 }  // namespace
@@ -92,6 +89,7 @@ absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch,
   }
   RunRank(step);
   for (std::thread& t : ranks) t.join();
+  FlushCaptures();
   return std::move(step.result);
 }
 
@@ -106,11 +104,10 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
     offset[m] = m * n / parts;
     micro[m].assign(batch.begin() + offset[m], batch.begin() + (m + 1) * n / parts);
   }
-  std::mutex hook_mu;
   std::vector<std::unique_ptr<MicroBatchSink>> sinks;
   std::vector<Step> steps(parts);
   for (int m = 0; m < parts; ++m) {
-    sinks.push_back(hooks ? std::make_unique<MicroBatchSink>(hooks, offset[m], &hook_mu) : nullptr);
+    sinks.push_back(hooks ? std::make_unique<MicroBatchSink>(hooks, offset[m]) : nullptr);
     BuildStep(steps[m], micro[m], sinks[m].get());
   }
   std::mutex mu;
@@ -136,6 +133,7 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
     });
   }
   for (std::thread& t : threads) t.join();
+  FlushCaptures();  // before the micro-batch sinks go
   return MergeResults(steps);
 }
 
@@ -180,10 +178,29 @@ void Model::Emit(Step& step, Backend& backend, HookId id, TensorView rows) {
   for (size_t s = 0; s < batch.size(); ++s) {
     if (!step.hooks->Wants(static_cast<int>(s), id)) continue;
     const int begin = step.q_begin[s];
-    step.hooks->Capture(static_cast<int>(s), id,
-                        rows.Rows(begin, begin + static_cast<int64_t>(batch[s].tokens.size())),
-                        backend);
+    Capture(step, backend, static_cast<int>(s), id,
+            rows.Rows(begin, begin + static_cast<int64_t>(batch[s].tokens.size())));
   }
+}
+
+void Model::Capture(Step& step, Backend& backend, int seq, HookId id, TensorView value) {
+  Shape shape;
+  if (id.point == HookPoint::kAttnScores || id.point == HookPoint::kPattern) {
+    std::vector<int64_t> dims = value.shape.ToVector();
+    dims.insert(dims.begin(), 1);  // [1, H, n_q, n_k]
+    shape = Shape::FromVector(dims);
+  } else {
+    shape = HookShape(config_, id.point, static_cast<int64_t>((*step.batch)[seq].tokens.size()));
+  }
+  HookSink* sink = step.hooks;
+  backend.CaptureAsync(value.Reshaped(shape), [this, sink, seq, id](TensorView host) {
+    std::lock_guard<std::mutex> lock(capture_mu_);  // stage threads' devices deliver too
+    sink->Capture(seq, id, host);
+  });
+}
+
+void Model::FlushCaptures() {
+  for (auto& shard : shards_) shard->backend->FlushCaptures();
 }
 
 TensorView Model::Gathered(Step& step, Backend& backend, TensorView local, int64_t outer,
@@ -325,7 +342,7 @@ void Model::EmitAttentionMaps(Step& step, Backend& b, const std::vector<Attentio
       Shape full = local.shape;  // [H, n_q, n_k]: heads are split across ranks
       full.dims[0] = config_.n_heads;
       TensorView all = Gathered(step, b, local, 1, full);
-      if (step.rank == 0) step.hooks->Capture(int(s), {point, layer}, all, b);
+      if (step.rank == 0) Capture(step, b, int(s), {point, layer}, all);
     }
   }
 }
@@ -378,7 +395,7 @@ ForwardResult Model::RunHead(Step& step) {
     const SeqInput& in = (*step.batch)[s];
     if (!in.all_logits || step.hooks == nullptr || !step.hooks->Wants(int(s), out_id)) continue;
     const int64_t first = result.first_row[s];
-    step.hooks->Capture(int(s), out_id, logits.Rows(first, first + in.tokens.size()), b);
+    Capture(step, b, int(s), out_id, logits.Rows(first, first + in.tokens.size()));
   }
   result.logits = Buffer::Host(DType::kF32, {R, V});
   b.Download(logits, result.logits.As<float>());

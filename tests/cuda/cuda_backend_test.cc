@@ -3,6 +3,8 @@
 // Everything skips without a CUDA device.
 #include "engine/cuda/cuda_backend.h"
 
+#include <cstring>
+#include <memory>
 #include <random>
 
 #include "engine/cpu/cpu_backend.h"
@@ -58,6 +60,34 @@ TEST_F(OpTest, LinearWithAndWithoutBias) {
     EXPECT_TRUE(Same("linear", y, 1e-4));
     EXPECT_TRUE(Same("linear+bias", yb, 1e-4));
   }
+}
+
+// Each capture must see the tensor as it was when CaptureAsync was called, although compute
+// overwrites it at once; deliveries come in order, and a tensor larger than the capture ring
+// (here 320 MiB) takes the synchronous path after the earlier ones.
+TEST_F(OpTest, CaptureAsyncSnapshotsInOrder) {
+  auto x = Random({1024, 256}), one = Random({1024, 256});
+  std::vector<int> order;
+  for (int i = 0; i < 300; ++i) {  // 300 MiB through the ring
+    Buffer expect = Buffer::Host(DType::kF32, x.first.shape());
+    std::memcpy(expect.As<void>(), x.first.As<void>(), expect.NumBytes());
+    gpu_->CaptureAsync(x.second.view(), [&order, i, e = std::make_shared<Buffer>(std::move(expect))](
+                                            TensorView host) {
+      EXPECT_TRUE(testing::AllClose("capture", host, e->view(), 0));
+      order.push_back(i);
+    });
+    cpu_->Add(x.first.view(), one.first.view(), x.first.view());
+    gpu_->Add(x.second.view(), one.second.view(), x.second.view());
+  }
+  auto big = Random({80, 1024, 1024});
+  gpu_->CaptureAsync(big.second.view(), [&](TensorView host) {
+    EXPECT_TRUE(testing::AllClose("big capture", host, big.first.view(), 0));
+    order.push_back(-1);
+  });
+  gpu_->FlushCaptures();
+  ASSERT_EQ(order.size(), 301u);
+  for (int i = 0; i < 300; ++i) EXPECT_EQ(order[i], i);
+  EXPECT_EQ(order.back(), -1);
 }
 
 TEST_F(OpTest, GatherNormActivationsAdd) {

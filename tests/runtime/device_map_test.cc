@@ -93,7 +93,7 @@ TEST(Pipeline, OverlappedMicroBatchesEqualSingleDevice) {
         ASSERT_TRUE(m->blocks().Reserve(tables[i], lengths[i]));
         batch.push_back({seqs[i], 0, &tables[i], i % 2 == 0});
       }
-      CacheCollector sink(c, HookSelection::All(c), lengths);
+      CacheCollector sink(HookSelection::All(c), static_cast<int>(lengths.size()));
       auto r = m->Forward(batch, &sink);
       ASSERT_TRUE(r.ok());
       logits.push_back(std::move(r->logits));

@@ -47,7 +47,7 @@ TEST_P(PerFamily, CachedDecodeEqualsRecompute) {
 TEST_P(PerFamily, BatchCompositionDoesNotChangeResults) {
   auto model = LoadGolden(GetParam());
   const std::vector<int32_t> a = {5, 6, 7, 8, 9, 10, 11}, b = {400, 3}, c = {1, 2, 3, 4};
-  CacheCollector alone(model->config(), HookSelection::All(model->config()), {7});
+  CacheCollector alone(HookSelection::All(model->config()), 1);
   std::vector<int32_t> ta, tb, tc;
   auto& blocks = model->blocks();
   ASSERT_TRUE(blocks.Reserve(ta, 7) && blocks.Reserve(tb, 2) && blocks.Reserve(tc, 4));
@@ -59,7 +59,7 @@ TEST_P(PerFamily, BatchCompositionDoesNotChangeResults) {
   struct OnlySecond : CacheCollector {
     using CacheCollector::CacheCollector;
     bool Wants(int seq, HookId id) const override { return seq == 1 && CacheCollector::Wants(seq, id); }
-  } batched(model->config(), HookSelection::All(model->config()), {2, 7, 1});
+  } batched(HookSelection::All(model->config()), 3);
   auto multi = model->Forward({{b, 0, &tb, false}, {a, 0, &ta, true}, {{42}, 4, &tc, false}}, &batched);
   ASSERT_TRUE(multi.ok());
   const int V = model->config().vocab_size;
