@@ -35,10 +35,7 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   ASSIGN_OR_RETURN(o.processing, ParseProcessing(flags.Get("processing", "none")));
   ASSIGN_OR_RETURN(o.threads, flags.GetInt("threads", 0));
   ASSIGN_OR_RETURN(o.kv_tokens, flags.GetInt("kv-tokens", o.kv_tokens));
-  ASSIGN_OR_RETURN(DType dtype, ParseFloatDType(flags.Get("dtype", "float32")));
-  if (dtype != DType::kF32) {
-    return absl::UnimplementedError("the CPU backend computes in float32; use --dtype float32");
-  }
+  ASSIGN_OR_RETURN(o.dtype, ParseFloatDType(flags.Get("dtype", "float32")));
   ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel", 1));
   ASSIGN_OR_RETURN(o.offload_layers, flags.GetInt("offload-layers", 0));
   ASSIGN_OR_RETURN(std::vector<int> device_mib, flags.GetIntList("device-memory-mib"));

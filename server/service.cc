@@ -118,7 +118,7 @@ absl::StatusOr<const Tokenizer*> LensdService::GateTokenizer(grpc::CallbackServe
 }
 
 ModelFacts LensdService::Facts() const {
-  return {&serving_.model->config(), serving_.model->tokenizer(), DType::kF32};
+  return {&serving_.model->config(), serving_.model->tokenizer(), serving_.model->dtype()};
 }
 
 absl::Status LensdService::SubmitJob(Job job, grpc::CallbackServerContext* ctx,

@@ -59,6 +59,10 @@ class CpuBackend : public Backend {
   // arithmetic is thus independent of the batch and of the thread count (the scheduler's
   // batch-invariance guarantee rests on this). Column blocks are the outer loop so a thread
   // reuses its block of weights across row tiles.
+  //
+  // Weights in bfloat16/float16 compute as the GPU does: the inputs are rounded to the
+  // weights' dtype, products accumulate in float32. A thread widens a block of weights to
+  // float32 once for all its row tiles of that block.
   static constexpr int kRowTile = 8;
   static constexpr int kColBlock = 128;
 
@@ -68,20 +72,32 @@ class CpuBackend : public Backend {
     const int N = static_cast<int>(w.shape[0]);
     const int tiles = (T + kRowTile - 1) / kRowTile, blocks = (N + kColBlock - 1) / kColBlock;
     const int full = T / kRowTile * kRowTile, rest = T - full;
+    const float* xs = x.As<float>();
+    if (w.dtype != DType::kF32) {
+      rounded_.resize(static_cast<size_t>(x.NumElements()));
+      RoundTo(w.dtype, xs, rounded_.data(), rounded_.size());
+      xs = rounded_.data();
+    }
     if (rest > 0) {
       pad_in_.assign(size_t{kRowTile} * K, 0.0f);
       pad_out_.resize(size_t{kRowTile} * N);
-      std::memcpy(pad_in_.data(), x.As<float>() + int64_t{full} * K, size_t{rest} * K * 4);
+      std::memcpy(pad_in_.data(), xs + int64_t{full} * K, size_t{rest} * K * 4);
     }
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int nb = 0; nb < blocks; ++nb) {
-      for (int t = 0; t < tiles; ++t) {
-        const int n0 = nb * kColBlock, nn = std::min(kColBlock, N - n0);
-        const bool padded = t * kRowTile == full;
-        const float* a = padded ? pad_in_.data() : x.As<float>() + int64_t{t} * kRowTile * K;
-        float* c = padded ? pad_out_.data() + n0 : y.As<float>() + int64_t{t} * kRowTile * N + n0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kRowTile, nn, K, 1.0f, a, K,
-                    w.As<float>() + int64_t{n0} * K, K, 0.0f, c, N);
+#pragma omp parallel
+    {
+      std::vector<float> widened;  // this thread's block of weights in float32
+      int widened_block = -1;
+#pragma omp for collapse(2) schedule(static)
+      for (int nb = 0; nb < blocks; ++nb) {
+        for (int t = 0; t < tiles; ++t) {
+          const int n0 = nb * kColBlock, nn = std::min(kColBlock, N - n0);
+          const float* wb = WeightBlock(w, n0, nn, nb, widened, widened_block);
+          const bool padded = t * kRowTile == full;
+          const float* a = padded ? pad_in_.data() : xs + int64_t{t} * kRowTile * K;
+          float* c = padded ? pad_out_.data() + n0 : y.As<float>() + int64_t{t} * kRowTile * N + n0;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kRowTile, nn, K, 1.0f, a, K, wb, K,
+                      0.0f, c, N);
+        }
       }
     }
     if (rest > 0) {
@@ -96,8 +112,10 @@ class CpuBackend : public Backend {
 
   void Gather(TensorView table, const int32_t* ids, TensorView y) override {
     const int64_t D = table.shape[1];
+    const size_t row_bytes = D * DTypeSize(table.dtype);
     for (int64_t t = 0; t < y.shape[0]; ++t) {
-      std::memcpy(y.As<float>() + t * D, table.As<float>() + ids[t] * D, D * sizeof(float));
+      ConvertToF32(table.dtype, static_cast<const char*>(table.data) + ids[t] * row_bytes,
+                   y.As<float>() + t * D, D);
     }
   }
 
@@ -132,8 +150,30 @@ class CpuBackend : public Backend {
  private:
   void AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h, KvLayerView kv,
                  float scale, int window, float* probs, float* z);
+  // Rows [n0, n0 + nn) of w as float32: in place for float32 weights, else widened into
+  // `widened` (kept while `widened_block` == nb).
+  static const float* WeightBlock(TensorView w, int n0, int nn, int nb,
+                                  std::vector<float>& widened, int& widened_block) {
+    const int64_t K = w.shape[1];
+    if (w.dtype == DType::kF32) return w.As<float>() + n0 * K;
+    if (widened_block != nb) {
+      widened.resize(static_cast<size_t>(nn * K));
+      ConvertToF32(w.dtype, static_cast<const char*>(w.data) + n0 * K * DTypeSize(w.dtype),
+                   widened.data(), widened.size());
+      widened_block = nb;
+    }
+    return widened.data();
+  }
+  // x rounded to `dtype` and back.
+  static void RoundTo(DType dtype, const float* x, float* out, size_t n) {
+    std::vector<uint16_t> narrow(n);
+    ConvertFromF32(x, dtype, narrow.data(), n);
+    ConvertToF32(dtype, narrow.data(), out, n);
+  }
+
   int index_;
   std::vector<float> pad_in_, pad_out_;  // the padded last tile of Linear
+  std::vector<float> rounded_;           // Linear's input rounded to the weights' dtype
 };
 
 void CpuBackend::Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps,

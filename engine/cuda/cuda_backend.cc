@@ -1,6 +1,8 @@
 #include "engine/cuda/cuda_backend.h"
 
 #include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <spdlog/spdlog.h>
 
@@ -132,7 +134,22 @@ class CudaBackend final : public Backend {
     Use();
     const int rows = static_cast<int>(y.shape[0]), d = static_cast<int>(y.shape[1]);
     const int32_t* dids = Stage(0, ids, rows);
-    CheckCuda(cuda::LaunchGather(F(table), dids, rows, d, F(y), stream_.get()), "Gather");
+    cudaError_t err = cudaSuccess;
+    switch (table.dtype) {
+      case DType::kF32:
+        err = cuda::LaunchGather(F(table), dids, rows, d, F(y), stream_.get());
+        break;
+      case DType::kBF16:
+        err = cuda::LaunchGather(table.As<__nv_bfloat16>(), dids, rows, d, F(y), stream_.get());
+        break;
+      case DType::kF16:
+        err = cuda::LaunchGather(table.As<__half>(), dids, rows, d, F(y), stream_.get());
+        break;
+      case DType::kI32:
+        err = cudaErrorInvalidValue;  // tables are floating point (programmer error)
+        break;
+    }
+    CheckCuda(err, "Gather");
   }
 
   void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
@@ -195,14 +212,17 @@ class CudaBackend final : public Backend {
   const T* Stage(int slot, const T* host, size_t n) {
     Buffer& b = staging_[slot];
     const size_t bytes = n * sizeof(T);
-    if (b.NumBytes() < bytes) {
-      b = std::move(cuda::AllocateDevice(device_, DType::kI32, {int64_t(bytes / 4 + 1)})).value();
-    }
+    Reserve(b, bytes);
     CheckCuda(cudaMemcpyAsync(b.As<void>(), host, bytes, cudaMemcpyHostToDevice, stream_.get()), "Stage");
     return static_cast<const T*>(b.As<void>());
   }
 
-  GemmPlan& Plan(int n, int k, bool bias);
+  GemmPlan& Plan(int n, int k, bool bias, DType in);
+  // x as GEMM input for weights of dtype `in`: x itself for float32, else narrowed into
+  // narrow_ on the stream.
+  const void* GemmInput(TensorView x, DType in);
+  // `buffer` holds at least `bytes` (grown on the first steps of a new shape only).
+  void Reserve(Buffer& buffer, size_t bytes);
 
   int device_;
   cuda::StreamPtr stream_;
@@ -211,13 +231,25 @@ class CudaBackend final : public Backend {
   cuda::PinnedPtr staging_host_;  // kStaging bytes, guarded by transfer_mu_
   std::mutex transfer_mu_;
   Buffer staging_[6];
-  Buffer pad_x_, pad_y_;
+  Buffer pad_x_, pad_y_, narrow_;
   std::unique_ptr<cuda::CaptureStream> capture_;
-  std::map<std::tuple<int, int, bool>, std::unique_ptr<GemmPlan>> plans_;
+  std::map<std::tuple<int, int, bool, DType>, std::unique_ptr<GemmPlan>> plans_;
 };
 
-GemmPlan& CudaBackend::Plan(int n, int k, bool bias) {
-  auto& slot = plans_[{n, k, bias}];
+cudaDataType_t BlasType(DType d) {
+  switch (d) {
+    case DType::kF32: return CUDA_R_32F;
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kI32: return CUDA_R_32I;
+  }
+  return CUDA_R_32F;
+}
+
+// y (float32) = x · wᵀ with x and w of dtype `in`, accumulated in float32 (TF32 never used:
+// CUBLAS_COMPUTE_32F without the fast-TF32 mode).
+GemmPlan& CudaBackend::Plan(int n, int k, bool bias, DType in) {
+  auto& slot = plans_[{n, k, bias, in}];
   if (slot) return *slot;
   slot = std::make_unique<GemmPlan>();
   GemmPlan& p = *slot;
@@ -232,8 +264,8 @@ GemmPlan& CudaBackend::Plan(int n, int k, bool bias) {
     CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                              sizeof(epilogue)), "epilogue");
   }
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, k, n, k), "layout a");
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, k, kRowTile, k), "layout b");
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.a, BlasType(in), k, n, k), "layout a");
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.b, BlasType(in), k, kRowTile, k), "layout b");
   CheckBlas(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, n, kRowTile, n), "layout c");
   cublasLtMatmulPreference_t pref;
   CheckBlas(cublasLtMatmulPreferenceCreate(&pref), "preference");
@@ -250,39 +282,56 @@ GemmPlan& CudaBackend::Plan(int n, int k, bool bias) {
   return p;
 }
 
+void CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
+  if (buffer.NumBytes() >= bytes) return;
+  buffer = std::move(cuda::AllocateDevice(device_, DType::kI32, {int64_t(bytes / 4 + 1)})).value();
+}
+
+const void* CudaBackend::GemmInput(TensorView x, DType in) {
+  if (in == DType::kF32) return x.data;
+  Reserve(narrow_, x.NumElements() * DTypeSize(in));
+  const cudaError_t err =
+      in == DType::kBF16
+          ? cuda::LaunchNarrow(F(x), narrow_.As<__nv_bfloat16>(), x.NumElements(), stream_.get())
+          : cuda::LaunchNarrow(F(x), narrow_.As<__half>(), x.NumElements(), stream_.get());
+  CheckCuda(err, "narrow GEMM input");
+  return narrow_.As<void>();
+}
+
 void CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView y) {
   Use();
   const int T = static_cast<int>(x.shape[0]), K = static_cast<int>(w.shape[1]);
   const int N = static_cast<int>(w.shape[0]);
-  GemmPlan& p = Plan(N, K, !bias.empty());
+  const size_t in_size = DTypeSize(w.dtype);  // GEMM inputs are in the weights' dtype
+  GemmPlan& p = Plan(N, K, !bias.empty(), w.dtype);
   if (!bias.empty()) {
     const void* ptr = bias.data;
     CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr,
                                              sizeof(ptr)), "bias");
   }
   const float alpha = 1.0f, beta = 0.0f;
-  auto gemm = [&](const float* xs, float* ys) {
+  auto gemm = [&](const void* xs, float* ys) {
     CheckBlas(cublasLtMatmul(blas_.get(), p.desc, &alpha, w.data, p.a, xs, p.b, &beta, ys, p.c, ys,
                              p.c, &p.algo, workspace_.As<void>(), kWorkspace, stream_.get()),
               "cublasLtMatmul");
   };
+  const char* xs = static_cast<const char*>(GemmInput(x, w.dtype));
   const int full = T / kRowTile * kRowTile;
-  for (int t = 0; t < full; t += kRowTile) gemm(F(x) + int64_t{t} * K, F(y) + int64_t{t} * N);
+  for (int t = 0; t < full; t += kRowTile) {
+    gemm(xs + in_size * t * K, F(y) + int64_t{t} * N);
+  }
   if (full == T) return;
   // The last partial tile goes through zero-padded buffers.
   const int rest = T - full;
-  if (pad_x_.NumBytes() < size_t{kRowTile} * K * 4) {
-    pad_x_ = std::move(cuda::AllocateDevice(device_, DType::kF32, {kRowTile, K})).value();
-  }
-  if (pad_y_.NumBytes() < size_t{kRowTile} * N * 4) {
-    pad_y_ = std::move(cuda::AllocateDevice(device_, DType::kF32, {kRowTile, N})).value();
-  }
-  CheckCuda(cudaMemsetAsync(pad_x_.As<void>(), 0, size_t{kRowTile} * K * 4, stream_.get()), "pad");
-  CheckCuda(cudaMemcpyAsync(pad_x_.As<void>(), F(x) + int64_t{full} * K, size_t{rest} * K * 4,
-                        cudaMemcpyDeviceToDevice, stream_.get()), "pad in");
-  gemm(pad_x_.As<float>(), pad_y_.As<float>());
-  CheckCuda(cudaMemcpyAsync(F(y) + int64_t{full} * N, pad_y_.As<void>(), size_t{rest} * N * 4,
-                        cudaMemcpyDeviceToDevice, stream_.get()), "pad out");
+  Reserve(pad_x_, size_t{kRowTile} * K * in_size);
+  Reserve(pad_y_, size_t{kRowTile} * N * 4);
+  CheckCuda(cudaMemsetAsync(pad_x_.As<void>(), 0, size_t{kRowTile} * K * in_size, stream_.get()),
+            "pad");
+  CheckCuda(cudaMemcpyAsync(pad_x_.As<void>(), xs + in_size * full * K, in_size * rest * K,
+                            cudaMemcpyDeviceToDevice, stream_.get()), "pad in");
+  gemm(pad_x_.As<void>(), pad_y_.As<float>());
+  CheckCuda(cudaMemcpyAsync(F(y) + int64_t{full} * N, pad_y_.As<void>(), sizeof(float) * rest * N,
+                            cudaMemcpyDeviceToDevice, stream_.get()), "pad out");
 }
 
 void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,

@@ -36,6 +36,13 @@ inline constexpr Buffer LayerWeights::*kLayerTensors[] = {
     &LayerWeights::w_in,  &LayerWeights::b_in,  &LayerWeights::w_up,  &LayerWeights::b_up,
     &LayerWeights::w_out, &LayerWeights::b_out};
 
+// How a weight lives on a device: matrices (rank 2: projections, embeddings, unembedding)
+// in the model dtype — what GEMM reads and decode is bound by — and vectors (norm weights,
+// biases) in float32.
+inline DType StorageDType(const Shape& shape, DType model_dtype) {
+  return shape.rank == 2 ? model_dtype : DType::kF32;
+}
+
 struct EmbedWeights {
   Buffer w_e;    // [V, D]
   Buffer w_pos;  // [max_positions, D] learned positions only

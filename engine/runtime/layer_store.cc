@@ -24,13 +24,14 @@ void LayerStore::AddOffloaded(LayerWeights host) {
   resident_.emplace_back();
 }
 
-absl::Status LayerStore::AllocateSlots(Backend& backend) {
+absl::Status LayerStore::AllocateSlots(Backend& backend, DType dtype) {
   if (order_.empty()) return absl::OkStatus();
   const LayerWeights& like = host_[order_.front()];
   for (LayerWeights& slot : slots_) {
     for (Buffer LayerWeights::*f : kLayerTensors) {
       if ((like.*f).empty()) continue;
-      ASSIGN_OR_RETURN(slot.*f, backend.Allocate(DType::kF32, (like.*f).shape()));
+      const Shape& shape = (like.*f).shape();
+      ASSIGN_OR_RETURN(slot.*f, backend.Allocate(StorageDType(shape, dtype), shape));
       slot_bytes_ += (slot.*f).NumBytes();
     }
   }

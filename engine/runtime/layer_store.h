@@ -23,8 +23,9 @@ class LayerStore {
 
   void AddResident(LayerWeights device);
   void AddOffloaded(LayerWeights host);
-  // Allocates the two device slots (shaped like the offloaded layers) once all are added.
-  absl::Status AllocateSlots(Backend& backend);
+  // Allocates the two device slots (shaped like the offloaded layers, matrices in `dtype`)
+  // once all are added.
+  absl::Status AllocateSlots(Backend& backend, DType dtype);
   // Starts prefetching the first offloaded layer (call at the start of a forward pass).
   void BeginPass(Backend& backend);
   // The weights of local layer `i` on the device; prefetches the next offloaded layer.

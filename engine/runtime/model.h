@@ -25,6 +25,9 @@ struct LoadOptions {
   std::string model_dir;             // empty: the built-in model
   std::string devices = "cpu";       // "cpu" or "cpu:0,cpu:1,..."
   std::string split;                 // "" / "transformer-lens", "memory", or explicit "0-1,2-3"
+  // Storage of weight matrices: float32, bfloat16 or float16 (GEMM inputs in that dtype with
+  // float32 accumulation); activations, norms, biases and the KV cache stay float32.
+  DType dtype = DType::kF32;
   int tensor_parallel = 1;           // ranks per pipeline stage (consecutive devices)
   int offload_layers = 0;            // the last K layers stay in host memory, streamed in
   std::vector<int64_t> device_memory;  // per device bytes for --split=memory (virtual CPUs)
@@ -68,7 +71,7 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
 // streaming slots on each device that holds any.
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
     const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity,
-    int offloaded = 0);
+    int offloaded = 0, DType dtype = DType::kF32);
 
 class Model {
  public:
@@ -79,6 +82,7 @@ class Model {
   ~Model();
 
   const ModelConfig& config() const { return config_; }
+  DType dtype() const { return dtype_; }  // of the weight matrices (LoadOptions::dtype)
   // nullptr when the model directory has no tokenizer.
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   BlockAllocator& blocks() { return *blocks_; }
@@ -131,6 +135,7 @@ class Model {
   Shard& ShardAt(int stage, int rank) { return *shards_[stage * tp_ + rank]; }
 
   ModelConfig config_;
+  DType dtype_ = DType::kF32;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<BlockAllocator> blocks_;
   std::vector<std::unique_ptr<Shard>> shards_;  // [stage * tp_ + rank]

@@ -112,32 +112,35 @@ std::vector<float> RopeInvFreq(const RopeConfig& rope) {
   return out;
 }
 
-absl::StatusOr<Buffer> ToDevice(Backend& b, const Buffer& host, size_t& bytes) {
+absl::StatusOr<Buffer> ToDevice(Backend& b, const Buffer& host, DType dtype, size_t& bytes) {
   if (host.empty()) return Buffer();
-  ASSIGN_OR_RETURN(Buffer d, b.Allocate(DType::kF32, host.shape()));
+  ASSIGN_OR_RETURN(Buffer d, b.Allocate(StorageDType(host.shape(), dtype), host.shape()));
   b.Upload(host.As<float>(), d.view());
   bytes += d.NumBytes();
   return d;
 }
 
-#define LENSD_UPLOAD_(field) ASSIGN_OR_RETURN(dst.field, ToDevice(b, src.field, bytes))
+#define LENSD_UPLOAD_(field) ASSIGN_OR_RETURN(dst.field, ToDevice(b, src.field, dtype, bytes))
 
-absl::StatusOr<LayerWeights> UploadLayer(Backend& b, const LayerWeights& src, size_t& bytes) {
+absl::StatusOr<LayerWeights> UploadLayer(Backend& b, const LayerWeights& src, DType dtype,
+                                         size_t& bytes) {
   LayerWeights dst;
   for (Buffer LayerWeights::*field : kLayerTensors) {
-    ASSIGN_OR_RETURN(dst.*field, ToDevice(b, src.*field, bytes));
+    ASSIGN_OR_RETURN(dst.*field, ToDevice(b, src.*field, dtype, bytes));
   }
   return dst;
 }
 
-absl::StatusOr<EmbedWeights> UploadEmbed(Backend& b, const EmbedWeights& src, size_t& bytes) {
+absl::StatusOr<EmbedWeights> UploadEmbed(Backend& b, const EmbedWeights& src, DType dtype,
+                                         size_t& bytes) {
   EmbedWeights dst;
   LENSD_UPLOAD_(w_e);
   LENSD_UPLOAD_(w_pos);
   return dst;
 }
 
-absl::StatusOr<HeadWeights> UploadHead(Backend& b, const HeadWeights& src, size_t& bytes) {
+absl::StatusOr<HeadWeights> UploadHead(Backend& b, const HeadWeights& src, DType dtype,
+                                       size_t& bytes) {
   HeadWeights dst;
   LENSD_UPLOAD_(lnf_w);
   LENSD_UPLOAD_(lnf_b);
@@ -187,16 +190,18 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
 
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
     const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity,
-    int offloaded) {
+    int offloaded, DType dtype) {
   const int n = static_cast<int>(capacity.size()), L = c.n_layers;
   if (n > L) {
     return absl::InvalidArgumentError(absl::StrCat(n, " devices for ", L, " layers: a device would be empty"));
   }
   const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head, kv = int64_t{c.n_kv_heads} * c.d_head;
-  const int64_t weights = 4 * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp + 4 * D);
+  const int64_t m = DTypeSize(dtype);  // matrices; vectors are float32
+  const int64_t weights =
+      m * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp) + 4 * 4 * D;
   const int first_offloaded = L - offloaded;
-  const int64_t embed = 4 * D * (c.vocab_size + (c.learned_positions ? c.max_positions : 0));
-  const int64_t head = 4 * D * c.vocab_size;
+  const int64_t embed = m * D * (c.vocab_size + (c.learned_positions ? c.max_positions : 0));
+  const int64_t head = m * D * c.vocab_size;
   auto load = [&](int d, int a, int b) {
     const int off = std::max(0, b - std::max(a, first_offloaded));
     return (b - a) * kv_bytes_per_layer + (b - a - off) * weights + (off > 0 ? 2 * weights : 0) +
@@ -272,10 +277,10 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemoryWithOffload(
                                                    " sizes for ", stages, " pipeline stages"));
   }
   absl::StatusOr<std::vector<std::pair<int, int>>> plan =
-      PlanMemorySplit(c, kv_per_layer, capacity, *offload);
+      PlanMemorySplit(c, kv_per_layer, capacity, *offload, options.dtype);
   while (absl::IsResourceExhausted(plan.status()) && options.offload_layers == 0 &&
          *offload < c.n_layers) {
-    plan = PlanMemorySplit(c, kv_per_layer, capacity, ++*offload);
+    plan = PlanMemorySplit(c, kv_per_layer, capacity, ++*offload, options.dtype);
   }
   if (plan.ok() && *offload > options.offload_layers) {
     spdlog::info("weights do not fit the devices: offloading the last {} layers to host memory",
@@ -294,6 +299,10 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
   if (p.devices.size() % p.tp != 0) {
     return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel ", p.tp, " must divide the ",
                                                    p.devices.size(), " devices"));
+  }
+  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16 &&
+      options.dtype != DType::kF16) {
+    return absl::InvalidArgumentError("weights must be float32, bfloat16 or float16");
   }
   if (options.block_size <= 0 || options.kv_tokens < options.block_size) {
     return absl::InvalidArgumentError("KV capacity must hold at least one block");
@@ -326,7 +335,7 @@ absl::Status Model::LoadLayers(const WeightSource& source, const LoadOptions& op
     if (layer >= config_.n_layers - p.offload) {
       shard.layers.AddOffloaded(std::move(w));
     } else {
-      ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, shard.weight_bytes));
+      ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, options.dtype, shard.weight_bytes));
       shard.layers.AddResident(std::move(dw));
     }
     ASSIGN_OR_RETURN(Buffer k, b.Allocate(DType::kF32, p.pool_shape));
@@ -336,7 +345,7 @@ absl::Status Model::LoadLayers(const WeightSource& source, const LoadOptions& op
     shard.v_pool.push_back(std::move(v));
     spdlog::info("{}: layer {} of {} loaded", b.Name(), layer, config_.n_layers);
   }
-  RETURN_IF_ERROR(shard.layers.AllocateSlots(b));
+  RETURN_IF_ERROR(shard.layers.AllocateSlots(b, options.dtype));
   shard.weight_bytes += shard.layers.slot_bytes();
   return absl::OkStatus();
 }
@@ -356,13 +365,13 @@ absl::Status Model::LoadShard(const WeightSource& source, const LoadOptions& opt
   if (stage == 0) {
     ASSIGN_OR_RETURN(EmbedWeights e, source.Embed());
     ProcessEmbed(c, options.processing, e);
-    ASSIGN_OR_RETURN(shard->embed, UploadEmbed(b, e, shard->weight_bytes));
+    ASSIGN_OR_RETURN(shard->embed, UploadEmbed(b, e, options.dtype, shard->weight_bytes));
   }
   RETURN_IF_ERROR(LoadLayers(source, options, p, *shard));
   if (stage + 1 == p.stages && rank == 0) {  // logits are computed once, on rank 0
     ASSIGN_OR_RETURN(HeadWeights h, source.Head());
     ProcessHead(c, options.processing, h);
-    ASSIGN_OR_RETURN(shard->head, UploadHead(b, h, shard->weight_bytes));
+    ASSIGN_OR_RETURN(shard->head, UploadHead(b, h, options.dtype, shard->weight_bytes));
   }
   if (!c.learned_positions) {
     std::vector<float> inv = RopeInvFreq(c.rope);
@@ -385,6 +394,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   ASSIGN_OR_RETURN(Placement p, Place(c, options));
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;
+  m->dtype_ = options.dtype;
   m->tp_ = p.tp;
   if (p.tp > 1) {
     for (int s = 0; s < p.stages; ++s) {
@@ -397,8 +407,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
     RETURN_IF_ERROR(m->LoadShard(source, options, p, d));
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("model {} loaded: {} layers, d_model {}, vocab {}, in {:.2f} s",
-               FamilyName(c.family), c.n_layers, c.d_model, c.vocab_size, secs);
+  spdlog::info("model {} loaded: {} layers, d_model {}, vocab {}, {} weights, in {:.2f} s",
+               FamilyName(c.family), c.n_layers, c.d_model, c.vocab_size,
+               DTypeName(options.dtype), secs);
   return m;
 }
 

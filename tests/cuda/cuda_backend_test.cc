@@ -3,6 +3,7 @@
 // Everything skips without a CUDA device.
 #include "engine/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -164,7 +165,71 @@ TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
   }
 }
 
+// bfloat16 / float16 weights: both backends round the GEMM inputs to the weights' dtype and
+// accumulate in float32, so they agree to float32 accumulation-order differences.
+TEST_F(OpTest, NarrowWeightsLinearAndGather) {
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (auto [t, n, k] : {std::tuple{1, 64, 64}, {5, 100, 37}, {33, 3072, 768}}) {
+      std::vector<float> host(size_t(n) * k);
+      std::normal_distribution<float> dist(0.0f, 0.05f);
+      for (float& v : host) v = dist(rng_);
+      Buffer wc = *cpu_->Allocate(dtype, {n, k}), wg = *gpu_->Allocate(dtype, {n, k});
+      cpu_->Upload(host.data(), wc.view());
+      gpu_->Upload(host.data(), wg.view());
+      auto x = Random({t, k}), b = Random({n}), y = Zeros({t, n});
+      cpu_->Linear(x.first.view(), wc.view(), b.first.view(), y.first.view());
+      gpu_->Linear(x.second.view(), wg.view(), b.second.view(), y.second.view());
+      EXPECT_TRUE(Same(std::string("linear ") + std::string(DTypeName(dtype)), y, 1e-4));
+      auto rows = Zeros({3, k});
+      const int32_t ids[] = {n - 1, 0, 7};
+      cpu_->Gather(wc.view(), ids, rows.first.view());
+      gpu_->Gather(wg.view(), ids, rows.second.view());
+      EXPECT_TRUE(Same("gather", rows, 0));
+    }
+  }
+}
+
 class GoldenOnGpu : public ::testing::TestWithParam<std::string> {};
+
+// Narrow weights on the GPU: every hook within the CPU test's stated tolerance of the float32
+// reference (bfloat16 6e-2, float16 6e-3 × max(1, max|ref|)), and cached decode picks the
+// tokens that full recomputation picks.
+TEST_P(GoldenOnGpu, NarrowWeightsCloseToReferenceAndCachedDecodeEqualsRecompute) {
+  LENSD_REQUIRE_GPU();
+  const std::string dir = testing::GoldenDir() + "/" + GetParam();
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  for (auto [dtype, tol] : {std::pair{DType::kBF16, 6e-2}, std::pair{DType::kF16, 6e-3}}) {
+    LoadOptions o;
+    o.model_dir = dir, o.devices = "cuda:0", o.dtype = dtype;
+    auto m = Model::Load(o);
+    ASSERT_TRUE(m.ok()) << m.status();
+    const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find("p0.input_ids"));
+    auto r = RunWithCache(**m, ids, HookSelection::All((*m)->config()));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(testing::AllClose("logits", r->logits.view(),
+                                  testing::ToF32(*(*ref)->Find("p0.logits")).view(), tol));
+    for (const auto& [name, got] : r->cache) {
+      EXPECT_TRUE(testing::AllClose(name, got.view(),
+                                    testing::ToF32(*(*ref)->Find("p0." + name)).view(), tol));
+    }
+    SamplingParams p;
+    p.max_new_tokens = 6;
+    p.ignore_eos = true;
+    std::vector<int32_t> seq = ids;
+    const int V = (*m)->config().vocab_size;
+    for (int i = 0; i < p.max_new_tokens; ++i) {
+      auto full = RunWithCache(**m, seq, HookSelection::None((*m)->config()));
+      ASSERT_TRUE(full.ok());
+      const float* last = full->logits.As<float>() + int64_t(seq.size() - 1) * V;
+      seq.push_back(static_cast<int32_t>(std::max_element(last, last + V) - last));
+    }
+    std::vector<int32_t> cached = ids;
+    const auto gen = Generate(**m, ids, p)->tokens;
+    cached.insert(cached.end(), gen.begin(), gen.end());
+    EXPECT_EQ(cached, seq) << DTypeName(dtype);
+  }
+}
 
 TEST_P(GoldenOnGpu, MatchesCpuAndCachedDecodeEqualsRecompute) {
   LENSD_REQUIRE_GPU();

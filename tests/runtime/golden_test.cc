@@ -104,5 +104,58 @@ TEST(Stories260K, GreedyMatchesLlama2cRunC) {
   EXPECT_EQ(got, want);
 }
 
+// Weight matrices in bfloat16 / float16 (GEMM inputs rounded to that dtype, float32
+// accumulation and activations): every hook and the logits stay within the dtype's stated
+// tolerance of the float32 reference, on every golden family.
+struct ReducedCase {
+  std::string family;
+  DType dtype;
+  double tol;  // × max(1, max|ref|), as AllClose
+};
+
+class ReducedPrecisionTest : public ::testing::TestWithParam<ReducedCase> {};
+
+TEST_P(ReducedPrecisionTest, EveryHookAndLogitsCloseToFloat32Reference) {
+  const ReducedCase& rc = GetParam();
+  const std::string dir = testing::GoldenDir() + "/" + rc.family;
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  LoadOptions options;
+  options.model_dir = dir;
+  options.dtype = rc.dtype;
+  auto model = Model::Load(options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->dtype(), rc.dtype);
+  // The matrices really are stored in the narrow dtype: about half the float32 bytes.
+  options.dtype = DType::kF32;
+  auto f32 = Model::Load(options);
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  EXPECT_LT((*model)->Devices()[0].weight_bytes, 0.6 * (*f32)->Devices()[0].weight_bytes);
+  for (const std::string p : {"p0", "p1"}) {
+    const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find(p + ".input_ids"));
+    auto result = RunWithCache(**model, ids, HookSelection::All((*model)->config()));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(AllClose(p + ".logits", result->logits.view(),
+                         testing::ToF32(*(*ref)->Find(p + ".logits")).view(), rc.tol));
+    for (const auto& [name, got] : result->cache) {
+      const TensorInfo* info = (*ref)->Find(p + "." + name);
+      ASSERT_NE(info, nullptr) << name;
+      EXPECT_TRUE(AllClose(p + "." + name, got.view(), testing::ToF32(*info).view(), rc.tol));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Families, ReducedPrecisionTest,
+    // Measured worst cases: bfloat16 0.033 (llama), float16 0.0027 (llama); about 2x margin.
+    ::testing::Values(ReducedCase{"gpt2", DType::kBF16, 6e-2}, ReducedCase{"gpt2", DType::kF16, 6e-3},
+                      ReducedCase{"llama", DType::kBF16, 6e-2}, ReducedCase{"llama", DType::kF16, 6e-3},
+                      ReducedCase{"qwen2", DType::kBF16, 6e-2}, ReducedCase{"qwen2", DType::kF16, 6e-3},
+                      ReducedCase{"gpt_neox", DType::kBF16, 6e-2},
+                      ReducedCase{"gpt_neox", DType::kF16, 6e-3}),
+    [](const auto& info) {
+      return info.param.family + "_" + std::string(DTypeName(info.param.dtype));
+    });
+
 }  // namespace
 }  // namespace lensd

@@ -69,6 +69,29 @@ TEST(Cli, BuiltinModelWithPromptAndAllHooks) {
   EXPECT_EQ(g.out, Lensd("generate --prompt hello --max-new-tokens 5 --temperature 0.8 --seed 3").out);
 }
 
+// --dtype bfloat16 stores the weight matrices in bfloat16 (see golden_test for the hook-by-hook
+// tolerance); the cache file keeps float32 tensors, close to the float32 run.
+TEST(Cli, RunWithBfloat16Weights) {
+  const std::string dir = testing::TempDir("cli_bf16");
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    CliRun r = Lensd(absl::StrCat("run --model ", Golden("llama"), " --token-ids 5,6,7,8 --dtype ",
+                                  dtype, " --out ", dir, "/", dtype, ".safetensors"));
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  auto f32 = SafetensorsFile::Open(dir + "/float32.safetensors");
+  auto bf16 = SafetensorsFile::Open(dir + "/bfloat16.safetensors");
+  ASSERT_TRUE(f32.ok() && bf16.ok());
+  const TensorInfo* a = (*f32)->Find("logits");
+  const TensorInfo* b = (*bf16)->Find("logits");
+  ASSERT_EQ(b->dtype, DType::kF32);
+  EXPECT_TRUE(testing::AllClose("logits", testing::ToF32(*b).view(), testing::ToF32(*a).view(), 6e-2));
+  EXPECT_FALSE(testing::AllClose("logits", testing::ToF32(*b).view(), testing::ToF32(*a).view(), 1e-6))
+      << "bfloat16 weights gave float32 results";
+  CliRun bad = Lensd("run --token-ids 1,2 --dtype int8 --out " + dir + "/x.safetensors");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("INVALID_ARGUMENT"), std::string::npos) << bad.err;
+}
+
 TEST(Cli, ErrorsExitNonZeroWithStatusName) {
   CliRun unknown_hook = Lensd("run --token-ids 1,2 --hooks blocks.0.hook_resid_prex --out /tmp/x.st");
   EXPECT_EQ(unknown_hook.code, 1);

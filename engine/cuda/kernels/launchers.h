@@ -1,9 +1,12 @@
-// Launchers of the CUDA kernels behind CudaBackend (float32; one .cu per op). Pointers are
+// Launchers of the CUDA kernels behind CudaBackend (float32 activations; weight matrices may
+// be bfloat16 or float16, templates instantiated for those; one .cu per op). Pointers are
 // device memory of the current device; every launcher enqueues on `stream` and returns the
 // launch error. Contracts match the Backend methods of the same name.
 #ifndef LENSD_ENGINE_CUDA_KERNELS_LAUNCHERS_H_
 #define LENSD_ENGINE_CUDA_KERNELS_LAUNCHERS_H_
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -15,9 +18,13 @@ cudaError_t LaunchAdd(const float* a, const float* b, float* y, int64_t n, cudaS
 cudaError_t LaunchActivation(int act, const float* x, float* y, int64_t n, cudaStream_t stream);
 cudaError_t LaunchGatedActivation(int act, const float* gate, const float* up, float* y, int64_t n,
                                   cudaStream_t stream);
-// y[t, :] = table[ids[t], :]
-cudaError_t LaunchGather(const float* table, const int32_t* ids, int rows, int d, float* y,
+// y[t, :] = table[ids[t], :], widened to float32 (T: float, __nv_bfloat16, __half).
+template <typename T>
+cudaError_t LaunchGather(const T* table, const int32_t* ids, int rows, int d, float* y,
                          cudaStream_t stream);
+// y = x rounded to T (__nv_bfloat16 or __half): GEMM inputs for reduced-precision weights.
+template <typename T>
+cudaError_t LaunchNarrow(const float* x, T* y, int64_t n, cudaStream_t stream);
 // In place on x[T, heads, dh], first rotary_dim dims, half-split layout.
 cudaError_t LaunchRope(float* x, const float* inv_freq, const int32_t* positions, int tokens,
                        int heads, int dh, int rotary_dim, cudaStream_t stream);
