@@ -8,9 +8,7 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
-#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +16,7 @@
 #include "engine/cuda/capture_stream.h"
 #include "engine/cuda/cuda_handles.h"
 #include "engine/cuda/device_allocator.h"
+#include "engine/cuda/gemm.h"
 #include "engine/cuda/kernels/launchers.h"
 #include "engine/cuda/kernels/norm.h"
 
@@ -31,35 +30,20 @@ using cuda::CheckCuda;
 float* F(TensorView t) { return t.As<float>(); }
 const float* CF(TensorView t) { return t.empty() ? nullptr : t.As<float>(); }
 
-// cuBLASLt descriptors and the chosen algorithm for y[16, N] = x[16, K] · w[N, K]ᵀ (+ bias).
-struct GemmPlan {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  ~GemmPlan() {
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (desc) cublasLtMatmulDescDestroy(desc);
-  }
-};
-
 class CudaBackend final : public Backend {
  public:
-  // Rows per GEMM call: fixed, so cuBLASLt's algorithm (and rounding) for a row never
-  // depends on how many rows share its step (the scheduler's batch invariance).
-  static constexpr int kRowTile = 16;
-  static constexpr size_t kWorkspace = size_t{32} << 20;
+  static constexpr size_t kWorkspace = cuda::Gemm::kWorkspace;
   static constexpr size_t kStaging = size_t{16} << 20;
   // Device ring and pinned host ring of the capture stream: a few layers' worth of hooks in
   // flight for GPT-2-small-sized models at batch 8 x 256 tokens.
   static constexpr size_t kCaptureRing = size_t{256} << 20;
 
-  CudaBackend(int device, cuda::StreamPtr stream, cuda::BlasLtPtr blas, Buffer workspace,
-              cuda::PinnedPtr staging, std::unique_ptr<cuda::CaptureStream> capture)
+  CudaBackend(int device, int sm_count, cuda::StreamPtr stream, cuda::BlasLtPtr blas,
+              Buffer workspace, cuda::PinnedPtr staging,
+              std::unique_ptr<cuda::CaptureStream> capture)
       : device_(device), stream_(std::move(stream)), blas_(std::move(blas)),
-        workspace_(std::move(workspace)), staging_host_(std::move(staging)),
-        capture_(std::move(capture)) {}
+        workspace_(std::move(workspace)), gemm_(blas_.get(), sm_count, workspace_.As<void>()),
+        staging_host_(std::move(staging)), capture_(std::move(capture)) {}
 
   std::string Name() const override { return absl::StrCat("cuda:", device_); }
 
@@ -128,7 +112,12 @@ class CudaBackend final : public Backend {
     return true;
   }
 
-  void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override;
+  void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override {
+    Use();
+    gemm_.Run(GemmInput(x, w.dtype), w.data, w.dtype, CF(bias), F(y),
+              static_cast<int>(x.shape[0]), static_cast<int>(w.shape[0]),
+              static_cast<int>(w.shape[1]), stream_.get());
+  }
 
   void Gather(TensorView table, const int32_t* ids, TensorView y) override {
     Use();
@@ -217,7 +206,6 @@ class CudaBackend final : public Backend {
     return static_cast<const T*>(b.As<void>());
   }
 
-  GemmPlan& Plan(int n, int k, bool bias, DType in);
   // x as GEMM input for weights of dtype `in`: x itself for float32, else narrowed into
   // narrow_ on the stream.
   const void* GemmInput(TensorView x, DType in);
@@ -228,59 +216,13 @@ class CudaBackend final : public Backend {
   cuda::StreamPtr stream_;
   cuda::BlasLtPtr blas_;
   Buffer workspace_;
+  cuda::Gemm gemm_;
   cuda::PinnedPtr staging_host_;  // kStaging bytes, guarded by transfer_mu_
   std::mutex transfer_mu_;
   Buffer staging_[6];
-  Buffer pad_x_, pad_y_, narrow_;
+  Buffer narrow_;
   std::unique_ptr<cuda::CaptureStream> capture_;
-  std::map<std::tuple<int, int, bool, DType>, std::unique_ptr<GemmPlan>> plans_;
 };
-
-cudaDataType_t BlasType(DType d) {
-  switch (d) {
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kI32: return CUDA_R_32I;
-  }
-  return CUDA_R_32F;
-}
-
-// y (float32) = x · wᵀ with x and w of dtype `in`, accumulated in float32 (TF32 never used:
-// CUBLAS_COMPUTE_32F without the fast-TF32 mode).
-GemmPlan& CudaBackend::Plan(int n, int k, bool bias, DType in) {
-  auto& slot = plans_[{n, k, bias, in}];
-  if (slot) return *slot;
-  slot = std::make_unique<GemmPlan>();
-  GemmPlan& p = *slot;
-  // Row-major y[16,N] = x[16,K]·w[N,K]ᵀ is column-major yᵀ[N,16] = op(w)·xᵀ with w read as a
-  // column-major [K,N] matrix transposed.
-  CheckBlas(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "transa");
-  CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "transb");
-  if (bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                             sizeof(epilogue)), "epilogue");
-  }
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.a, BlasType(in), k, n, k), "layout a");
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.b, BlasType(in), k, kRowTile, k), "layout b");
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, n, kRowTile, n), "layout c");
-  cublasLtMatmulPreference_t pref;
-  CheckBlas(cublasLtMatmulPreferenceCreate(&pref), "preference");
-  const size_t ws = kWorkspace;
-  CheckBlas(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                 &ws, sizeof(ws)), "workspace");
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  CheckBlas(cublasLtMatmulAlgoGetHeuristic(blas_.get(), p.desc, p.a, p.b, p.c, p.c, pref, 1,
-                                           &result, &found), "heuristic");
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (found == 0) CheckBlas(CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm");
-  p.algo = result.algo;
-  return p;
-}
 
 void CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
   if (buffer.NumBytes() >= bytes) return;
@@ -296,42 +238,6 @@ const void* CudaBackend::GemmInput(TensorView x, DType in) {
           : cuda::LaunchNarrow(F(x), narrow_.As<__half>(), x.NumElements(), stream_.get());
   CheckCuda(err, "narrow GEMM input");
   return narrow_.As<void>();
-}
-
-void CudaBackend::Linear(TensorView x, TensorView w, TensorView bias, TensorView y) {
-  Use();
-  const int T = static_cast<int>(x.shape[0]), K = static_cast<int>(w.shape[1]);
-  const int N = static_cast<int>(w.shape[0]);
-  const size_t in_size = DTypeSize(w.dtype);  // GEMM inputs are in the weights' dtype
-  GemmPlan& p = Plan(N, K, !bias.empty(), w.dtype);
-  if (!bias.empty()) {
-    const void* ptr = bias.data;
-    CheckBlas(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr,
-                                             sizeof(ptr)), "bias");
-  }
-  const float alpha = 1.0f, beta = 0.0f;
-  auto gemm = [&](const void* xs, float* ys) {
-    CheckBlas(cublasLtMatmul(blas_.get(), p.desc, &alpha, w.data, p.a, xs, p.b, &beta, ys, p.c, ys,
-                             p.c, &p.algo, workspace_.As<void>(), kWorkspace, stream_.get()),
-              "cublasLtMatmul");
-  };
-  const char* xs = static_cast<const char*>(GemmInput(x, w.dtype));
-  const int full = T / kRowTile * kRowTile;
-  for (int t = 0; t < full; t += kRowTile) {
-    gemm(xs + in_size * t * K, F(y) + int64_t{t} * N);
-  }
-  if (full == T) return;
-  // The last partial tile goes through zero-padded buffers.
-  const int rest = T - full;
-  Reserve(pad_x_, size_t{kRowTile} * K * in_size);
-  Reserve(pad_y_, size_t{kRowTile} * N * 4);
-  CheckCuda(cudaMemsetAsync(pad_x_.As<void>(), 0, size_t{kRowTile} * K * in_size, stream_.get()),
-            "pad");
-  CheckCuda(cudaMemcpyAsync(pad_x_.As<void>(), xs + in_size * full * K, in_size * rest * K,
-                            cudaMemcpyDeviceToDevice, stream_.get()), "pad in");
-  gemm(pad_x_.As<void>(), pad_y_.As<float>());
-  CheckCuda(cudaMemcpyAsync(F(y) + int64_t{full} * N, pad_y_.As<void>(), sizeof(float) * rest * N,
-                            cudaMemcpyDeviceToDevice, stream_.get()), "pad out");
 }
 
 void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
@@ -384,6 +290,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
                                             " CUDA devices visible)"));
   }
   RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
+  int sm_count = 0;
+  RETURN_IF_ERROR(cuda::CudaStatus(
+      cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "SM count"));
   ASSIGN_OR_RETURN(cuda::StreamPtr stream, cuda::NewStream());
   ASSIGN_OR_RETURN(cuda::BlasLtPtr blas, cuda::NewBlasLt());
   ASSIGN_OR_RETURN(Buffer workspace,
@@ -391,7 +300,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
                                         {int64_t(CudaBackend::kWorkspace / 4)}));
   ASSIGN_OR_RETURN(cuda::PinnedPtr staging, cuda::PinnedAlloc(CudaBackend::kStaging));
   ASSIGN_OR_RETURN(auto capture, cuda::CaptureStream::Create(device, CudaBackend::kCaptureRing));
-  return std::unique_ptr<Backend>(new CudaBackend(device, std::move(stream), std::move(blas),
+  return std::unique_ptr<Backend>(new CudaBackend(device, sm_count, std::move(stream), std::move(blas),
                                                   std::move(workspace), std::move(staging),
                                                   std::move(capture)));
 }

@@ -1,9 +1,11 @@
-// CudaBackend: the Backend interface on one CUDA device, float32 (TF32 off) so that it can be
-// tested against CpuBackend at the CPU tolerances. GEMMs go through cuBLASLt (descriptors
-// and algorithms cached per shape, fixed 16-row tiles so a row's result does not depend on
-// its batch); the other ops are kernels in engine/cuda/kernels. Device memory comes from a
-// caching allocator: after the first steps of a given shape, the request path allocates no
-// device memory. This header includes no CUDA headers.
+// CudaBackend: the Backend interface on one CUDA device. Activations are float32; weight
+// matrices are float32 (TF32 off, so it can be tested against CpuBackend at the CPU
+// tolerances), bfloat16 or float16 (GEMM inputs rounded, float32 accumulation, as CpuBackend
+// does). GEMMs go through cuBLASLt with one fixed algorithm per shape (cuda/gemm.h: a row's
+// result does not depend on its batch); the other ops are kernels in engine/cuda/kernels;
+// captures leave through cuda/capture_stream.h without stalling compute. Device memory comes
+// from a caching allocator: after the first steps of a given shape, the request path
+// allocates no device memory. This header includes no CUDA headers.
 #ifndef LENSD_ENGINE_CUDA_CUDA_BACKEND_H_
 #define LENSD_ENGINE_CUDA_CUDA_BACKEND_H_
 

@@ -189,6 +189,35 @@ TEST_F(OpTest, NarrowWeightsLinearAndGather) {
   }
 }
 
+// The scheduler's batch invariance on the GPU: a row gives the same bits alone, in a small
+// batch and in a call of more than Gemm::kMaxRows rows (one fixed algorithm per shape).
+TEST_F(OpTest, LinearRowsDoNotDependOnTheirBatch) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (auto [n, k] : {std::pair{2048, 2048}, {512, 2048}, {8192, 2048}, {3072, 768}}) {
+      std::vector<float> host(size_t(n) * k);
+      std::normal_distribution<float> dist(0.0f, 0.05f);
+      for (float& v : host) v = dist(rng_);
+      Buffer w = *gpu_->Allocate(dtype, {n, k});
+      gpu_->Upload(host.data(), w.view());
+      auto x = Random({300, k});
+      Buffer all = *gpu_->Allocate(DType::kF32, {300, n});
+      gpu_->Linear(x.second.view(), w.view(), {}, all.view());
+      std::vector<float> want(size_t(300) * n), got(size_t(8) * n);
+      gpu_->Download(all.view(), want.data());
+      for (int first : {0, 7, 255, 292}) {
+        for (int rows : {1, 8}) {
+          Buffer part = *gpu_->Allocate(DType::kF32, {rows, n});
+          gpu_->Linear(x.second.view().Rows(first, first + rows), w.view(), {}, part.view());
+          gpu_->Download(part.view(), got.data());
+          EXPECT_EQ(0, std::memcmp(got.data(), want.data() + int64_t(first) * n,
+                                   sizeof(float) * rows * n))
+              << DTypeName(dtype) << " N=" << n << " K=" << k << " rows " << first << "+" << rows;
+        }
+      }
+    }
+  }
+}
+
 class GoldenOnGpu : public ::testing::TestWithParam<std::string> {};
 
 // Narrow weights on the GPU: every hook within the CPU test's stated tolerance of the float32
