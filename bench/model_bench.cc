@@ -1,10 +1,12 @@
 // Engine throughput on any device map, straight through Model::Forward (no server):
-//   model_bench --model builtin:llama-1b --devices cuda:0 --batches 1,8,64 --prefill 512
-//               [--mem-gbs 4300] [--peak-tflops 60]
+//   model_bench --model builtin:llama-1b --devices cuda:0 --dtype bfloat16 --batches 1,8,64
+//               --prefill 512 [--mem-gbs 4300] [--peak-tflops 60|measure]
 //   model_bench --model builtin:gpt2-small --devices cuda:0 --capture 8x256
 // Prints one line per measurement: decode tokens/s at each batch size with the weight-read
 // roofline (weights bytes / memory bandwidth per step) and its fraction; prefill tokens/s
-// with achieved TFLOP/s (2·params per token); capture bytes/s of the full cache to host.
+// with achieved TFLOP/s (2·params per token) against the GEMM peak — given, or measured
+// (`measure`) as the first device's Linear on 8192×8192 weights in the model dtype;
+// capture bytes/s of the full cache to host.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -74,7 +76,7 @@ void Prefill(Model& m, int tokens, double peak_tflops, size_t params) {
   const Clock::time_point t0 = Clock::now();
   for (int i = 0; i < reps; ++i) (void)m.Forward({{ids, 0, &table, false}}, nullptr);
   const double tps = reps * tokens / Since(t0), tflops = 2.0 * params * tps / 1e12;
-  std::printf("prefill  %5d tok  %10.1f tok/s  %8.2f TFLOP/s  %5.1f%% of %.0f\n", tokens, tps,
+  std::printf("prefill  %5d tok  %10.1f tok/s  %8.2f TFLOP/s  %5.1f%% of %.2f\n", tokens, tps,
               tflops, 100 * tflops / peak_tflops, peak_tflops);
   m.blocks().Release(table);
 }
@@ -106,9 +108,33 @@ void Capture(Model& m, int batch, int tokens) {
   for (auto& t : tables) m.blocks().Release(t);
 }
 
+// TFLOP/s of the first device's Linear: 2048 rows × 8192×8192 weights of `dtype`.
+double GemmPeak(const std::string& devices, DType dtype) {
+  LoadOptions o;
+  o.devices = devices.substr(0, devices.find(','));
+  o.dtype = dtype;
+  auto backend = MakeBackendFor(o.devices);
+  if (!backend.ok()) return 0;
+  Backend& b = **backend;
+  const int64_t T = 2048, N = 8192, K = 8192;
+  auto w = b.Allocate(dtype, {N, K}), x = b.Allocate(DType::kF32, {T, K});
+  auto y = b.Allocate(DType::kF32, {T, N});
+  if (!w.ok() || !x.ok() || !y.ok()) return 0;
+  b.Linear(x->view(), w->view(), {}, y->view());  // plan + warm-up
+  b.Synchronize();
+  const int reps = 10;
+  const Clock::time_point t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) b.Linear(x->view(), w->view(), {}, y->view());
+  b.Synchronize();
+  const double tflops = 2.0 * T * N * K * reps / Since(t0) / 1e12;
+  std::printf("gemm     %ldx%ldx%ld %s  %8.2f TFLOP/s\n", T, N, K,
+              std::string(DTypeName(dtype)).c_str(), tflops);
+  return tflops;
+}
+
 int Main(const std::vector<std::string>& args) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("model_bench"));  // results on stdout
-  auto flags = Flags::Parse(args, {"model", "devices", "batches", "prefill", "mem-gbs",
+  auto flags = Flags::Parse(args, {"model", "devices", "dtype", "batches", "prefill", "mem-gbs",
                                    "peak-tflops", "capture", "kv-tokens"});
   if (!flags.ok()) {
     std::cerr << flags.status().message() << "\n";
@@ -118,6 +144,12 @@ int Main(const std::vector<std::string>& args) {
   o.model_dir = flags->Get("model", "builtin:tiny");
   o.devices = flags->Get("devices", "cpu");
   o.kv_tokens = flags->GetInt("kv-tokens", 16384).value_or(16384);
+  auto dtype = ParseFloatDType(flags->Get("dtype", "float32"));
+  if (!dtype.ok()) {
+    std::cerr << dtype.status() << "\n";
+    return 2;
+  }
+  o.dtype = *dtype;
   auto model = Model::Load(o);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
@@ -126,13 +158,16 @@ int Main(const std::vector<std::string>& args) {
   Model& m = **model;
   size_t weight_bytes = 0;
   for (const DeviceLayout& d : m.Devices()) weight_bytes += d.weight_bytes;
-  const size_t params = weight_bytes / 4;
-  std::printf("%s on %s: %.2f GB of float32 weights\n", o.model_dir.c_str(), o.devices.c_str(),
-              weight_bytes / 1e9);
+  const size_t params = weight_bytes / DTypeSize(o.dtype);  // vectors are negligible
+  std::printf("%s on %s: %.2f GB of %s weights\n", o.model_dir.c_str(), o.devices.c_str(),
+              weight_bytes / 1e9, std::string(DTypeName(o.dtype)).c_str());
   const double mem_gbs = flags->GetDouble("mem-gbs", 4300).value_or(4300);
   for (int b : flags->GetIntList("batches").value_or(std::vector<int>{})) Decode(m, b, mem_gbs, weight_bytes);
   if (flags->Has("prefill")) {
-    Prefill(m, flags->GetInt("prefill", 512).value_or(512), flags->GetDouble("peak-tflops", 60).value_or(60), params);
+    const double peak = flags->Get("peak-tflops") == "measure"
+                            ? GemmPeak(o.devices, o.dtype)
+                            : flags->GetDouble("peak-tflops", 60).value_or(60);
+    Prefill(m, flags->GetInt("prefill", 512).value_or(512), peak, params);
   }
   if (flags->Has("capture")) {
     std::vector<std::string> bt = absl::StrSplit(flags->Get("capture"), 'x');

@@ -73,6 +73,9 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
     const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity,
     int offloaded = 0, DType dtype = DType::kF32);
 
+// The backend of one device ("cpu", "cpu:N" or "cuda:N"), made as Model::Load makes them.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device);
+
 class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Load(const LoadOptions& options);

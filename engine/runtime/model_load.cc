@@ -54,6 +54,16 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d) {
   return MakeCpuBackend(d.index);
 }
 
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device) {
+  ASSIGN_OR_RETURN(std::vector<DeviceSpec> d, ParseDevices(device));
+  if (d.size() != 1) return absl::InvalidArgumentError("expected one device, got '" + device + "'");
+  return MakeBackend(d[0]);
+}
+
+namespace {
+
 // NCCL between distinct CUDA devices; otherwise (virtual CPUs, or several ranks on one card,
 // which NCCL does not allow) the thread communicator through host memory.
 absl::StatusOr<std::unique_ptr<Communicator>> MakeStageCommunicator(
