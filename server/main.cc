@@ -15,7 +15,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: lensd <command> [flags]\n"
-    "  serve     [--model DIR] [--host 0.0.0.0] [--port 50051] [--devices cpu:0,...]\n"
+    "  serve     [--model DIR] [--host 0.0.0.0] [--port 50051] [--devices cpu|cuda:0,...]\n"
+    "            [--dtype float32|bfloat16|float16] [--gpu-memory-fraction 0.9]\n"
     "            [--processing none|transformer-lens] [--kv-tokens N] [--max-batch-tokens N]\n"
     "            [--max-running N] [--max-queue N] [--max-prompt-tokens N]\n"
     "            [--max-new-tokens-limit N] [--max-capture-mib N] [--stall-timeout-s S]\n"

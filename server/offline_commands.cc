@@ -10,7 +10,7 @@ namespace lensd {
 const std::set<std::string>& ModelFlagNames() {
   static const auto* names = new std::set<std::string>{
       "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens", "tensor-parallel",
-      "device-memory-mib", "offload-layers"};
+      "device-memory-mib", "offload-layers", "gpu-memory-fraction"};
   return *names;
 }
 
@@ -34,7 +34,9 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   o.split = flags.Get("split");
   ASSIGN_OR_RETURN(o.processing, ParseProcessing(flags.Get("processing", "none")));
   ASSIGN_OR_RETURN(o.threads, flags.GetInt("threads", 0));
-  ASSIGN_OR_RETURN(o.kv_tokens, flags.GetInt("kv-tokens", o.kv_tokens));
+  ASSIGN_OR_RETURN(o.kv_tokens, flags.GetInt("kv-tokens", 0));  // 0: from the memory budget
+  ASSIGN_OR_RETURN(o.gpu_memory_fraction,
+                   flags.GetDouble("gpu-memory-fraction", o.gpu_memory_fraction));
   ASSIGN_OR_RETURN(o.dtype, ParseFloatDType(flags.Get("dtype", "float32")));
   ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel", 1));
   ASSIGN_OR_RETURN(o.offload_layers, flags.GetInt("offload-layers", 0));

@@ -8,11 +8,11 @@
 namespace lensd {
 namespace {
 
-absl::Status CheckKvFits(int tokens, const std::string& what, const ServerLimits& limits) {
-  if (limits.kv_capacity_tokens > 0 && tokens > limits.kv_capacity_tokens) {
+absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& model) {
+  if (model.kv_tokens > 0 && tokens > model.kv_tokens) {
     return absl::ResourceExhaustedError(
         absl::StrCat(what, " needs ", tokens, " tokens of KV cache; this server holds ",
-                     limits.kv_capacity_tokens, " (raise --kv-tokens)"));
+                     model.kv_tokens, " (raise --kv-tokens or --gpu-memory-fraction)"));
   }
   return absl::OkStatus();
 }
@@ -111,7 +111,7 @@ absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const Mode
                                                    limits.max_new_tokens, "]"));
   }
   const int total = std::min(static_cast<int>(ids.size()) + n, model.config->max_positions);
-  RETURN_IF_ERROR(CheckKvFits(total, "prompt plus max_new_tokens", limits));
+  RETURN_IF_ERROR(CheckKvFits(total, "prompt plus max_new_tokens", model));
   job.prompts.push_back(std::move(ids));
   return job;
 }
@@ -138,7 +138,7 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
   for (int i = 0; i < request.prompts_size(); ++i) {
     const std::string field = absl::StrCat("prompts[", i, "]");
     ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptTokens(request.prompts(i), field, model, limits));
-    RETURN_IF_ERROR(CheckKvFits(static_cast<int>(ids.size()), field, limits));
+    RETURN_IF_ERROR(CheckKvFits(static_cast<int>(ids.size()), field, model));
     r.job.prompts.push_back(std::move(ids));
   }
   if (request.skip_hooks()) {

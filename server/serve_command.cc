@@ -52,7 +52,6 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   ASSIGN_OR_RETURN(limits.max_new_tokens, flags.GetInt("max-new-tokens-limit", 4096));
   ASSIGN_OR_RETURN(int capture_mib, flags.GetInt("max-capture-mib", 4096));
   limits.max_capture_bytes = int64_t{capture_mib} << 20;
-  limits.kv_capacity_tokens = o.load.kv_tokens;
   ASSIGN_OR_RETURN(int stall_s, flags.GetInt("stall-timeout-s", 30));
   o.service.stall_timeout = std::chrono::seconds(stall_s);
   ASSIGN_OR_RETURN(o.drain_timeout_s, flags.GetInt("drain-timeout-s", 30));

@@ -118,7 +118,9 @@ absl::StatusOr<const Tokenizer*> LensdService::GateTokenizer(grpc::CallbackServe
 }
 
 ModelFacts LensdService::Facts() const {
-  return {&serving_.model->config(), serving_.model->tokenizer(), serving_.model->dtype()};
+  BlockAllocator& blocks = serving_.model->blocks();
+  return {&serving_.model->config(), serving_.model->tokenizer(), serving_.model->dtype(),
+          blocks.num_blocks() * blocks.block_size()};
 }
 
 absl::Status LensdService::SubmitJob(Job job, grpc::CallbackServerContext* ctx,

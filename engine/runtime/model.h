@@ -33,7 +33,11 @@ struct LoadOptions {
   std::vector<int64_t> device_memory;  // per device bytes for --split=memory (virtual CPUs)
   ProcessingOptions processing;
   int block_size = 16;               // KV block size in tokens
-  int kv_tokens = 16384;             // KV capacity in tokens (shared by all sequences)
+  // KV capacity in tokens, shared by all sequences; 0: what the memory budget leaves after
+  // the weights (CUDA, or --device-memory-mib), else 16384.
+  int kv_tokens = 16384;
+  // Share of each CUDA device's total memory that lensd may use (weights, KV, workspaces).
+  double gpu_memory_fraction = 0.9;
   int threads = 0;                   // CPU threads; 0 keeps the library default
 };
 
@@ -75,6 +79,19 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
 
 // The backend of one device ("cpu", "cpu:N" or "cuda:N"), made as Model::Load makes them.
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device);
+
+// Bytes of weights one pipeline stage holds on each of its `tp` ranks: its layers (the ones
+// from `first_offloaded` on cost two streaming slots instead), embeddings on the first
+// stage, the head on the last; matrices in `dtype`, vectors float32.
+int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
+                         int first_offloaded, bool first_stage, bool last_stage);
+
+// The largest KV capacity (a multiple of `block_size` tokens) whose pools fit every stage's
+// `budget` bytes next to its weights; RESOURCE_EXHAUSTED when a stage has no room for a block.
+absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
+                                      const std::vector<std::pair<int, int>>& ranges,
+                                      const std::vector<int64_t>& budget, int offloaded,
+                                      int block_size);
 
 class Model {
  public:

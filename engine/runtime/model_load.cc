@@ -21,6 +21,14 @@
 namespace lensd {
 namespace {
 
+// Device memory a CUDA device needs beyond weights and KV cache: the GEMM workspace (32 MiB),
+// the capture rings (2 × 256 MiB), transfer staging and one step's activations.
+constexpr int64_t kCudaReserve = int64_t{1} << 30;
+// KV capacity where no memory budget sizes it (CPU devices without --device-memory-mib).
+constexpr int kDefaultKvTokens = 16384;
+// What a memory split assumes for the KV cache when the cache is sized from what is left.
+constexpr int kPlanningKvTokens = 4096;
+
 struct DeviceSpec {
   bool cuda = false;
   int index = 0;
@@ -79,10 +87,11 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeStageCommunicator(
   return MakeThreadCommunicator(tp);
 }
 
-// Free bytes per pipeline stage for --split=memory: the CUDA device's free memory, or host
-// memory shared evenly between virtual CPU stages.
+// Bytes per pipeline stage that weights and KV cache may use: on CUDA, the device's free
+// memory up to `fraction` of its total, less kCudaReserve for workspaces and activations; on
+// virtual CPU devices, host memory shared evenly between the stages.
 absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>& devices,
-                                                   int tp) {
+                                                   int tp, double fraction) {
   const int stages = static_cast<int>(devices.size()) / tp;
   const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
   std::vector<int64_t> out;
@@ -90,7 +99,8 @@ absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>
     const DeviceSpec& d = devices[s * tp];
     if (d.cuda) {
       ASSIGN_OR_RETURN(auto info, LoadCudaMemoryInfo(d.index));
-      out.push_back(info.first);
+      const auto [free, total] = info;
+      out.push_back(std::min<int64_t>(free, static_cast<int64_t>(fraction * total)) - kCudaReserve);
       continue;
     }
     out.push_back(host / stages);
@@ -198,6 +208,45 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
   return ranges;
 }
 
+int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
+                         int first_offloaded, bool first_stage, bool last_stage) {
+  const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head, kv = int64_t{c.n_kv_heads} * c.d_head;
+  const int64_t m = DTypeSize(dtype);  // matrices; vectors are float32
+  const int64_t layer =
+      (m * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp) + 4 * 4 * D) / tp;
+  const auto [a, b] = layers;
+  const int off = std::max(0, b - std::max(a, first_offloaded));
+  return (b - a - off) * layer + (off > 0 ? 2 * layer : 0) +
+         (first_stage ? m * D * (c.vocab_size + (c.learned_positions ? c.max_positions : 0)) : 0) +
+         (last_stage ? m * D * c.vocab_size : 0);
+}
+
+absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
+                                      const std::vector<std::pair<int, int>>& ranges,
+                                      const std::vector<int64_t>& budget, int offloaded,
+                                      int block_size) {
+  if (budget.size() != ranges.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(budget.size(), " memory budgets for ",
+                                                   ranges.size(), " pipeline stages"));
+  }
+  const int64_t per_token_layer = int64_t{2} * KvHeadsPerRank(c, tp) * c.d_head * 4;
+  int64_t tokens = int64_t{1} << 24;  // a cap far beyond any context, to stay in int
+  for (size_t s = 0; s < ranges.size(); ++s) {
+    const int64_t layers = ranges[s].second - ranges[s].first;
+    const int64_t weights = StageWeightBytes(c, dtype, tp, ranges[s], c.n_layers - offloaded,
+                                             s == 0, s + 1 == ranges.size());
+    const int64_t room = budget[s] - weights;
+    if (room < per_token_layer * layers * block_size) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "stage ", s, " (layers ", ranges[s].first, "-", ranges[s].second - 1, "): ",
+          weights >> 20, " MiB of weights leave no room for a KV block in its ", budget[s] >> 20,
+          " MiB budget (raise --gpu-memory-fraction, add devices or offload layers)"));
+    }
+    tokens = std::min(tokens, room / (per_token_layer * layers));
+  }
+  return static_cast<int>(tokens / block_size * block_size);
+}
+
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
     const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity,
     int offloaded, DType dtype) {
@@ -205,17 +254,9 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
   if (n > L) {
     return absl::InvalidArgumentError(absl::StrCat(n, " devices for ", L, " layers: a device would be empty"));
   }
-  const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head, kv = int64_t{c.n_kv_heads} * c.d_head;
-  const int64_t m = DTypeSize(dtype);  // matrices; vectors are float32
-  const int64_t weights =
-      m * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp) + 4 * 4 * D;
-  const int first_offloaded = L - offloaded;
-  const int64_t embed = m * D * (c.vocab_size + (c.learned_positions ? c.max_positions : 0));
-  const int64_t head = m * D * c.vocab_size;
   auto load = [&](int d, int a, int b) {
-    const int off = std::max(0, b - std::max(a, first_offloaded));
-    return (b - a) * kv_bytes_per_layer + (b - a - off) * weights + (off > 0 ? 2 * weights : 0) +
-           (d == 0 ? embed : 0) + (d == n - 1 ? head : 0);
+    return (b - a) * kv_bytes_per_layer +
+           StageWeightBytes(c, dtype, 1, {a, b}, L - offloaded, d == 0, d == n - 1);
   };
   // best[d][i]: the smallest worst load/capacity ratio with layers [0, i) on devices [0, d).
   const double inf = std::numeric_limits<double>::infinity();
@@ -280,7 +321,7 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemoryWithOffload(
   const int stages = static_cast<int>(devices.size()) / tp;
   std::vector<int64_t> capacity = options.device_memory;
   if (capacity.empty()) {
-    ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp));
+    ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp, options.gpu_memory_fraction));
   }
   if (static_cast<int>(capacity.size()) != stages) {
     return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
@@ -299,6 +340,33 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemoryWithOffload(
   return plan;
 }
 
+// The KV capacity in tokens: --kv-tokens, checked against the CUDA budget; or (0) the largest
+// that every stage's budget — CUDA memory, or --device-memory-mib — leaves next to its
+// weights; kDefaultKvTokens where no budget is known.
+absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
+                           const std::vector<DeviceSpec>& devices, int tp,
+                           const std::vector<std::pair<int, int>>& ranges, int offload) {
+  const bool cuda = std::any_of(devices.begin(), devices.end(), [](auto& d) { return d.cuda; });
+  if (o.kv_tokens > 0 && !cuda) return o.kv_tokens;
+  std::vector<int64_t> budget = o.device_memory;
+  if (budget.empty()) {
+    if (!cuda) return kDefaultKvTokens;
+    ASSIGN_OR_RETURN(budget, StageCapacity(devices, tp, o.gpu_memory_fraction));
+  }
+  ASSIGN_OR_RETURN(int fit, KvTokensForBudget(c, o.dtype, tp, ranges, budget, offload,
+                                              o.block_size));
+  if (o.kv_tokens == 0) {
+    spdlog::info("KV cache: {} tokens (what the memory budget leaves after the weights)", fit);
+    return fit;
+  }
+  if (o.kv_tokens > fit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "--kv-tokens ", o.kv_tokens, " does not fit: the memory budget leaves room for ", fit,
+        " (lower --kv-tokens, or raise --gpu-memory-fraction)"));
+  }
+  return o.kv_tokens;
+}
+
 }  // namespace
 
 absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOptions& options) {
@@ -314,24 +382,29 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
       options.dtype != DType::kF16) {
     return absl::InvalidArgumentError("weights must be float32, bfloat16 or float16");
   }
-  if (options.block_size <= 0 || options.kv_tokens < options.block_size) {
+  if (options.block_size <= 0 ||
+      (options.kv_tokens != 0 && options.kv_tokens < options.block_size)) {
     return absl::InvalidArgumentError("KV capacity must hold at least one block");
+  }
+  if (!(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
+    return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
   }
   if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
   }
   p.stages = static_cast<int>(p.devices.size()) / p.tp;
   p.offload = options.offload_layers;
-  p.num_blocks = options.kv_tokens / options.block_size;
-  const int64_t slots = static_cast<int64_t>(p.num_blocks) * options.block_size;
-  p.pool_shape = {slots, KvHeadsPerRank(c, p.tp), c.d_head};
   if (options.split == "memory") {
-    const int64_t kv_per_layer = 2 * slots * c.n_kv_heads * c.d_head * 4;
+    const int64_t planned = options.kv_tokens > 0 ? options.kv_tokens : kPlanningKvTokens;
+    const int64_t kv_per_layer = 2 * planned * c.n_kv_heads * c.d_head * 4;
     ASSIGN_OR_RETURN(p.ranges, PlanMemoryWithOffload(c, options, p.devices, p.tp, kv_per_layer,
                                                      &p.offload));
   } else {
     ASSIGN_OR_RETURN(p.ranges, PlanSplit(options.split, c.n_layers, p.stages));
   }
+  ASSIGN_OR_RETURN(int kv_tokens, SizeKv(c, options, p.devices, p.tp, p.ranges, p.offload));
+  p.num_blocks = kv_tokens / options.block_size;
+  p.pool_shape = {int64_t{p.num_blocks} * options.block_size, KvHeadsPerRank(c, p.tp), c.d_head};
   return p;
 }
 

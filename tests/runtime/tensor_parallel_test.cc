@@ -134,5 +134,48 @@ TEST(MemorySplit, AutomaticOffloadWhenWeightsDoNotFit) {
   EXPECT_EQ(Model::Load(small).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+// --kv-tokens 0: the KV cache takes what each stage's budget leaves after its weights.
+TEST(KvBudget, SizedFromWhatTheWeightsLeave) {
+  const ModelConfig c = BuiltinConfig();
+  LoadOptions o;
+  auto f32 = Model::Load(o);
+  o.dtype = DType::kBF16;
+  auto bf16 = Model::Load(o);
+  ASSERT_TRUE(f32.ok() && bf16.ok());
+  // The estimate the budget uses is the loaded weights, up to the uncounted small vectors.
+  const std::pair<int, int> all{0, c.n_layers};
+  for (auto [m, dtype] : {std::pair{f32->get(), DType::kF32}, {bf16->get(), DType::kBF16}}) {
+    const double est = StageWeightBytes(c, dtype, 1, all, c.n_layers, true, true);
+    EXPECT_NEAR(est, double(m->Devices()[0].weight_bytes), 0.02 * est) << DTypeName(dtype);
+  }
+  const int64_t weights = StageWeightBytes(c, DType::kF32, 1, all, c.n_layers, true, true);
+  const int64_t per_token = 2 * int64_t{c.n_kv_heads} * c.d_head * 4 * c.n_layers;
+  auto fit = KvTokensForBudget(c, DType::kF32, 1, {all}, {weights + 1000 * per_token + 5}, 0, 16);
+  ASSERT_TRUE(fit.ok()) << fit.status();
+  EXPECT_EQ(*fit, 992);  // 1000 tokens of room, whole blocks of 16
+  // bfloat16 weights leave more room in the same budget.
+  EXPECT_GT(*KvTokensForBudget(c, DType::kBF16, 1, {all}, {weights + 1000 * per_token}, 0, 16), 1000);
+  // The tightest stage decides; a stage without room for one block is an error.
+  auto two = KvTokensForBudget(c, DType::kF32, 1, {{0, 2}, {2, 4}},
+                               {weights, StageWeightBytes(c, DType::kF32, 1, {2, 4}, 4, false, true) +
+                                             (per_token / 2) * 64}, 0, 16);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(*two, 64);
+  EXPECT_EQ(KvTokensForBudget(c, DType::kF32, 1, {all}, {weights}, 0, 16).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(KvTokensForBudget(c, DType::kF32, 1, {all}, {weights, weights}, 0, 16).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Loading with kv_tokens 0 on a budgeted virtual device: pools sized to the budget.
+  LoadOptions budgeted;
+  budgeted.kv_tokens = 0;
+  budgeted.device_memory = {weights + 300 * per_token};
+  auto m = Model::Load(budgeted);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->blocks().num_blocks() * (*m)->blocks().block_size(), 288);
+  EXPECT_LE((*m)->Devices()[0].kv_bytes + (*m)->Devices()[0].weight_bytes, budgeted.device_memory[0]);
+  budgeted.gpu_memory_fraction = 1.5;
+  EXPECT_EQ(Model::Load(budgeted).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace lensd

@@ -13,10 +13,9 @@ class EdgeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = *Model::Load(LoadOptions{});
-    facts_ = {&model_->config(), model_->tokenizer(), DType::kF32};
+    facts_ = {&model_->config(), model_->tokenizer(), DType::kF32, /*kv_tokens=*/128};
     limits_.max_prompt_tokens = 64;
     limits_.max_new_tokens = 100;
-    limits_.kv_capacity_tokens = 128;
     limits_.max_capture_bytes = 1 << 20;
   }
   v1::GenerateRequest Gen(std::vector<int> ids) {
