@@ -49,7 +49,7 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {
     Use();
-    ASSIGN_OR_RETURN(Buffer b, cuda::AllocateDevice(device_, dtype, shape));
+    ASSIGN_OR_RETURN(Buffer b, cuda::AllocateDevice(device_, stream_.get(), dtype, shape));
     CheckCuda(cudaMemsetAsync(b.As<void>(), 0, b.NumBytes(), stream_.get()), "cudaMemsetAsync");
     return b;
   }
@@ -226,7 +226,8 @@ class CudaBackend final : public Backend {
 
 void CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
   if (buffer.NumBytes() >= bytes) return;
-  buffer = std::move(cuda::AllocateDevice(device_, DType::kI32, {int64_t(bytes / 4 + 1)})).value();
+  buffer = std::move(cuda::AllocateDevice(device_, stream_.get(), DType::kI32, {int64_t(bytes / 4 + 1)}))
+               .value();
 }
 
 const void* CudaBackend::GemmInput(TensorView x, DType in) {
@@ -296,7 +297,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   ASSIGN_OR_RETURN(cuda::StreamPtr stream, cuda::NewStream());
   ASSIGN_OR_RETURN(cuda::BlasLtPtr blas, cuda::NewBlasLt());
   ASSIGN_OR_RETURN(Buffer workspace,
-                   cuda::AllocateDevice(device, DType::kF32,
+                   cuda::AllocateDevice(device, stream.get(), DType::kF32,
                                         {int64_t(CudaBackend::kWorkspace / 4)}));
   ASSIGN_OR_RETURN(cuda::PinnedPtr staging, cuda::PinnedAlloc(CudaBackend::kStaging));
   ASSIGN_OR_RETURN(auto capture, cuda::CaptureStream::Create(device, CudaBackend::kCaptureRing));

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -22,17 +23,16 @@ size_t SizeClass(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-struct Block {
-  int device;
-  size_t size;
-};
+// Free lists are keyed by (device, owner, size class).
+using Key = std::tuple<int, const void*, size_t>;
 
 class Cache {
  public:
-  absl::StatusOr<void*> Get(int device, size_t bytes) {
+  absl::StatusOr<void*> Get(int device, const void* owner, size_t bytes) {
     const size_t size = SizeClass(bytes ? bytes : 1);
     std::lock_guard<std::mutex> lock(mu_);
-    auto& free = free_[{device, size}];
+    const Key key{device, owner, size};
+    auto& free = free_[key];
     void* p = nullptr;
     if (!free.empty()) {
       p = free.back();
@@ -42,6 +42,11 @@ class Cache {
       cudaGetDevice(&previous);
       cudaSetDevice(device);
       cudaError_t err = cudaMalloc(&p, size);
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        ReleaseCached(device);
+        err = cudaMalloc(&p, size);
+      }
       cudaSetDevice(previous);
       if (err != cudaSuccess) {
         cudaGetLastError();
@@ -50,14 +55,14 @@ class Cache {
       }
       in_use_[device] += size;
     }
-    blocks_[p] = {device, size};
+    blocks_[p] = key;
     return p;
   }
   void Put(void* p) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = blocks_.find(p);
     if (it == blocks_.end()) return;
-    free_[{it->second.device, it->second.size}].push_back(p);
+    free_[it->second].push_back(p);
     blocks_.erase(it);
   }
   size_t InUse(int device) {
@@ -66,9 +71,19 @@ class Cache {
   }
 
  private:
+  // Gives the device's cached free blocks back to CUDA (on the current device, `device`).
+  void ReleaseCached(int device) {
+    for (auto& [key, list] : free_) {
+      if (std::get<0>(key) != device) continue;
+      for (void* p : list) cudaFree(p);
+      in_use_[device] -= std::get<2>(key) * list.size();
+      list.clear();
+    }
+  }
+
   std::mutex mu_;
-  std::map<std::pair<int, size_t>, std::vector<void*>> free_;
-  std::unordered_map<void*, Block> blocks_;
+  std::map<Key, std::vector<void*>> free_;
+  std::unordered_map<void*, Key> blocks_;  // handed out
   std::map<int, size_t> in_use_;
 };
 
@@ -81,9 +96,9 @@ void Release(void* p) { GlobalCache().Put(p); }
 
 }  // namespace
 
-absl::StatusOr<Buffer> AllocateDevice(int device, DType dtype, Shape shape) {
+absl::StatusOr<Buffer> AllocateDevice(int device, const void* owner, DType dtype, Shape shape) {
   const size_t bytes = static_cast<size_t>(shape.NumElements()) * DTypeSize(dtype);
-  absl::StatusOr<void*> p = GlobalCache().Get(device, bytes);
+  absl::StatusOr<void*> p = GlobalCache().Get(device, owner, bytes);
   if (!p.ok()) return p.status();
   return Buffer(*p, dtype, shape, &Release);
 }
