@@ -172,6 +172,11 @@ class CudaBackend final : public Backend {
 
   void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
                  int window, TensorView z) override;
+  static constexpr int kFlashMinQueries = 16;
+  static bool Flash(const AttentionSeq& a, int dh) {
+    return a.n_q >= kFlashMinQueries && a.scores.empty() && a.pattern.empty() &&
+           dh <= cuda::kFlashMaxHeadDim;
+  }
 
   void Activation(ActKind kind, TensorView x, TensorView y) override {
     Use();
@@ -241,22 +246,27 @@ const void* CudaBackend::GemmInput(TensorView x, DType in) {
   return narrow_.As<void>();
 }
 
+// Prefill chunks of at least kFlashMinQueries queries whose attention maps are not captured
+// take the flash kernel (one launch per sequence); the other queries — decode steps,
+// captured maps — take the per-query kernel in one launch.
 void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
                             float scale, int window, TensorView z) {
   Use();
   const int heads = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
   const int kv_heads = static_cast<int>(kv.k.shape[1]);
-  std::vector<cuda::AttentionQuery> queries(static_cast<size_t>(q.shape[0]));
+  std::vector<cuda::AttentionQuery> queries;
   std::vector<int32_t> tables;
   std::vector<float*> scores, patterns;
-  std::vector<int> n_q;
+  std::vector<int> n_q, offsets;
   for (size_t s = 0; s < seqs.size(); ++s) {
     const AttentionSeq& a = seqs[s];
-    const int offset = static_cast<int>(tables.size());
+    offsets.push_back(static_cast<int>(tables.size()));
     const int n_blocks = (a.start_pos + a.n_q + kv.block_size - 1) / kv.block_size;
     tables.insert(tables.end(), a.block_table, a.block_table + n_blocks);
-    for (int i = 0; i < a.n_q; ++i) {
-      queries[a.q_begin + i] = {a.start_pos + i, offset, static_cast<int>(s), i};
+    if (!Flash(a, dh)) {
+      for (int i = 0; i < a.n_q; ++i) {
+        queries.push_back({a.q_begin + i, a.start_pos + i, offsets.back(), static_cast<int>(s), i});
+      }
     }
     scores.push_back(a.scores.empty() ? nullptr : F(a.scores));
     patterns.push_back(a.pattern.empty() ? nullptr : F(a.pattern));
@@ -268,9 +278,18 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   float* const* dpatterns = Stage(4, patterns.data(), patterns.size());
   const int* dnq = Stage(5, n_q.data(), n_q.size());
   CheckCuda(cuda::LaunchAttention(F(q), F(kv.k), F(kv.v), dtables, dqueries,
-                              static_cast<int>(q.shape[0]), heads, kv_heads, dh, kv.block_size,
-                              scale, window, dscores, dpatterns, dnq, F(z), stream_.get()),
-        "Attention");
+                                  static_cast<int>(queries.size()), heads, kv_heads, dh,
+                                  kv.block_size, scale, window, dscores, dpatterns, dnq, F(z),
+                                  stream_.get()),
+            "Attention");
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const AttentionSeq& a = seqs[s];
+    if (!Flash(a, dh)) continue;
+    CheckCuda(cuda::LaunchFlashAttention(F(q), F(kv.k), F(kv.v), dtables + offsets[s], a.q_begin,
+                                         a.n_q, a.start_pos, heads, kv_heads, dh, kv.block_size,
+                                         scale, window, F(z), stream_.get()),
+              "FlashAttention");
+  }
 }
 
 }  // namespace

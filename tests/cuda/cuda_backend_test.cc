@@ -4,6 +4,7 @@
 #include "engine/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -162,6 +163,39 @@ TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
     EXPECT_TRUE(Same("z", z, 1e-5));
     EXPECT_TRUE(Same("scores 0", s0, 1e-5) && Same("pattern 0", p0, 1e-5));
     EXPECT_TRUE(Same("scores 1", s1, 1e-5) && Same("pattern 1", p1, 1e-5));
+  }
+}
+
+// Prefill chunks without captured maps take the flash kernel (a fresh prompt, and a chunk
+// continuing at position 30); a decode step in the same call takes the per-query kernel.
+TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
+  const int H = 8, Hkv = 2, bs = 16, blocks = 24;
+  for (int dh : {64, 128}) {
+    for (int window : {0, 24}) {
+      auto kpool = Zeros({blocks * bs, Hkv, dh}), vpool = Zeros({blocks * bs, Hkv, dh});
+      KvLayerView ckv{kpool.first.view(), vpool.first.view(), bs};
+      KvLayerView gkv{kpool.second.view(), vpool.second.view(), bs};
+      // Tables out of order; sequence lengths 100, 70 (30 cached + 40 new), 71 (decode at 70).
+      std::vector<std::vector<int32_t>> tables = {{3, 0, 7, 12, 20, 21, 22}, {1, 9, 2, 11, 5},
+                                                  {4, 6, 8, 10, 13}};
+      const int lengths[] = {100, 70, 71};
+      std::vector<int32_t> slots;
+      for (int s = 0; s < 3; ++s) {
+        for (int p = 0; p < lengths[s]; ++p) slots.push_back(tables[s][p / bs] * bs + p % bs);
+      }
+      const int64_t n = static_cast<int64_t>(slots.size());
+      auto k = Random({n, Hkv, dh}), v = Random({n, Hkv, dh});
+      cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
+      gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
+      auto q = Random({141, H, dh}), z = Zeros({141, H, dh});
+      std::vector<AttentionSeq> seqs = {{0, 100, 0, tables[0].data(), {}, {}},
+                                        {100, 40, 30, tables[1].data(), {}, {}},
+                                        {140, 1, 70, tables[2].data(), {}, {}}};
+      const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+      cpu_->Attention(q.first.view(), ckv, seqs, scale, window, z.first.view());
+      gpu_->Attention(q.second.view(), gkv, seqs, scale, window, z.second.view());
+      EXPECT_TRUE(Same("z dh=" + std::to_string(dh) + " window=" + std::to_string(window), z, 1e-5));
+    }
   }
 }
 

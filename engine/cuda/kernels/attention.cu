@@ -40,8 +40,8 @@ __global__ void AttentionKernel(const float* q, const float* k_pool, const float
   __shared__ float probs[kThreads];
   __shared__ int slots[kThreads];
   __shared__ float reduce[32];
-  const int t = blockIdx.x / heads, h = blockIdx.x % heads;
-  const AttentionQuery query = queries[t];
+  const AttentionQuery query = queries[blockIdx.x / heads];
+  const int t = query.row, h = blockIdx.x % heads;
   const int kv_head = h / (heads / kv_heads), n_k = query.pos + 1;
   const int n_q = seq_n_q[query.seq];
   const int n_cols = n_k + (n_q - 1 - query.q_index);  // the sequence's full key count
@@ -100,13 +100,13 @@ __global__ void AttentionKernel(const float* q, const float* k_pool, const float
 }  // namespace
 
 cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_pool,
-                            const int32_t* tables, const AttentionQuery* queries, int tokens,
+                            const int32_t* tables, const AttentionQuery* queries, int n_queries,
                             int heads, int kv_heads, int dh, int block_size, float scale,
                             int window, float* const* score_ptrs, float* const* pattern_ptrs,
                             const int* seq_n_q, float* z, cudaStream_t stream) {
-  if (tokens == 0) return cudaSuccess;
+  if (n_queries == 0) return cudaSuccess;
   if (dh > kMaxHeadDim) return cudaErrorInvalidValue;
-  AttentionKernel<<<tokens * heads, kThreads, 0, stream>>>(
+  AttentionKernel<<<n_queries * heads, kThreads, 0, stream>>>(
       q, k_pool, v_pool, tables, queries, heads, kv_heads, dh, block_size, scale, window,
       score_ptrs, pattern_ptrs, seq_n_q, z);
   return cudaGetLastError();

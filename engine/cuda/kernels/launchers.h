@@ -32,22 +32,33 @@ cudaError_t LaunchRope(float* x, const float* inv_freq, const int32_t* positions
 cudaError_t LaunchWriteKv(const float* k, const float* v, const int32_t* slots, int tokens,
                           int row, float* k_pool, float* v_pool, cudaStream_t stream);
 
-// One query row's attention inputs, for every query of the batch (device arrays).
+// One query row's attention inputs (device arrays).
 struct AttentionQuery {
+  int row;           // row of q and z
   int pos;           // absolute position of the query
   int table_offset;  // into the concatenated block tables
   int seq;           // index into the per-sequence score/pattern outputs
   int q_index;       // query index within its sequence (row of scores/pattern)
 };
 
-// z[T, H, dh] = softmax(q·kᵀ·scale, causal, window) · v over the paged pool; optional scores /
-// pattern outputs per sequence (`score_ptrs[seq]` / `pattern_ptrs[seq]`, [H, n_q, n_k], null
-// when not captured).
+// z[row, H, dh] = softmax(q·kᵀ·scale, causal, window) · v over the paged pool for each of the
+// `n_queries` queries, one thread block per (query, head); optional scores / pattern outputs
+// per sequence (`score_ptrs[seq]` / `pattern_ptrs[seq]`, [H, n_q, n_k], null when not
+// captured). Decode steps, and prefill whose attention maps are captured, come here.
 cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_pool,
-                            const int32_t* tables, const AttentionQuery* queries, int tokens,
+                            const int32_t* tables, const AttentionQuery* queries, int n_queries,
                             int heads, int kv_heads, int dh, int block_size, float scale,
                             int window, float* const* score_ptrs, float* const* pattern_ptrs,
                             const int* seq_n_q, float* z, cudaStream_t stream);
+
+// The same z for one sequence's queries rows [q_begin, q_begin + n_q) at positions
+// [start_pos, ...), flash-style: tiles of queries share each tile of keys, online softmax, no
+// attention maps. `table`: the sequence's block ids (device). For prefill chunks.
+inline constexpr int kFlashMaxHeadDim = 128;
+cudaError_t LaunchFlashAttention(const float* q, const float* k_pool, const float* v_pool,
+                                 const int32_t* table, int q_begin, int n_q, int start_pos,
+                                 int heads, int kv_heads, int dh, int block_size, float scale,
+                                 int window, float* z, cudaStream_t stream);
 
 }  // namespace lensd::cuda
 
