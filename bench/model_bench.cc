@@ -1,6 +1,6 @@
 // Engine throughput on any device map, straight through Model::Forward (no server):
 //   model_bench --model builtin:llama-1b --devices cuda:0 --dtype bfloat16 --batches 1,8,64
-//               --prefill 512 [--mem-gbs 4300] [--peak-tflops 60|measure]
+//               --prefill 512 [--mem-gbs 4300] [--peak-tflops 60|measure] [--cuda-graphs true]
 //   model_bench --model builtin:gpt2-small --devices cuda:0 --capture 8x256
 // Prints one line per measurement: decode tokens/s at each batch size with the weight-read
 // roofline (weights bytes / memory bandwidth per step) and its fraction; prefill tokens/s
@@ -135,7 +135,7 @@ double GemmPeak(const std::string& devices, DType dtype) {
 int Main(const std::vector<std::string>& args) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("model_bench"));  // results on stdout
   auto flags = Flags::Parse(args, {"model", "devices", "dtype", "batches", "prefill", "mem-gbs",
-                                   "peak-tflops", "capture", "kv-tokens"});
+                                   "peak-tflops", "capture", "kv-tokens", "cuda-graphs"});
   if (!flags.ok()) {
     std::cerr << flags.status().message() << "\n";
     return 2;
@@ -150,6 +150,7 @@ int Main(const std::vector<std::string>& args) {
     return 2;
   }
   o.dtype = *dtype;
+  o.cuda_graphs = flags->Get("cuda-graphs") == "true";
   auto model = Model::Load(o);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";

@@ -10,7 +10,7 @@ namespace lensd {
 const std::set<std::string>& ModelFlagNames() {
   static const auto* names = new std::set<std::string>{
       "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens", "tensor-parallel",
-      "device-memory-mib", "offload-layers", "gpu-memory-fraction"};
+      "device-memory-mib", "offload-layers", "gpu-memory-fraction", "cuda-graphs"};
   return *names;
 }
 
@@ -37,6 +37,11 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   ASSIGN_OR_RETURN(o.kv_tokens, flags.GetInt("kv-tokens", 0));  // 0: from the memory budget
   ASSIGN_OR_RETURN(o.gpu_memory_fraction,
                    flags.GetDouble("gpu-memory-fraction", o.gpu_memory_fraction));
+  const std::string graphs = flags.Get("cuda-graphs", "false");
+  if (graphs != "true" && graphs != "false") {
+    return absl::InvalidArgumentError("--cuda-graphs must be true or false");
+  }
+  o.cuda_graphs = graphs == "true";
   ASSIGN_OR_RETURN(o.dtype, ParseFloatDType(flags.Get("dtype", "float32")));
   ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel", 1));
   ASSIGN_OR_RETURN(o.offload_layers, flags.GetInt("offload-layers", 0));

@@ -48,6 +48,9 @@ class BatchHookSink : public HookSink {
   bool Wants(int seq, HookId id) const override {
     return jobs_[seq]->kind == Job::Kind::kCapture && jobs_[seq]->hooks.Contains(id);
   }
+  bool WantsAny(int seq) const override {
+    return jobs_[seq]->kind == Job::Kind::kCapture && !jobs_[seq]->hooks.empty();
+  }
   void Capture(int seq, HookId id, TensorView value) override {
     jobs_[seq]->sink->OnTensor(prompts_[seq], id, value);
   }

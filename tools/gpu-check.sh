@@ -37,11 +37,14 @@ run() {
   "$BUNDLE/model_bench" --model builtin:llama-1b --devices cuda:0 --dtype bfloat16 \
     --batches 1,8,64 --prefill 512 --mem-gbs "${MEM_GBS:-4300}" --peak-tflops measure \
     --kv-tokens 16384 | tee "$out/llama" || true
+  "$BUNDLE/model_bench" --model builtin:llama-1b --devices cuda:0 --dtype bfloat16 \
+    --batches 1,8,64 --mem-gbs "${MEM_GBS:-4300}" --kv-tokens 16384 --cuda-graphs true |
+    sed 's/^decode /decode+graphs /' | tee "$out/graphs" || true
   "$BUNDLE/model_bench" --model builtin:gpt2-small --devices cuda:0 --capture 8x256 \
     --kv-tokens 4096 | tee "$out/gpt2" || true
   echo "== summary ($gpu)"
   grep -E "PASSED|FAILED" "$out/tests" | tail -2
-  grep -hE "^(decode|gemm|prefill|capture)" "$out/llama" "$out/gpt2"
+  grep -hE "^(decode|gemm|prefill|capture)" "$out/llama" "$out/graphs" "$out/gpt2"
 }
 
 case "${1:-}" in

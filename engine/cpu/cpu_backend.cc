@@ -81,7 +81,7 @@ class CpuBackend : public Backend {
     if (rest > 0) {
       pad_in_.assign(size_t{kRowTile} * K, 0.0f);
       pad_out_.resize(size_t{kRowTile} * N);
-      std::memcpy(pad_in_.data(), xs + int64_t{full} * K, size_t{rest} * K * 4);
+      std::memcpy(pad_in_.data(), xs + int64_t{full} * K, static_cast<size_t>(rest) * K * 4);
     }
 #pragma omp parallel
     {
@@ -101,7 +101,7 @@ class CpuBackend : public Backend {
       }
     }
     if (rest > 0) {
-      std::memcpy(y.As<float>() + int64_t{full} * N, pad_out_.data(), size_t{rest} * N * 4);
+      std::memcpy(y.As<float>() + int64_t{full} * N, pad_out_.data(), static_cast<size_t>(rest) * N * 4);
     }
     if (bias.empty()) return;
     for (int t = 0; t < T; ++t) {

@@ -17,6 +17,7 @@
 #include "engine/cuda/cuda_handles.h"
 #include "engine/cuda/device_allocator.h"
 #include "engine/cuda/gemm.h"
+#include "engine/cuda/graph_step.h"
 #include "engine/cuda/kernels/launchers.h"
 #include "engine/cuda/kernels/norm.h"
 
@@ -37,6 +38,10 @@ class CudaBackend final : public Backend {
   // Device ring and pinned host ring of the capture stream: a few layers' worth of hooks in
   // flight for GPT-2-small-sized models at batch 8 x 256 tokens.
   static constexpr size_t kCaptureRing = size_t{256} << 20;
+  // A graph step's device arena (all its activations, never freed within the step) and its
+  // pinned inputs: enough for decode at batch 64 of a Llama-3.2-1B-sized model.
+  static constexpr size_t kGraphArena = size_t{256} << 20;
+  static constexpr size_t kGraphMirror = size_t{16} << 20;
 
   CudaBackend(int device, int sm_count, cuda::StreamPtr stream, cuda::BlasLtPtr blas,
               Buffer workspace, cuda::PinnedPtr staging,
@@ -49,8 +54,15 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {
     Use();
-    ASSIGN_OR_RETURN(Buffer b, cuda::AllocateDevice(device_, stream_.get(), dtype, shape));
-    CheckCuda(cudaMemsetAsync(b.As<void>(), 0, b.NumBytes(), stream_.get()), "cudaMemsetAsync");
+    Buffer b;
+    if (GraphStep()) {  // the arena, so that a replay finds the same addresses
+      b = Buffer(graphs_->Allocate(shape.NumElements() * DTypeSize(dtype)), dtype, shape, nullptr);
+    } else {
+      ASSIGN_OR_RETURN(b, cuda::AllocateDevice(device_, stream_.get(), dtype, shape));
+    }
+    if (!Replaying()) {
+      CheckCuda(cudaMemsetAsync(b.As<void>(), 0, b.NumBytes(), stream_.get()), "cudaMemsetAsync");
+    }
     return b;
   }
 
@@ -71,6 +83,10 @@ class CudaBackend final : public Backend {
   }
 
   void Download(TensorView src, float* host) override {
+    if (GraphStep()) {  // after the graph has run
+      graphs_->DeferDownload([this, src, host] { Download(src, host); });
+      return;
+    }
     std::lock_guard<std::mutex> lock(transfer_mu_);
     Use();
     const size_t elem = DTypeSize(src.dtype), per_chunk = kStaging / elem;
@@ -114,15 +130,34 @@ class CudaBackend final : public Backend {
 
   void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override {
     Use();
-    gemm_.Run(GemmInput(x, w.dtype), w.data, w.dtype, CF(bias), F(y),
-              static_cast<int>(x.shape[0]), static_cast<int>(w.shape[0]),
-              static_cast<int>(w.shape[1]), stream_.get());
+    const void* xs = GemmInput(x, w.dtype);
+    if (Replaying()) return;
+    gemm_.Run(xs, w.data, w.dtype, CF(bias), F(y), static_cast<int>(x.shape[0]),
+              static_cast<int>(w.shape[0]), static_cast<int>(w.shape[1]), stream_.get());
+  }
+
+  bool BeginGraphStep(const GraphKey& key) override {
+    Use();
+    if (graphs_ == nullptr) {  // once, at the first decode step
+      auto made = cuda::GraphSteps::Create(kGraphArena, kGraphMirror);
+      if (!made.ok()) {
+        spdlog::warn("cuda:{}: no CUDA graphs: {}", device_, made.status().ToString());
+        return false;
+      }
+      graphs_ = std::move(*made);
+    }
+    return graphs_->Begin(key, stream_.get());
+  }
+  bool EndGraphStep() override {
+    Use();
+    return graphs_->End(stream_.get());
   }
 
   void Gather(TensorView table, const int32_t* ids, TensorView y) override {
     Use();
     const int rows = static_cast<int>(y.shape[0]), d = static_cast<int>(y.shape[1]);
     const int32_t* dids = Stage(0, ids, rows);
+    if (Replaying()) return;
     cudaError_t err = cudaSuccess;
     switch (table.dtype) {
       case DType::kF32:
@@ -144,6 +179,7 @@ class CudaBackend final : public Backend {
   void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
             TensorView normalized, TensorView scale) override {
     Use();
+    if (Replaying()) return;
     CheckCuda(cuda::LaunchNorm<float>(kind == NormKind::kLayerNorm, F(x), CF(w), CF(b), eps,
                                   static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
                                   F(y), normalized.empty() ? nullptr : F(normalized),
@@ -155,6 +191,7 @@ class CudaBackend final : public Backend {
     Use();
     const int tokens = static_cast<int>(x.shape[0]);
     const int32_t* dpos = Stage(0, positions, tokens);
+    if (Replaying()) return;
     CheckCuda(cuda::LaunchRope(F(x), F(inv_freq), dpos, tokens, static_cast<int>(x.shape[1]),
                            static_cast<int>(x.shape[2]), rotary_dim, stream_.get()),
           "Rope");
@@ -164,6 +201,7 @@ class CudaBackend final : public Backend {
     Use();
     const int tokens = static_cast<int>(k.shape[0]);
     const int32_t* dslots = Stage(0, slots, tokens);
+    if (Replaying()) return;
     CheckCuda(cuda::LaunchWriteKv(F(k), F(v), dslots, tokens,
                               static_cast<int>(k.NumElements() / std::max<int64_t>(1, tokens)),
                               F(kv.k), F(kv.v), stream_.get()),
@@ -180,32 +218,39 @@ class CudaBackend final : public Backend {
 
   void Activation(ActKind kind, TensorView x, TensorView y) override {
     Use();
+    if (Replaying()) return;
     CheckCuda(cuda::LaunchActivation(static_cast<int>(kind), F(x), F(y), x.NumElements(), stream_.get()),
           "Activation");
   }
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
     Use();
+    if (Replaying()) return;
     CheckCuda(cuda::LaunchGatedActivation(static_cast<int>(kind), F(gate), F(up), F(y),
                                       gate.NumElements(), stream_.get()),
           "GatedActivation");
   }
   void Add(TensorView a, TensorView b, TensorView y) override {
     Use();
+    if (Replaying()) return;
     CheckCuda(cuda::LaunchAdd(F(a), F(b), F(y), a.NumElements(), stream_.get()), "Add");
   }
   void Synchronize() override {
+    if (GraphStep()) return;  // nothing may wait inside a capture; a replay launches nothing
     Use();
     CheckCuda(cudaStreamSynchronize(stream_.get()), "Synchronize");
   }
 
  private:
   void Use() { CheckCuda(cudaSetDevice(device_), "cudaSetDevice"); }
+  bool GraphStep() const { return graphs_ && graphs_->mode() != cuda::GraphSteps::Mode::kOff; }
+  bool Replaying() const { return graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kReplay; }
 
   // Copies `n` host elements into staging slot `slot` (device memory kept across calls).
   template <typename T>
   const T* Stage(int slot, const T* host, size_t n) {
-    Buffer& b = staging_[slot];
     const size_t bytes = n * sizeof(T);
+    if (GraphStep()) return static_cast<const T*>(graphs_->Input(host, bytes, stream_.get()));
+    Buffer& b = staging_[slot];
     Reserve(b, bytes);
     CheckCuda(cudaMemcpyAsync(b.As<void>(), host, bytes, cudaMemcpyHostToDevice, stream_.get()), "Stage");
     return static_cast<const T*>(b.As<void>());
@@ -227,6 +272,7 @@ class CudaBackend final : public Backend {
   Buffer staging_[6];
   Buffer narrow_;
   std::unique_ptr<cuda::CaptureStream> capture_;
+  std::unique_ptr<cuda::GraphSteps> graphs_;  // made at the first graph step
 };
 
 void CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
@@ -237,13 +283,22 @@ void CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
 
 const void* CudaBackend::GemmInput(TensorView x, DType in) {
   if (in == DType::kF32) return x.data;
-  Reserve(narrow_, x.NumElements() * DTypeSize(in));
+  const size_t bytes = x.NumElements() * DTypeSize(in);
+  void* narrow = nullptr;
+  if (GraphStep()) {
+    narrow = graphs_->Allocate(bytes);
+    if (Replaying()) return narrow;
+  } else {
+    Reserve(narrow_, bytes);
+    narrow = narrow_.As<void>();
+  }
   const cudaError_t err =
       in == DType::kBF16
-          ? cuda::LaunchNarrow(F(x), narrow_.As<__nv_bfloat16>(), x.NumElements(), stream_.get())
-          : cuda::LaunchNarrow(F(x), narrow_.As<__half>(), x.NumElements(), stream_.get());
+          ? cuda::LaunchNarrow(F(x), static_cast<__nv_bfloat16*>(narrow), x.NumElements(),
+                               stream_.get())
+          : cuda::LaunchNarrow(F(x), static_cast<__half*>(narrow), x.NumElements(), stream_.get());
   CheckCuda(err, "narrow GEMM input");
-  return narrow_.As<void>();
+  return narrow;
 }
 
 // Prefill chunks of at least kFlashMinQueries queries whose attention maps are not captured
@@ -263,6 +318,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
     offsets.push_back(static_cast<int>(tables.size()));
     const int n_blocks = (a.start_pos + a.n_q + kv.block_size - 1) / kv.block_size;
     tables.insert(tables.end(), a.block_table, a.block_table + n_blocks);
+    if (GraphStep()) tables.resize(offsets.back() + graphs_->key().table_width, 0);  // fixed size
     if (!Flash(a, dh)) {
       for (int i = 0; i < a.n_q; ++i) {
         queries.push_back({a.q_begin + i, a.start_pos + i, offsets.back(), static_cast<int>(s), i});
@@ -277,6 +333,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   float* const* dscores = Stage(3, scores.data(), scores.size());
   float* const* dpatterns = Stage(4, patterns.data(), patterns.size());
   const int* dnq = Stage(5, n_q.data(), n_q.size());
+  if (Replaying()) return;
   CheckCuda(cuda::LaunchAttention(F(q), F(kv.k), F(kv.v), dtables, dqueries,
                                   static_cast<int>(queries.size()), heads, kv_heads, dh,
                                   kv.block_size, scale, window, dscores, dpatterns, dnq, F(z),

@@ -35,6 +35,16 @@ struct KvLayerView {
   int block_size = 0;
 };
 
+// What a decode step's device work depends on, for replaying it as a graph: the number of
+// sequences (one new token each) and the width their block tables are padded to.
+struct GraphKey {
+  int batch = 0;
+  int table_width = 0;
+  bool operator<(const GraphKey& o) const {
+    return batch != o.batch ? batch < o.batch : table_width < o.table_width;
+  }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -79,6 +89,13 @@ class Backend {
   virtual void Add(TensorView a, TensorView b, TensorView y) = 0;
   // Blocks until queued work is done (no-op for synchronous backends).
   virtual void Synchronize() = 0;
+  // A decode step bracketed by these may be recorded once per key and replayed (CUDA graphs):
+  // Forward calls them around steps with one device, one token per sequence, no hooks and no
+  // host round trips. Begin returns false when the backend does not replay steps (the step
+  // then runs normally). End returns false when nothing of the step ran (capture failed);
+  // the caller then runs the step again normally.
+  virtual bool BeginGraphStep(const GraphKey& key) { return false; }
+  virtual bool EndGraphStep() { return true; }
   // dst (this backend) := src (memory of `from`) over a direct device-to-device path.
   // False when there is none; callers then go through host memory.
   virtual bool CopyFromPeer(Backend& from, TensorView src, TensorView dst) { return false; }

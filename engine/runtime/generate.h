@@ -21,6 +21,7 @@ class CacheCollector : public HookSink {
  public:
   CacheCollector(HookSelection selection, int sequences);
   bool Wants(int seq, HookId id) const override;
+  bool WantsAny(int seq) const override { return !selection_.empty(); }
   void Capture(int seq, HookId id, TensorView value) override;
   std::map<std::string, Buffer>& cache(int seq) { return caches_[seq]; }
 

@@ -68,6 +68,8 @@ class HookSink {
  public:
   virtual ~HookSink() = default;
   virtual bool Wants(int seq, HookId id) const = 0;
+  // False when sequence `seq` wants no hook at all (such steps may be replayed as graphs).
+  virtual bool WantsAny(int seq) const { return true; }
   virtual void Capture(int seq, HookId id, TensorView value) = 0;
 };
 

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,10 @@ struct LoadOptions {
   // Share of each CUDA device's total memory that lensd may use (weights, KV, workspaces).
   double gpu_memory_fraction = 0.9;
   int threads = 0;                   // CPU threads; 0 keeps the library default
+  // Decode steps on a single CUDA device recorded once per batch size and replayed as CUDA
+  // graphs (one launch per step instead of hundreds). Off by default until verified on
+  // hardware; results are identical either way.
+  bool cuda_graphs = false;
 };
 
 // One sequence's work in a forward step.
@@ -146,6 +151,11 @@ class Model {
   ForwardResult MergeResults(const std::vector<Step>& steps) const;
   void BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* hooks) const;
   ForwardResult ForwardPipelined(const std::vector<SeqInput>& batch, HookSink* hooks, int stages);
+  // Every tensor-parallel rank of every stage in turn (SPMD threads when tp_ > 1).
+  ForwardResult ForwardRanks(const std::vector<SeqInput>& batch, HookSink* hooks);
+  // The graph key of a decode step that may be replayed (LoadOptions::cuda_graphs, one
+  // device, one token per sequence, no hooks, no offloaded layers); nullopt otherwise.
+  std::optional<GraphKey> GraphKeyFor(const std::vector<SeqInput>& batch, HookSink* hooks) const;
   // A hook whose tensor is split across tensor-parallel ranks: gathered along the split
   // dimension (every rank calls it), then emitted by rank 0.
   void EmitSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full);
@@ -160,6 +170,7 @@ class Model {
   std::unique_ptr<BlockAllocator> blocks_;
   std::vector<std::unique_ptr<Shard>> shards_;  // [stage * tp_ + rank]
   int tp_ = 1;
+  bool cuda_graphs_ = false;
   std::vector<std::unique_ptr<Communicator>> comms_;  // per stage, tp_ > 1
   std::mutex capture_mu_;  // serialises HookSink::Capture across devices' delivery threads
 };

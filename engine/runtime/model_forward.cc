@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,7 @@ class MicroBatchSink : public HookSink {
  public:
   MicroBatchSink(HookSink* inner, int offset) : inner_(inner), offset_(offset) {}
   bool Wants(int seq, HookId id) const override { return inner_->Wants(offset_ + seq, id); }
+  bool WantsAny(int seq) const override { return inner_->WantsAny(offset_ + seq); }
   void Capture(int seq, HookId id, TensorView value) override {
     inner_->Capture(offset_ + seq, id, value);
   }
@@ -74,6 +76,36 @@ absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch,
   RETURN_IF_ERROR(Validate(batch));
   const int stages = static_cast<int>(shards_.size()) / tp_;
   if (tp_ == 1 && stages > 1 && batch.size() > 1) return ForwardPipelined(batch, hooks, stages);
+  if (std::optional<GraphKey> key = GraphKeyFor(batch, hooks)) {
+    Backend& b = *shards_[0]->backend;
+    if (b.BeginGraphStep(*key)) {
+      ForwardResult result = ForwardRanks(batch, hooks);
+      if (b.EndGraphStep()) return result;
+      // Nothing of the step ran (its capture failed): run it normally.
+    }
+  }
+  return ForwardRanks(batch, hooks);
+}
+
+std::optional<GraphKey> Model::GraphKeyFor(const std::vector<SeqInput>& batch,
+                                           HookSink* hooks) const {
+  if (!cuda_graphs_ || shards_.size() != 1 || shards_[0]->layers.offloaded() > 0) {
+    return std::nullopt;
+  }
+  const int bs = blocks_->block_size();
+  int blocks = 1;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const SeqInput& in = batch[s];
+    if (in.tokens.size() != 1 || in.all_logits) return std::nullopt;
+    if (hooks != nullptr && hooks->WantsAny(static_cast<int>(s))) return std::nullopt;
+    blocks = std::max(blocks, (in.start_pos + 1 + bs - 1) / bs);
+  }
+  int width = 1;  // powers of two: a sequence growing past one needs a new graph
+  while (width < blocks) width *= 2;
+  return GraphKey{static_cast<int>(batch.size()), width};
+}
+
+ForwardResult Model::ForwardRanks(const std::vector<SeqInput>& batch, HookSink* hooks) {
   std::vector<Step> steps(tp_);
   Step& step = steps[0];
   BuildStep(step, batch, hooks);

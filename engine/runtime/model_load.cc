@@ -478,6 +478,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;
   m->dtype_ = options.dtype;
+  m->cuda_graphs_ = options.cuda_graphs;
   m->tp_ = p.tp;
   if (p.tp > 1) {
     for (int s = 0; s < p.stages; ++s) {
