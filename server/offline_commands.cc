@@ -10,7 +10,7 @@ namespace lensd {
 const std::set<std::string>& ModelFlagNames() {
   static const auto* names = new std::set<std::string>{
       "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens", "tensor-parallel",
-      "device-memory-mib", "offload-layers", "gpu-memory-fraction", "cuda-graphs"};
+      "device-memory-mib", "offload-layers", "gpu-memory-fraction", "cuda-graphs", "activation-mib"};
   return *names;
 }
 
@@ -37,6 +37,7 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   ASSIGN_OR_RETURN(o.kv_tokens, flags.GetInt("kv-tokens", 0));  // 0: from the memory budget
   ASSIGN_OR_RETURN(o.gpu_memory_fraction,
                    flags.GetDouble("gpu-memory-fraction", o.gpu_memory_fraction));
+  ASSIGN_OR_RETURN(o.activation_mib, flags.GetInt("activation-mib", o.activation_mib));
   const std::string graphs = flags.Get("cuda-graphs", "false");
   if (graphs != "true" && graphs != "false") {
     return absl::InvalidArgumentError("--cuda-graphs must be true or false");

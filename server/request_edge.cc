@@ -17,6 +17,27 @@ absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& 
   return absl::OkStatus();
 }
 
+// A capture prompt runs whole in one step, beside up to max_running decode tokens.
+absl::Status CheckActivationsFit(const CaptureRequest& r, const ModelFacts& model,
+                                 const ServerLimits& limits) {
+  if (model.activation_budget <= 0) return absl::OkStatus();
+  bool maps = false;
+  for (const HookId& id : r.job.hooks.hooks()) {
+    maps |= id.point == HookPoint::kAttnScores || id.point == HookPoint::kPattern;
+  }
+  for (size_t i = 0; i < r.job.prompts.size(); ++i) {
+    const int64_t p = static_cast<int64_t>(r.job.prompts[i].size());
+    const int64_t need = StepActivationBytes(*model.config, limits.max_running + p, maps ? p : 0);
+    if (need > model.activation_budget) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "prompts[", i, "] (", p, " tokens", maps ? ", with attention maps" : "",
+          ") needs about ", need >> 20, " MiB of device activations in one step; this server "
+          "allows ", model.activation_budget >> 20, " MiB (--activation-mib)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The returned dtype: unspecified = the model's; int32 is not a dtype for activations.
 absl::StatusOr<DType> CaptureDType(v1::DType wire, const ModelFacts& model) {
   if (wire == v1::DTYPE_UNSPECIFIED) return model.dtype;
@@ -152,6 +173,7 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     if (request.position_slice().has_stop()) r.slice.stop = request.position_slice().stop();
   }
   ASSIGN_OR_RETURN(r.dtype, CaptureDType(request.dtype(), model));
+  RETURN_IF_ERROR(CheckActivationsFit(r, model, limits));
   RETURN_IF_ERROR(BuildManifest(c, limits, r));
   return r;
 }

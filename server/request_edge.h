@@ -21,15 +21,18 @@ struct ServerLimits {
   int max_new_tokens = 4096;
   int64_t max_capture_bytes = int64_t{4} << 30;
   int max_prompts = 256;       // per RunWithCache request
+  int max_running = 64;        // decode tokens that may share a step with a capture prompt
 };
 
 // What a model offers the edge: config, tokenizer (may be null), weight dtype (the default
-// dtype of captures), KV cache capacity (requests needing more are refused; 0: unchecked).
+// dtype of captures), KV cache capacity and a step's activation budget (requests needing
+// more are refused; 0: unchecked).
 struct ModelFacts {
   const ModelConfig* config = nullptr;
   const Tokenizer* tokenizer = nullptr;
   DType dtype = DType::kF32;
   int kv_tokens = 0;
+  int64_t activation_budget = 0;
 };
 
 // One tensor a RunWithCache stream will carry.

@@ -46,6 +46,7 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   o.address = absl::StrCat(flags.Get("host", "0.0.0.0"), ":", port);
   ASSIGN_OR_RETURN(o.scheduler.max_batch_tokens, flags.GetInt("max-batch-tokens", 256));
   ASSIGN_OR_RETURN(o.scheduler.max_running, flags.GetInt("max-running", 64));
+  o.service.limits.max_running = o.scheduler.max_running;
   ASSIGN_OR_RETURN(o.scheduler.max_queue, flags.GetInt("max-queue", 256));
   ServerLimits& limits = o.service.limits;
   ASSIGN_OR_RETURN(limits.max_prompt_tokens, flags.GetInt("max-prompt-tokens", 0));
@@ -109,6 +110,22 @@ void Drain(LensdService& service, const Scheduler& scheduler, int timeout_s) {
   if (left > 0) spdlog::warn("drain timeout: cancelling {} unfinished requests", left);
 }
 
+// The largest generation step (every running sequence's decode token plus a full prompt
+// chunk) must fit the device's activation budget; capture prompts are checked per request.
+absl::StatusOr<std::unique_ptr<Model>> CheckStepsFit(std::unique_ptr<Model> model,
+                                                     const SchedulerOptions& s) {
+  const int64_t need = StepActivationBytes(model->config(), s.max_running + s.max_batch_tokens,
+                                           s.max_batch_tokens);
+  const int64_t budget = model->activation_budget();
+  if (budget > 0 && need > budget) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a step of --max-running ", s.max_running, " decode tokens and --max-batch-tokens ",
+        s.max_batch_tokens, " needs about ", need >> 20, " MiB of activations; raise "
+        "--activation-mib (", budget >> 20, ") or lower those"));
+  }
+  return model;
+}
+
 }  // namespace
 
 absl::Status ServeCommand(const std::vector<std::string>& args) {
@@ -138,6 +155,7 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", host, port);
 
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(o.load);
+  if (model.ok()) model = CheckStepsFit(std::move(*model), o.scheduler);
   if (!model.ok()) {
     server->Shutdown();
     return model.status();

@@ -120,7 +120,7 @@ absl::StatusOr<const Tokenizer*> LensdService::GateTokenizer(grpc::CallbackServe
 ModelFacts LensdService::Facts() const {
   BlockAllocator& blocks = serving_.model->blocks();
   return {&serving_.model->config(), serving_.model->tokenizer(), serving_.model->dtype(),
-          blocks.num_blocks() * blocks.block_size()};
+          blocks.num_blocks() * blocks.block_size(), serving_.model->activation_budget()};
 }
 
 absl::Status LensdService::SubmitJob(Job job, grpc::CallbackServerContext* ctx,

@@ -39,6 +39,9 @@ struct LoadOptions {
   int kv_tokens = 16384;
   // Share of each CUDA device's total memory that lensd may use (weights, KV, workspaces).
   double gpu_memory_fraction = 0.9;
+  // Device memory kept from the KV cache for one step's activations (CUDA devices); the
+  // server refuses work whose steps would need more (StepActivationBytes).
+  int activation_mib = 2048;
   int threads = 0;                   // CPU threads; 0 keeps the library default
   // Decode steps on a single CUDA device recorded once per batch size and replayed as CUDA
   // graphs (one launch per step instead of hundreds). Off by default until verified on
@@ -98,6 +101,12 @@ absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
                                       const std::vector<int64_t>& budget, int offloaded,
                                       int block_size);
 
+// An upper bound on the activation bytes live at once on one device during a step of `tokens`
+// rows, of which `map_tokens` belong to sequences capturing attention maps: one block's
+// activations (norm outputs and hooks, q/k/v/z, sublayer outputs, MLP hidden states — at full
+// size, as tensor-parallel gathers may be), the maps, and the residual; or the head's logits.
+int64_t StepActivationBytes(const ModelConfig& c, int64_t tokens, int64_t map_tokens);
+
 class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Load(const LoadOptions& options);
@@ -108,6 +117,9 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }  // of the weight matrices (LoadOptions::dtype)
+  // Device bytes a step's activations may take (LoadOptions::activation_mib on CUDA devices);
+  // 0: no limit (CPU devices use host memory).
+  int64_t activation_budget() const { return activation_budget_; }
   // nullptr when the model directory has no tokenizer.
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   BlockAllocator& blocks() { return *blocks_; }
@@ -166,6 +178,7 @@ class Model {
 
   ModelConfig config_;
   DType dtype_ = DType::kF32;
+  int64_t activation_budget_ = 0;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<BlockAllocator> blocks_;
   std::vector<std::unique_ptr<Shard>> shards_;  // [stage * tp_ + rank]

@@ -21,9 +21,10 @@
 namespace lensd {
 namespace {
 
-// Device memory a CUDA device needs beyond weights and KV cache: the GEMM workspace (32 MiB),
-// the capture rings (2 × 256 MiB), transfer staging and one step's activations.
-constexpr int64_t kCudaReserve = int64_t{1} << 30;
+// Device memory a CUDA device needs beyond weights, KV cache and activations: the GEMM
+// workspace (32 MiB), the capture ring (256 MiB), the graph arena (256 MiB), staging and
+// CUDA's own allocations.
+constexpr int64_t kCudaWorkspaces = int64_t{768} << 20;
 // KV capacity where no memory budget sizes it (CPU devices without --device-memory-mib).
 constexpr int kDefaultKvTokens = 16384;
 // What a memory split assumes for the KV cache when the cache is sized from what is left.
@@ -88,10 +89,11 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeStageCommunicator(
 }
 
 // Bytes per pipeline stage that weights and KV cache may use: on CUDA, the device's free
-// memory up to `fraction` of its total, less kCudaReserve for workspaces and activations; on
-// virtual CPU devices, host memory shared evenly between the stages.
+// memory up to `fraction` of its total, less workspaces and the activation budget; on virtual
+// CPU devices, host memory shared evenly between the stages.
 absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>& devices,
-                                                   int tp, double fraction) {
+                                                   int tp, double fraction,
+                                                   int64_t activation_bytes) {
   const int stages = static_cast<int>(devices.size()) / tp;
   const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
   std::vector<int64_t> out;
@@ -100,7 +102,8 @@ absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>
     if (d.cuda) {
       ASSIGN_OR_RETURN(auto info, LoadCudaMemoryInfo(d.index));
       const auto [free, total] = info;
-      out.push_back(std::min<int64_t>(free, static_cast<int64_t>(fraction * total)) - kCudaReserve);
+      out.push_back(std::min<int64_t>(free, static_cast<int64_t>(fraction * total)) -
+                    kCudaWorkspaces - activation_bytes);
       continue;
     }
     out.push_back(host / stages);
@@ -206,6 +209,15 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
                                                    n_layers - 1, " in ", n_devices, " ranges"));
   }
   return ranges;
+}
+
+int64_t StepActivationBytes(const ModelConfig& c, int64_t tokens, int64_t map_tokens) {
+  const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head;
+  const int64_t kv = int64_t{c.n_kv_heads} * c.d_head, M = c.d_mlp;
+  const int64_t block = tokens * (8 * D + 2 * (2 * q + 2 * kv) + 2 * 3 * M) +
+                        2 * int64_t{c.n_heads} * map_tokens * map_tokens;
+  const int64_t head = tokens * (2 * D + c.vocab_size);
+  return 4 * std::max(block, head);
 }
 
 int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
@@ -321,7 +333,8 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemoryWithOffload(
   const int stages = static_cast<int>(devices.size()) / tp;
   std::vector<int64_t> capacity = options.device_memory;
   if (capacity.empty()) {
-    ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp, options.gpu_memory_fraction));
+    ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp, options.gpu_memory_fraction,
+                                             int64_t{options.activation_mib} << 20));
   }
   if (static_cast<int>(capacity.size()) != stages) {
     return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
@@ -351,7 +364,8 @@ absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
   std::vector<int64_t> budget = o.device_memory;
   if (budget.empty()) {
     if (!cuda) return kDefaultKvTokens;
-    ASSIGN_OR_RETURN(budget, StageCapacity(devices, tp, o.gpu_memory_fraction));
+    ASSIGN_OR_RETURN(budget, StageCapacity(devices, tp, o.gpu_memory_fraction,
+                                           int64_t{o.activation_mib} << 20));
   }
   ASSIGN_OR_RETURN(int fit, KvTokensForBudget(c, o.dtype, tp, ranges, budget, offload,
                                               o.block_size));
@@ -389,6 +403,7 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
   if (!(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
   }
+  if (options.activation_mib < 1) return absl::InvalidArgumentError("--activation-mib must be >= 1");
   if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
   }
@@ -479,6 +494,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   m->config_ = c;
   m->dtype_ = options.dtype;
   m->cuda_graphs_ = options.cuda_graphs;
+  if (std::any_of(p.devices.begin(), p.devices.end(), [](auto& d) { return d.cuda; })) {
+    m->activation_budget_ = int64_t{options.activation_mib} << 20;
+  }
   m->tp_ = p.tp;
   if (p.tp > 1) {
     for (int s = 0; s < p.stages; ++s) {

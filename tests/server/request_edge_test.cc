@@ -110,6 +110,24 @@ TEST_F(EdgeTest, CaptureRequestErrors) {
   ExpectError(ToCaptureRequest(r, facts_, limits_), C::kResourceExhausted, "bytes; this server allows 1048576");
 }
 
+// On a device with an activation budget, a capture prompt runs whole beside max_running decode
+// tokens: one that would not fit (here only because it asks for attention maps) is refused.
+TEST_F(EdgeTest, CapturePromptMustFitTheActivationBudget) {
+  const ModelConfig& c = model_->config();
+  ModelFacts gpu = facts_;
+  gpu.activation_budget = StepActivationBytes(c, limits_.max_running + 40, 0);
+  v1::RunWithCacheRequest r = Cache(std::vector<int>(40, 9));
+  r.add_names_filter("blocks.0.hook_resid_post");
+  EXPECT_TRUE(ToCaptureRequest(r, gpu, limits_).ok());
+  r.add_names_filter("blocks.1.attn.hook_pattern");
+  ExpectError(ToCaptureRequest(r, gpu, limits_), absl::StatusCode::kResourceExhausted,
+              "prompts[0] (40 tokens, with attention maps) needs about");
+  EXPECT_TRUE(ToCaptureRequest(r, facts_, limits_).ok());  // no budget: host memory
+  // The bound grows with tokens and with maps.
+  EXPECT_GT(StepActivationBytes(c, 200, 0), StepActivationBytes(c, 100, 0));
+  EXPECT_GT(StepActivationBytes(c, 100, 100), StepActivationBytes(c, 100, 0));
+}
+
 TEST_F(EdgeTest, CaptureManifestCountsEveryByte) {
   const ModelConfig& c = model_->config();
   v1::RunWithCacheRequest r = Cache({1, 2, 3, 4, 5});
