@@ -353,7 +353,17 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
 
 int CudaDeviceCount() { return cuda::DeviceCount(); }
 
+namespace {
+absl::Status CheckDeviceExists(int device) {
+  const int count = cuda::DeviceCount();
+  if (device >= 0 && device < count) return absl::OkStatus();
+  return absl::NotFoundError(
+      absl::StrCat("cuda:", device, " does not exist (", count, " CUDA devices visible)"));
+}
+}  // namespace
+
 absl::StatusOr<std::pair<int64_t, int64_t>> CudaMemoryInfo(int device) {
+  RETURN_IF_ERROR(CheckDeviceExists(device));
   RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
   size_t free = 0, total = 0;
   RETURN_IF_ERROR(cuda::CudaStatus(cudaMemGetInfo(&free, &total), "cudaMemGetInfo"));
@@ -361,11 +371,7 @@ absl::StatusOr<std::pair<int64_t, int64_t>> CudaMemoryInfo(int device) {
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
-  const int count = cuda::DeviceCount();
-  if (device < 0 || device >= count) {
-    return absl::NotFoundError(absl::StrCat("cuda:", device, " does not exist (", count,
-                                            " CUDA devices visible)"));
-  }
+  RETURN_IF_ERROR(CheckDeviceExists(device));
   RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
   int sm_count = 0;
   RETURN_IF_ERROR(cuda::CudaStatus(
