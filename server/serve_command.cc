@@ -114,14 +114,16 @@ void Drain(LensdService& service, const Scheduler& scheduler, int timeout_s) {
 // chunk) must fit the device's activation budget; capture prompts are checked per request.
 absl::StatusOr<std::unique_ptr<Model>> CheckStepsFit(std::unique_ptr<Model> model,
                                                      const SchedulerOptions& s) {
-  const int64_t need = StepActivationBytes(model->config(), s.max_running + s.max_batch_tokens,
-                                           s.max_batch_tokens);
+  const int64_t need =
+      StepActivationBytes(model->config(), s.max_running + s.max_batch_tokens, s.max_batch_tokens);
   const int64_t budget = model->activation_budget();
   if (budget > 0 && need > budget) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a step of --max-running ", s.max_running, " decode tokens and --max-batch-tokens ",
-        s.max_batch_tokens, " needs about ", need >> 20, " MiB of activations; raise "
-        "--activation-mib (", budget >> 20, ") or lower those"));
+    return absl::InvalidArgumentError(absl::StrCat("a step of --max-running ", s.max_running,
+                                                   " decode tokens and --max-batch-tokens ",
+                                                   s.max_batch_tokens, " needs about ", need >> 20,
+                                                   " MiB of activations; raise "
+                                                   "--activation-mib (",
+                                                   budget >> 20, ") or lower those"));
   }
   return model;
 }

@@ -31,8 +31,10 @@ class FifoRing {
     } else {
       const size_t tail = live_.front().offset, head = live_.back().offset + live_.back().size;
       if (live_.back().offset >= tail) {  // live bytes are [tail, head): room after and before
-        if (capacity_ - head >= size) at = head;
-        else if (tail >= size) at = 0;
+        if (capacity_ - head >= size)
+          at = head;
+        else if (tail >= size)
+          at = 0;
       } else if (tail - head >= size) {  // wrapped: room only in [head, tail)
         at = head;
       }

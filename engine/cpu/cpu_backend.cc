@@ -101,7 +101,8 @@ class CpuBackend : public Backend {
       }
     }
     if (rest > 0) {
-      std::memcpy(y.As<float>() + int64_t{full} * N, pad_out_.data(), static_cast<size_t>(rest) * N * 4);
+      std::memcpy(y.As<float>() + int64_t{full} * N, pad_out_.data(),
+                  static_cast<size_t>(rest) * N * 4);
     }
     if (bias.empty()) return;
     for (int t = 0; t < T; ++t) {
@@ -152,8 +153,8 @@ class CpuBackend : public Backend {
                  float scale, int window, float* probs, float* z);
   // Rows [n0, n0 + nn) of w as float32: in place for float32 weights, else widened into
   // `widened` (kept while `widened_block` == nb).
-  static const float* WeightBlock(TensorView w, int n0, int nn, int nb,
-                                  std::vector<float>& widened, int& widened_block) {
+  static const float* WeightBlock(TensorView w, int n0, int nn, int nb, std::vector<float>& widened,
+                                  int& widened_block) {
     const int64_t K = w.shape[1];
     if (w.dtype == DType::kF32) return w.As<float>() + n0 * K;
     if (widened_block != nb) {

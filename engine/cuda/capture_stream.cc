@@ -18,8 +18,12 @@ absl::StatusOr<std::unique_ptr<CaptureStream>> CaptureStream::Create(int device,
 
 CaptureStream::CaptureStream(int device, size_t bytes, StreamPtr copy, EventPtr snapshot,
                              DevicePtr ring, PinnedPtr host_ring)
-    : device_(device), copy_(std::move(copy)), snapshot_(std::move(snapshot)),
-      ring_(std::move(ring)), host_ring_(std::move(host_ring)), space_(bytes),
+    : device_(device),
+      copy_(std::move(copy)),
+      snapshot_(std::move(snapshot)),
+      ring_(std::move(ring)),
+      host_ring_(std::move(host_ring)),
+      space_(bytes),
       thread_([this] { DeliveryLoop(); }) {}
 
 CaptureStream::~CaptureStream() {
@@ -74,7 +78,7 @@ void CaptureStream::DeliveryLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     cv_.wait(lock, [&] { return stop_ || !pending_.empty(); });
-    if (pending_.empty()) return;  // stopping
+    if (pending_.empty()) return;   // stopping
     Pending& p = pending_.front();  // stays valid: the compute thread only appends
     lock.unlock();
     CheckCuda(cudaEventSynchronize(p.copied), "capture copy");

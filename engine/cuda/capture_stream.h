@@ -55,11 +55,11 @@ class CaptureStream {
   PinnedPtr host_ring_;
   std::mutex mu_;
   std::condition_variable cv_;
-  FifoRing space_;                    // guarded by mu_; same offsets in both rings
-  std::deque<Pending> pending_;       // guarded by mu_; oldest first
+  FifoRing space_;                        // guarded by mu_; same offsets in both rings
+  std::deque<Pending> pending_;           // guarded by mu_; oldest first
   std::vector<cudaEvent_t> free_events_;  // guarded by mu_
   std::vector<EventPtr> events_;          // every event made, for destruction
-  bool stop_ = false;                 // guarded by mu_
+  bool stop_ = false;                     // guarded by mu_
   std::thread thread_;
 };
 

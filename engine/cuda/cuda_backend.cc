@@ -46,9 +46,13 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, int sm_count, cuda::StreamPtr stream, cuda::BlasLtPtr blas,
               Buffer workspace, cuda::PinnedPtr staging,
               std::unique_ptr<cuda::CaptureStream> capture)
-      : device_(device), stream_(std::move(stream)), blas_(std::move(blas)),
-        workspace_(std::move(workspace)), gemm_(blas_.get(), sm_count, workspace_.As<void>()),
-        staging_host_(std::move(staging)), capture_(std::move(capture)) {}
+      : device_(device),
+        stream_(std::move(stream)),
+        blas_(std::move(blas)),
+        workspace_(std::move(workspace)),
+        gemm_(blas_.get(), sm_count, workspace_.As<void>()),
+        staging_host_(std::move(staging)),
+        capture_(std::move(capture)) {}
 
   std::string Name() const override { return absl::StrCat("cuda:", device_); }
 
@@ -76,8 +80,9 @@ class CudaBackend final : public Backend {
     for (int64_t i = 0; i < dst.NumElements(); i += per_chunk) {
       const size_t n = std::min<size_t>(per_chunk, dst.NumElements() - i);
       ConvertFromF32(host + i, dst.dtype, staging_host_.get(), n);
-      CheckCuda(cudaMemcpyAsync(static_cast<char*>(dst.data) + i * elem, staging_host_.get(), n * elem,
-                            cudaMemcpyHostToDevice, stream_.get()), "Upload");
+      CheckCuda(cudaMemcpyAsync(static_cast<char*>(dst.data) + i * elem, staging_host_.get(),
+                                n * elem, cudaMemcpyHostToDevice, stream_.get()),
+                "Upload");
       CheckCuda(cudaStreamSynchronize(stream_.get()), "Upload sync");
     }
   }
@@ -93,7 +98,8 @@ class CudaBackend final : public Backend {
     for (int64_t i = 0; i < src.NumElements(); i += per_chunk) {
       const size_t n = std::min<size_t>(per_chunk, src.NumElements() - i);
       CheckCuda(cudaMemcpyAsync(staging_host_.get(), static_cast<const char*>(src.data) + i * elem,
-                            n * elem, cudaMemcpyDeviceToHost, stream_.get()), "Download");
+                                n * elem, cudaMemcpyDeviceToHost, stream_.get()),
+                "Download");
       CheckCuda(cudaStreamSynchronize(stream_.get()), "Download sync");
       ConvertToF32(src.dtype, staging_host_.get(), host + i, n);
     }
@@ -117,12 +123,14 @@ class CudaBackend final : public Backend {
       Use();
       const cudaError_t err = cudaDeviceEnablePeerAccess(peer->device_, 0);
       if (err == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
-      else CheckCuda(err, "cudaDeviceEnablePeerAccess");
+      else
+        CheckCuda(err, "cudaDeviceEnablePeerAccess");
     }
     from.Synchronize();  // src is complete on the peer's stream
     Use();
     CheckCuda(cudaMemcpyPeerAsync(dst.data, device_, src.data, peer->device_, src.NumBytes(),
-                              stream_.get()), "cudaMemcpyPeerAsync");
+                                  stream_.get()),
+              "cudaMemcpyPeerAsync");
     // The caller frees `src` next, and its block may be reused on the peer's stream.
     CheckCuda(cudaStreamSynchronize(stream_.get()), "peer copy sync");
     return true;
@@ -181,10 +189,10 @@ class CudaBackend final : public Backend {
     Use();
     if (Replaying()) return;
     CheckCuda(cuda::LaunchNorm<float>(kind == NormKind::kLayerNorm, F(x), CF(w), CF(b), eps,
-                                  static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
-                                  F(y), normalized.empty() ? nullptr : F(normalized),
-                                  scale.empty() ? nullptr : F(scale), stream_.get()),
-          "Norm");
+                                      static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
+                                      F(y), normalized.empty() ? nullptr : F(normalized),
+                                      scale.empty() ? nullptr : F(scale), stream_.get()),
+              "Norm");
   }
 
   void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override {
@@ -193,8 +201,8 @@ class CudaBackend final : public Backend {
     const int32_t* dpos = Stage(0, positions, tokens);
     if (Replaying()) return;
     CheckCuda(cuda::LaunchRope(F(x), F(inv_freq), dpos, tokens, static_cast<int>(x.shape[1]),
-                           static_cast<int>(x.shape[2]), rotary_dim, stream_.get()),
-          "Rope");
+                               static_cast<int>(x.shape[2]), rotary_dim, stream_.get()),
+              "Rope");
   }
 
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
@@ -203,9 +211,9 @@ class CudaBackend final : public Backend {
     const int32_t* dslots = Stage(0, slots, tokens);
     if (Replaying()) return;
     CheckCuda(cuda::LaunchWriteKv(F(k), F(v), dslots, tokens,
-                              static_cast<int>(k.NumElements() / std::max<int64_t>(1, tokens)),
-                              F(kv.k), F(kv.v), stream_.get()),
-          "WriteKv");
+                                  static_cast<int>(k.NumElements() / std::max<int64_t>(1, tokens)),
+                                  F(kv.k), F(kv.v), stream_.get()),
+              "WriteKv");
   }
 
   void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
@@ -219,15 +227,16 @@ class CudaBackend final : public Backend {
   void Activation(ActKind kind, TensorView x, TensorView y) override {
     Use();
     if (Replaying()) return;
-    CheckCuda(cuda::LaunchActivation(static_cast<int>(kind), F(x), F(y), x.NumElements(), stream_.get()),
-          "Activation");
+    CheckCuda(
+        cuda::LaunchActivation(static_cast<int>(kind), F(x), F(y), x.NumElements(), stream_.get()),
+        "Activation");
   }
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
     Use();
     if (Replaying()) return;
     CheckCuda(cuda::LaunchGatedActivation(static_cast<int>(kind), F(gate), F(up), F(y),
-                                      gate.NumElements(), stream_.get()),
-          "GatedActivation");
+                                          gate.NumElements(), stream_.get()),
+              "GatedActivation");
   }
   void Add(TensorView a, TensorView b, TensorView y) override {
     Use();
@@ -252,7 +261,8 @@ class CudaBackend final : public Backend {
     if (GraphStep()) return static_cast<const T*>(graphs_->Input(host, bytes, stream_.get()));
     Buffer& b = staging_[slot];
     Reserve(b, bytes);
-    CheckCuda(cudaMemcpyAsync(b.As<void>(), host, bytes, cudaMemcpyHostToDevice, stream_.get()), "Stage");
+    CheckCuda(cudaMemcpyAsync(b.As<void>(), host, bytes, cudaMemcpyHostToDevice, stream_.get()),
+              "Stage");
     return static_cast<const T*>(b.As<void>());
   }
 
@@ -277,8 +287,9 @@ class CudaBackend final : public Backend {
 
 void CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
   if (buffer.NumBytes() >= bytes) return;
-  buffer = std::move(cuda::AllocateDevice(device_, stream_.get(), DType::kI32, {int64_t(bytes / 4 + 1)}))
-               .value();
+  buffer =
+      std::move(cuda::AllocateDevice(device_, stream_.get(), DType::kI32, {int64_t(bytes / 4 + 1)}))
+          .value();
 }
 
 const void* CudaBackend::GemmInput(TensorView x, DType in) {
@@ -334,11 +345,11 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   float* const* dpatterns = Stage(4, patterns.data(), patterns.size());
   const int* dnq = Stage(5, n_q.data(), n_q.size());
   if (Replaying()) return;
-  CheckCuda(cuda::LaunchAttention(F(q), F(kv.k), F(kv.v), dtables, dqueries,
-                                  static_cast<int>(queries.size()), heads, kv_heads, dh,
-                                  kv.block_size, scale, window, dscores, dpatterns, dnq, F(z),
-                                  stream_.get()),
-            "Attention");
+  CheckCuda(
+      cuda::LaunchAttention(F(q), F(kv.k), F(kv.v), dtables, dqueries,
+                            static_cast<int>(queries.size()), heads, kv_heads, dh, kv.block_size,
+                            scale, window, dscores, dpatterns, dnq, F(z), stream_.get()),
+      "Attention");
   for (size_t s = 0; s < seqs.size(); ++s) {
     const AttentionSeq& a = seqs[s];
     if (!Flash(a, dh)) continue;
@@ -378,14 +389,13 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
       cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "SM count"));
   ASSIGN_OR_RETURN(cuda::StreamPtr stream, cuda::NewStream());
   ASSIGN_OR_RETURN(cuda::BlasLtPtr blas, cuda::NewBlasLt());
-  ASSIGN_OR_RETURN(Buffer workspace,
-                   cuda::AllocateDevice(device, stream.get(), DType::kF32,
-                                        {int64_t(CudaBackend::kWorkspace / 4)}));
+  ASSIGN_OR_RETURN(Buffer workspace, cuda::AllocateDevice(device, stream.get(), DType::kF32,
+                                                          {int64_t(CudaBackend::kWorkspace / 4)}));
   ASSIGN_OR_RETURN(cuda::PinnedPtr staging, cuda::PinnedAlloc(CudaBackend::kStaging));
   ASSIGN_OR_RETURN(auto capture, cuda::CaptureStream::Create(device, CudaBackend::kCaptureRing));
-  return std::unique_ptr<Backend>(new CudaBackend(device, sm_count, std::move(stream), std::move(blas),
-                                                  std::move(workspace), std::move(staging),
-                                                  std::move(capture)));
+  return std::unique_ptr<Backend>(new CudaBackend(device, sm_count, std::move(stream),
+                                                  std::move(blas), std::move(workspace),
+                                                  std::move(staging), std::move(capture)));
 }
 
 }  // namespace lensd

@@ -11,10 +11,14 @@ namespace {
 
 cudaDataType_t BlasType(DType d) {
   switch (d) {
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kI32: return CUDA_R_32I;
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    case DType::kI32:
+      return CUDA_R_32I;
   }
   return CUDA_R_32F;
 }
@@ -26,8 +30,9 @@ void SetDesc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, T valu
 
 void SetRows(cublasLtMatrixLayout_t layout, int rows) {
   const uint64_t cols = static_cast<uint64_t>(rows);  // tokens are columns, column-major
-  CheckBlas(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_COLS, &cols,
-                                             sizeof(cols)), "layout rows");
+  CheckBlas(
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof(cols)),
+      "layout rows");
 }
 
 }  // namespace
@@ -78,11 +83,13 @@ Gemm::Plan& Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
   CheckBlas(cublasLtMatmulPreferenceCreate(&pref), "preference");
   const size_t ws = kWorkspace;
   CheckBlas(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                 &ws, sizeof(ws)), "workspace");
+                                                 &ws, sizeof(ws)),
+            "workspace");
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  CheckBlas(cublasLtMatmulAlgoGetHeuristic(blas_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result,
-                                           &found), "heuristic");
+  CheckBlas(
+      cublasLtMatmulAlgoGetHeuristic(blas_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found),
+      "heuristic");
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0) CheckBlas(CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm");
   p.algo = result.algo;
@@ -96,8 +103,8 @@ Gemm::Plan& Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
   cublasLtMatmulAlgoCapGetAttribute(&p.algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes,
                                     sizeof(schemes), &written);
   const uint32_t splits = static_cast<uint32_t>(SplitK(N, K));
-  const uint32_t scheme = splits > 1 ? CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE
-                                     : CUBLASLT_REDUCTION_SCHEME_NONE;
+  const uint32_t scheme =
+      splits > 1 ? CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : CUBLASLT_REDUCTION_SCHEME_NONE;
   if (splitk_ok && (splits == 1 || (schemes & scheme))) {
     cublasLtMatmulAlgo_t tuned = p.algo;
     cublasLtMatmulAlgoConfigSetAttribute(&tuned, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
@@ -106,7 +113,8 @@ Gemm::Plan& Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
                                          sizeof(scheme));
     cublasLtMatmulHeuristicResult_t check{};
     if (cublasLtMatmulAlgoCheck(blas_, p.desc, p.a, p.b, p.c, p.c, &tuned, &check) ==
-            CUBLAS_STATUS_SUCCESS && check.workspaceSize <= kWorkspace) {
+            CUBLAS_STATUS_SUCCESS &&
+        check.workspaceSize <= kWorkspace) {
       p.algo = tuned;
     }
   }
@@ -119,18 +127,21 @@ const cublasLtMatmulAlgo_t* Gemm::AlgoFor(Plan& p, int rows) {
   if (p.rejected.count(rows)) return nullptr;
   cublasLtMatmulHeuristicResult_t check{};
   if (cublasLtMatmulAlgoCheck(blas_, p.desc, p.a, p.b, p.c, p.c, &p.algo, &check) ==
-          CUBLAS_STATUS_SUCCESS && check.workspaceSize <= kWorkspace) {
+          CUBLAS_STATUS_SUCCESS &&
+      check.workspaceSize <= kWorkspace) {
     p.accepted.insert(rows);
     return &p.algo;
   }
-  spdlog::warn("cuBLASLt rejects the fixed GEMM algorithm for {} rows; results of this shape "
-               "may depend on batch composition", rows);
+  spdlog::warn(
+      "cuBLASLt rejects the fixed GEMM algorithm for {} rows; results of this shape "
+      "may depend on batch composition",
+      rows);
   p.rejected.insert(rows);
   return nullptr;
 }
 
-void Gemm::Run(const void* x, const void* w, DType dtype, const float* bias, float* y, int T,
-               int N, int K, cudaStream_t stream) {
+void Gemm::Run(const void* x, const void* w, DType dtype, const float* bias, float* y, int T, int N,
+               int K, cudaStream_t stream) {
   Plan& p = PlanFor(N, K, dtype, bias != nullptr);
   if (bias != nullptr) SetDesc(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
   const float alpha = 1.0f, beta = 0.0f;

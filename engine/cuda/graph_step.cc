@@ -46,8 +46,8 @@ bool GraphSteps::End(cudaStream_t stream) {
     cudaGraph_t graph = nullptr;
     const cudaError_t captured = cudaStreamEndCapture(stream, &graph);
     cudaGraphExec_t exec = nullptr;
-    const bool ok = !failed_ && captured == cudaSuccess &&
-                    cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    const bool ok =
+        !failed_ && captured == cudaSuccess && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     if (graph != nullptr) cudaGraphDestroy(graph);
     if (!ok) {
       cudaGetLastError();
@@ -67,7 +67,7 @@ bool GraphSteps::End(cudaStream_t stream) {
     return false;
   }
   CheckCuda(cudaGraphLaunch(g.exec, stream), "cudaGraphLaunch");
-  for (auto& download : downloads_) download();  // each synchronises the stream
+  for (auto& download : downloads_) download();            // each synchronises the stream
   CheckCuda(cudaStreamSynchronize(stream), "graph step");  // the mirror may be rewritten next
   downloads_.clear();
   return true;

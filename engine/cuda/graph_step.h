@@ -55,7 +55,9 @@ class GraphSteps {
     size_t arena_used = 0, mirror_used = 0;  // at capture: a replay must match
   };
   GraphSteps(DevicePtr arena, size_t arena_bytes, PinnedPtr mirror, size_t mirror_bytes)
-      : arena_(std::move(arena)), arena_bytes_(arena_bytes), mirror_(std::move(mirror)),
+      : arena_(std::move(arena)),
+        arena_bytes_(arena_bytes),
+        mirror_(std::move(mirror)),
         mirror_bytes_(mirror_bytes) {}
   static size_t Align(size_t n) { return (n + 255) / 256 * 256; }
 

@@ -101,8 +101,7 @@ class Backend {
   virtual bool CopyFromPeer(Backend& from, TensorView src, TensorView dst) { return false; }
 };
 
-inline void Backend::CaptureAsync(TensorView src,
-                                  const std::function<void(TensorView)>& deliver) {
+inline void Backend::CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) {
   Buffer host = Buffer::Host(DType::kF32, src.shape);
   Download(src, host.As<float>());
   deliver(host.view());

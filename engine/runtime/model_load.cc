@@ -91,9 +91,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeStageCommunicator(
 // Bytes per pipeline stage that weights and KV cache may use: on CUDA, the device's free
 // memory up to `fraction` of its total, less workspaces and the activation budget; on virtual
 // CPU devices, host memory shared evenly between the stages.
-absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>& devices,
-                                                   int tp, double fraction,
-                                                   int64_t activation_bytes) {
+absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>& devices, int tp,
+                                                   double fraction, int64_t activation_bytes) {
   const int stages = static_cast<int>(devices.size()) / tp;
   const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
   std::vector<int64_t> out;
@@ -222,7 +221,8 @@ int64_t StepActivationBytes(const ModelConfig& c, int64_t tokens, int64_t map_to
 
 int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
                          int first_offloaded, bool first_stage, bool last_stage) {
-  const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head, kv = int64_t{c.n_kv_heads} * c.d_head;
+  const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head,
+                kv = int64_t{c.n_kv_heads} * c.d_head;
   const int64_t m = DTypeSize(dtype);  // matrices; vectors are float32
   const int64_t layer =
       (m * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp) + 4 * 4 * D) / tp;
@@ -238,8 +238,8 @@ absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
                                       const std::vector<int64_t>& budget, int offloaded,
                                       int block_size) {
   if (budget.size() != ranges.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(budget.size(), " memory budgets for ",
-                                                   ranges.size(), " pipeline stages"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(budget.size(), " memory budgets for ", ranges.size(), " pipeline stages"));
   }
   const int64_t per_token_layer = int64_t{2} * KvHeadsPerRank(c, tp) * c.d_head * 4;
   int64_t tokens = int64_t{1} << 24;  // a cap far beyond any context, to stay in int
@@ -364,11 +364,11 @@ absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
   std::vector<int64_t> budget = o.device_memory;
   if (budget.empty()) {
     if (!cuda) return kDefaultKvTokens;
-    ASSIGN_OR_RETURN(budget, StageCapacity(devices, tp, o.gpu_memory_fraction,
-                                           int64_t{o.activation_mib} << 20));
+    ASSIGN_OR_RETURN(
+        budget, StageCapacity(devices, tp, o.gpu_memory_fraction, int64_t{o.activation_mib} << 20));
   }
-  ASSIGN_OR_RETURN(int fit, KvTokensForBudget(c, o.dtype, tp, ranges, budget, offload,
-                                              o.block_size));
+  ASSIGN_OR_RETURN(int fit,
+                   KvTokensForBudget(c, o.dtype, tp, ranges, budget, offload, o.block_size));
   if (o.kv_tokens == 0) {
     spdlog::info("KV cache: {} tokens (what the memory budget leaves after the weights)", fit);
     return fit;
@@ -403,7 +403,8 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
   if (!(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
   }
-  if (options.activation_mib < 1) return absl::InvalidArgumentError("--activation-mib must be >= 1");
+  if (options.activation_mib < 1)
+    return absl::InvalidArgumentError("--activation-mib must be >= 1");
   if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
   }
@@ -510,8 +511,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("model {} loaded: {} layers, d_model {}, vocab {}, {} weights, in {:.2f} s",
-               FamilyName(c.family), c.n_layers, c.d_model, c.vocab_size,
-               DTypeName(options.dtype), secs);
+               FamilyName(c.family), c.n_layers, c.d_model, c.vocab_size, DTypeName(options.dtype),
+               secs);
   return m;
 }
 

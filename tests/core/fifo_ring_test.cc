@@ -11,14 +11,14 @@ namespace {
 
 TEST(FifoRing, PlacesInOrderAndWraps) {
   FifoRing ring(1024);
-  EXPECT_EQ(ring.Place(300), 0u);    // [0, 512)
-  EXPECT_EQ(ring.Place(256), 512u);  // [512, 768)
+  EXPECT_EQ(ring.Place(300), 0u);            // [0, 512)
+  EXPECT_EQ(ring.Place(256), 512u);          // [512, 768)
   EXPECT_EQ(ring.Place(512), std::nullopt);  // 256 left at the end, nothing before
-  ring.ReleaseOldest();                       // frees [0, 512)
-  EXPECT_EQ(ring.Place(512), 0u);             // wraps to the front
+  ring.ReleaseOldest();                      // frees [0, 512)
+  EXPECT_EQ(ring.Place(512), 0u);            // wraps to the front
   // Wrapped: new regions go only between the newest and the oldest, which touch.
   EXPECT_EQ(ring.Place(1), std::nullopt);
-  ring.ReleaseOldest();                       // frees [512, 768)
+  ring.ReleaseOldest();  // frees [512, 768)
   EXPECT_EQ(ring.Place(256), 512u);
 }
 

@@ -32,7 +32,8 @@ TEST(CpuBackend, NarrowWeightsEqualFloat32OnRoundedInputs) {
   std::mt19937 rng(3);
   for (DType dtype : {DType::kBF16, DType::kF16}) {
     for (auto [t, n, k] : {std::tuple{1, 300, 64}, {13, 129, 40}, {40, 256, 96}}) {
-      const std::vector<float> x = RandomVector(size_t(t) * k, rng), w = RandomVector(size_t(n) * k, rng);
+      const std::vector<float> x = RandomVector(size_t(t) * k, rng),
+                               w = RandomVector(size_t(n) * k, rng);
       const std::vector<float> b = RandomVector(n, rng);
       Buffer wn = *cpu->Allocate(dtype, {n, k}), wf = *cpu->Allocate(DType::kF32, {n, k});
       cpu->Upload(w.data(), wn.view());

@@ -73,11 +73,12 @@ TEST_F(OpTest, CaptureAsyncSnapshotsInOrder) {
   for (int i = 0; i < 300; ++i) {  // 300 MiB through the ring
     Buffer expect = Buffer::Host(DType::kF32, x.first.shape());
     std::memcpy(expect.As<void>(), x.first.As<void>(), expect.NumBytes());
-    gpu_->CaptureAsync(x.second.view(), [&order, i, e = std::make_shared<Buffer>(std::move(expect))](
-                                            TensorView host) {
-      EXPECT_TRUE(testing::AllClose("capture", host, e->view(), 0));
-      order.push_back(i);
-    });
+    gpu_->CaptureAsync(
+        x.second.view(),
+        [&order, i, e = std::make_shared<Buffer>(std::move(expect))](TensorView host) {
+          EXPECT_TRUE(testing::AllClose("capture", host, e->view(), 0));
+          order.push_back(i);
+        });
     cpu_->Add(x.first.view(), one.first.view(), x.first.view());
     gpu_->Add(x.second.view(), one.second.view(), x.second.view());
   }
@@ -176,8 +177,8 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
       KvLayerView ckv{kpool.first.view(), vpool.first.view(), bs};
       KvLayerView gkv{kpool.second.view(), vpool.second.view(), bs};
       // Tables out of order; sequence lengths 100, 70 (30 cached + 40 new), 71 (decode at 70).
-      std::vector<std::vector<int32_t>> tables = {{3, 0, 7, 12, 20, 21, 22}, {1, 9, 2, 11, 5},
-                                                  {4, 6, 8, 10, 13}};
+      std::vector<std::vector<int32_t>> tables = {
+          {3, 0, 7, 12, 20, 21, 22}, {1, 9, 2, 11, 5}, {4, 6, 8, 10, 13}};
       const int lengths[] = {100, 70, 71};
       std::vector<int32_t> slots;
       for (int s = 0; s < 3; ++s) {
@@ -194,7 +195,8 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
       const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
       cpu_->Attention(q.first.view(), ckv, seqs, scale, window, z.first.view());
       gpu_->Attention(q.second.view(), gkv, seqs, scale, window, z.second.view());
-      EXPECT_TRUE(Same("z dh=" + std::to_string(dh) + " window=" + std::to_string(window), z, 1e-5));
+      EXPECT_TRUE(
+          Same("z dh=" + std::to_string(dh) + " window=" + std::to_string(window), z, 1e-5));
     }
   }
 }

@@ -148,11 +148,11 @@ TEST_P(ReducedPrecisionTest, EveryHookAndLogitsCloseToFloat32Reference) {
 INSTANTIATE_TEST_SUITE_P(
     Families, ReducedPrecisionTest,
     // Measured worst cases: bfloat16 0.033 (llama), float16 0.0027 (llama); about 2x margin.
-    ::testing::Values(ReducedCase{"gpt2", DType::kBF16, 6e-2}, ReducedCase{"gpt2", DType::kF16, 6e-3},
-                      ReducedCase{"llama", DType::kBF16, 6e-2}, ReducedCase{"llama", DType::kF16, 6e-3},
-                      ReducedCase{"qwen2", DType::kBF16, 6e-2}, ReducedCase{"qwen2", DType::kF16, 6e-3},
-                      ReducedCase{"gpt_neox", DType::kBF16, 6e-2},
-                      ReducedCase{"gpt_neox", DType::kF16, 6e-3}),
+    ::testing::Values(
+        ReducedCase{"gpt2", DType::kBF16, 6e-2}, ReducedCase{"gpt2", DType::kF16, 6e-3},
+        ReducedCase{"llama", DType::kBF16, 6e-2}, ReducedCase{"llama", DType::kF16, 6e-3},
+        ReducedCase{"qwen2", DType::kBF16, 6e-2}, ReducedCase{"qwen2", DType::kF16, 6e-3},
+        ReducedCase{"gpt_neox", DType::kBF16, 6e-2}, ReducedCase{"gpt_neox", DType::kF16, 6e-3}),
     [](const auto& info) {
       return info.param.family + "_" + std::string(DTypeName(info.param.dtype));
     });

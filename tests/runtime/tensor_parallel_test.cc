@@ -154,11 +154,13 @@ TEST(KvBudget, SizedFromWhatTheWeightsLeave) {
   ASSERT_TRUE(fit.ok()) << fit.status();
   EXPECT_EQ(*fit, 992);  // 1000 tokens of room, whole blocks of 16
   // bfloat16 weights leave more room in the same budget.
-  EXPECT_GT(*KvTokensForBudget(c, DType::kBF16, 1, {all}, {weights + 1000 * per_token}, 0, 16), 1000);
+  EXPECT_GT(*KvTokensForBudget(c, DType::kBF16, 1, {all}, {weights + 1000 * per_token}, 0, 16),
+            1000);
   // The tightest stage decides; a stage without room for one block is an error.
-  auto two = KvTokensForBudget(c, DType::kF32, 1, {{0, 2}, {2, 4}},
-                               {weights, StageWeightBytes(c, DType::kF32, 1, {2, 4}, 4, false, true) +
-                                             (per_token / 2) * 64}, 0, 16);
+  auto two = KvTokensForBudget(
+      c, DType::kF32, 1, {{0, 2}, {2, 4}},
+      {weights, StageWeightBytes(c, DType::kF32, 1, {2, 4}, 4, false, true) + (per_token / 2) * 64},
+      0, 16);
   ASSERT_TRUE(two.ok()) << two.status();
   EXPECT_EQ(*two, 64);
   EXPECT_EQ(KvTokensForBudget(c, DType::kF32, 1, {all}, {weights}, 0, 16).status().code(),
@@ -172,7 +174,8 @@ TEST(KvBudget, SizedFromWhatTheWeightsLeave) {
   auto m = Model::Load(budgeted);
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ((*m)->blocks().num_blocks() * (*m)->blocks().block_size(), 288);
-  EXPECT_LE((*m)->Devices()[0].kv_bytes + (*m)->Devices()[0].weight_bytes, budgeted.device_memory[0]);
+  EXPECT_LE((*m)->Devices()[0].kv_bytes + (*m)->Devices()[0].weight_bytes,
+            budgeted.device_memory[0]);
   budgeted.gpu_memory_fraction = 1.5;
   EXPECT_EQ(Model::Load(budgeted).status().code(), absl::StatusCode::kInvalidArgument);
 }

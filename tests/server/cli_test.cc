@@ -84,8 +84,10 @@ TEST(Cli, RunWithBfloat16Weights) {
   const TensorInfo* a = (*f32)->Find("logits");
   const TensorInfo* b = (*bf16)->Find("logits");
   ASSERT_EQ(b->dtype, DType::kF32);
-  EXPECT_TRUE(testing::AllClose("logits", testing::ToF32(*b).view(), testing::ToF32(*a).view(), 6e-2));
-  EXPECT_FALSE(testing::AllClose("logits", testing::ToF32(*b).view(), testing::ToF32(*a).view(), 1e-6))
+  EXPECT_TRUE(
+      testing::AllClose("logits", testing::ToF32(*b).view(), testing::ToF32(*a).view(), 6e-2));
+  EXPECT_FALSE(
+      testing::AllClose("logits", testing::ToF32(*b).view(), testing::ToF32(*a).view(), 1e-6))
       << "bfloat16 weights gave float32 results";
   CliRun bad = Lensd("run --token-ids 1,2 --dtype int8 --out " + dir + "/x.safetensors");
   EXPECT_EQ(bad.code, 1);

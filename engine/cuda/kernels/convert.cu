@@ -15,8 +15,8 @@ template <typename T>
 cudaError_t LaunchNarrow(const float* x, T* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   constexpr int kThreads = 256;
-  NarrowKernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-      x, y, n);
+  NarrowKernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(x, y,
+                                                                                              n);
   return cudaGetLastError();
 }
 

@@ -5,10 +5,10 @@
 namespace lensd::cuda {
 namespace {
 
-constexpr int kBq = 32;       // queries per thread block
-constexpr int kBk = 16;       // keys per tile
+constexpr int kBq = 32;  // queries per thread block
+constexpr int kBk = 16;  // keys per tile
 constexpr int kThreads = 128;
-constexpr int kRowThreads = kThreads / kBq;       // threads sharing one query row
+constexpr int kRowThreads = kThreads / kBq;            // threads sharing one query row
 constexpr int kDims = kFlashMaxHeadDim / kRowThreads;  // accumulator dims per thread
 
 // One block per (tile of kBq queries, head). Key tiles are gathered from the paged pool into
@@ -21,11 +21,11 @@ __global__ void FlashAttentionKernel(const float* q, const float* k_pool, const 
                                      int heads, int kv_heads, int dh, int block_size, float scale,
                                      int window, float* z) {
   extern __shared__ float smem[];
-  const int k_stride = dh + 1;        // padded: the score loop reads K rows across a warp
-  float* qs = smem;                   // [kBq, dh]
-  float* ks = qs + kBq * dh;          // [kBk, dh + 1]
-  float* vs = ks + kBk * k_stride;    // [kBk, dh]
-  float* ss = vs + kBk * dh;          // [kBq, kBk + 1]
+  const int k_stride = dh + 1;      // padded: the score loop reads K rows across a warp
+  float* qs = smem;                 // [kBq, dh]
+  float* ks = qs + kBq * dh;        // [kBk, dh + 1]
+  float* vs = ks + kBk * k_stride;  // [kBk, dh]
+  float* ss = vs + kBk * dh;        // [kBq, kBk + 1]
   const int h = blockIdx.y, kv_head = h / (heads / kv_heads);
   const int q0 = blockIdx.x * kBq, rows = min(kBq, n_q - q0);
   for (int i = threadIdx.x; i < kBq * dh; i += kThreads) {
@@ -45,7 +45,8 @@ __global__ void FlashAttentionKernel(const float* q, const float* k_pool, const 
       const int c = i / dh, d = i % dh, j = k0 + c;
       float kv = 0.0f, vv = 0.0f;
       if (j <= last_pos) {
-        const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
+        const int64_t slot =
+            static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const int64_t at = (slot * kv_heads + kv_head) * dh + d;
         kv = k_pool[at];
         vv = v_pool[at];
@@ -68,7 +69,7 @@ __global__ void FlashAttentionKernel(const float* q, const float* k_pool, const 
     float tile_max = -INFINITY;
     for (int c = 0; c < kBk; ++c) tile_max = fmaxf(tile_max, ss[r * (kBk + 1) + c]);
     const float m_new = fmaxf(m, tile_max);
-    if (m_new == -INFINITY) continue;  // nothing visible to this row yet
+    if (m_new == -INFINITY) continue;          // nothing visible to this row yet
     const float correction = expf(m - m_new);  // 0 while m is -inf
     l *= correction;
 #pragma unroll
