@@ -18,6 +18,7 @@
 #include "engine/runtime/communicator.h"
 #include "engine/runtime/hooks.h"
 #include "engine/runtime/kv_cache.h"
+#include "engine/runtime/memory_plan.h"
 #include "engine/runtime/processing.h"
 
 namespace lensd {
@@ -76,36 +77,8 @@ struct DeviceLayout {
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split,
                                                            int n_layers, int n_devices);
 
-// Balances layers by memory: contiguous ranges minimising the largest (weights + KV) /
-// capacity ratio; embeddings count on the first device, the head on the last. `capacity` is
-// each device's free bytes; RESOURCE_EXHAUSTED when the best plan does not fit. The last
-// `offloaded` layers cost only their KV (their weights stay in host memory) plus two
-// streaming slots on each device that holds any.
-absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
-    const ModelConfig& c, int64_t kv_bytes_per_layer, const std::vector<int64_t>& capacity,
-    int offloaded = 0, DType dtype = DType::kF32);
-
 // The backend of one device ("cpu", "cpu:N" or "cuda:N"), made as Model::Load makes them.
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device);
-
-// Bytes of weights one pipeline stage holds on each of its `tp` ranks: its layers (the ones
-// from `first_offloaded` on cost two streaming slots instead), embeddings on the first
-// stage, the head on the last; matrices in `dtype`, vectors float32.
-int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
-                         int first_offloaded, bool first_stage, bool last_stage);
-
-// The largest KV capacity (a multiple of `block_size` tokens) whose pools fit every stage's
-// `budget` bytes next to its weights; RESOURCE_EXHAUSTED when a stage has no room for a block.
-absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
-                                      const std::vector<std::pair<int, int>>& ranges,
-                                      const std::vector<int64_t>& budget, int offloaded,
-                                      int block_size);
-
-// An upper bound on the activation bytes live at once on one device during a step of `tokens`
-// rows, of which `map_tokens` belong to sequences capturing attention maps: one block's
-// activations (norm outputs and hooks, q/k/v/z, sublayer outputs, MLP hidden states — at full
-// size, as tensor-parallel gathers may be), the maps, and the residual; or the head's logits.
-int64_t StepActivationBytes(const ModelConfig& c, int64_t tokens, int64_t map_tokens);
 
 class Model {
  public:
