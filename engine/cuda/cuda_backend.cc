@@ -35,6 +35,8 @@ class CudaBackend final : public Backend {
  public:
   static constexpr size_t kWorkspace = cuda::Gemm::kWorkspace;
   static constexpr size_t kStaging = size_t{16} << 20;
+  // Pinned memory for ops' host inputs (ids, positions, slots, block tables) of a step.
+  static constexpr size_t kInputs = size_t{8} << 20;
   // Device ring and pinned host ring of the capture stream: a few layers' worth of hooks in
   // flight for GPT-2-small-sized models at batch 8 x 256 tokens.
   static constexpr size_t kCaptureRing = size_t{256} << 20;
@@ -44,7 +46,7 @@ class CudaBackend final : public Backend {
   static constexpr size_t kGraphMirror = size_t{16} << 20;
 
   CudaBackend(int device, int sm_count, cuda::StreamPtr stream, cuda::BlasLtPtr blas,
-              Buffer workspace, cuda::PinnedPtr staging,
+              Buffer workspace, cuda::PinnedPtr staging, cuda::PinnedPtr inputs,
               std::unique_ptr<cuda::CaptureStream> capture)
       : device_(device),
         stream_(std::move(stream)),
@@ -52,6 +54,7 @@ class CudaBackend final : public Backend {
         workspace_(std::move(workspace)),
         gemm_(blas_.get(), sm_count, workspace_.As<void>()),
         staging_host_(std::move(staging)),
+        inputs_host_(std::move(inputs)),
         capture_(std::move(capture)) {}
 
   std::string Name() const override { return absl::StrCat("cuda:", device_); }
@@ -247,6 +250,7 @@ class CudaBackend final : public Backend {
     if (GraphStep()) return;  // nothing may wait inside a capture; a replay launches nothing
     Use();
     CheckCuda(cudaStreamSynchronize(stream_.get()), "Synchronize");
+    inputs_used_ = 0;
   }
 
  private:
@@ -254,14 +258,29 @@ class CudaBackend final : public Backend {
   bool GraphStep() const { return graphs_ && graphs_->mode() != cuda::GraphSteps::Mode::kOff; }
   bool Replaying() const { return graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kReplay; }
 
-  // Copies `n` host elements into staging slot `slot` (device memory kept across calls).
+  // Copies `n` host elements into staging slot `slot` (device memory kept across calls)
+  // through pinned memory: a copy from pageable memory would first wait for the stream to
+  // drain, exposing every launch's latency.
   template <typename T>
   const T* Stage(int slot, const T* host, size_t n) {
     const size_t bytes = n * sizeof(T);
     if (GraphStep()) return static_cast<const T*>(graphs_->Input(host, bytes, stream_.get()));
     Buffer& b = staging_[slot];
     Reserve(b, bytes);
-    CheckCuda(cudaMemcpyAsync(b.As<void>(), host, bytes, cudaMemcpyHostToDevice, stream_.get()),
+    if (bytes == 0) return static_cast<const T*>(b.As<void>());
+    const void* src = host;
+    if (bytes <= kInputs) {
+      const size_t size = (bytes + 255) / 256 * 256;
+      if (inputs_used_ + size > kInputs) {  // earlier copies may still read the buffer
+        CheckCuda(cudaStreamSynchronize(stream_.get()), "input staging");
+        inputs_used_ = 0;
+      }
+      void* pinned = static_cast<char*>(inputs_host_.get()) + inputs_used_;
+      inputs_used_ += size;
+      std::memcpy(pinned, host, bytes);
+      src = pinned;
+    }
+    CheckCuda(cudaMemcpyAsync(b.As<void>(), src, bytes, cudaMemcpyHostToDevice, stream_.get()),
               "Stage");
     return static_cast<const T*>(b.As<void>());
   }
@@ -280,6 +299,8 @@ class CudaBackend final : public Backend {
   cuda::PinnedPtr staging_host_;  // kStaging bytes, guarded by transfer_mu_
   std::mutex transfer_mu_;
   Buffer staging_[6];
+  cuda::PinnedPtr inputs_host_;  // kInputs bytes; [0, inputs_used_) may be in flight
+  size_t inputs_used_ = 0;
   Buffer narrow_;
   std::unique_ptr<cuda::CaptureStream> capture_;
   std::unique_ptr<cuda::GraphSteps> graphs_;  // made at the first graph step
@@ -392,10 +413,12 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   ASSIGN_OR_RETURN(Buffer workspace, cuda::AllocateDevice(device, stream.get(), DType::kF32,
                                                           {int64_t(CudaBackend::kWorkspace / 4)}));
   ASSIGN_OR_RETURN(cuda::PinnedPtr staging, cuda::PinnedAlloc(CudaBackend::kStaging));
+  ASSIGN_OR_RETURN(cuda::PinnedPtr inputs, cuda::PinnedAlloc(CudaBackend::kInputs));
   ASSIGN_OR_RETURN(auto capture, cuda::CaptureStream::Create(device, CudaBackend::kCaptureRing));
   return std::unique_ptr<Backend>(new CudaBackend(device, sm_count, std::move(stream),
                                                   std::move(blas), std::move(workspace),
-                                                  std::move(staging), std::move(capture)));
+                                                  std::move(staging), std::move(inputs),
+                                                  std::move(capture)));
 }
 
 }  // namespace lensd
