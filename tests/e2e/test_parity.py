@@ -76,3 +76,30 @@ def test_sampled_generation_is_reproducible_and_matches_offline(golden):
     offline = run_cli(LENSD, "generate", "--model", str(GOLDEN / family), *args).stdout
     remote = run_cli(LENSCTL, "--addr", server.addr, "generate", *args).stdout
     assert remote == offline
+
+
+def to_bf16(a):
+    """float32 rounded to bfloat16 (nearest even) and widened back, as the server's wire does."""
+    bits = np.ascontiguousarray(a, dtype="<f4").view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def test_bfloat16_weights_served_like_offline(server_factory, tmp_path):
+    """--dtype bfloat16: the server reports it, captures default to it, and their values are
+    exactly `lensd run --dtype bfloat16`'s float32 file rounded to bfloat16."""
+    model = str(GOLDEN / "llama")
+    server = server_factory("--model", model, "--dtype", "bfloat16")
+    client = lensd.Client(server.addr)
+    assert client.model_info()["dtype"] == "DTYPE_BFLOAT16"
+    ids = [5, 6, 7, 8, 9]
+    out = tmp_path / "bf16.safetensors"
+    run_cli(LENSD, "run", "--model", model, "--dtype", "bfloat16", "--token-ids", ids_flag(ids),
+            "--out", str(out))
+    offline = read_safetensors(out)
+    logits, cache = client.run_with_cache(ids, ["blocks.1.hook_resid_post"], dtype=None)
+    np.testing.assert_array_equal(logits, to_bf16(offline["logits"]))
+    np.testing.assert_array_equal(cache["blocks.1.hook_resid_post"],
+                                  to_bf16(offline["blocks.1.hook_resid_post"]))
+    f32_logits, _ = client.run_with_cache(ids, [], dtype="float32")
+    np.testing.assert_array_equal(f32_logits, offline["logits"])
