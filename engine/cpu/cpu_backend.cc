@@ -123,11 +123,15 @@ class CpuBackend : public Backend {
   void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
             TensorView normalized, TensorView scale) override;
   void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override;
+  // The pool may be float32, bfloat16 or float16 (the model dtype): rows are rounded into it.
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
     const int64_t row = k.NumElements() / std::max<int64_t>(1, k.shape[0]);
+    const size_t row_bytes = row * DTypeSize(kv.k.dtype);
     for (int64_t t = 0; t < k.shape[0]; ++t) {
-      std::memcpy(kv.k.As<float>() + slots[t] * row, k.As<float>() + t * row, row * 4);
-      std::memcpy(kv.v.As<float>() + slots[t] * row, v.As<float>() + t * row, row * 4);
+      ConvertFromF32(k.As<float>() + t * row, kv.k.dtype,
+                     static_cast<char*>(kv.k.data) + slots[t] * row_bytes, row);
+      ConvertFromF32(v.As<float>() + t * row, kv.v.dtype,
+                     static_cast<char*>(kv.v.data) + slots[t] * row_bytes, row);
     }
   }
   void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
@@ -150,7 +154,19 @@ class CpuBackend : public Backend {
 
  private:
   void AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h, KvLayerView kv,
-                 float scale, int window, float* probs, float* z);
+                 float scale, int window, float* probs, float* z, std::vector<float>& row);
+  // Key or value `j` of `kv_head` as float32: in the pool, or widened into `row`.
+  static const float* KvRow(TensorView pool, const AttentionSeq& s, int block_size, int j,
+                            int kv_head, std::vector<float>& row) {
+    const int64_t hkv = pool.shape[1], dh = pool.shape[2];
+    const int64_t slot = int64_t{s.block_table[j / block_size]} * block_size + j % block_size;
+    const int64_t at = (slot * hkv + kv_head) * dh;
+    if (pool.dtype == DType::kF32) return pool.As<float>() + at;
+    row.resize(static_cast<size_t>(dh));
+    ConvertToF32(pool.dtype, static_cast<const char*>(pool.data) + at * DTypeSize(pool.dtype),
+                 row.data(), row.size());
+    return row.data();
+  }
   // Rows [n0, n0 + nn) of w as float32: in place for float32 weights, else widened into
   // `widened` (kept while `widened_block` == nb).
   static const float* WeightBlock(TensorView w, int n0, int nn, int nb, std::vector<float>& widened,
@@ -220,8 +236,9 @@ void CpuBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const i
 }
 
 void CpuBackend::AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h,
-                           KvLayerView kv, float scale, int window, float* probs, float* z) {
-  const int64_t hkv = kv.k.shape[1], dh = kv.k.shape[2];
+                           KvLayerView kv, float scale, int window, float* probs, float* z,
+                           std::vector<float>& row) {
+  const int64_t dh = kv.k.shape[2];
   const int pos = s.start_pos + i, n_k = s.start_pos + s.n_q;
   const float inf = std::numeric_limits<float>::infinity();
   float max_score = -inf;
@@ -229,8 +246,7 @@ void CpuBackend::AttendOne(const float* q, int kv_head, const AttentionSeq& s, i
     const bool visible = j <= pos && (window <= 0 || pos - j < window);
     float score = -inf;
     if (visible) {
-      const int64_t slot = int64_t{s.block_table[j / kv.block_size]} * kv.block_size + j % kv.block_size;
-      const float* k = kv.k.As<float>() + (slot * hkv + kv_head) * dh;
+      const float* k = KvRow(kv.k, s, kv.block_size, j, kv_head, row);
       float dot = 0;
       for (int64_t d = 0; d < dh; ++d) dot += q[d] * k[d];
       score = dot * scale;
@@ -250,8 +266,7 @@ void CpuBackend::AttendOne(const float* q, int kv_head, const AttentionSeq& s, i
   for (int j = 0; j < n_k; ++j) {
     probs[j] = static_cast<float>(probs[j] / sum);
     if (probs[j] == 0.0f) continue;
-    const int64_t slot = int64_t{s.block_table[j / kv.block_size]} * kv.block_size + j % kv.block_size;
-    const float* v = kv.v.As<float>() + (slot * hkv + kv_head) * dh;
+    const float* v = KvRow(kv.v, s, kv.block_size, j, kv_head, row);
     for (int64_t d = 0; d < dh; ++d) z[d] += probs[j] * v[d];
   }
   if (!s.pattern.empty()) {
@@ -268,10 +283,10 @@ void CpuBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atten
 #pragma omp parallel for collapse(2) schedule(static)
     for (int i = 0; i < s.n_q; ++i) {
       for (int h = 0; h < H; ++h) {
-        std::vector<float> probs(n_k);
+        std::vector<float> probs(n_k), kv_row;
         const int64_t row = (int64_t{s.q_begin} + i) * H + h;
         AttendOne(q.As<float>() + row * dh, h / group, s, i, h, kv, scale, window, probs.data(),
-                  z.As<float>() + row * dh);
+                  z.As<float>() + row * dh, kv_row);
       }
     }
   }

@@ -31,6 +31,22 @@ using cuda::CheckCuda;
 float* F(TensorView t) { return t.As<float>(); }
 const float* CF(TensorView t) { return t.empty() ? nullptr : t.As<float>(); }
 
+// Calls fn(k_pool, v_pool) with the pools' element type: the KV dtype dispatch, in one place.
+template <typename Fn>
+cudaError_t OnKvPools(KvLayerView kv, Fn&& fn) {
+  switch (kv.k.dtype) {
+    case DType::kF32:
+      return fn(kv.k.As<float>(), kv.v.As<float>());
+    case DType::kBF16:
+      return fn(kv.k.As<__nv_bfloat16>(), kv.v.As<__nv_bfloat16>());
+    case DType::kF16:
+      return fn(kv.k.As<__half>(), kv.v.As<__half>());
+    case DType::kI32:
+      return cudaErrorInvalidValue;  // pools are floating point (programmer error)
+  }
+  return cudaErrorInvalidValue;
+}
+
 class CudaBackend final : public Backend {
  public:
   static constexpr size_t kWorkspace = cuda::Gemm::kWorkspace;
@@ -213,9 +229,12 @@ class CudaBackend final : public Backend {
     const int tokens = static_cast<int>(k.shape[0]);
     const int32_t* dslots = Stage(0, slots, tokens);
     if (Replaying()) return;
-    CheckCuda(cuda::LaunchWriteKv(F(k), F(v), dslots, tokens,
-                                  static_cast<int>(k.NumElements() / std::max<int64_t>(1, tokens)),
-                                  F(kv.k), F(kv.v), stream_.get()),
+    const int row = static_cast<int>(k.NumElements() / std::max<int64_t>(1, tokens));
+    CheckCuda(OnKvPools(kv,
+                        [&](auto* k_pool, auto* v_pool) {
+                          return cuda::LaunchWriteKv(F(k), F(v), dslots, tokens, row, k_pool,
+                                                     v_pool, stream_.get());
+                        }),
               "WriteKv");
   }
 
@@ -366,17 +385,24 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   float* const* dpatterns = Stage(4, patterns.data(), patterns.size());
   const int* dnq = Stage(5, n_q.data(), n_q.size());
   if (Replaying()) return;
-  CheckCuda(
-      cuda::LaunchAttention(F(q), F(kv.k), F(kv.v), dtables, dqueries,
+  CheckCuda(OnKvPools(kv,
+                      [&](auto* k_pool, auto* v_pool) {
+                        return cuda::LaunchAttention(
+                            F(q), k_pool, v_pool, dtables, dqueries,
                             static_cast<int>(queries.size()), heads, kv_heads, dh, kv.block_size,
-                            scale, window, dscores, dpatterns, dnq, F(z), stream_.get()),
-      "Attention");
+                            scale, window, dscores, dpatterns, dnq, F(z), stream_.get());
+                      }),
+            "Attention");
   for (size_t s = 0; s < seqs.size(); ++s) {
     const AttentionSeq& a = seqs[s];
     if (!Flash(a, dh)) continue;
-    CheckCuda(cuda::LaunchFlashAttention(F(q), F(kv.k), F(kv.v), dtables + offsets[s], a.q_begin,
-                                         a.n_q, a.start_pos, heads, kv_heads, dh, kv.block_size,
-                                         scale, window, F(z), stream_.get()),
+    CheckCuda(OnKvPools(kv,
+                        [&](auto* k_pool, auto* v_pool) {
+                          return cuda::LaunchFlashAttention(
+                              F(q), k_pool, v_pool, dtables + offsets[s], a.q_begin, a.n_q,
+                              a.start_pos, heads, kv_heads, dh, kv.block_size, scale, window,
+                              F(z), stream_.get());
+                        }),
               "FlashAttention");
   }
 }

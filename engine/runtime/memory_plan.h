@@ -28,8 +28,9 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
 int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
                          int first_offloaded, bool first_stage, bool last_stage);
 
-// The largest KV capacity (a multiple of `block_size` tokens) whose pools fit every stage's
-// `budget` bytes next to its weights; RESOURCE_EXHAUSTED when a stage has no room for a block.
+// The largest KV capacity (a multiple of `block_size` tokens) whose pools (in `dtype`, like the
+// weight matrices) fit every stage's `budget` bytes next to its weights; RESOURCE_EXHAUSTED
+// when a stage has no room for a block.
 absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
                                       const std::vector<std::pair<int, int>>& ranges,
                                       const std::vector<int64_t>& budget, int offloaded,

@@ -27,8 +27,9 @@ struct LoadOptions {
   std::string model_dir;             // empty: the built-in model
   std::string devices = "cpu";       // "cpu" or "cpu:0,cpu:1,..."
   std::string split;                 // "" / "transformer-lens", "memory", or explicit "0-1,2-3"
-  // Storage of weight matrices: float32, bfloat16 or float16 (GEMM inputs in that dtype with
-  // float32 accumulation); activations, norms, biases and the KV cache stay float32.
+  // Storage of weight matrices and of the KV cache: float32, bfloat16 or float16 (GEMM inputs
+  // rounded to it, float32 accumulation; K/V rounded when written); activations, norms and
+  // biases stay float32.
   DType dtype = DType::kF32;
   int tensor_parallel = 1;           // ranks per pipeline stage (consecutive devices)
   int offload_layers = 0;            // the last K layers stay in host memory, streamed in

@@ -325,7 +325,8 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
   p.offload = options.offload_layers;
   if (options.split == "memory") {
     const int64_t planned = options.kv_tokens > 0 ? options.kv_tokens : kPlanningKvTokens;
-    const int64_t kv_per_layer = 2 * planned * c.n_kv_heads * c.d_head * 4;
+    const int64_t kv_per_layer =
+        2 * planned * c.n_kv_heads * c.d_head * static_cast<int64_t>(DTypeSize(options.dtype));
     ASSIGN_OR_RETURN(p.ranges, PlanMemoryWithOffload(c, options, p.devices, p.tp, kv_per_layer,
                                                      &p.offload));
   } else {
@@ -350,8 +351,8 @@ absl::Status Model::LoadLayers(const WeightSource& source, const LoadOptions& op
       ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, options.dtype, shard.weight_bytes));
       shard.layers.AddResident(std::move(dw));
     }
-    ASSIGN_OR_RETURN(Buffer k, b.Allocate(DType::kF32, p.pool_shape));
-    ASSIGN_OR_RETURN(Buffer v, b.Allocate(DType::kF32, p.pool_shape));
+    ASSIGN_OR_RETURN(Buffer k, b.Allocate(options.dtype, p.pool_shape));
+    ASSIGN_OR_RETURN(Buffer v, b.Allocate(options.dtype, p.pool_shape));
     shard.kv_bytes += k.NumBytes() + v.NumBytes();
     shard.k_pool.push_back(std::move(k));
     shard.v_pool.push_back(std::move(v));

@@ -66,5 +66,31 @@ TEST(CpuBackend, NarrowWeightsEqualFloat32OnRoundedInputs) {
   }
 }
 
+// A bfloat16 / float16 KV pool holds K and V rounded once, when written: attention over it is
+// attention over a float32 pool of the rounded values, bit for bit.
+TEST(CpuBackend, NarrowKvPoolEqualsFloat32PoolOfRoundedValues) {
+  auto cpu = MakeCpuBackend(0);
+  std::mt19937 rng(5);
+  const int T = 20, H = 4, Hkv = 2, dh = 16, bs = 4;
+  const std::vector<float> k = RandomVector(size_t(T) * Hkv * dh, rng);
+  const std::vector<float> v = RandomVector(k.size(), rng), q = RandomVector(size_t(T) * H * dh, rng);
+  std::vector<int32_t> table = {4, 0, 3, 1, 2}, slots;
+  for (int p = 0; p < T; ++p) slots.push_back(table[p / bs] * bs + p % bs);
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    auto attend = [&](DType pool_dtype, const std::vector<float>& kk, const std::vector<float>& vv) {
+      Buffer kp = *cpu->Allocate(pool_dtype, {5 * bs, Hkv, dh}), vp = *cpu->Allocate(pool_dtype, {5 * bs, Hkv, dh});
+      KvLayerView kv{kp.view(), vp.view(), bs};
+      cpu->WriteKv({const_cast<float*>(kk.data()), DType::kF32, {T, Hkv, dh}},
+                   {const_cast<float*>(vv.data()), DType::kF32, {T, Hkv, dh}}, slots.data(), kv);
+      Buffer z = *cpu->Allocate(DType::kF32, {T, H, dh});
+      std::vector<AttentionSeq> seqs = {{0, 12, 0, table.data(), {}, {}}, {12, 8, 12, table.data(), {}, {}}};
+      cpu->Attention({const_cast<float*>(q.data()), DType::kF32, {T, H, dh}}, kv, seqs, 0.25f, 0, z.view());
+      return z;
+    };
+    Buffer narrow = attend(dtype, k, v), wide = attend(DType::kF32, Rounded(k, dtype), Rounded(v, dtype));
+    EXPECT_TRUE(testing::AllClose("z", narrow.view(), wide.view(), 0)) << DTypeName(dtype);
+  }
+}
+
 }  // namespace
 }  // namespace lensd

@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
@@ -168,35 +169,39 @@ TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
 }
 
 // Prefill chunks without captured maps take the flash kernel (a fresh prompt, and a chunk
-// continuing at position 30); a decode step in the same call takes the per-query kernel.
+// continuing at position 30); a decode step in the same call takes the per-query kernel. KV
+// pools in float32, bfloat16 and float16 (rounded when written, on both backends).
 TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
   const int H = 8, Hkv = 2, bs = 16, blocks = 24;
-  for (int dh : {64, 128}) {
-    for (int window : {0, 24}) {
-      auto kpool = Zeros({blocks * bs, Hkv, dh}), vpool = Zeros({blocks * bs, Hkv, dh});
-      KvLayerView ckv{kpool.first.view(), vpool.first.view(), bs};
-      KvLayerView gkv{kpool.second.view(), vpool.second.view(), bs};
-      // Tables out of order; sequence lengths 100, 70 (30 cached + 40 new), 71 (decode at 70).
-      std::vector<std::vector<int32_t>> tables = {
-          {3, 0, 7, 12, 20, 21, 22}, {1, 9, 2, 11, 5}, {4, 6, 8, 10, 13}};
-      const int lengths[] = {100, 70, 71};
-      std::vector<int32_t> slots;
-      for (int s = 0; s < 3; ++s) {
-        for (int p = 0; p < lengths[s]; ++p) slots.push_back(tables[s][p / bs] * bs + p % bs);
+  for (DType pool : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (int dh : {64, 128}) {
+      for (int window : {0, 24}) {
+        const Shape ps{blocks * bs, Hkv, dh};
+        Buffer ck = *cpu_->Allocate(pool, ps), cv = *cpu_->Allocate(pool, ps);
+        Buffer gk = *gpu_->Allocate(pool, ps), gv = *gpu_->Allocate(pool, ps);
+        KvLayerView ckv{ck.view(), cv.view(), bs}, gkv{gk.view(), gv.view(), bs};
+        // Tables out of order; sequence lengths 100, 70 (30 cached + 40 new), 71 (decode).
+        std::vector<std::vector<int32_t>> tables = {{3, 0, 7, 12, 20, 21, 22}, {1, 9, 2, 11, 5},
+                                                    {4, 6, 8, 10, 13}};
+        const int lengths[] = {100, 70, 71};
+        std::vector<int32_t> slots;
+        for (int s = 0; s < 3; ++s) {
+          for (int p = 0; p < lengths[s]; ++p) slots.push_back(tables[s][p / bs] * bs + p % bs);
+        }
+        const int64_t n = static_cast<int64_t>(slots.size());
+        auto k = Random({n, Hkv, dh}), v = Random({n, Hkv, dh});
+        cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
+        gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
+        auto q = Random({141, H, dh}), z = Zeros({141, H, dh});
+        std::vector<AttentionSeq> seqs = {{0, 100, 0, tables[0].data(), {}, {}},
+                                          {100, 40, 30, tables[1].data(), {}, {}},
+                                          {140, 1, 70, tables[2].data(), {}, {}}};
+        const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+        cpu_->Attention(q.first.view(), ckv, seqs, scale, window, z.first.view());
+        gpu_->Attention(q.second.view(), gkv, seqs, scale, window, z.second.view());
+        EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh, " window=", window), z,
+                         1e-5));
       }
-      const int64_t n = static_cast<int64_t>(slots.size());
-      auto k = Random({n, Hkv, dh}), v = Random({n, Hkv, dh});
-      cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
-      gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
-      auto q = Random({141, H, dh}), z = Zeros({141, H, dh});
-      std::vector<AttentionSeq> seqs = {{0, 100, 0, tables[0].data(), {}, {}},
-                                        {100, 40, 30, tables[1].data(), {}, {}},
-                                        {140, 1, 70, tables[2].data(), {}, {}}};
-      const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-      cpu_->Attention(q.first.view(), ckv, seqs, scale, window, z.first.view());
-      gpu_->Attention(q.second.view(), gkv, seqs, scale, window, z.second.view());
-      EXPECT_TRUE(
-          Same("z dh=" + std::to_string(dh) + " window=" + std::to_string(window), z, 1e-5));
     }
   }
 }

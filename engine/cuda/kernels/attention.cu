@@ -31,7 +31,8 @@ __device__ float BlockReduce(float v, float* shared, bool is_max) {
 // context length fits): max score, sum of exponentials, then probabilities · V in chunks of
 // kThreads keys staged in shared memory. Masked keys score -inf and get probability 0,
 // exactly as CpuBackend::AttendOne.
-__global__ void AttentionKernel(const float* q, const float* k_pool, const float* v_pool,
+template <typename T>
+__global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool,
                                 const int32_t* tables, const AttentionQuery* queries, int heads,
                                 int kv_heads, int dh, int block_size, float scale, int window,
                                 float* const* score_ptrs, float* const* pattern_ptrs,
@@ -58,9 +59,9 @@ __global__ void AttentionKernel(const float* q, const float* k_pool, const float
   };
   auto score_of = [&](int j) {
     if (window > 0 && query.pos - j >= window) return -INFINITY;
-    const float* k = k_pool + (slot_of(j) * kv_heads + kv_head) * dh;
+    const T* k = k_pool + (slot_of(j) * kv_heads + kv_head) * dh;
     float dot = 0.0f;
-    for (int d = 0; d < dh; ++d) dot += q_row[d] * k[d];
+    for (int d = 0; d < dh; ++d) dot += q_row[d] * static_cast<float>(k[d]);
     return dot * scale;
   };
   float local_max = -INFINITY;
@@ -87,8 +88,10 @@ __global__ void AttentionKernel(const float* q, const float* k_pool, const float
     const int chunk = min(kThreads, n_k - base);
     for (int c = 0; c < chunk; ++c) {
       if (probs[c] == 0.0f) continue;
-      const float* v = v_pool + (static_cast<int64_t>(slots[c]) * kv_heads + kv_head) * dh;
-      for (int d = threadIdx.x, r = 0; d < dh; d += blockDim.x, ++r) acc[r] += probs[c] * v[d];
+      const T* v = v_pool + (static_cast<int64_t>(slots[c]) * kv_heads + kv_head) * dh;
+      for (int d = threadIdx.x, r = 0; d < dh; d += blockDim.x, ++r) {
+        acc[r] += probs[c] * static_cast<float>(v[d]);
+      }
     }
     __syncthreads();
   }
@@ -99,7 +102,8 @@ __global__ void AttentionKernel(const float* q, const float* k_pool, const float
 
 }  // namespace
 
-cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_pool,
+template <typename T>
+cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool,
                             const int32_t* tables, const AttentionQuery* queries, int n_queries,
                             int heads, int kv_heads, int dh, int block_size, float scale,
                             int window, float* const* score_ptrs, float* const* pattern_ptrs,
@@ -111,5 +115,15 @@ cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_
       score_ptrs, pattern_ptrs, seq_n_q, z);
   return cudaGetLastError();
 }
+
+#define LENSD_INSTANTIATE_(T)                                                                   \
+  template cudaError_t LaunchAttention(const float*, const T*, const T*, const int32_t*,        \
+                                       const AttentionQuery*, int, int, int, int, int, float, \
+                                       int, float* const*, float* const*, const int*, float*,  \
+                                       cudaStream_t);
+LENSD_INSTANTIATE_(float)
+LENSD_INSTANTIATE_(__nv_bfloat16)
+LENSD_INSTANTIATE_(__half)
+#undef LENSD_INSTANTIATE_
 
 }  // namespace lensd::cuda

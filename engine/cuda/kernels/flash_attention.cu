@@ -16,7 +16,8 @@ constexpr int kDims = kFlashMaxHeadDim / kRowThreads;  // accumulator dims per t
 // computed in shared memory, and each query row keeps a running max / sum / output
 // (online softmax), so nothing of size [queries, keys] is ever stored. Masking as
 // CpuBackend: causal, and keys with q_pos - k_pos >= window when window > 0.
-__global__ void FlashAttentionKernel(const float* q, const float* k_pool, const float* v_pool,
+template <typename T>
+__global__ void FlashAttentionKernel(const float* q, const T* k_pool, const T* v_pool,
                                      const int32_t* table, int q_begin, int n_q, int start_pos,
                                      int heads, int kv_heads, int dh, int block_size, float scale,
                                      int window, float* z) {
@@ -48,8 +49,8 @@ __global__ void FlashAttentionKernel(const float* q, const float* k_pool, const 
         const int64_t slot =
             static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const int64_t at = (slot * kv_heads + kv_head) * dh + d;
-        kv = k_pool[at];
-        vv = v_pool[at];
+        kv = static_cast<float>(k_pool[at]);
+        vv = static_cast<float>(v_pool[at]);
       }
       ks[c * k_stride + d] = kv;
       vs[i] = vv;
@@ -98,7 +99,8 @@ __global__ void FlashAttentionKernel(const float* q, const float* k_pool, const 
 
 }  // namespace
 
-cudaError_t LaunchFlashAttention(const float* q, const float* k_pool, const float* v_pool,
+template <typename T>
+cudaError_t LaunchFlashAttention(const float* q, const T* k_pool, const T* v_pool,
                                  const int32_t* table, int q_begin, int n_q, int start_pos,
                                  int heads, int kv_heads, int dh, int block_size, float scale,
                                  int window, float* z, cudaStream_t stream) {
@@ -111,5 +113,14 @@ cudaError_t LaunchFlashAttention(const float* q, const float* k_pool, const floa
                                                            block_size, scale, window, z);
   return cudaGetLastError();
 }
+
+#define LENSD_INSTANTIATE_(T)                                                                 \
+  template cudaError_t LaunchFlashAttention(const float*, const T*, const T*, const int32_t*, \
+                                            int, int, int, int, int, int, int, float, int,    \
+                                            float*, cudaStream_t);
+LENSD_INSTANTIATE_(float)
+LENSD_INSTANTIATE_(__nv_bfloat16)
+LENSD_INSTANTIATE_(__half)
+#undef LENSD_INSTANTIATE_
 
 }  // namespace lensd::cuda

@@ -28,9 +28,11 @@ cudaError_t LaunchNarrow(const float* x, T* y, int64_t n, cudaStream_t stream);
 // In place on x[T, heads, dh], first rotary_dim dims, half-split layout.
 cudaError_t LaunchRope(float* x, const float* inv_freq, const int32_t* positions, int tokens,
                        int heads, int dh, int rotary_dim, cudaStream_t stream);
-// pool[slots[t], :, :] = src[t, :, :] for k and v ([T, Hkv, dh]).
+// pool[slots[t], :, :] = src[t, :, :] for k and v ([T, Hkv, dh]), rounded to the pools' T
+// (float, __nv_bfloat16 or __half, as for every KV pool below).
+template <typename T>
 cudaError_t LaunchWriteKv(const float* k, const float* v, const int32_t* slots, int tokens,
-                          int row, float* k_pool, float* v_pool, cudaStream_t stream);
+                          int row, T* k_pool, T* v_pool, cudaStream_t stream);
 
 // One query row's attention inputs (device arrays).
 struct AttentionQuery {
@@ -45,7 +47,8 @@ struct AttentionQuery {
 // `n_queries` queries, one thread block per (query, head); optional scores / pattern outputs
 // per sequence (`score_ptrs[seq]` / `pattern_ptrs[seq]`, [H, n_q, n_k], null when not
 // captured). Decode steps, and prefill whose attention maps are captured, come here.
-cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_pool,
+template <typename T>
+cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool,
                             const int32_t* tables, const AttentionQuery* queries, int n_queries,
                             int heads, int kv_heads, int dh, int block_size, float scale,
                             int window, float* const* score_ptrs, float* const* pattern_ptrs,
@@ -55,7 +58,8 @@ cudaError_t LaunchAttention(const float* q, const float* k_pool, const float* v_
 // [start_pos, ...), flash-style: tiles of queries share each tile of keys, online softmax, no
 // attention maps. `table`: the sequence's block ids (device). For prefill chunks.
 inline constexpr int kFlashMaxHeadDim = 128;
-cudaError_t LaunchFlashAttention(const float* q, const float* k_pool, const float* v_pool,
+template <typename T>
+cudaError_t LaunchFlashAttention(const float* q, const T* k_pool, const T* v_pool,
                                  const int32_t* table, int q_begin, int n_q, int start_pos,
                                  int heads, int kv_heads, int dh, int block_size, float scale,
                                  int window, float* z, cudaStream_t stream);
