@@ -8,19 +8,10 @@
 namespace lensd {
 
 const std::set<std::string>& ModelFlagNames() {
-  static const auto* names = new std::set<std::string>{"model",
-                                                       "devices",
-                                                       "split",
-                                                       "dtype",
-                                                       "processing",
-                                                       "threads",
-                                                       "kv-tokens",
-                                                       "tensor-parallel",
-                                                       "device-memory-mib",
-                                                       "offload-layers",
-                                                       "gpu-memory-fraction",
-                                                       "cuda-graphs",
-                                                       "activation-mib"};
+  static const auto* names = new std::set<std::string>{
+      "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens",
+      "tensor-parallel", "device-memory-mib", "offload-layers", "gpu-memory-fraction",
+      "cuda-graphs", "activation-mib"};
   return *names;
 }
 

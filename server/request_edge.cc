@@ -29,12 +29,10 @@ absl::Status CheckActivationsFit(const CaptureRequest& r, const ModelFacts& mode
     const int64_t p = static_cast<int64_t>(r.job.prompts[i].size());
     const int64_t need = StepActivationBytes(*model.config, limits.max_running + p, maps ? p : 0);
     if (need > model.activation_budget) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("prompts[", i, "] (", p, " tokens", maps ? ", with attention maps" : "",
-                       ") needs about ", need >> 20,
-                       " MiB of device activations in one step; this server "
-                       "allows ",
-                       model.activation_budget >> 20, " MiB (--activation-mib)"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "prompts[", i, "] (", p, " tokens", maps ? ", with attention maps" : "",
+          ") needs about ", need >> 20, " MiB of device activations in one step; this ",
+          "server allows ", model.activation_budget >> 20, " MiB (--activation-mib)"));
     }
   }
   return absl::OkStatus();
