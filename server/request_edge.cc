@@ -21,10 +21,7 @@ absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& 
 absl::Status CheckActivationsFit(const CaptureRequest& r, const ModelFacts& model,
                                  const ServerLimits& limits) {
   if (model.activation_budget <= 0) return absl::OkStatus();
-  bool maps = false;
-  for (const HookId& id : r.job.hooks.hooks()) {
-    maps |= id.point == HookPoint::kAttnScores || id.point == HookPoint::kPattern;
-  }
+  const bool maps = r.job.hooks.HasAttentionMaps();
   for (size_t i = 0; i < r.job.prompts.size(); ++i) {
     const int64_t p = static_cast<int64_t>(r.job.prompts[i].size());
     const int64_t need = StepActivationBytes(*model.config, limits.max_running + p, maps ? p : 0);

@@ -46,6 +46,12 @@ absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t
                                          const HookSelection& selection) {
   const ModelConfig& c = model.config();
   const int P = static_cast<int>(ids.size());
+  const int64_t need = StepActivationBytes(c, P, selection.HasAttentionMaps() ? P : 0);
+  if (model.activation_budget() > 0 && need > model.activation_budget()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        P, " tokens need about ", need >> 20, " MiB of device activations in one step; ",
+        "--activation-mib allows ", model.activation_budget() >> 20));
+  }
   BlockLease lease(model.blocks());
   RETURN_IF_ERROR(lease.Reserve(P));
   CacheCollector collector(selection, 1);

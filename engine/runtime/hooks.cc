@@ -209,4 +209,11 @@ bool HookSelection::Contains(HookId id) const {
   return bits_[(id.layer + 1) * kNumHookPoints + static_cast<int>(id.point)];
 }
 
+bool HookSelection::HasAttentionMaps() const {
+  for (const HookId& id : hooks_) {
+    if (id.point == HookPoint::kAttnScores || id.point == HookPoint::kPattern) return true;
+  }
+  return false;
+}
+
 }  // namespace lensd

@@ -50,6 +50,8 @@ class HookSelection {
   static HookSelection All(const ModelConfig& c);
   static HookSelection None(const ModelConfig& c);
   bool Contains(HookId id) const;
+  // True when some hook_attn_scores or hook_pattern is selected (they cost [H, P, P] each).
+  bool HasAttentionMaps() const;
   const std::vector<HookId>& hooks() const { return hooks_; }  // forward order
   bool empty() const { return hooks_.empty(); }
 

@@ -22,6 +22,16 @@ TEST(Hooks, NamesAndShapesFollowTransformerLens) {
   EXPECT_EQ(all.size(), 1u + 4 * 20 + 4);  // embed; 20 per block (no pos, no resid_mid absent); 4 final
 }
 
+TEST(Hooks, SelectionKnowsWhenItHoldsAttentionMaps) {
+  const ModelConfig c = BuiltinConfig();
+  EXPECT_TRUE(HookSelection::All(c).HasAttentionMaps());
+  EXPECT_FALSE(HookSelection::None(c).HasAttentionMaps());
+  EXPECT_FALSE(HookSelection::Parse(c, {"blocks.*.hook_resid_post"})->HasAttentionMaps());
+  EXPECT_TRUE(HookSelection::Parse(c, {"blocks.1.attn.hook_attn_scores"})->HasAttentionMaps());
+  EXPECT_TRUE(HookSelection::Parse(c, {"hook_embed", "blocks.0-1.attn.hook_pattern"})
+                  ->HasAttentionMaps());
+}
+
 TEST(Hooks, SelectionGlobsRangesAndSuggestions) {
   ModelConfig c = BuiltinConfig();
   auto glob = HookSelection::Parse(c, {"blocks.*.hook_resid_post"});
