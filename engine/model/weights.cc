@@ -328,15 +328,12 @@ absl::StatusOr<ModelConfig> BuiltinConfigNamed(std::string_view name) {
     c.tied_embeddings = true;
     return c;
   }
-  if (name == "llama-1b") {  // Llama-3.2-1B's geometry
-    ModelConfig c;
-    c.family = Family::kLlama;
+  if (name == "llama-1b") {  // Llama-3.2-1B's geometry on the tiny model's architecture
+    ModelConfig c = BuiltinConfig();
     c.d_model = 2048, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.d_head = 64;
     c.d_mlp = 8192, c.vocab_size = 128256, c.max_positions = 8192;
-    c.norm = NormKind::kRmsNorm, c.norm_eps = 1e-5, c.act = ActKind::kSilu, c.gated_mlp = true;
     c.rope.theta = 500000.0, c.rope.rotary_dim = 64;
     c.tied_embeddings = true;
-    c.bos_id = 1, c.eos_ids = {2};
     return c;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown built-in model '", std::string(name),
