@@ -231,6 +231,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
 // Where everything goes: validated devices, stages, layer ranges, offloaded layers, KV size.
 struct Model::Placement {
   std::vector<DeviceSpec> devices;
+  bool cuda = false;  // some device is a GPU
   int tp = 1, stages = 1, offload = 0, num_blocks = 0;
   std::vector<std::pair<int, int>> ranges;  // per stage
   Shape pool_shape;                         // one layer's K (or V) pool on one rank
@@ -240,19 +241,27 @@ namespace {
 
 // --split=memory, offloading the fewest last layers that make the weights fit when
 // --offload-layers is not given.
+// Each stage's bytes for weights and KV cache: --device-memory-mib as given, else
+// StageCapacity.
+absl::StatusOr<std::vector<int64_t>> StageBudgets(const LoadOptions& o,
+                                                  const std::vector<DeviceSpec>& devices, int tp) {
+  const size_t stages = devices.size() / tp;
+  std::vector<int64_t> budget = o.device_memory;
+  if (budget.empty()) {
+    ASSIGN_OR_RETURN(budget, StageCapacity(devices, tp, o.gpu_memory_fraction,
+                                           int64_t{o.activation_mib} << 20));
+  }
+  if (budget.size() != stages) {
+    return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", budget.size(),
+                                                   " sizes for ", stages, " pipeline stages"));
+  }
+  return budget;
+}
+
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemoryWithOffload(
     const ModelConfig& c, const LoadOptions& options, const std::vector<DeviceSpec>& devices,
     int tp, int64_t kv_per_layer, int* offload) {
-  const int stages = static_cast<int>(devices.size()) / tp;
-  std::vector<int64_t> capacity = options.device_memory;
-  if (capacity.empty()) {
-    ASSIGN_OR_RETURN(capacity, StageCapacity(devices, tp, options.gpu_memory_fraction,
-                                             int64_t{options.activation_mib} << 20));
-  }
-  if (static_cast<int>(capacity.size()) != stages) {
-    return absl::InvalidArgumentError(absl::StrCat("--device-memory lists ", capacity.size(),
-                                                   " sizes for ", stages, " pipeline stages"));
-  }
+  ASSIGN_OR_RETURN(std::vector<int64_t> capacity, StageBudgets(options, devices, tp));
   absl::StatusOr<std::vector<std::pair<int, int>>> plan =
       PlanMemorySplit(c, kv_per_layer, capacity, *offload, options.dtype);
   while (absl::IsResourceExhausted(plan.status()) && options.offload_layers == 0 &&
@@ -270,16 +279,11 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemoryWithOffload(
 // that every stage's budget — CUDA memory, or --device-memory-mib — leaves next to its
 // weights; kDefaultKvTokens where no budget is known.
 absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
-                           const std::vector<DeviceSpec>& devices, int tp,
+                           const std::vector<DeviceSpec>& devices, bool cuda, int tp,
                            const std::vector<std::pair<int, int>>& ranges, int offload) {
-  const bool cuda = std::any_of(devices.begin(), devices.end(), [](auto& d) { return d.cuda; });
   if (o.kv_tokens > 0 && !cuda) return o.kv_tokens;
-  std::vector<int64_t> budget = o.device_memory;
-  if (budget.empty()) {
-    if (!cuda) return kDefaultKvTokens;
-    ASSIGN_OR_RETURN(
-        budget, StageCapacity(devices, tp, o.gpu_memory_fraction, int64_t{o.activation_mib} << 20));
-  }
+  if (o.device_memory.empty() && !cuda) return kDefaultKvTokens;
+  ASSIGN_OR_RETURN(std::vector<int64_t> budget, StageBudgets(o, devices, tp));
   ASSIGN_OR_RETURN(int fit,
                    KvTokensForBudget(c, o.dtype, tp, ranges, budget, offload, o.block_size));
   if (o.kv_tokens == 0) {
@@ -294,17 +298,8 @@ absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
   return o.kv_tokens;
 }
 
-}  // namespace
-
-absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOptions& options) {
-  Placement p;
-  ASSIGN_OR_RETURN(p.devices, ParseDevices(options.devices));
-  p.tp = options.tensor_parallel;
-  RETURN_IF_ERROR(CheckTensorParallel(c, p.tp));
-  if (p.devices.size() % p.tp != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel ", p.tp, " must divide the ",
-                                                   p.devices.size(), " devices"));
-  }
+// The options' own ranges (those that need no device).
+absl::Status CheckLoadOptions(const ModelConfig& c, const LoadOptions& options) {
   if (options.dtype != DType::kF32 && options.dtype != DType::kBF16 &&
       options.dtype != DType::kF16) {
     return absl::InvalidArgumentError("weights must be float32, bfloat16 or float16");
@@ -316,10 +311,27 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
   if (!(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
   }
-  if (options.activation_mib < 1)
+  if (options.activation_mib < 1) {
     return absl::InvalidArgumentError("--activation-mib must be >= 1");
+  }
   if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOptions& options) {
+  RETURN_IF_ERROR(CheckLoadOptions(c, options));
+  Placement p;
+  ASSIGN_OR_RETURN(p.devices, ParseDevices(options.devices));
+  p.cuda = std::any_of(p.devices.begin(), p.devices.end(), [](auto& d) { return d.cuda; });
+  p.tp = options.tensor_parallel;
+  RETURN_IF_ERROR(CheckTensorParallel(c, p.tp));
+  if (p.devices.size() % p.tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel ", p.tp, " must divide the ",
+                                                   p.devices.size(), " devices"));
   }
   p.stages = static_cast<int>(p.devices.size()) / p.tp;
   p.offload = options.offload_layers;
@@ -332,7 +344,8 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
   } else {
     ASSIGN_OR_RETURN(p.ranges, PlanSplit(options.split, c.n_layers, p.stages));
   }
-  ASSIGN_OR_RETURN(int kv_tokens, SizeKv(c, options, p.devices, p.tp, p.ranges, p.offload));
+  ASSIGN_OR_RETURN(int kv_tokens,
+                   SizeKv(c, options, p.devices, p.cuda, p.tp, p.ranges, p.offload));
   p.num_blocks = kv_tokens / options.block_size;
   p.pool_shape = {int64_t{p.num_blocks} * options.block_size, KvHeadsPerRank(c, p.tp), c.d_head};
   return p;
@@ -409,9 +422,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   m->config_ = c;
   m->dtype_ = options.dtype;
   m->cuda_graphs_ = options.cuda_graphs;
-  if (std::any_of(p.devices.begin(), p.devices.end(), [](auto& d) { return d.cuda; })) {
-    m->activation_budget_ = int64_t{options.activation_mib} << 20;
-  }
+  if (p.cuda) m->activation_budget_ = int64_t{options.activation_mib} << 20;
   m->tp_ = p.tp;
   if (p.tp > 1) {
     for (int s = 0; s < p.stages; ++s) {
