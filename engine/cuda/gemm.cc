@@ -93,8 +93,14 @@ Gemm::Plan& Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0) CheckBlas(CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm");
   p.algo = result.algo;
-  // Our split-K factor when the algorithm takes it with a deterministic float32 reduction;
-  // otherwise the heuristic's own configuration, which is just as fixed.
+  FixSplitK(p, N, K);
+  spdlog::debug("gemm N={} K={} {}: split-K {}", N, K, DTypeName(dtype), SplitK(N, K));
+  return p;
+}
+
+// Our split-K factor when the algorithm takes it with a deterministic float32 reduction;
+// otherwise the heuristic's own configuration, which is just as fixed.
+void Gemm::FixSplitK(Plan& p, int N, int K) const {
   int32_t splitk_ok = 0;
   uint32_t schemes = 0;
   size_t written = 0;
@@ -111,24 +117,21 @@ Gemm::Plan& Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
                                          sizeof(splits));
     cublasLtMatmulAlgoConfigSetAttribute(&tuned, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
                                          sizeof(scheme));
-    cublasLtMatmulHeuristicResult_t check{};
-    if (cublasLtMatmulAlgoCheck(blas_, p.desc, p.a, p.b, p.c, p.c, &tuned, &check) ==
-            CUBLAS_STATUS_SUCCESS &&
-        check.workspaceSize <= kWorkspace) {
-      p.algo = tuned;
-    }
+    if (Accepts(p, tuned)) p.algo = tuned;
   }
-  spdlog::debug("gemm N={} K={} {}: split-K {}", N, K, DTypeName(dtype), splits);
-  return p;
+}
+
+bool Gemm::Accepts(const Plan& p, const cublasLtMatmulAlgo_t& algo) const {
+  cublasLtMatmulHeuristicResult_t check{};
+  return cublasLtMatmulAlgoCheck(blas_, p.desc, p.a, p.b, p.c, p.c, &algo, &check) ==
+             CUBLAS_STATUS_SUCCESS &&
+         check.workspaceSize <= kWorkspace;
 }
 
 const cublasLtMatmulAlgo_t* Gemm::AlgoFor(Plan& p, int rows) {
   if (p.accepted.count(rows)) return &p.algo;
   if (p.rejected.count(rows)) return nullptr;
-  cublasLtMatmulHeuristicResult_t check{};
-  if (cublasLtMatmulAlgoCheck(blas_, p.desc, p.a, p.b, p.c, p.c, &p.algo, &check) ==
-          CUBLAS_STATUS_SUCCESS &&
-      check.workspaceSize <= kWorkspace) {
+  if (Accepts(p, p.algo)) {
     p.accepted.insert(rows);
     return &p.algo;
   }

@@ -42,6 +42,10 @@ class Gemm {
   struct Plan;
   Plan& PlanFor(int N, int K, DType dtype, bool bias);
   int SplitK(int N, int K) const;
+  // Sets p.algo's split-K factor to SplitK(N, K) when the algorithm accepts it.
+  void FixSplitK(Plan& p, int N, int K) const;
+  // cuBLASLt runs `algo` for p's current layouts within our workspace.
+  bool Accepts(const Plan& p, const cublasLtMatmulAlgo_t& algo) const;
   // The fixed algorithm when it accepts `rows`, else null (cuBLASLt's heuristic per call).
   const cublasLtMatmulAlgo_t* AlgoFor(Plan& p, int rows);
 
