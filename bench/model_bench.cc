@@ -1,4 +1,5 @@
-// Engine throughput on any device map, straight through Model::Forward (no server):
+// Engine throughput on any device map, straight through Model::Forward (no server); takes
+// every model flag of `lensd run` (--devices, --dtype, --kv-tokens, --cuda-graphs, ...):
 //   model_bench --model builtin:llama-1b --devices cuda:0 --dtype bfloat16 --batches 1,8,64
 //               --prefill 512 [--mem-gbs 4300] [--peak-tflops 60|measure] [--cuda-graphs true]
 //   model_bench --model builtin:gpt2-small --devices cuda:0 --capture 8x256
@@ -19,6 +20,7 @@
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
 #include "server/cli_flags.h"
+#include "server/offline_commands.h"
 
 namespace lensd {
 namespace {
@@ -110,10 +112,7 @@ void Capture(Model& m, int batch, int tokens) {
 
 // TFLOP/s of the first device's Linear: 2048 rows × 8192×8192 weights of `dtype`.
 double GemmPeak(const std::string& devices, DType dtype) {
-  LoadOptions o;
-  o.devices = devices.substr(0, devices.find(','));
-  o.dtype = dtype;
-  auto backend = MakeBackendFor(o.devices);
+  auto backend = MakeBackendFor(devices.substr(0, devices.find(',')));
   if (!backend.ok()) return 0;
   Backend& b = **backend;
   const int64_t T = 2048, N = 8192, K = 8192;
@@ -134,23 +133,15 @@ double GemmPeak(const std::string& devices, DType dtype) {
 
 int Main(const std::vector<std::string>& args) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("model_bench"));  // results on stdout
-  auto flags = Flags::Parse(args, {"model", "devices", "dtype", "batches", "prefill", "mem-gbs",
-                                   "peak-tflops", "capture", "kv-tokens", "cuda-graphs"});
-  if (!flags.ok()) {
-    std::cerr << flags.status().message() << "\n";
+  auto flags = Flags::Parse(
+      args, FlagUnion({ModelFlagNames(), {"batches", "prefill", "mem-gbs", "peak-tflops", "capture"}}));
+  absl::StatusOr<LoadOptions> options =
+      flags.ok() ? LoadOptionsFromFlags(*flags) : absl::StatusOr<LoadOptions>(flags.status());
+  if (!options.ok()) {
+    std::cerr << options.status() << "\n";
     return 2;
   }
-  LoadOptions o;
-  o.model_dir = flags->Get("model", "builtin:tiny");
-  o.devices = flags->Get("devices", "cpu");
-  o.kv_tokens = flags->GetInt("kv-tokens", 16384).value_or(16384);
-  auto dtype = ParseFloatDType(flags->Get("dtype", "float32"));
-  if (!dtype.ok()) {
-    std::cerr << dtype.status() << "\n";
-    return 2;
-  }
-  o.dtype = *dtype;
-  o.cuda_graphs = flags->Get("cuda-graphs") == "true";
+  const LoadOptions& o = *options;
   auto model = Model::Load(o);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
@@ -160,7 +151,8 @@ int Main(const std::vector<std::string>& args) {
   size_t weight_bytes = 0;
   for (const DeviceLayout& d : m.Devices()) weight_bytes += d.weight_bytes;
   const size_t params = weight_bytes / DTypeSize(o.dtype);  // vectors are negligible
-  std::printf("%s on %s: %.2f GB of %s weights\n", o.model_dir.c_str(), o.devices.c_str(),
+  std::printf("%s on %s: %.2f GB of %s weights\n", flags->Get("model", "builtin:tiny").c_str(),
+              o.devices.c_str(),
               weight_bytes / 1e9, std::string(DTypeName(o.dtype)).c_str());
   const double mem_gbs = flags->GetDouble("mem-gbs", 4300).value_or(4300);
   for (int b : flags->GetIntList("batches").value_or(std::vector<int>{})) Decode(m, b, mem_gbs, weight_bytes);
