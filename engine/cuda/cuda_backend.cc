@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 #include <spdlog/spdlog.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>

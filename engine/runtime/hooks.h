@@ -13,8 +13,6 @@
 
 namespace lensd {
 
-class Backend;
-
 enum class HookPoint {
   // Model-level (layer = -1).
   kEmbed, kPosEmbed, kLnFinalScale, kLnFinalNormalized, kUnembedIn, kUnembedOut,
