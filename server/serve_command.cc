@@ -112,33 +112,40 @@ void Drain(LensdService& service, const Scheduler& scheduler, int timeout_s) {
 
 // The largest generation step (every running sequence's decode token plus a full prompt
 // chunk) must fit the device's activation budget; capture prompts are checked per request.
-absl::StatusOr<std::unique_ptr<Model>> CheckStepsFit(std::unique_ptr<Model> model,
-                                                     const SchedulerOptions& s) {
-  const int64_t need =
-      StepActivationBytes(model->config(), s.max_running + s.max_batch_tokens, s.max_batch_tokens);
-  const int64_t budget = model->activation_budget();
+absl::Status CheckStepsFit(const Model& model, const SchedulerOptions& s) {
+  const int64_t need = StepActivationBytes(model.config(), s.max_running + s.max_batch_tokens,
+                                           s.max_batch_tokens);
+  const int64_t budget = model.activation_budget();
   if (budget > 0 && need > budget) {
-    return absl::InvalidArgumentError(absl::StrCat("a step of --max-running ", s.max_running,
-                                                   " decode tokens and --max-batch-tokens ",
-                                                   s.max_batch_tokens, " needs about ", need >> 20,
-                                                   " MiB of activations; raise "
-                                                   "--activation-mib (",
-                                                   budget >> 20, ") or lower those"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a step of --max-running ", s.max_running, " decode tokens and --max-batch-tokens ",
+        s.max_batch_tokens, " needs about ", need >> 20, " MiB of activations; raise "
+        "--activation-mib (", budget >> 20, ") or lower those"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadServedModel(const ServeOptions& o) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(o.load));
+  RETURN_IF_ERROR(CheckStepsFit(*model, o.scheduler));
   return model;
 }
 
-}  // namespace
-
-absl::Status ServeCommand(const std::vector<std::string>& args) {
-  // Block the shutdown signals before any thread exists so every thread inherits the mask and
-  // only sigwait below receives them.
+// Blocks SIGTERM and SIGINT before any thread exists, so every thread inherits the mask and
+// only the sigwait in ServeCommand receives them.
+sigset_t BlockShutdownSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
 
+}  // namespace
+
+absl::Status ServeCommand(const std::vector<std::string>& args) {
+  const sigset_t signals = BlockShutdownSignals();
   ASSIGN_OR_RETURN(ServeOptions o, ParseServeFlags(args));
   const std::string host = o.address.substr(0, o.address.rfind(':'));
   std::unique_ptr<MetricsEndpoint> metrics;
@@ -156,8 +163,7 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   health->SetServingStatus(false);
   spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", host, port);
 
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(o.load);
-  if (model.ok()) model = CheckStepsFit(std::move(*model), o.scheduler);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadServedModel(o);
   if (!model.ok()) {
     server->Shutdown();
     return model.status();
