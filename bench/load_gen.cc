@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <thread>
@@ -113,6 +114,38 @@ void Report(const std::string& label, const std::string& mode, int streams, int 
               Percentile(ttft, 0.5), Percentile(ttft, 0.95), decode);
 }
 
+struct Load {
+  std::string mode;
+  int streams = 1, requests = 4, prompt_tokens = 32, max_new = 64;
+};
+
+// `load.streams` threads, each sending `load.requests` requests one after another; false if
+// any request failed.
+bool RunStreams(const std::shared_ptr<grpc::Channel>& channel, const Load& load, int vocab,
+                std::vector<Sample>* samples) {
+  std::mutex mu;
+  bool ok = true;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < load.streams; ++t) {
+    threads.emplace_back([&, t] {
+      auto stub = v1::Lensd::NewStub(channel);
+      for (int r = 0; r < load.requests; ++r) {
+        Sample s;
+        const int seed = t * load.requests + r;
+        const bool good =
+            load.mode == "cache"
+                ? OneCache(*stub, load.prompt_tokens, seed, vocab, &s)
+                : OneGenerate(*stub, load.prompt_tokens, load.max_new, seed, vocab, &s);
+        std::lock_guard<std::mutex> lock(mu);
+        ok = ok && good;
+        samples->push_back(s);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  return ok;
+}
+
 int Main(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args, {"addr", "mode", "streams", "requests", "prompt-tokens",
                                    "max-new-tokens", "label"});
@@ -120,46 +153,28 @@ int Main(const std::vector<std::string>& args) {
     std::cerr << flags.status().message() << "\n";
     return 2;
   }
-  const std::string mode = flags->Get("mode", "generate");
-  const int streams = flags->GetInt("streams", 1).value_or(1);
-  const int requests = flags->GetInt("requests", 4).value_or(4);
-  const int prompt_tokens = flags->GetInt("prompt-tokens", 32).value_or(32);
-  const int max_new = flags->GetInt("max-new-tokens", 64).value_or(64);
+  Load load;
+  load.mode = flags->Get("mode", "generate");
+  load.streams = flags->GetInt("streams", 1).value_or(1);
+  load.requests = flags->GetInt("requests", 4).value_or(4);
+  load.prompt_tokens = flags->GetInt("prompt-tokens", 32).value_or(32);
+  load.max_new = flags->GetInt("max-new-tokens", 64).value_or(64);
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(64 << 20);
   auto channel = grpc::CreateCustomChannel(flags->Get("addr", "localhost:50051"),
                                            grpc::InsecureChannelCredentials(), channel_args);
-  auto stub = v1::Lensd::NewStub(channel);
   v1::ModelInfo info;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status st = stub->GetModelInfo(&ctx, {}, &info);
-    if (!st.ok()) {
-      std::cerr << "GetModelInfo: " << st.error_message() << "\n";
-      return 1;
-    }
+  grpc::ClientContext ctx;
+  grpc::Status st = v1::Lensd::NewStub(channel)->GetModelInfo(&ctx, {}, &info);
+  if (!st.ok()) {
+    std::cerr << "GetModelInfo: " << st.error_message() << "\n";
+    return 1;
   }
   const int vocab = std::min(info.vocab_size(), 259);  // ids valid for every built-in model
-  std::mutex mu;
   std::vector<Sample> samples;
-  bool ok = true;
   const Clock::time_point t0 = Clock::now();
-  std::vector<std::thread> threads;
-  for (int t = 0; t < streams; ++t) {
-    threads.emplace_back([&, t] {
-      auto own = v1::Lensd::NewStub(channel);
-      for (int r = 0; r < requests; ++r) {
-        Sample s;
-        const bool good = mode == "cache" ? OneCache(*own, prompt_tokens, t * requests + r, vocab, &s)
-                                          : OneGenerate(*own, prompt_tokens, max_new, t * requests + r, vocab, &s);
-        std::lock_guard<std::mutex> lock(mu);
-        ok = ok && good;
-        samples.push_back(s);
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  Report(flags->Get("label", info.model()), mode, streams, prompt_tokens, samples,
+  const bool ok = RunStreams(channel, load, vocab, &samples);
+  Report(flags->Get("label", info.model()), load.mode, load.streams, load.prompt_tokens, samples,
          Seconds(Clock::now() - t0));
   return ok ? 0 : 1;
 }
