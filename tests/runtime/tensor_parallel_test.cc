@@ -167,7 +167,14 @@ TEST(KvBudget, SizedFromWhatTheWeightsLeave) {
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(KvTokensForBudget(c, DType::kF32, 1, {all}, {weights, weights}, 0, 16).status().code(),
             absl::StatusCode::kInvalidArgument);
-  // Loading with kv_tokens 0 on a budgeted virtual device: pools sized to the budget.
+}
+
+// Loading with kv_tokens 0 on a budgeted virtual device: pools sized to the budget.
+TEST(KvBudget, LoadSizesPoolsToTheBudget) {
+  const ModelConfig c = BuiltinConfig();
+  const std::pair<int, int> all{0, c.n_layers};
+  const int64_t weights = StageWeightBytes(c, DType::kF32, 1, all, c.n_layers, true, true);
+  const int64_t per_token = 2 * int64_t{c.n_kv_heads} * c.d_head * 4 * c.n_layers;
   LoadOptions budgeted;
   budgeted.kv_tokens = 0;
   budgeted.device_memory = {weights + 300 * per_token};
