@@ -12,8 +12,9 @@ namespace lensd {
 
 class MetricsEndpoint {
  public:
-  // Serves http://`bind_address`/metrics; empty until Attach.
-  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& bind_address);
+  // Serves http://host:port/metrics (Prometheus text format; empty until Attach) on a thread
+  // of its own; any other request gets an HTTP error, never a crash. Stops on destruction.
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& host, int port);
   // Publishes `scheduler`'s counters (it must outlive the endpoint or a later Attach(nullptr)).
   void Attach(const Scheduler* scheduler);
   ~MetricsEndpoint();

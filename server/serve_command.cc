@@ -21,7 +21,7 @@ namespace {
 const std::set<std::string> kServeFlags = {
     "host", "port", "max-batch-tokens", "max-running", "max-queue", "max-prompt-tokens",
     "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
-    "auth-token", "tls-cert", "tls-key", "metrics-port"};
+    "auth-token", "tls-cert", "tls-key", "metrics-port", "metrics-host"};
 
 struct ServeOptions {
   std::string address;
@@ -30,6 +30,7 @@ struct ServeOptions {
   ServiceOptions service;
   int drain_timeout_s = 30;
   int metrics_port = 0;
+  std::string metrics_host;  // default: --host
   std::string tls_cert, tls_key;
 };
 
@@ -43,7 +44,9 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
     o.load.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
   }
   ASSIGN_OR_RETURN(int port, flags.GetInt("port", 50051));
-  o.address = absl::StrCat(flags.Get("host", "0.0.0.0"), ":", port);
+  const std::string host = flags.Get("host", "0.0.0.0");
+  o.address = absl::StrCat(host, ":", port);
+  o.metrics_host = flags.Get("metrics-host", host);
   ASSIGN_OR_RETURN(o.scheduler.max_batch_tokens, flags.GetInt("max-batch-tokens", 256));
   ASSIGN_OR_RETURN(o.scheduler.max_running, flags.GetInt("max-running", 64));
   o.service.limits.max_running = o.scheduler.max_running;
@@ -150,9 +153,8 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   const std::string host = o.address.substr(0, o.address.rfind(':'));
   std::unique_ptr<MetricsEndpoint> metrics;
   if (o.metrics_port > 0) {
-    const std::string bind = absl::StrCat(host, ":", o.metrics_port);
-    ASSIGN_OR_RETURN(metrics, MetricsEndpoint::Start(bind));
-    spdlog::info("metrics on http://{}/metrics", bind);
+    ASSIGN_OR_RETURN(metrics, MetricsEndpoint::Start(o.metrics_host, o.metrics_port));
+    spdlog::info("metrics on http://{}:{}/metrics", o.metrics_host, o.metrics_port);
   }
   spdlog::info("compute threads: {}", o.load.threads);
 
