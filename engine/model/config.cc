@@ -10,6 +10,12 @@ namespace {
 
 using nlohmann::json;
 
+// Ranges checked as each field is read (before any arithmetic on it); a model outside them is
+// implausible and would overflow the size arithmetic of loading.
+constexpr int64_t kMaxDModel = 1 << 20, kMaxVocab = 1 << 24, kMaxLayers = 4096;
+constexpr int64_t kMaxDMlp = 1 << 22, kMaxHeads = 4096, kMaxHeadDim = 1 << 14;
+constexpr int64_t kMaxPositions = 1 << 26;
+
 absl::StatusOr<Family> ParseFamily(const json& j) {
   ASSIGN_OR_RETURN(std::string type, JsonString(j, "model_type", ""));
   if (type == "gpt2") return Family::kGpt2;
@@ -33,18 +39,18 @@ absl::StatusOr<ActKind> ParseAct(const std::string& name) {
 }
 
 absl::Status ParseIds(const json& j, ModelConfig& c) {
-  ASSIGN_OR_RETURN(int64_t bos, JsonInt(j, "bos_token_id", -1));
-  c.bos_id = static_cast<int>(bos);
+  ASSIGN_OR_RETURN(c.bos_id, JsonInt(j, "bos_token_id", -1, -1, kMaxVocab));
   if (JsonHas(j, "eos_token_id")) {
     const json& e = j.at("eos_token_id");
     if (e.is_array()) {
       for (const auto& x : e) {
-        if (!x.is_number_integer()) return absl::InvalidArgumentError("eos_token_id list");
-        c.eos_ids.push_back(x.get<int>());
+        ASSIGN_OR_RETURN(int eos, JsonInt(json{{"eos_token_id", x}}, "eos_token_id", -1, -1,
+                                          kMaxVocab));
+        c.eos_ids.push_back(eos);
       }
     } else {
-      ASSIGN_OR_RETURN(int64_t eos, JsonInt(j, "eos_token_id", -1));
-      c.eos_ids.push_back(static_cast<int>(eos));
+      ASSIGN_OR_RETURN(int eos, JsonInt(j, "eos_token_id", -1, -1, kMaxVocab));
+      c.eos_ids.push_back(eos);
     }
   }
   return absl::OkStatus();
@@ -65,6 +71,10 @@ absl::Status ParseRope(const json& j, double default_pct, ModelConfig& c) {
   ASSIGN_OR_RETURN(pct, JsonDouble(params, "partial_rotary_factor", pct));
   ASSIGN_OR_RETURN(std::string type, JsonString(s, "type", "default"));
   ASSIGN_OR_RETURN(type, JsonString(s, "rope_type", type));
+  if (!(pct > 0 && pct <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("partial_rotary_factor / rotary_pct = ", pct, " must be in (0, 1]"));
+  }
   c.rope.theta = theta;
   c.rope.rotary_dim = static_cast<int>(c.d_head * pct);
   if (c.rope.rotary_dim % 2 != 0 || c.rope.rotary_dim <= 0) {
@@ -80,8 +90,8 @@ absl::Status ParseRope(const json& j, double default_pct, ModelConfig& c) {
     c.rope.type = RopeType::kLlama3;
     ASSIGN_OR_RETURN(c.rope.low_freq_factor, JsonDouble(s, "low_freq_factor", 1.0));
     ASSIGN_OR_RETURN(c.rope.high_freq_factor, JsonDouble(s, "high_freq_factor", 4.0));
-    ASSIGN_OR_RETURN(int64_t orig, JsonInt(s, "original_max_position_embeddings", 8192));
-    c.rope.original_max_position = static_cast<int>(orig);
+    ASSIGN_OR_RETURN(c.rope.original_max_position,
+                     JsonInt(s, "original_max_position_embeddings", 8192, 1, kMaxPositions));
     if (c.rope.high_freq_factor <= c.rope.low_freq_factor) {
       return absl::InvalidArgumentError("llama3 rope: high_freq_factor must exceed low_freq_factor");
     }
@@ -93,49 +103,48 @@ absl::Status ParseRope(const json& j, double default_pct, ModelConfig& c) {
 }
 
 absl::Status ParseGpt2(const json& j, ModelConfig& c) {
-  ASSIGN_OR_RETURN(int64_t d, JsonInt(j, "n_embd", 768));
-  ASSIGN_OR_RETURN(int64_t h, JsonInt(j, "n_head", 12));
-  ASSIGN_OR_RETURN(int64_t l, JsonInt(j, "n_layer", 12));
-  ASSIGN_OR_RETURN(int64_t pos, JsonInt(j, "n_positions", 1024));
-  ASSIGN_OR_RETURN(int64_t inner, JsonInt(j, "n_inner", 4 * d));
+  ASSIGN_OR_RETURN(int d, JsonInt(j, "n_embd", 768, 1, kMaxDModel));
+  ASSIGN_OR_RETURN(int h, JsonInt(j, "n_head", 12, 1, kMaxHeads));
+  ASSIGN_OR_RETURN(int l, JsonInt(j, "n_layer", 12, 1, kMaxLayers));
+  ASSIGN_OR_RETURN(int pos, JsonInt(j, "n_positions", 1024, 1, kMaxPositions));
+  ASSIGN_OR_RETURN(int inner, JsonInt(j, "n_inner", int64_t{4} * d, 1, kMaxDMlp));
   ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "layer_norm_epsilon", 1e-5));
   ASSIGN_OR_RETURN(std::string act, JsonString(j, "activation_function", "gelu_new"));
   ASSIGN_OR_RETURN(c.act, ParseAct(act));
   ASSIGN_OR_RETURN(c.tied_embeddings, JsonBool(j, "tie_word_embeddings", true));
-  c.d_model = static_cast<int>(d);
-  c.n_heads = c.n_kv_heads = static_cast<int>(h);
-  c.n_layers = static_cast<int>(l);
-  c.max_positions = static_cast<int>(pos);
-  c.d_mlp = static_cast<int>(inner);
+  c.d_model = d;
+  c.n_heads = c.n_kv_heads = h;
+  c.n_layers = l;
+  c.max_positions = pos;
+  c.d_mlp = inner;
   c.norm = NormKind::kLayerNorm;
   c.gated_mlp = false;
   c.learned_positions = true;
   c.qkv_bias = c.o_bias = c.mlp_bias = true;
-  if (h <= 0 || d % h != 0) return absl::InvalidArgumentError("n_embd must divide by n_head");
+  if (d % h != 0) return absl::InvalidArgumentError("n_embd must divide by n_head");
   c.d_head = c.d_model / c.n_heads;
   return absl::OkStatus();
 }
 
 absl::Status ParseRotaryFamily(const json& j, ModelConfig& c) {
-  ASSIGN_OR_RETURN(int64_t d, JsonInt(j, "hidden_size", 0));
-  ASSIGN_OR_RETURN(int64_t h, JsonInt(j, "num_attention_heads", 0));
-  ASSIGN_OR_RETURN(int64_t kv, JsonInt(j, "num_key_value_heads", h));
-  ASSIGN_OR_RETURN(int64_t l, JsonInt(j, "num_hidden_layers", 0));
-  ASSIGN_OR_RETURN(int64_t m, JsonInt(j, "intermediate_size", 0));
-  ASSIGN_OR_RETURN(int64_t pos, JsonInt(j, "max_position_embeddings", 2048));
-  if (h <= 0 || d <= 0 || kv <= 0 || h % kv != 0) {
+  ASSIGN_OR_RETURN(int d, JsonInt(j, "hidden_size", 0, 1, kMaxDModel));
+  ASSIGN_OR_RETURN(int h, JsonInt(j, "num_attention_heads", 0, 1, kMaxHeads));
+  ASSIGN_OR_RETURN(int kv, JsonInt(j, "num_key_value_heads", h, 1, kMaxHeads));
+  ASSIGN_OR_RETURN(int l, JsonInt(j, "num_hidden_layers", 0, 1, kMaxLayers));
+  ASSIGN_OR_RETURN(int m, JsonInt(j, "intermediate_size", 0, 1, kMaxDMlp));
+  ASSIGN_OR_RETURN(int pos, JsonInt(j, "max_position_embeddings", 2048, 1, kMaxPositions));
+  if (h % kv != 0) {
     return absl::InvalidArgumentError(
-        "hidden_size, num_attention_heads and num_key_value_heads must be positive, "
-        "with num_attention_heads divisible by num_key_value_heads");
+        "num_attention_heads must be divisible by num_key_value_heads");
   }
-  ASSIGN_OR_RETURN(int64_t dh, JsonInt(j, "head_dim", d / h));
-  c.d_model = static_cast<int>(d);
-  c.n_heads = static_cast<int>(h);
-  c.n_kv_heads = static_cast<int>(kv);
-  c.n_layers = static_cast<int>(l);
-  c.d_mlp = static_cast<int>(m);
-  c.max_positions = static_cast<int>(pos);
-  c.d_head = static_cast<int>(dh);
+  ASSIGN_OR_RETURN(int dh, JsonInt(j, "head_dim", d / h, 1, kMaxHeadDim));
+  c.d_model = d;
+  c.n_heads = h;
+  c.n_kv_heads = kv;
+  c.n_layers = l;
+  c.d_mlp = m;
+  c.max_positions = pos;
+  c.d_head = dh;
   const bool neox = c.family == Family::kGptNeox;
   ASSIGN_OR_RETURN(std::string act, JsonString(j, "hidden_act", neox ? "gelu" : "silu"));
   ASSIGN_OR_RETURN(c.act, ParseAct(act));
@@ -155,43 +164,27 @@ absl::Status ParseRotaryFamily(const json& j, ModelConfig& c) {
   ASSIGN_OR_RETURN(c.mlp_bias, JsonBool(j, "mlp_bias", false));
   c.qkv_bias = attn_bias || c.family == Family::kQwen2;
   c.o_bias = attn_bias;
-  ASSIGN_OR_RETURN(int64_t window, JsonInt(j, "sliding_window", 0));
+  ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
   ASSIGN_OR_RETURN(bool use_window, JsonBool(j, "use_sliding_window", c.family != Family::kQwen2));
-  c.sliding_window = use_window ? static_cast<int>(window) : 0;
+  c.sliding_window = use_window ? window : 0;
   return ParseRope(j, 1.0, c);
-}
-
-absl::Status Validate(const ModelConfig& c) {
-  if (c.d_model <= 0 || c.n_layers <= 0 || c.d_mlp <= 0 || c.vocab_size <= 0 ||
-      c.d_head <= 0 || c.max_positions <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dimensions must be positive (d_model=", c.d_model, ", layers=", c.n_layers,
-        ", d_mlp=", c.d_mlp, ", vocab=", c.vocab_size, ", d_head=", c.d_head, ")"));
-  }
-  if (c.d_model > (1 << 20) || c.vocab_size > (1 << 24) || c.n_layers > 4096 ||
-      c.d_mlp > (1 << 22) || c.n_heads > 4096) {
-    return absl::InvalidArgumentError("dimensions are implausibly large");
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<ModelConfig> ParseImpl(const json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("config is not a JSON object");
   ModelConfig c;
   ASSIGN_OR_RETURN(c.family, ParseFamily(j));
-  ASSIGN_OR_RETURN(int64_t vocab, JsonInt(j, "vocab_size", 0));
-  c.vocab_size = static_cast<int>(vocab);
   if (c.family == Family::kGpt2) {
     RETURN_IF_ERROR(ParseGpt2(j, c));
   } else {
     RETURN_IF_ERROR(ParseRotaryFamily(j, c));
   }
+  ASSIGN_OR_RETURN(c.vocab_size, JsonInt(j, "vocab_size", 0, 1, kMaxVocab));
   RETURN_IF_ERROR(ParseIds(j, c));
   ASSIGN_OR_RETURN(std::string dtype, JsonString(j, "torch_dtype", "float32"));
   ASSIGN_OR_RETURN(dtype, JsonString(j, "dtype", dtype));
   auto parsed = ParseFloatDType(dtype);
   c.dtype = parsed.ok() ? *parsed : DType::kF32;
-  RETURN_IF_ERROR(Validate(c));
   return c;
 }
 
@@ -214,11 +207,11 @@ std::string_view FamilyName(Family f) {
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_view source) {
-  json j = json::parse(json_text.begin(), json_text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": not valid JSON"));
+  absl::StatusOr<json> j = ParseJson(json_text);
+  if (!j.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": ", j.status().message()));
   }
-  auto c = ParseImpl(j);
+  auto c = ParseImpl(*j);
   if (!c.ok()) {
     return absl::Status(c.status().code(), absl::StrCat(std::string(source), ": ", c.status().message()));
   }

@@ -1,5 +1,6 @@
 #include "engine/model/json_fields.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -7,20 +8,67 @@
 
 namespace lensd {
 
+absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("nested deeper than ", max_depth, " levels (byte ", i, ")"));
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
+  return j;
+}
+
 bool JsonHas(const nlohmann::json& j, const char* key) {
   if (!j.is_object()) return false;
   auto it = j.find(key);
   return it != j.end() && !it->is_null();
 }
 
-absl::StatusOr<int64_t> JsonInt(const nlohmann::json& j, const char* key, int64_t fallback) {
-  if (!JsonHas(j, key)) return fallback;
-  const auto& v = j.at(key);
-  if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
-  if (v.is_number_float() && v.get<double>() == static_cast<int64_t>(v.get<double>())) {
-    return static_cast<int64_t>(v.get<double>());
+absl::StatusOr<int> JsonInt(const nlohmann::json& j, const char* key, int64_t fallback,
+                            int64_t lo, int64_t hi) {
+  auto outside = [&](auto value) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("field '", key, "' = ", value, " is outside [", lo, ", ", hi, "]"));
+  };
+  int64_t value = fallback;
+  if (JsonHas(j, key)) {
+    const auto& v = j.at(key);
+    if (v.is_number_unsigned()) {
+      const uint64_t u = v.get<uint64_t>();
+      if (hi < 0 || u > static_cast<uint64_t>(hi)) return outside(u);
+      value = static_cast<int64_t>(u);
+    } else if (v.is_number_integer()) {
+      value = v.get<int64_t>();
+    } else if (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>()) {
+      // Compared as a double before converting: casting 1e300 to an integer is undefined.
+      const double d = v.get<double>();
+      if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi))) return outside(d);
+      value = static_cast<int64_t>(d);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("field '", key, "' must be an integer"));
+    }
   }
-  return absl::InvalidArgumentError(absl::StrCat("field '", key, "' must be an integer"));
+  if (value < lo || value > hi) return outside(value);
+  return static_cast<int>(value);
 }
 
 absl::StatusOr<double> JsonDouble(const nlohmann::json& j, const char* key, double fallback) {

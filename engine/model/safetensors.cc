@@ -41,11 +41,14 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& file, const std::string
     if (!d.is_number_unsigned() && !d.is_number_integer()) return where("bad shape");
     int64_t v = d.get<int64_t>();
     if (v < 0 || v > (int64_t{1} << 40)) return where("bad shape");
+    if (info.shape.size() == static_cast<size_t>(kMaxRank)) return where("rank too large");
     info.shape.push_back(v);
-    count *= static_cast<uint64_t>(v);
-    if (count > (uint64_t{1} << 48)) return where("shape too large");
+    // Checked multiplication: [2^40, 2^24] must not wrap to 0 elements.
+    if (__builtin_mul_overflow(count, static_cast<uint64_t>(v), &count) ||
+        count > (uint64_t{1} << 48)) {
+      return where("shape too large");
+    }
   }
-  if (info.shape.size() > static_cast<size_t>(kMaxRank)) return where("rank too large");
   const auto& off = e["data_offsets"];
   if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
     return where("data_offsets must be non-negative integers");
@@ -76,8 +79,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(const vo
     return Corrupt(name, absl::StrCat("header length ", header_len, " exceeds file size ", size));
   }
   const char* header = static_cast<const char*>(bytes) + 8;
-  json j = json::parse(header, header + header_len, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Corrupt(name, "header is not a JSON object");
+  absl::StatusOr<json> parsed = ParseJson(std::string_view(header, header_len));
+  if (!parsed.ok()) return Corrupt(name, absl::StrCat("header: ", parsed.status().message()));
+  const json& j = *parsed;
+  if (!j.is_object()) return Corrupt(name, "header is not a JSON object");
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = name;
   const char* base = header + header_len;
@@ -128,8 +133,10 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   std::vector<std::string> shards;
   if (std::ifstream(index_path).good()) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
-    json j = json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
+    absl::StatusOr<json> parsed = ParseJson(text);
+    if (!parsed.ok()) return Corrupt(index_path, std::string(parsed.status().message()));
+    const json& j = *parsed;
+    if (!j.is_object() || !j.contains("weight_map") ||
         !j["weight_map"].is_object()) {
       return Corrupt(index_path, "index needs a weight_map object");
     }

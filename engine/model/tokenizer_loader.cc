@@ -14,6 +14,12 @@ namespace {
 
 using nlohmann::json;
 
+// `j[key]` by reference, or a null value: `cond ? j[key] : json()` would copy the subtree.
+const json& Field(const json& j, const char* key) {
+  static const json* const kNull = new json();
+  return JsonHas(j, key) ? j[key] : *kNull;
+}
+
 absl::Status ParseVocab(const json& vocab, BpeSpec& spec) {
   if (!vocab.is_object()) return absl::InvalidArgumentError("vocab must be an object");
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
@@ -105,7 +111,7 @@ absl::Status ParseAddedAndBos(const json& j, BpeSpec& spec) {
   }
   // A TemplateProcessing post-processor whose single-sequence template starts with a special
   // token prepends it (BOS).
-  const json& post = JsonHas(j, "post_processor") ? j["post_processor"] : json();
+  const json& post = Field(j, "post_processor");
   std::vector<const json*> processors;
   if (JsonHas(post, "processors") && post["processors"].is_array()) {
     for (const auto& p : post["processors"]) processors.push_back(&p);
@@ -127,8 +133,8 @@ absl::Status ParseAddedAndBos(const json& j, BpeSpec& spec) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> ParseHfTokenizerJson(std::string_view json_text) {
-  json j = json::parse(json_text.begin(), json_text.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("not a JSON object");
+  ASSIGN_OR_RETURN(const json j, ParseJson(json_text));
+  if (!j.is_object()) return absl::InvalidArgumentError("not a JSON object");
   if (!JsonHas(j, "model")) return absl::InvalidArgumentError("missing 'model'");
   const json& model = j["model"];
   ASSIGN_OR_RETURN(std::string type, JsonString(model, "type", "BPE"));
@@ -137,14 +143,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> ParseHfTokenizerJson(std::string_view
   }
   BpeSpec spec;
   spec.byte_level = false;
-  RETURN_IF_ERROR(ParseVocab(JsonHas(model, "vocab") ? model["vocab"] : json(), spec));
-  RETURN_IF_ERROR(ParseMerges(JsonHas(model, "merges") ? model["merges"] : json::array(), spec));
+  RETURN_IF_ERROR(ParseVocab(Field(model, "vocab"), spec));
+  if (JsonHas(model, "merges")) RETURN_IF_ERROR(ParseMerges(model["merges"], spec));
   ASSIGN_OR_RETURN(spec.byte_fallback, JsonBool(model, "byte_fallback", false));
   bool byte_level = false;
-  RETURN_IF_ERROR(ApplyComponent(JsonHas(j, "normalizer") ? j["normalizer"] : json(), spec,
-                                 byte_level));
-  RETURN_IF_ERROR(ApplyComponent(JsonHas(j, "pre_tokenizer") ? j["pre_tokenizer"] : json(), spec,
-                                 byte_level));
+  RETURN_IF_ERROR(ApplyComponent(Field(j, "normalizer"), spec, byte_level));
+  RETURN_IF_ERROR(ApplyComponent(Field(j, "pre_tokenizer"), spec, byte_level));
   spec.byte_level = byte_level;
   RETURN_IF_ERROR(ParseAddedAndBos(j, spec));
   if (JsonHas(model, "unk_token") && model["unk_token"].is_string()) {
@@ -166,8 +170,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2VocabMerges(const std::string
                                                                 const std::string& merges_path) {
   ASSIGN_OR_RETURN(std::string vocab_text, ReadFileToString(vocab_path));
   ASSIGN_OR_RETURN(std::string merges_text, ReadFileToString(merges_path));
-  json vocab = json::parse(vocab_text, nullptr, false);
-  if (vocab.is_discarded()) return absl::InvalidArgumentError(vocab_path + ": not valid JSON");
+  absl::StatusOr<json> vocab_json = ParseJson(vocab_text);
+  if (!vocab_json.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(vocab_path, ": ", vocab_json.status().message()));
+  }
+  const json& vocab = *vocab_json;
   BpeSpec spec;
   spec.split_pattern = kGpt2SplitPattern;
   RETURN_IF_ERROR(ParseVocab(vocab, spec));

@@ -64,5 +64,38 @@ TEST(Config, ClearErrors) {
     "rope_scaling":{"rope_type":"yarn","factor":4}})", "x").ok());
 }
 
+// D4/D5 of the hardening audit: values that overflowed or divided by zero before they were
+// range-checked. Each must be an error naming the file and the field, never a signal.
+TEST(Config, HostileNumbersAreErrorsNamingTheField) {
+  const std::string gpt2 = R"({"model_type":"gpt2","vocab_size":10,)";
+  const std::string llama = R"({"model_type":"llama","hidden_size":64,"num_attention_heads":4,
+    "num_hidden_layers":1,"intermediate_size":8,"vocab_size":10,)";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {gpt2 + R"("n_head":4294967296})", "n_head"},
+      {gpt2 + R"("n_head":0})", "n_head"},
+      {gpt2 + R"("n_embd":4611686018427387904})", "n_embd"},
+      {gpt2 + R"("n_embd":18446744073709551615})", "n_embd"},
+      {gpt2 + R"("n_layer":1e300})", "n_layer"},
+      {gpt2 + R"("n_layer":-1e300})", "n_layer"},
+      {gpt2 + R"("n_positions":-5})", "n_positions"},
+      {gpt2 + R"("bos_token_id":1e300})", "bos_token_id"},
+      {gpt2 + R"("eos_token_id":[1, 1e300]})", "eos_token_id"},
+      {llama + R"("partial_rotary_factor":1e300})", "partial_rotary_factor"},
+      {llama + R"("partial_rotary_factor":-1})", "partial_rotary_factor"},
+      {llama + R"("num_key_value_heads":0})", "num_key_value_heads"},
+      {llama + R"("head_dim":1e300})", "head_dim"},
+      {llama + R"("sliding_window":1e19})", "sliding_window"},
+      {R"({"model_type":"llama","hidden_size":64,"num_attention_heads":0,"num_hidden_layers":1,
+         "intermediate_size":8,"vocab_size":10})", "num_attention_heads"},
+  };
+  for (const auto& [text, field] : cases) {
+    auto c = ParseModelConfig(text, "dir/config.json");
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(c.status().message().find("dir/config.json"), std::string::npos) << c.status();
+    EXPECT_NE(c.status().message().find(field), std::string::npos) << c.status();
+  }
+}
+
 }  // namespace
 }  // namespace lensd

@@ -1,5 +1,6 @@
 #include "engine/model/safetensors.h"
 
+#include <cstring>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -61,6 +62,32 @@ TEST(Safetensors, RejectsCorruptFilesNamingThem) {
   EXPECT_FALSE(SafetensorsFile::Parse("abc", 3, "short").ok());
   EXPECT_EQ(SafetensorsFile::Open(dir + "/absent.safetensors").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+std::string WithHeader(const std::string& header, size_t data_bytes) {
+  std::string out(8, '\0');
+  const uint64_t n = header.size();
+  std::memcpy(out.data(), &n, 8);
+  return out + header + std::string(data_bytes, '\0');
+}
+
+// D7 of the hardening audit: [2^40, 2^24] elements wrapped to 0 in 64 bits and was accepted
+// as a 0-byte tensor. Every shape whose size overflows must be refused by the size check.
+TEST(Safetensors, ShapeSizeOverflowIsRefused) {
+  for (const char* shape : {"[1099511627776, 16777216]", "[4294967296, 4294967296, 0]",
+                            "[1099511627776, 1099511627776, 1099511627776]",
+                            "[1, 2, 3, 4, 5, 6, 7]"}) {
+    const std::string bytes = WithHeader(
+        absl::StrCat(R"({"t":{"dtype":"F32","shape":)", shape, R"(,"data_offsets":[0,0]}})"), 0);
+    auto f = SafetensorsFile::Parse(bytes.data(), bytes.size(), "over.safetensors");
+    ASSERT_FALSE(f.ok()) << shape;
+    EXPECT_NE(f.status().message().find("over.safetensors"), std::string::npos);
+    EXPECT_NE(f.status().message().find("'t'"), std::string::npos);
+  }
+  // A zero dimension anywhere is an honest empty tensor.
+  const std::string empty =
+      WithHeader(R"({"t":{"dtype":"F32","shape":[0, 1099511627776],"data_offsets":[0,0]}})", 0);
+  EXPECT_TRUE(SafetensorsFile::Parse(empty.data(), empty.size(), "e").ok());
 }
 
 TEST(Checkpoint, WrongShapeAndMissingTensorNameFileAndTensor) {

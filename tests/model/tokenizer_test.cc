@@ -90,3 +90,37 @@ TEST(Tokenizer, ByteTokenizerAndErrors) {
 
 }  // namespace
 }  // namespace lensd
+
+namespace lensd {
+namespace {
+
+std::string Repeat(const std::string& s, int n) {
+  std::string out;
+  out.reserve(s.size() * n);
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+// D6 of the hardening audit: 200k nested Sequence pre-tokenizers, or 200k nested arrays under
+// post_processor, overflowed the stack (recursive copies and walks). Both are errors now.
+TEST(Tokenizer, DeeplyNestedTokenizerJsonIsAnError) {
+  const int n = 200000;
+  const std::string head = R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},)";
+  const std::string sequences =
+      head + R"("pre_tokenizer":)" +
+      Repeat(R"({"type":"Sequence","pretokenizers":[)", n) + "null" + Repeat("]}", n) + "}";
+  const std::string arrays = head + R"("post_processor":)" + Repeat("[", n) + Repeat("]", n) + "}";
+  for (const std::string* text : {&sequences, &arrays}) {
+    auto t = ParseHfTokenizerJson(*text);
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("nested deeper than"), std::string::npos) << t.status();
+  }
+  // Brackets inside strings do not count.
+  auto quoted = ParseJson(R"({"a":")" + Repeat("[", 1000) + R"("})");
+  EXPECT_TRUE(quoted.ok()) << quoted.status();
+  EXPECT_FALSE(ParseJson(Repeat("[", 65) + Repeat("]", 65)).ok());
+  EXPECT_TRUE(ParseJson(Repeat("[", 64) + Repeat("]", 64)).ok());
+}
+
+}  // namespace
+}  // namespace lensd
