@@ -1,9 +1,12 @@
 // lensd: `serve`, `run` and `generate` (DESIGN.md, command-line contract).
 // spdlog is configured here and only here; logs go to stderr so stdout stays machine-readable.
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <iostream>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -20,10 +23,9 @@ constexpr char kUsage[] =
     "            [--activation-mib 2048] [--cuda-graphs false] [--kv-tokens N]\n"
     "            [--processing none|transformer-lens] [--max-batch-tokens N]\n"
     "            [--max-running N] [--max-queue N] [--max-prompt-tokens N]\n"
-    "            [--max-new-tokens-limit N] [--max-capture-mib N] [--stall-timeout-s S]\n"
-    "            [--drain-timeout-s S] [--metrics-port P] [--metrics-host H]\n"
-    "            [--auth-token T]\n"
-    "            [--tls-cert F --tls-key F]\n"
+    "            [--max-prompt-bytes N] [--max-new-tokens-limit N] [--max-capture-mib N]\n"
+    "            [--stall-timeout-s S] [--drain-timeout-s S] [--metrics-port P]\n"
+    "            [--metrics-host H] [--auth-token T] [--tls-cert F --tls-key F]\n"
     "  run       --out FILE.safetensors (--prompt TEXT | --token-ids 1,2,3) [--model DIR]\n"
     "            [--hooks PATTERN,...] [--processing none|transformer-lens] [--devices cpu:0,...]\n"
     "            [--dtype float32|bfloat16|float16]\n"
@@ -32,7 +34,34 @@ constexpr char kUsage[] =
     "Without --model the built-in model (deterministic random weights) is used;\n"
     "--model builtin:gpt2-small gives a GPT-2-small-shaped one.\n";
 
+// libprotobuf logs an ERROR line for every request with invalid UTF-8 in a string field, before
+// any authentication: a client could fill the disk. Its lines go through spdlog, at most
+// kProtobufLinesPerMinute a minute, with a count of what was dropped.
+constexpr int kProtobufLinesPerMinute = 5;
+
+void ProtobufLog(google::protobuf::LogLevel level, const char* file, int line,
+                 const std::string& message) {
+  static std::mutex mu;
+  static auto window = std::chrono::steady_clock::time_point{};
+  static int logged = 0, dropped = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto now = std::chrono::steady_clock::now();
+  if (now - window > std::chrono::minutes(1)) {
+    if (dropped > 0) spdlog::warn("libprotobuf: {} more messages dropped", dropped);
+    window = now, logged = 0, dropped = 0;
+  }
+  if (++logged > kProtobufLinesPerMinute) {
+    ++dropped;
+    return;
+  }
+  const auto spd = level >= google::protobuf::LOGLEVEL_ERROR ? spdlog::level::err
+                                                              : spdlog::level::warn;
+  spdlog::log(spd, "libprotobuf {}:{}: {}{}", file, line, message,
+              logged == kProtobufLinesPerMinute ? " (further messages this minute dropped)" : "");
+}
+
 void ConfigureLogging() {
+  google::protobuf::SetLogHandler(&ProtobufLog);
   auto logger = spdlog::stderr_color_mt("lensd");
   spdlog::set_default_logger(logger);
   const char* level = std::getenv("LENSD_LOG_LEVEL");

@@ -81,6 +81,20 @@ int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits) {
                                       : c.max_positions;
 }
 
+int64_t MaxPromptBytes(const ModelConfig& c, const ServerLimits& limits) {
+  if (limits.max_prompt_bytes > 0) return limits.max_prompt_bytes;
+  return int64_t{kPromptBytesPerToken} * MaxPromptTokens(c, limits);
+}
+
+absl::Status CheckTextSize(const std::string& text, const std::string& field, const ModelConfig& c,
+                           const ServerLimits& limits) {
+  const int64_t max_bytes = MaxPromptBytes(c, limits);
+  if (static_cast<int64_t>(text.size()) <= max_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      field, " is ", text.size(), " bytes; this server tokenizes at most ", max_bytes,
+      " (--max-prompt-bytes); send token ids or a shorter text"));
+}
+
 absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::Prompt& prompt, const std::string& field,
                                                   const ModelFacts& model,
                                                   const ServerLimits& limits) {
@@ -94,6 +108,7 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::Prompt& prompt, cons
         return absl::FailedPreconditionError(
             absl::StrCat(field, ".text given but the model has no tokenizer; send tokens"));
       }
+      RETURN_IF_ERROR(CheckTextSize(prompt.text(), field + ".text", *model.config, limits));
       absl::StatusOr<std::vector<int>> enc = model.tokenizer->Encode(prompt.text());
       if (!enc.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(field, ".text: ", enc.status().message()));

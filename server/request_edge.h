@@ -16,8 +16,13 @@
 
 namespace lensd {
 
+// Text is refused above this many bytes per token of the prompt limit, before tokenizing:
+// tokenizing costs server CPU in proportion to the bytes (GPT-2 averages ~4 bytes per token).
+inline constexpr int kPromptBytesPerToken = 16;
+
 struct ServerLimits {
   int max_prompt_tokens = 0;   // 0: the model's max_positions
+  int64_t max_prompt_bytes = 0;  // text prompts and Tokenize; 0: kPromptBytesPerToken per token
   int max_new_tokens = 4096;
   int64_t max_capture_bytes = int64_t{4} << 30;
   int max_prompts = 256;       // per RunWithCache request
@@ -58,6 +63,11 @@ absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, 
                            const std::string& field);
 // The longest prompt accepted: --max-prompt-tokens capped by the model's context.
 int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits);
+int64_t MaxPromptBytes(const ModelConfig& c, const ServerLimits& limits);
+// RESOURCE_EXHAUSTED naming `field` when `text` is longer than MaxPromptBytes; checked before
+// any tokenizing.
+absl::Status CheckTextSize(const std::string& text, const std::string& field, const ModelConfig& c,
+                           const ServerLimits& limits);
 absl::StatusOr<std::vector<int32_t>> PromptTokens(const v1::Prompt& prompt, const std::string& field,
                                                   const ModelFacts& model,
                                                   const ServerLimits& limits);

@@ -20,7 +20,7 @@ namespace {
 
 const std::set<std::string> kServeFlags = {
     "host", "port", "max-batch-tokens", "max-running", "max-queue", "max-prompt-tokens",
-    "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
+    "max-prompt-bytes", "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
     "auth-token", "tls-cert", "tls-key", "metrics-port", "metrics-host"};
 
 struct ServeOptions {
@@ -53,6 +53,8 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   ASSIGN_OR_RETURN(o.scheduler.max_queue, flags.GetInt("max-queue", 256));
   ServerLimits& limits = o.service.limits;
   ASSIGN_OR_RETURN(limits.max_prompt_tokens, flags.GetInt("max-prompt-tokens", 0));
+  ASSIGN_OR_RETURN(int prompt_bytes, flags.GetInt("max-prompt-bytes", 0));
+  limits.max_prompt_bytes = prompt_bytes;
   ASSIGN_OR_RETURN(limits.max_new_tokens, flags.GetInt("max-new-tokens-limit", 4096));
   ASSIGN_OR_RETURN(int capture_mib, flags.GetInt("max-capture-mib", 4096));
   limits.max_capture_bytes = int64_t{capture_mib} << 20;
@@ -68,7 +70,7 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
   if (o.scheduler.max_batch_tokens < 1 || o.scheduler.max_running < 1 || o.scheduler.max_queue < 1 ||
-      limits.max_new_tokens < 1 || capture_mib < 1 || stall_s < 1) {
+      limits.max_new_tokens < 1 || capture_mib < 1 || stall_s < 1 || prompt_bytes < 0) {
     return absl::InvalidArgumentError(
         "--max-batch-tokens, --max-running, --max-queue, --max-new-tokens-limit, "
         "--max-capture-mib and --stall-timeout-s must be >= 1");

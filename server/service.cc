@@ -41,6 +41,15 @@ void ToWire(const DeviceLayout& d, v1::DeviceInfo* out) {
   out->set_offloaded_bytes(static_cast<int64_t>(d.offloaded_bytes));
 }
 
+// Compares every byte whatever the first difference, so response time says nothing about
+// how much of a guessed token was right (only whether its length was).
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
 template <class Msg>
 StreamReactor<Msg>* Fail(StreamReactor<Msg>* reactor, const absl::Status& status) {
   reactor->outbox()->Close(ToGrpc(status));
@@ -101,7 +110,8 @@ absl::Status LensdService::Gate(grpc::CallbackServerContext* ctx) const {
     const auto& md = ctx->client_metadata();
     auto it = md.find("authorization");
     const std::string want = absl::StrCat("Bearer ", options_.auth_token);
-    if (it == md.end() || std::string(it->second.data(), it->second.size()) != want) {
+    if (it == md.end() ||
+        !ConstantTimeEquals(std::string_view(it->second.data(), it->second.size()), want)) {
       return absl::UnauthenticatedError("missing or wrong bearer token (authorization metadata)");
     }
   }
@@ -173,6 +183,9 @@ grpc::ServerUnaryReactor* LensdService::Tokenize(grpc::CallbackServerContext* ct
                                                  v1::TokenizeResponse* response) {
   absl::StatusOr<const Tokenizer*> tokenizer = GateTokenizer(ctx);
   if (!tokenizer.ok()) return Reply(ctx, tokenizer.status());
+  absl::Status size =
+      CheckTextSize(request->text(), "text", serving_.model->config(), options_.limits);
+  if (!size.ok()) return Reply(ctx, size);
   absl::StatusOr<std::vector<int>> ids = (*tokenizer)->Encode(request->text());
   if (!ids.ok()) return Reply(ctx, absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
   for (int id : *ids) {
@@ -224,6 +237,7 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_max_prompt_tokens(MaxPromptTokens(c, limits));
   info->set_max_new_tokens(limits.max_new_tokens);
   info->set_max_capture_bytes(limits.max_capture_bytes);
+  info->set_max_prompt_bytes(MaxPromptBytes(c, limits));
   return Reply(ctx, absl::OkStatus());
 }
 

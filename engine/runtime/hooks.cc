@@ -1,12 +1,14 @@
 #include "engine/runtime/hooks.h"
 
 #include <algorithm>
-#include <fnmatch.h>
+
+#include "absl/container/flat_hash_map.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/core/user_text.h"
 
 namespace lensd {
 namespace {
@@ -67,6 +69,31 @@ size_t EditDistance(std::string_view a, std::string_view b) {
   return prev[b.size()];
 }
 
+// `*` (any run) and `?` (one byte), greedy with one backtrack point: O(|p|·|s|) at worst,
+// where fnmatch backtracks exponentially on patterns such as "*a*a*a*a*a*b".
+bool GlobMatch(std::string_view p, std::string_view s) {
+  size_t pi = 0, si = 0, star = std::string_view::npos, mark = 0;
+  while (si < s.size()) {
+    if (pi < p.size() && (p[pi] == '?' || p[pi] == s[si])) {
+      ++pi, ++si;
+    } else if (pi < p.size() && p[pi] == '*') {
+      star = pi++;
+      mark = si;
+    } else if (star != std::string_view::npos) {
+      pi = star + 1;
+      si = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.size() && p[pi] == '*') ++pi;
+  return pi == p.size();
+}
+
+bool IsWildcard(std::string_view pattern) {
+  return pattern.find_first_of("*?") != std::string_view::npos;
+}
+
 // "blocks.2-5.rest" -> matches blocks L.rest for L in [2,5]; false if not a range pattern.
 bool MatchRange(absl::string_view pattern, const std::string& name, bool& is_range) {
   is_range = false;
@@ -82,7 +109,7 @@ bool MatchRange(absl::string_view pattern, const std::string& name, bool& is_ran
   int layer;
   if (np.size() < 3 || np[0] != "blocks" || !absl::SimpleAtoi(np[1], &layer)) return false;
   return layer >= lo && layer <= hi &&
-         fnmatch(std::string(pp[2]).c_str(), std::string(np[2]).c_str(), 0) == 0;
+         GlobMatch({pp[2].data(), pp[2].size()}, {np[2].data(), np[2].size()});
 }
 
 }  // namespace
@@ -149,6 +176,9 @@ std::string HookShapeFormula(const ModelConfig& c, HookPoint point) {
 
 std::vector<std::string> ClosestNames(std::string_view name, const std::vector<std::string>& names,
                                       size_t count) {
+  // Hook names are short: beyond this many bytes a typo is not a typo, and the quadratic
+  // distance would cost milliseconds per name.
+  name = name.substr(0, 64);
   std::vector<std::pair<size_t, std::string>> scored;
   for (const auto& n : names) scored.emplace_back(EditDistance(name, n), n);
   std::stable_sort(scored.begin(), scored.end(),
@@ -178,20 +208,43 @@ absl::StatusOr<HookSelection> HookSelection::Parse(const ModelConfig& c,
                                                    const std::vector<std::string>& patterns) {
   const std::vector<HookId> all = AllHooks(c);
   std::vector<std::string> names;
-  for (HookId id : all) names.push_back(HookName(id));
+  absl::flat_hash_map<std::string, size_t> index;
+  for (size_t i = 0; i < all.size(); ++i) {
+    names.push_back(HookName(all[i]));
+    index.emplace(names.back(), i);
+  }
+  if (patterns.size() > kMaxHookPatterns) {
+    return absl::InvalidArgumentError(absl::StrCat(patterns.size(), " patterns; at most ",
+                                                   kMaxHookPatterns));
+  }
   std::vector<bool> chosen(all.size(), false);
-  for (const std::string& pattern : patterns) {
+  size_t scans = 0;
+  for (size_t p = 0; p < patterns.size(); ++p) {
+    const std::string& pattern = patterns[p];
     if (pattern.empty()) continue;
+    if (pattern.size() > kMaxHookNameBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("pattern [", p, "] is ", pattern.size(),
+                                                     " bytes; hook patterns are at most ",
+                                                     kMaxHookNameBytes));
+    }
     bool any = false;
-    for (size_t i = 0; i < all.size(); ++i) {
-      bool is_range;
-      bool hit = MatchRange(pattern, names[i], is_range);
-      if (!is_range) hit = fnmatch(pattern.c_str(), names[i].c_str(), 0) == 0;
-      if (hit) chosen[i] = any = true;
+    if (auto it = index.find(pattern); it != index.end()) {
+      chosen[it->second] = any = true;
+    } else if (IsWildcard(pattern) || pattern.find('-') != std::string::npos) {
+      if (++scans > kMaxHookGlobs) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "more than ", kMaxHookGlobs, " glob or range patterns; list exact names instead"));
+      }
+      for (size_t i = 0; i < all.size(); ++i) {
+        bool is_range;
+        bool hit = MatchRange(pattern, names[i], is_range);
+        if (!is_range) hit = GlobMatch(pattern, names[i]);
+        if (hit) chosen[i] = any = true;
+      }
     }
     if (!any) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown hook '", pattern, "'; closest valid names: ",
+          absl::StrCat("unknown hook ", QuoteUserText(pattern), "; closest valid names: ",
                        absl::StrJoin(ClosestNames(pattern, names, 3), ", ")));
     }
   }

@@ -38,9 +38,17 @@ Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p);
 // Shape formula for documentation/API, e.g. "[1, P, 4, 16]".
 std::string HookShapeFormula(const ModelConfig& c, HookPoint point);
 
+// Bounds on a names_filter, so that parsing one costs microseconds per pattern: a pattern is
+// at most kMaxHookNameBytes long; at most kMaxHookPatterns patterns, of which at most
+// kMaxHookGlobs are globs or ranges (each is matched against every hook name).
+inline constexpr size_t kMaxHookNameBytes = 256;
+inline constexpr size_t kMaxHookPatterns = 16384;
+inline constexpr size_t kMaxHookGlobs = 64;
+
 // The set of hooks a request selected. Patterns: exact names, globs with * and ?
 // ("blocks.*.hook_resid_post"), and layer ranges in the block index ("blocks.0-3.attn.hook_z").
-// A pattern that selects nothing is an error listing the closest valid names.
+// A pattern that selects nothing is an error quoting (at most 100 bytes of) it and listing
+// the closest valid names; so is a selection over the bounds above.
 class HookSelection {
  public:
   static absl::StatusOr<HookSelection> Parse(const ModelConfig& c,

@@ -123,6 +123,15 @@ def test_auth_token(server_factory):
     assert lensd.Client(server.addr, token="s3cret").tokenize("hi") == [1, 107, 108]
     r = run_cli(LENSCTL, "--addr", server.addr, "--auth-token", "wrong", "info", check=False)
     assert r.returncode == 1 and b"error: UNAUTHENTICATED:" in r.stderr
+    # Prefixes, extensions, other case and other schemes fail the (constant-time) compare.
+    stub = lensd_pb2_grpc.LensdStub(grpc.insecure_channel(server.addr))
+    for value in ["Bearer s3cre", "Bearer s3cretX", "bearer s3cret", "Basic s3cret", "",
+                  "Bearer " + "s" * 1000]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Tokenize(P.TokenizeRequest(text="hi"), metadata=[("authorization", value)])
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, value[:20]
+    # Probes need no token (health is open by design; reflection too, see README "Auth").
+    assert lensd.Client(server.addr).health() == "SERVING"
 
 
 def test_lensctl_reports_status_name_and_message(builtin_server):

@@ -86,3 +86,116 @@ def test_metrics_port_survives_arbitrary_http(server_factory):
     body = http(port, b"GET /metrics HTTP/1.1\r\n" + CLOSE + b"\r\n", timeout=10)
     assert body.startswith(b"HTTP/1.1 200") and b"lensd_kv_blocks_total" in body
     assert_idle_and_healthy(server.addr)
+
+
+def timed_error(call, *args):
+    """Runs a call expected to fail; returns (status code, details, seconds)."""
+    start = time.perf_counter()
+    with pytest.raises(grpc.RpcError) as info:
+        result = call(*args)
+        if not hasattr(result, "ids") and not hasattr(result, "hooks"):
+            list(result)
+    return info.value.code(), info.value.details(), time.perf_counter() - start
+
+
+def test_huge_hook_names_are_refused_cheaply(builtin_server):
+    """D2: a 1 MiB unknown hook name cost seconds of edit distance on the handler thread and
+    came back whole in the status (past the client's 8 KiB metadata limit)."""
+    stub = lensd_pb2_grpc.LensdStub(grpc.insecure_channel(builtin_server.addr))
+    name = "blocks.0.hook_resid_pots" + "x" * (1 << 20)
+    calls = [
+        (stub.RunWithCache, P.RunWithCacheRequest(prompts=[P.Prompt(text="hi")],
+                                                  names_filter=[name])),
+        (stub.ListHooks, P.ListHooksRequest(names_filter=[name])),
+        (stub.ListHooks, P.ListHooksRequest(names_filter=["*a" * 100 + "X"] * 65)),
+    ]
+    for call, request in calls:
+        code, details, seconds = timed_error(call, request)
+        print(f"D2 {call._method.decode()}: {code.name} in {seconds * 1000:.1f} ms")
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert len(details) < 1000 and "names_filter" in details
+    assert_idle_and_healthy(builtin_server.addr)
+
+
+def test_huge_text_is_refused_before_tokenizing(builtin_server):
+    """D3: 3.9 MiB of text was tokenized in full (tens of seconds of CPU) before the length
+    check, and Tokenize had no limit; meanwhile other calls waited."""
+    stub = lensd_pb2_grpc.LensdStub(grpc.insecure_channel(builtin_server.addr))
+    text = "a" * (3_900_000)
+    limit = lensd.Client(builtin_server.addr).model_info()["max_prompt_bytes"]
+    assert 0 < limit < len(text)
+    calls = [
+        (stub.Generate, P.GenerateRequest(prompt=P.Prompt(text=text))),
+        (stub.RunWithCache, P.RunWithCacheRequest(prompts=[P.Prompt(text="hi"),
+                                                           P.Prompt(text=text)])),
+        (stub.Tokenize, P.TokenizeRequest(text=text)),
+    ]
+    for call, request in calls:
+        code, details, seconds = timed_error(call, request)
+        print(f"D3 {call._method.decode()}: {code.name} in {seconds * 1000:.1f} ms")
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+        assert "3900000 bytes" in details and str(limit) in details
+    # Just under the limit is accepted and tokenized.
+    ids = lensd.Client(builtin_server.addr).tokenize("b" * limit)
+    assert len(ids) >= limit // 4
+    assert_idle_and_healthy(builtin_server.addr)
+
+
+def test_other_clients_are_served_during_hostile_requests(builtin_server):
+    """While hostile requests arrive back to back, a well-behaved client's requests finish."""
+    stub = lensd_pb2_grpc.LensdStub(grpc.insecure_channel(builtin_server.addr))
+    hostile = [
+        lambda: list(stub.Generate(P.GenerateRequest(prompt=P.Prompt(text="a" * 3_900_000)))),
+        lambda: stub.ListHooks(P.ListHooksRequest(names_filter=["x" * (1 << 20)])),
+    ]
+    stop = time.time() + 3
+
+    def attack(fn):
+        n = 0
+        while time.time() < stop:
+            try:
+                fn()
+            except grpc.RpcError:
+                n += 1
+        return n
+
+    client = lensd.Client(builtin_server.addr)
+    with ThreadPoolExecutor(len(hostile)) as pool:
+        futures = [pool.submit(attack, fn) for fn in hostile]
+        latencies = []
+        while time.time() < stop:
+            start = time.perf_counter()
+            events = list(client.generate("hello", max_new_tokens=4, ignore_eos=True))
+            latencies.append(time.perf_counter() - start)
+            assert len(events) == 5
+        refused = [f.result() for f in futures]
+    print(f"hostile calls refused: {refused}; good generate max latency "
+          f"{max(latencies) * 1000:.1f} ms over {len(latencies)} calls")
+    assert all(n > 0 for n in refused)
+    assert_idle_and_healthy(builtin_server.addr)
+
+
+def raw_call(channel, method, payload):
+    return channel.unary_unary(method, request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b)(payload, timeout=10)
+
+
+def test_invalid_utf8_does_not_flood_the_log(server_factory):
+    """D9: every request with invalid UTF-8 in a string field made libprotobuf log an ERROR
+    line, before auth: unauthenticated log flooding."""
+    server = server_factory("--auth-token", "s3cret")
+    channel = grpc.insecure_channel(server.addr)
+    bad_text = b"\x0a\x03\xff\xfe\xfd"  # TokenizeRequest.text = 3 invalid bytes
+    before = len(server.log)
+    codes = set()
+    for _ in range(300):
+        try:
+            raw_call(channel, "/lensd.v1.Lensd/Tokenize", bad_text)
+        except grpc.RpcError as e:
+            codes.add(e.code())
+    time.sleep(0.5)
+    new_lines = server.log[before:]
+    print(f"D9: codes {sorted(c.name for c in codes)}, {len(new_lines)} log lines for 300 calls")
+    assert codes and grpc.StatusCode.OK not in codes
+    assert len(new_lines) <= 5, "".join(new_lines[:10])
+    assert server.proc.poll() is None

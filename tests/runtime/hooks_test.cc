@@ -49,5 +49,41 @@ TEST(Hooks, SelectionGlobsRangesAndSuggestions) {
   EXPECT_FALSE(HookSelection::Parse(c, {"blocks.9.hook_resid_pre"}).ok());
 }
 
+TEST(Hooks, GlobsMatchLikeShellPatternsWithoutBacktrackingBlowUp) {
+  const ModelConfig c = BuiltinConfig();
+  EXPECT_EQ(HookSelection::Parse(c, {"blocks.?.hook_resid_p*"})->hooks().size(), 8u);
+  EXPECT_EQ(HookSelection::Parse(c, {"*hook_z"})->hooks().size(), 4u);
+  EXPECT_EQ(HookSelection::Parse(c, {"*"})->hooks().size(), AllHooks(c).size());
+  EXPECT_FALSE(HookSelection::Parse(c, {"blocks.*.hook_z?"}).ok());
+  // Exponential for backtracking matchers (fnmatch); linear here. Matches nothing.
+  std::string evil;
+  for (int i = 0; i < 60; ++i) evil += "*b";
+  evil += "X";
+  EXPECT_FALSE(HookSelection::Parse(c, {evil}).ok());
+}
+
+// D2 of the hardening audit: a 1 MiB unknown name cost seconds of edit distance and came back
+// whole in the status message. Now it is refused by length and quoted in at most 100 bytes.
+TEST(Hooks, HostileNamesAreRefusedCheaplyAndQuotedShort) {
+  const ModelConfig c = BuiltinConfig();
+  const std::string huge(1 << 20, 'x');
+  auto long_name = HookSelection::Parse(c, {"hook_embed", huge});
+  ASSERT_FALSE(long_name.ok());
+  EXPECT_NE(long_name.status().message().find("pattern [1] is 1048576 bytes"), std::string::npos);
+  EXPECT_LT(long_name.status().message().size(), 200u);
+  const std::string unknown = "blocks.0.hook_resid_pots" + std::string(200, '\xff');
+  auto bad = HookSelection::Parse(c, {unknown});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_LT(bad.status().message().size(), 600u) << bad.status();
+  EXPECT_NE(bad.status().message().find("\\xff"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("closest valid names: blocks.0.hook_resid_post"),
+            std::string::npos);
+  std::vector<std::string> globs(kMaxHookGlobs + 1, "blocks.*.hook_z");
+  EXPECT_FALSE(HookSelection::Parse(c, globs).ok());
+  std::vector<std::string> exact(kMaxHookGlobs + 1, "blocks.0.attn.hook_z");  // exact: no limit
+  EXPECT_TRUE(HookSelection::Parse(c, exact).ok());
+  EXPECT_FALSE(HookSelection::Parse(c, std::vector<std::string>(kMaxHookPatterns + 1, "")).ok());
+}
+
 }  // namespace
 }  // namespace lensd

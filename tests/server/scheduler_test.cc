@@ -28,9 +28,11 @@ class RecordingSink : public JobSink {
     status_ = status, stats_ = stats, finished_ = true;
     cv_.notify_all();
   }
-  void Wait() {
+  // True once OnFinish ran; callers ASSERT it, so that a timed-out test stops instead of
+  // reading what the scheduler thread may still be writing.
+  [[nodiscard]] bool Wait() {
     std::unique_lock<std::mutex> lock(mu_);
-    ASSERT_TRUE(cv_.wait_for(lock, std::chrono::seconds(60), [&] { return finished_; }));
+    return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return finished_; });
   }
   void CancelAfter(int n) { cancel_after_ = n; }
 
@@ -104,7 +106,7 @@ TEST(Scheduler, ConcurrentChunkedGenerationEqualsGenerateAlone) {
     ASSERT_TRUE(scheduler.Submit(std::move(job)).ok());
   }
   for (int i = 0; i < 12; ++i) {
-    sinks[i]->Wait();
+    ASSERT_TRUE(sinks[i]->Wait());
     ASSERT_TRUE(sinks[i]->status_.ok()) << sinks[i]->status_;
     EXPECT_EQ(sinks[i]->tokens_, Alone(refs[i])) << "job " << i;
     EXPECT_EQ(sinks[i]->stats_.generated, sinks[i]->tokens_);
@@ -127,7 +129,7 @@ TEST(Scheduler, PreemptionByRecomputeKeepsTokens) {
     ASSERT_TRUE(scheduler.Submit(std::move(job)).ok());
   }
   for (int i = 0; i < 4; ++i) {
-    sinks[i]->Wait();
+    ASSERT_TRUE(sinks[i]->Wait());
     ASSERT_TRUE(sinks[i]->status_.ok()) << sinks[i]->status_;
     EXPECT_EQ(sinks[i]->tokens_, Alone(refs[i])) << "job " << i;
   }
@@ -148,8 +150,8 @@ TEST(Scheduler, CaptureAmidGenerationEqualsRunWithCache) {
   job.hooks = HookSelection::All(c);
   job.sink = cap;
   ASSERT_TRUE(scheduler.Submit(std::move(job)).ok());
-  cap->Wait();
-  gen->Wait();
+  ASSERT_TRUE(cap->Wait());
+  ASSERT_TRUE(gen->Wait());
   ASSERT_TRUE(cap->status_.ok()) << cap->status_;
   auto reference_model = Builtin(4096);
   for (int p = 0; p < 3; ++p) {
@@ -182,9 +184,9 @@ TEST(Scheduler, CancellationAndDeadlineFreeBlocks) {
   ASSERT_TRUE(scheduler.Submit(std::move(job)).ok());
   auto ok = std::make_shared<RecordingSink>();
   ASSERT_TRUE(scheduler.Submit(GenerateJob(Prompt(4), 8, 0.0f, 0, ok)).ok());
-  cancelled->Wait();
-  late->Wait();
-  ok->Wait();
+  ASSERT_TRUE(cancelled->Wait());
+  ASSERT_TRUE(late->Wait());
+  ASSERT_TRUE(ok->Wait());
   EXPECT_EQ(cancelled->status_.code(), absl::StatusCode::kCancelled);
   EXPECT_LT(cancelled->tokens_.size(), 10u);
   EXPECT_EQ(late->status_.code(), absl::StatusCode::kDeadlineExceeded);
@@ -204,7 +206,7 @@ TEST(Scheduler, BoundedQueueAndShutdown) {
     absl::Status refused = scheduler.Submit(GenerateJob(Prompt(2), 4, 0.0f, 0, second));
     EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
   }  // destroyed mid-generation
-  first->Wait();
+  ASSERT_TRUE(first->Wait());
   EXPECT_EQ(first->status_.code(), absl::StatusCode::kUnavailable);
 }
 

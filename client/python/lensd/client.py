@@ -6,7 +6,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
+from google.protobuf import descriptor
 
 from lensd._grpc import health_pb2
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
@@ -84,6 +84,27 @@ def _prompt(p: Prompt) -> lensd_pb2.Prompt:
     if isinstance(p, str):
         return lensd_pb2.Prompt(text=p)
     return lensd_pb2.Prompt(tokens=lensd_pb2.TokenIds(ids=[int(t) for t in p]))
+
+
+def _to_dict(message) -> dict:
+    """Every field by its proto name with Python values: ints stay ints (protobuf's JSON
+    mapping would turn int64 fields into strings), enums become their names."""
+    out = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+
+        def convert(v):
+            if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+                return _to_dict(v)
+            if field.type == descriptor.FieldDescriptor.TYPE_ENUM:
+                return field.enum_type.values_by_number[v].name
+            return v
+
+        if field.label == descriptor.FieldDescriptor.LABEL_REPEATED:
+            out[field.name] = [convert(v) for v in value]
+        else:
+            out[field.name] = convert(value)
+    return out
 
 
 class Client:
@@ -242,8 +263,7 @@ class Client:
 
     def model_info(self) -> dict:
         info = self._call(self._stub.GetModelInfo, lensd_pb2.GetModelInfoRequest())
-        return json_format.MessageToDict(info, preserving_proto_field_name=True,
-                                         including_default_value_fields=True)
+        return _to_dict(info)
 
     def list_hooks(self, names_filter: Sequence[str] = ()) -> List[Tuple[str, str]]:
         response = self._call(self._stub.ListHooks,
