@@ -43,6 +43,25 @@ TEST(Tokenizer, Gpt2TokenizerJson) {
   ExpectCases(**tok, "gpt2", false);
 }
 
+// One word of 300k letters: merging pair by pair with a rescan after each merge was
+// quadratic (minutes of server CPU for one request, audit item D3); the heap is O(n log n).
+// Every 'a' pair merges the same way, so the ids repeat with the period of the longest
+// all-'a' token, and the text round-trips.
+TEST(Tokenizer, HugeWordEncodesAndRoundTrips) {
+  LENSD_REQUIRE_SHARED("tokenizers/gpt2/tokenizer.json");
+  auto tok = LoadHfTokenizerJson(SharedDir() + "/tokenizers/gpt2/tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string word(300000, 'a');
+  auto ids = (*tok)->Encode(word);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_LT(ids->size(), word.size() / 2);
+  EXPECT_EQ((*tok)->Decode(*ids), word);
+  auto short_ids = (*tok)->Encode(std::string(64, 'a'));
+  ASSERT_TRUE(short_ids.ok());
+  EXPECT_EQ(std::vector<int>(ids->begin(), ids->begin() + 4),
+            std::vector<int>(short_ids->begin(), short_ids->begin() + 4));
+}
+
 TEST(Tokenizer, Llama3StyleTokenizerJson) {
   LENSD_REQUIRE_SHARED("tokenizers/llama3style/tokenizer.json");
   auto tok = LoadHfTokenizerJson(SharedDir() + "/tokenizers/llama3style/tokenizer.json");
