@@ -151,6 +151,13 @@ class CpuBackend : public Backend {
     }
   }
   void Synchronize() override {}
+  void Copy(TensorView src, TensorView dst) override {
+    std::memcpy(dst.data, src.data, src.NumBytes());
+  }
+  // Host memory: the reference implementation runs in place.
+  void ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan) override {
+    ApplyRowOpsHost(x.As<float>(), source.empty() ? nullptr : source.As<float>(), plan);
+  }
 
  private:
   void AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h, KvLayerView kv,
@@ -238,39 +245,44 @@ void CpuBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const i
 void CpuBackend::AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h,
                            KvLayerView kv, float scale, int window, float* probs, float* z,
                            std::vector<float>& row) {
+  using Input = AttentionSeq::Input;
   const int64_t dh = kv.k.shape[2];
   const int pos = s.start_pos + i, n_k = s.start_pos + s.n_q;
+  const int64_t map_row = (int64_t{h} * s.n_q + i) * n_k;
   const float inf = std::numeric_limits<float>::infinity();
-  float max_score = -inf;
-  for (int j = 0; j < n_k; ++j) {
-    const bool visible = j <= pos && (window <= 0 || pos - j < window);
-    float score = -inf;
-    if (visible) {
-      const float* k = KvRow(kv.k, s, kv.block_size, j, kv_head, row);
-      float dot = 0;
-      for (int64_t d = 0; d < dh; ++d) dot += q[d] * k[d];
-      score = dot * scale;
+  if (s.input == Input::kQueries) {
+    for (int j = 0; j < n_k; ++j) {
+      const bool visible = j <= pos && (window <= 0 || pos - j < window);
+      float score = -inf;
+      if (visible) {
+        const float* k = KvRow(kv.k, s, kv.block_size, j, kv_head, row);
+        float dot = 0;
+        for (int64_t d = 0; d < dh; ++d) dot += q[d] * k[d];
+        score = dot * scale;
+      }
+      probs[j] = score;
     }
-    probs[j] = score;
-    max_score = std::max(max_score, score);
+    if (!s.scores.empty()) std::memcpy(s.scores.As<float>() + map_row, probs, n_k * 4);
+  } else {
+    const TensorView given = s.input == Input::kScores ? s.scores : s.pattern;
+    std::memcpy(probs, given.As<float>() + map_row, n_k * 4);
   }
-  if (!s.scores.empty()) {
-    std::memcpy(s.scores.As<float>() + (int64_t{h} * s.n_q + i) * n_k, probs, n_k * 4);
-  }
-  double sum = 0;
-  for (int j = 0; j < n_k; ++j) {
-    probs[j] = probs[j] == -inf ? 0.0f : std::exp(probs[j] - max_score);
-    sum += probs[j];
+  if (s.input != Input::kPattern) {
+    float max_score = -inf;
+    for (int j = 0; j < n_k; ++j) max_score = std::max(max_score, probs[j]);
+    double sum = 0;
+    for (int j = 0; j < n_k; ++j) {
+      probs[j] = probs[j] == -inf ? 0.0f : std::exp(probs[j] - max_score);
+      sum += probs[j];
+    }
+    for (int j = 0; j < n_k; ++j) probs[j] = static_cast<float>(probs[j] / sum);
+    if (!s.pattern.empty()) std::memcpy(s.pattern.As<float>() + map_row, probs, n_k * 4);
   }
   std::fill(z, z + dh, 0.0f);
   for (int j = 0; j < n_k; ++j) {
-    probs[j] = static_cast<float>(probs[j] / sum);
     if (probs[j] == 0.0f) continue;
     const float* v = KvRow(kv.v, s, kv.block_size, j, kv_head, row);
     for (int64_t d = 0; d < dh; ++d) z[d] += probs[j] * v[d];
-  }
-  if (!s.pattern.empty()) {
-    std::memcpy(s.pattern.As<float>() + (int64_t{h} * s.n_q + i) * n_k, probs, n_k * 4);
   }
 }
 

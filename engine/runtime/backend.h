@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/core/tensor.h"
 #include "engine/model/config.h"
+#include "engine/runtime/row_ops.h"
 
 namespace lensd {
 
@@ -20,12 +21,21 @@ namespace lensd {
 // batch; they sit at positions [start_pos, start_pos + n_q) and attend to keys
 // [0, start_pos + n_q) read from the KV pool through `block_table`.
 struct AttentionSeq {
+  // Where the attention weights come from. kScores and kPattern serve interventions on the
+  // maps (the unfused path): the caller edited `scores` or `pattern`, and attention continues
+  // from there. Given scores are used as they are, -inf meaning weight 0.
+  enum class Input {
+    kQueries,  // scores = q·k/√dh (causal, window); writes scores/pattern if present
+    kScores,   // pattern = softmax(scores); writes pattern if present
+    kPattern,  // z = pattern · v only
+  };
   int q_begin = 0;
   int n_q = 0;
   int start_pos = 0;
   const int32_t* block_table = nullptr;  // host memory; block ids of this sequence
   TensorView scores;   // optional out [H, n_q, start_pos + n_q]: q·k/√dh, masked = -inf
   TensorView pattern;  // optional out [H, n_q, start_pos + n_q]: softmax of scores
+  Input input = Input::kQueries;
 };
 
 // The K/V pool of one layer: [num_blocks * block_size, Hkv, dh] each. Slot = block * bs + offset.
@@ -87,6 +97,16 @@ class Backend {
   virtual void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) = 0;
   // y = a + b, elementwise (y may alias a).
   virtual void Add(TensorView a, TensorView b, TensorView y) = 0;
+  // dst = src (same element count, float32).
+  virtual void Copy(TensorView src, TensorView dst);
+  // Runs an intervention plan on float32 `x` (engine/runtime/row_ops.h); copies read
+  // `source`, or x before the call when `source` is empty. The default goes through host
+  // memory with ApplyRowOpsHost, the reference semantics.
+  virtual void ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan);
+  // After interventions on a norm's hooks: normalized[T,D] *= before[t] / after[t] (when
+  // `before` is non-empty: the scale changed), then y = normalized·w + b (w, b optional).
+  virtual void Renormalize(TensorView normalized, TensorView before, TensorView after,
+                           TensorView w, TensorView b, TensorView y);
   // Blocks until queued work is done (no-op for synchronous backends).
   virtual void Synchronize() = 0;
   // A decode step bracketed by these may be recorded once per key and replayed (CUDA graphs):

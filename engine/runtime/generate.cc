@@ -44,24 +44,43 @@ class BlockLease {
 
 absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t>& ids,
                                          const HookSelection& selection) {
+  ASSIGN_OR_RETURN(std::vector<CacheResult> results,
+                   RunWithCache(model, {ids}, selection, nullptr));
+  return std::move(results[0]);
+}
+
+absl::StatusOr<std::vector<CacheResult>> RunWithCache(
+    Model& model, const std::vector<std::vector<int32_t>>& prompts,
+    const HookSelection& selection, const InterventionSet* interventions) {
   const ModelConfig& c = model.config();
-  const int P = static_cast<int>(ids.size());
-  const int64_t need = StepActivationBytes(c, P, selection.HasAttentionMaps() ? P : 0);
+  int64_t tokens = 0;
+  for (const auto& ids : prompts) tokens += static_cast<int64_t>(ids.size());
+  const int64_t need = StepActivationBytes(c, tokens, selection.HasAttentionMaps() ? tokens : 0);
   if (model.activation_budget() > 0 && need > model.activation_budget()) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        P, " tokens need about ", need >> 20, " MiB of device activations in one step; ",
+        tokens, " tokens need about ", need >> 20, " MiB of device activations in one step; ",
         "--activation-mib allows ", model.activation_budget() >> 20));
   }
-  BlockLease lease(model.blocks());
-  RETURN_IF_ERROR(lease.Reserve(P));
-  CacheCollector collector(selection, 1);
-  std::vector<SeqInput> batch = {{ids, 0, lease.table(), true}};
+  std::vector<std::unique_ptr<BlockLease>> leases;
+  std::vector<SeqInput> batch;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    leases.push_back(std::make_unique<BlockLease>(model.blocks()));
+    RETURN_IF_ERROR(leases.back()->Reserve(static_cast<int>(prompts[p].size())));
+    batch.push_back({prompts[p], 0, leases.back()->table(), true, interventions,
+                     static_cast<int>(p)});
+  }
+  CacheCollector collector(selection, static_cast<int>(prompts.size()));
   ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, &collector));
-  CacheResult result;
-  result.logits = Buffer::Host(DType::kF32, {1, P, c.vocab_size});
-  std::memcpy(result.logits.As<float>(), fr.logits.As<float>(), result.logits.NumBytes());
-  result.cache = std::move(collector.cache(0));
-  return result;
+  std::vector<CacheResult> results(prompts.size());
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const int64_t P = static_cast<int64_t>(prompts[p].size());
+    results[p].logits = Buffer::Host(DType::kF32, {1, P, c.vocab_size});
+    std::memcpy(results[p].logits.As<float>(),
+                fr.logits.As<float>() + int64_t{fr.first_row[p]} * c.vocab_size,
+                results[p].logits.NumBytes());
+    results[p].cache = std::move(collector.cache(static_cast<int>(p)));
+  }
+  return results;
 }
 
 bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_t token) {
@@ -74,7 +93,8 @@ bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_
 
 absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>& prompt,
                                         const SamplingParams& params,
-                                        const std::function<void(int32_t)>& on_token) {
+                                        const std::function<void(int32_t)>& on_token,
+                                        const InterventionSet* interventions) {
   RETURN_IF_ERROR(ValidateSampling(params));
   const ModelConfig& c = model.config();
   const int P = static_cast<int>(prompt.size());
@@ -84,7 +104,7 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>
   Sampler sampler(params);
   GenerateResult result;
   std::vector<int> prompt_ints(prompt.begin(), prompt.end()), out_ints;
-  std::vector<SeqInput> batch = {{prompt, 0, lease.table(), false}};
+  std::vector<SeqInput> batch = {{prompt, 0, lease.table(), false, interventions, 0}};
   while (static_cast<int>(result.tokens.size()) < params.max_new_tokens) {
     if (batch[0].start_pos + static_cast<int>(batch[0].tokens.size()) > c.max_positions) break;
     ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, nullptr));

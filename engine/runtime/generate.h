@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/runtime/hooks.h"
+#include "engine/runtime/interventions.h"
 #include "engine/runtime/model.h"
 #include "engine/runtime/sampler.h"
 
@@ -38,6 +39,11 @@ struct CacheResult {
 // One full forward pass over `ids` (blocks are borrowed and returned).
 absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t>& ids,
                                          const HookSelection& selection);
+// Every prompt whole, all in one forward pass, with `interventions` (null: none; validated
+// for these prompts) applied; per prompt its selected hooks (after the ops) and logits.
+absl::StatusOr<std::vector<CacheResult>> RunWithCache(
+    Model& model, const std::vector<std::vector<int32_t>>& prompts,
+    const HookSelection& selection, const InterventionSet* interventions);
 
 enum class FinishReason { kLength, kStop };
 
@@ -47,9 +53,11 @@ struct GenerateResult {
 };
 
 // Prefill then cached decode. `on_token` (optional) sees each token as it is produced.
+// `interventions` (null: none) apply at every step, prompt and new tokens alike.
 absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>& prompt,
                                         const SamplingParams& params,
-                                        const std::function<void(int32_t)>& on_token = nullptr);
+                                        const std::function<void(int32_t)>& on_token = nullptr,
+                                        const InterventionSet* interventions = nullptr);
 
 // True when `token` ends generation under `params` for `config`.
 bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_t token);

@@ -257,6 +257,17 @@ absl::StatusOr<HookSelection> HookSelection::Parse(const ModelConfig& c,
   return s;
 }
 
+absl::StatusOr<HookId> HookFromName(const ModelConfig& c, std::string_view name) {
+  std::vector<std::string> names;
+  for (HookId id : AllHooks(c)) {
+    names.push_back(HookName(id));
+    if (names.back() == name) return id;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown hook ", QuoteUserText(name),
+                                                 "; closest valid names: ",
+                                                 absl::StrJoin(ClosestNames(name, names, 3), ", ")));
+}
+
 bool HookSelection::Contains(HookId id) const {
   if (id.layer < -1 || id.layer >= n_layers_) return false;
   return bits_[(id.layer + 1) * kNumHookPoints + static_cast<int>(id.point)];

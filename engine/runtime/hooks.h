@@ -81,6 +81,10 @@ class HookSink {
   virtual void Capture(int seq, HookId id, TensorView value) = 0;
 };
 
+// The hook named exactly `name` (no patterns); InvalidArgument naming the closest valid
+// names when this model has none such.
+absl::StatusOr<HookId> HookFromName(const ModelConfig& c, std::string_view name);
+
 // Nearest names by edit distance (for "unknown hook" errors).
 std::vector<std::string> ClosestNames(std::string_view name, const std::vector<std::string>& names,
                                       size_t count);

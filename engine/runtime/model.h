@@ -17,6 +17,7 @@
 #include "engine/runtime/backend.h"
 #include "engine/runtime/communicator.h"
 #include "engine/runtime/hooks.h"
+#include "engine/runtime/interventions.h"
 #include "engine/runtime/kv_cache.h"
 #include "engine/runtime/memory_plan.h"
 #include "engine/runtime/processing.h"
@@ -57,6 +58,10 @@ struct SeqInput {
   int start_pos = 0;                       // tokens of this sequence already in the KV cache
   const std::vector<int32_t>* block_table = nullptr;  // covers start_pos + tokens.size()
   bool all_logits = false;                 // logits for every token (else only the last)
+  // The request's interventions (null: none) and this sequence's prompt index in it.
+  // Sequences of one request share the set; a patch's source prompt must be in the batch.
+  const InterventionSet* interventions = nullptr;
+  int prompt_index = 0;
 };
 
 struct ForwardResult {
@@ -126,6 +131,28 @@ class Model {
   TensorView NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w, const Buffer& b,
                            HookPoint scale_point, HookPoint normalized_point, int layer);
   void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
+  // Interventions at `id` on the step's token-major `rows`, then Emit.
+  void Hook(Step& step, Backend& backend, HookId id, TensorView rows);
+  // Interventions at attention map `id` on the maps of the step's sequences, which live in
+  // `maps` (this rank's heads), sequence s's at element offsets[s] (-1: none).
+  void EditMaps(Step& step, Backend& b, HookId id, TensorView maps,
+                const std::vector<int64_t>& offsets);
+  // A layer's attention calls, with the score and pattern maps (this rank's heads) of each
+  // sequence that captures or intervenes on them: all in one buffer per kind (scores,
+  // pattern), sequence s's at offsets[kind][s] (-1: none).
+  struct LayerMaps {
+    std::vector<AttentionSeq> seqs;
+    TensorView buffers[2];
+    std::vector<int64_t> offsets[2];
+  };
+  LayerMaps PrepareMaps(Step& step, Backend& b, int layer, int64_t heads);
+  // Interventions at unembed.hook_out on the computed logits rows (every row of sequences
+  // with all_logits, else only the last), sequence s's from first_row[s].
+  void EditLogits(Step& step, Backend& b, TensorView logits, const std::vector<int>& first_row);
+  // Interventions on the layer's scores, then attention again from the edited scores; the
+  // same for the pattern (the unfused attention path, for the sequences with such edits).
+  void RerunEditedAttention(Step& step, Backend& b, TensorView q, KvLayerView kv,
+                            const LayerMaps& maps, int layer, TensorView z);
   // Hands sequence `seq`'s `value` (device memory of `backend`) to the sink with its
   // TransformerLens shape, asynchronously; FlushCaptures waits for every device's deliveries.
   void Capture(Step& step, Backend& backend, int seq, HookId id, TensorView value);
@@ -143,8 +170,9 @@ class Model {
   // device, one token per sequence, no hooks, no offloaded layers); nullopt otherwise.
   std::optional<GraphKey> GraphKeyFor(const std::vector<SeqInput>& batch, HookSink* hooks) const;
   // A hook whose tensor is split across tensor-parallel ranks: gathered along the split
-  // dimension (every rank calls it), then emitted by rank 0.
-  void EmitSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full);
+  // dimension when captured or intervened (every rank calls it); interventions run on the
+  // full tensor on every rank, which keeps its own part; rank 0 emits.
+  void HookSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full);
   // `local` [outer, ...] of every rank concatenated per outer row into `full` (tp_ == 1:
   // `local` itself); replicated key/value heads are taken once.
   TensorView Gathered(Step& step, Backend& backend, TensorView local, int64_t outer, Shape full);

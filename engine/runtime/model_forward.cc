@@ -61,6 +61,9 @@ void Model::BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* 
   step.hooks = hooks;
   const int bs = blocks_->block_size();
   for (const SeqInput& in : batch) {
+    step.plan_seqs.push_back({step.tokens, static_cast<int>(in.tokens.size()), in.start_pos,
+                              in.interventions, in.prompt_index});
+    step.any_interventions |= in.interventions != nullptr;
     step.q_begin.push_back(step.tokens);
     for (size_t i = 0; i < in.tokens.size(); ++i) {
       const int pos = in.start_pos + static_cast<int>(i);
@@ -75,7 +78,13 @@ void Model::BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* 
 absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch, HookSink* hooks) {
   RETURN_IF_ERROR(Validate(batch));
   const int stages = static_cast<int>(shards_.size()) / tp_;
-  if (tp_ == 1 && stages > 1 && batch.size() > 1) return ForwardPipelined(batch, hooks, stages);
+  // A patch reads another sequence of the batch at the same hook: keep the batch whole.
+  const bool patches = std::any_of(batch.begin(), batch.end(), [](const SeqInput& in) {
+    return in.interventions != nullptr && in.interventions->HasPatch();
+  });
+  if (tp_ == 1 && stages > 1 && batch.size() > 1 && !patches) {
+    return ForwardPipelined(batch, hooks, stages);
+  }
   if (std::optional<GraphKey> key = GraphKeyFor(batch, hooks)) {
     Backend& b = *shards_[0]->backend;
     if (b.BeginGraphStep(*key)) {
@@ -96,7 +105,7 @@ std::optional<GraphKey> Model::GraphKeyFor(const std::vector<SeqInput>& batch,
   int blocks = 1;
   for (size_t s = 0; s < batch.size(); ++s) {
     const SeqInput& in = batch[s];
-    if (in.tokens.size() != 1 || in.all_logits) return std::nullopt;
+    if (in.tokens.size() != 1 || in.all_logits || in.interventions != nullptr) return std::nullopt;
     if (hooks != nullptr && hooks->WantsAny(static_cast<int>(s))) return std::nullopt;
     blocks = std::max(blocks, (in.start_pos + 1 + bs - 1) / bs);
   }
@@ -117,6 +126,7 @@ ForwardResult Model::ForwardRanks(const std::vector<SeqInput>& batch, HookSink* 
     other.rank = r, other.batch = &batch, other.hooks = hooks, other.tokens = step.tokens;
     other.ids = step.ids, other.positions = step.positions, other.slots = step.slots;
     other.q_begin = step.q_begin;
+    other.plan_seqs = step.plan_seqs, other.any_interventions = step.any_interventions;
     ranks.emplace_back([this, &other] { RunRank(other); });
   }
   RunRank(step);
@@ -204,63 +214,16 @@ void Model::RunStage(Step& step, int stage, int stages) {
   if (stage + 1 == stages && step.rank == 0) step.result = RunHead(step);
 }
 
-void Model::Emit(Step& step, Backend& backend, HookId id, TensorView rows) {
-  if (step.hooks == nullptr || step.rank != 0) return;
-  const auto& batch = *step.batch;
-  for (size_t s = 0; s < batch.size(); ++s) {
-    if (!step.hooks->Wants(static_cast<int>(s), id)) continue;
-    const int begin = step.q_begin[s];
-    Capture(step, backend, static_cast<int>(s), id,
-            rows.Rows(begin, begin + static_cast<int64_t>(batch[s].tokens.size())));
-  }
-}
-
-void Model::Capture(Step& step, Backend& backend, int seq, HookId id, TensorView value) {
-  Shape shape;
-  if (id.point == HookPoint::kAttnScores || id.point == HookPoint::kPattern) {
-    std::vector<int64_t> dims = value.shape.ToVector();
-    dims.insert(dims.begin(), 1);  // [1, H, n_q, n_k]
-    shape = Shape::FromVector(dims);
-  } else {
-    shape = HookShape(config_, id.point, static_cast<int64_t>((*step.batch)[seq].tokens.size()));
-  }
-  HookSink* sink = step.hooks;
-  backend.CaptureAsync(value.Reshaped(shape), [this, sink, seq, id](TensorView host) {
-    std::lock_guard<std::mutex> lock(capture_mu_);  // stage threads' devices deliver too
-    sink->Capture(seq, id, host);
-  });
-}
-
-void Model::FlushCaptures() {
-  for (auto& shard : shards_) shard->backend->FlushCaptures();
-}
-
-TensorView Model::Gathered(Step& step, Backend& backend, TensorView local, int64_t outer,
-                           Shape full) {
-  if (tp_ == 1) return local;
-  TensorView out = step.Scratch(backend, full);
-  // Fewer parts than ranks in `full`: key/value heads replicated on `stride` ranks each.
-  const int stride = static_cast<int>(tp_ * local.NumElements() / full.NumElements());
-  step.shard->comm->AllGather(step.rank, local.Reshaped({outer, local.NumElements() / outer}),
-                   out.Reshaped({outer, full.NumElements() / outer}), backend, stride);
-  return out;
-}
-
-void Model::EmitSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full) {
-  if (!step.Wants(id)) return;  // the same answer on every rank
-  Emit(step, backend, id, Gathered(step, backend, local, step.tokens, full));
-}
-
 void Model::RunEmbed(Step& step) {
   Shard& shard = *step.shard;
   Backend& b = *shard.backend;
   step.x = std::move(b.Allocate(DType::kF32, {step.tokens, config_.d_model})).value();
   b.Gather(shard.embed.w_e.view(), step.ids.data(), step.x.view());
-  Emit(step, b, {HookPoint::kEmbed, -1}, step.x.view());
+  Hook(step, b, {HookPoint::kEmbed, -1}, step.x.view());
   if (!shard.embed.w_pos.empty()) {
     TensorView pe = step.Scratch(b, {step.tokens, config_.d_model});
     b.Gather(shard.embed.w_pos.view(), step.positions.data(), pe);
-    Emit(step, b, {HookPoint::kPosEmbed, -1}, pe);
+    Hook(step, b, {HookPoint::kPosEmbed, -1}, pe);
     b.Add(step.x.view(), pe, step.x.view());
   }
 }
@@ -278,31 +241,16 @@ void Model::MoveResidual(Step& step, Shard& to) {
   step.shard = &to;
 }
 
-TensorView Model::NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w,
-                                const Buffer& b, HookPoint scale_point,
-                                HookPoint normalized_point, int layer) {
-  Backend& be = *shard.backend;
-  const HookId scale_id{scale_point, layer}, norm_id{normalized_point, layer};
-  TensorView y = step.Scratch(be, x.shape);
-  TensorView normalized = step.Wants(norm_id) ? step.Scratch(be, x.shape) : TensorView{};
-  TensorView scale = step.Wants(scale_id) ? step.Scratch(be, {x.shape[0]}) : TensorView{};
-  be.Norm(config_.norm, x, w.view(), b.view(), static_cast<float>(config_.norm_eps), y,
-          normalized, scale);
-  if (!scale.empty()) Emit(step, be, scale_id, scale);
-  if (!normalized.empty()) Emit(step, be, norm_id, normalized);
-  return y;
-}
-
 void Model::RunBlock(Step& step, Shard& shard, int layer) {
   step.scratch.clear();
   Backend& b = *shard.backend;
   const LayerWeights& w = shard.layers.Get(layer - shard.first, b);
   TensorView x = step.x.view();
-  Emit(step, b, {HookPoint::kResidPre, layer}, x);
+  Hook(step, b, {HookPoint::kResidPre, layer}, x);
   TensorView n1 = NormWithHooks(step, shard, x, w.ln1_w, w.ln1_b, HookPoint::kLn1Scale,
                                 HookPoint::kLn1Normalized, layer);
   TensorView attn_out = RunAttention(step, shard, w, layer, n1);
-  Emit(step, b, {HookPoint::kAttnOut, layer}, attn_out);
+  Hook(step, b, {HookPoint::kAttnOut, layer}, attn_out);
   TensorView mlp_out;
   if (config_.parallel_residual) {
     TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
@@ -311,14 +259,45 @@ void Model::RunBlock(Step& step, Shard& shard, int layer) {
     b.Add(x, attn_out, x);
   } else {
     b.Add(x, attn_out, x);
-    Emit(step, b, {HookPoint::kResidMid, layer}, x);
+    Hook(step, b, {HookPoint::kResidMid, layer}, x);
     TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
                                   HookPoint::kLn2Normalized, layer);
     mlp_out = RunMlp(step, shard, w, layer, n2);
   }
-  Emit(step, b, {HookPoint::kMlpOut, layer}, mlp_out);
+  Hook(step, b, {HookPoint::kMlpOut, layer}, mlp_out);
   b.Add(x, mlp_out, x);
-  Emit(step, b, {HookPoint::kResidPost, layer}, x);
+  Hook(step, b, {HookPoint::kResidPost, layer}, x);
+}
+
+Model::LayerMaps Model::PrepareMaps(Step& step, Backend& b, int layer, int64_t heads) {
+  const HookId ids[2] = {{HookPoint::kAttnScores, layer}, {HookPoint::kPattern, layer}};
+  LayerMaps maps;
+  int64_t sizes[2] = {0, 0};
+  for (size_t s = 0; s < step.batch->size(); ++s) {
+    const SeqInput& in = (*step.batch)[s];
+    maps.seqs.push_back({step.q_begin[s], static_cast<int>(in.tokens.size()), in.start_pos,
+                         in.block_table->data(), {}, {}});
+    const int64_t n = heads * in.tokens.size() * (in.start_pos + in.tokens.size());
+    for (int m = 0; m < 2; ++m) {
+      const bool wanted = step.hooks != nullptr && step.hooks->Wants(static_cast<int>(s), ids[m]);
+      const bool edited = in.interventions != nullptr && in.interventions->Touches(ids[m]);
+      maps.offsets[m].push_back(wanted || edited ? sizes[m] : -1);
+      if (wanted || edited) sizes[m] += n;
+    }
+  }
+  // One buffer per map kind: interventions plan over all sequences' maps at once.
+  for (int m = 0; m < 2; ++m) {
+    if (sizes[m] == 0) continue;
+    maps.buffers[m] = step.Scratch(b, {sizes[m]});
+    for (size_t s = 0; s < maps.seqs.size(); ++s) {
+      if (maps.offsets[m][s] < 0) continue;
+      AttentionSeq& a = maps.seqs[s];
+      TensorView& view = m == 0 ? a.scores : a.pattern;
+      view = {maps.buffers[m].As<float>() + maps.offsets[m][s], DType::kF32,
+              {heads, a.n_q, a.start_pos + a.n_q}};
+    }
+  }
+  return maps;
 }
 
 TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, int layer,
@@ -331,52 +310,28 @@ TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, 
   b.Linear(n1, w.wq.view(), w.bq.view(), q.Reshaped({T, H * dh}));
   b.Linear(n1, w.wk.view(), w.bk.view(), k.Reshaped({T, Hkv * dh}));
   b.Linear(n1, w.wv.view(), w.bv.view(), v.Reshaped({T, Hkv * dh}));
-  EmitSplit(step, b, {HookPoint::kQ, layer}, q, {T, H_all, dh});
-  EmitSplit(step, b, {HookPoint::kK, layer}, k, {T, Hkv_all, dh});
-  EmitSplit(step, b, {HookPoint::kV, layer}, v, {T, Hkv_all, dh});
+  HookSplit(step, b, {HookPoint::kQ, layer}, q, {T, H_all, dh});
+  HookSplit(step, b, {HookPoint::kK, layer}, k, {T, Hkv_all, dh});
+  HookSplit(step, b, {HookPoint::kV, layer}, v, {T, Hkv_all, dh});
   if (!config_.learned_positions) {
     b.Rope(q, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
     b.Rope(k, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
-    EmitSplit(step, b, {HookPoint::kRotQ, layer}, q, {T, H_all, dh});
-    EmitSplit(step, b, {HookPoint::kRotK, layer}, k, {T, Hkv_all, dh});
+    HookSplit(step, b, {HookPoint::kRotQ, layer}, q, {T, H_all, dh});
+    HookSplit(step, b, {HookPoint::kRotK, layer}, k, {T, Hkv_all, dh});
   }
   const int local = layer - shard.first;
   KvLayerView kv{shard.k_pool[local].view(), shard.v_pool[local].view(), blocks_->block_size()};
   b.WriteKv(k, v, step.slots.data(), kv);
-  const HookId scores_id{HookPoint::kAttnScores, layer}, pattern_id{HookPoint::kPattern, layer};
-  std::vector<AttentionSeq> seqs;
-  for (size_t s = 0; s < step.batch->size(); ++s) {
-    const SeqInput& in = (*step.batch)[s];
-    AttentionSeq a{step.q_begin[s], static_cast<int>(in.tokens.size()), in.start_pos,
-                   in.block_table->data(), {}, {}};
-    const Shape sp{H, a.n_q, a.start_pos + a.n_q};
-    const bool hooked = step.hooks != nullptr;
-    if (hooked && step.hooks->Wants(static_cast<int>(s), scores_id)) a.scores = step.Scratch(b, sp);
-    if (hooked && step.hooks->Wants(static_cast<int>(s), pattern_id)) a.pattern = step.Scratch(b, sp);
-    seqs.push_back(a);
-  }
+  LayerMaps maps = PrepareMaps(step, b, layer, H);
   TensorView z = step.Scratch(b, {T, H, dh});
-  b.Attention(q, kv, seqs, 1.0f / std::sqrt(static_cast<float>(dh)), config_.sliding_window, z);
-  EmitAttentionMaps(step, b, seqs, layer);
-  EmitSplit(step, b, {HookPoint::kZ, layer}, z, {T, H_all, dh});
+  b.Attention(q, kv, maps.seqs, 1.0f / std::sqrt(static_cast<float>(dh)), config_.sliding_window, z);
+  RerunEditedAttention(step, b, q, kv, maps, layer, z);
+  EmitAttentionMaps(step, b, maps.seqs, layer);
+  HookSplit(step, b, {HookPoint::kZ, layer}, z, {T, H_all, dh});
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(z.Reshaped({T, H * dh}), w.wo.view(), w.bo.view(), out);
   if (tp_ > 1) shard.comm->AllReduceSum(step.rank, out, b);
   return out;
-}
-
-void Model::EmitAttentionMaps(Step& step, Backend& b, const std::vector<AttentionSeq>& seqs,
-                              int layer) {
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    for (auto [point, local] : {std::pair{HookPoint::kAttnScores, seqs[s].scores},
-                                std::pair{HookPoint::kPattern, seqs[s].pattern}}) {
-      if (local.empty()) continue;
-      Shape full = local.shape;  // [H, n_q, n_k]: heads are split across ranks
-      full.dims[0] = config_.n_heads;
-      TensorView all = Gathered(step, b, local, 1, full);
-      if (step.rank == 0) Capture(step, b, int(s), {point, layer}, all);
-    }
-  }
 }
 
 TensorView Model::RunMlp(Step& step, Shard& shard, const LayerWeights& w, int layer,
@@ -386,16 +341,16 @@ TensorView Model::RunMlp(Step& step, Shard& shard, const LayerWeights& w, int la
   const Shape full{T, config_.d_mlp};
   TensorView pre = step.Scratch(b, {T, M}), post = step.Scratch(b, {T, M});
   b.Linear(n2, w.w_in.view(), w.b_in.view(), pre);
-  EmitSplit(step, b, {HookPoint::kMlpPre, layer}, pre, full);
+  HookSplit(step, b, {HookPoint::kMlpPre, layer}, pre, full);
   if (config_.gated_mlp) {
     TensorView lin = step.Scratch(b, {T, M});
     b.Linear(n2, w.w_up.view(), w.b_up.view(), lin);
-    EmitSplit(step, b, {HookPoint::kMlpPreLinear, layer}, lin, full);
+    HookSplit(step, b, {HookPoint::kMlpPreLinear, layer}, lin, full);
     b.GatedActivation(config_.act, pre, lin, post);
   } else {
     b.Activation(config_.act, pre, post);
   }
-  EmitSplit(step, b, {HookPoint::kMlpPost, layer}, post, full);
+  HookSplit(step, b, {HookPoint::kMlpPost, layer}, post, full);
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(post, w.w_out.view(), w.b_out.view(), out);
   if (tp_ > 1) shard.comm->AllReduceSum(step.rank, out, b);
@@ -408,7 +363,7 @@ ForwardResult Model::RunHead(Step& step) {
   Backend& b = *shard.backend;
   TensorView y = NormWithHooks(step, shard, step.x.view(), shard.head.lnf_w, shard.head.lnf_b,
                                HookPoint::kLnFinalScale, HookPoint::kLnFinalNormalized, -1);
-  Emit(step, b, {HookPoint::kUnembedIn, -1}, y);
+  Hook(step, b, {HookPoint::kUnembedIn, -1}, y);
   ForwardResult result;
   std::vector<int32_t> rows;
   for (size_t s = 0; s < step.batch->size(); ++s) {
@@ -422,6 +377,7 @@ ForwardResult Model::RunHead(Step& step) {
   b.Gather(y, rows.data(), selected);
   TensorView logits = step.Scratch(b, {R, V});
   b.Linear(selected, shard.head.w_u.view(), shard.head.b_u.view(), logits);
+  EditLogits(step, b, logits, result.first_row);
   const HookId out_id{HookPoint::kUnembedOut, -1};
   for (size_t s = 0; s < step.batch->size(); ++s) {
     const SeqInput& in = (*step.batch)[s];

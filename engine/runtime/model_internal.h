@@ -40,6 +40,11 @@ struct Model::Step {
   Buffer x;                                    // residual [tokens, D] on `shard`
   std::vector<Buffer> scratch;                 // freed at each block boundary
   ForwardResult result;                        // rank 0
+  std::vector<PlanSeq> plan_seqs;              // per sequence, for intervention plans
+  bool any_interventions = false;
+
+  // True when some sequence of the step has interventions at `id`.
+  bool Intervened(HookId id) const;
 
   TensorView Scratch(Backend& b, Shape s) {
     scratch.push_back(std::move(b.Allocate(DType::kF32, s)).value());

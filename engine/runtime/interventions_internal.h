@@ -1,0 +1,56 @@
+// Private to interventions.cc and intervention_plan.cc: a hook's layout and the validated,
+// per-prompt-resolved form of one intervention.
+#ifndef LENSD_ENGINE_RUNTIME_INTERVENTIONS_INTERNAL_H_
+#define LENSD_ENGINE_RUNTIME_INTERVENTIONS_INTERNAL_H_
+
+#include <array>
+#include <vector>
+
+#include "engine/runtime/interventions.h"
+
+namespace lensd {
+
+// How a hook's per-position values are laid out: a vector of `b` elements (a = 1), `a` heads
+// of `b` elements, or (attention maps) `a` heads of one score per key.
+struct Geometry {
+  enum class Kind { kVector, kHeads, kMap };
+  Kind kind = Kind::kVector;
+  int64_t a = 1, b = 0;  // b = 0 for maps: the key count varies by step
+};
+
+inline Geometry GeometryOf(const ModelConfig& c, HookPoint p) {
+  using K = Geometry::Kind;
+  switch (p) {
+    case HookPoint::kQ: case HookPoint::kRotQ: case HookPoint::kZ:
+      return {K::kHeads, c.n_heads, c.d_head};
+    case HookPoint::kK: case HookPoint::kV: case HookPoint::kRotK:
+      return {K::kHeads, c.n_kv_heads, c.d_head};
+    case HookPoint::kAttnScores: case HookPoint::kPattern:
+      return {K::kMap, c.n_heads, 0};
+    case HookPoint::kLn1Scale: case HookPoint::kLn2Scale: case HookPoint::kLnFinalScale:
+      return {K::kVector, 1, 1};
+    case HookPoint::kMlpPre: case HookPoint::kMlpPreLinear: case HookPoint::kMlpPost:
+      return {K::kVector, 1, c.d_mlp};
+    case HookPoint::kUnembedOut:
+      return {K::kVector, 1, c.vocab_size};
+    default:
+      return {K::kVector, 1, c.d_model};
+  }
+}
+
+struct InterventionSet::Prepared {
+  struct PerPrompt {
+    bool applies = false;
+    Selection positions, keys;
+    Selection source, source_keys;  // patch: in the source prompt
+  };
+  Geometry geometry;
+  std::vector<PerPrompt> prompts;
+  std::array<int64_t, 3> stride{};  // value strides over (position, head, element); 0: broadcast
+  int vec = 0;                      // project / sae_clamp vector length
+  std::vector<float> params;        // project: d̂; sae_clamp: w, u, b_dec
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_INTERVENTIONS_INTERNAL_H_
