@@ -28,14 +28,13 @@ absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args,
                                                      absl::StrJoin(known, ", --"), ")"));
     }
     if (booleans.count(name) != 0) {
-      f.values_[name] = inline_value ? value : "true";
-      continue;
-    }
-    if (!inline_value) {
+      value = inline_value ? value : "true";
+    } else if (!inline_value) {
       if (i + 1 >= args.size()) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = args[++i];
     }
     f.values_[name] = value;
+    f.ordered_.emplace_back(name, value);
   }
   return f;
 }
@@ -64,14 +63,27 @@ absl::StatusOr<double> Flags::GetDouble(const std::string& name, double fallback
 }
 
 absl::StatusOr<std::vector<int>> Flags::GetIntList(const std::string& name) const {
+  if (!Has(name)) return std::vector<int>{};
+  return ParseIntList(name, Get(name));
+}
+
+absl::StatusOr<std::vector<int>> ParseIntList(const std::string& name, const std::string& value) {
   std::vector<int> out;
-  if (!Has(name)) return out;
-  for (absl::string_view part : absl::StrSplit(Get(name), absl::ByAnyChar(", "), absl::SkipEmpty())) {
+  for (absl::string_view part : absl::StrSplit(value, absl::ByAnyChar(", "), absl::SkipEmpty())) {
     int v;
     if (!absl::SimpleAtoi(part, &v)) {
       return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", part, "' is not an integer"));
     }
     out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> Flags::Occurrences(
+    const std::set<std::string>& names) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& entry : ordered_) {
+    if (names.count(entry.first) != 0) out.push_back(entry);
   }
   return out;
 }

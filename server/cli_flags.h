@@ -26,10 +26,18 @@ class Flags {
   absl::StatusOr<std::vector<int>> GetIntList(const std::string& name) const;
   // "a,b" -> {"a","b"}.
   std::vector<std::string> GetList(const std::string& name) const;
+  // Every occurrence of the flags in `names`, in command-line order, as (name, value); Get
+  // and the others see the last occurrence of a repeated flag.
+  std::vector<std::pair<std::string, std::string>> Occurrences(
+      const std::set<std::string>& names) const;
 
  private:
   std::map<std::string, std::string> values_;
+  std::vector<std::pair<std::string, std::string>> ordered_;
 };
+
+// "1,2 3" -> {1, 2, 3}; the error names --`name`.
+absl::StatusOr<std::vector<int>> ParseIntList(const std::string& name, const std::string& value);
 
 }  // namespace lensd
 

@@ -12,6 +12,7 @@
 #include "engine/core/tensor.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/hooks.h"
+#include "engine/runtime/interventions.h"
 #include "engine/runtime/sampler.h"
 
 namespace lensd {
@@ -53,6 +54,9 @@ struct Job {
   SamplingParams sampling;                    // generate
   HookSelection hooks;                        // capture (empty: logits only)
   bool want_logits = true;                    // capture
+  // Validated for these prompts (null: none). A capture job with patches runs all its prompts
+  // in one step (the scheduler admits and batches them together).
+  std::shared_ptr<const InterventionSet> interventions;
   Clock::time_point deadline = Clock::time_point::max();
   std::shared_ptr<JobSink> sink;
 };

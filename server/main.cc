@@ -26,11 +26,14 @@ constexpr char kUsage[] =
     "            [--max-prompt-bytes N] [--max-new-tokens-limit N] [--max-capture-mib N]\n"
     "            [--stall-timeout-s S] [--drain-timeout-s S] [--metrics-port P]\n"
     "            [--metrics-host H] [--auth-token T] [--tls-cert F --tls-key F]\n"
-    "  run       --out FILE.safetensors (--prompt TEXT | --token-ids 1,2,3) [--model DIR]\n"
-    "            [--hooks PATTERN,...] [--processing none|transformer-lens] [--devices cpu:0,...]\n"
-    "            [--dtype float32|bfloat16|float16]\n"
+    "            [--max-interventions N] [--max-intervention-mib M]\n"
+    "  run       --out FILE.safetensors (--prompt TEXT | --token-ids 1,2,3)... [--model DIR]\n"
+    "            [--hooks PATTERN,...] [--interventions FILE.json]\n"
+    "            [--processing none|transformer-lens] [--devices cpu:0,...]\n"
+    "            [--dtype float32|bfloat16|float16]   (several prompts: p0.<name>, p1.<name>...)\n"
     "  generate  (--prompt TEXT | --token-ids 1,2,3) [--model DIR] [--max-new-tokens N]\n"
-    "            [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S] ...\n"
+    "            [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
+    "            [--interventions FILE.json] ...\n"
     "Without --model the built-in model (deterministic random weights) is used;\n"
     "--model builtin:gpt2-small gives a GPT-2-small-shaped one.\n";
 

@@ -43,6 +43,17 @@ std::vector<prometheus::MetricFamily> Families(const SchedulerCounters& c) {
             static_cast<double>(c.prompt_tokens));
   AddMetric(out, "lensd_preemptions_total", "Sequences preempted for KV blocks",
             MetricType::Counter, static_cast<double>(c.preemptions));
+  prometheus::MetricFamily ops{"lensd_interventions_total",
+                               "Interventions in accepted requests, by op",
+                               MetricType::Counter,
+                               {}};
+  for (int k = 0; k < kNumInterventionOps; ++k) {
+    prometheus::ClientMetric m;
+    m.label = {{"op", OpName(static_cast<InterventionOp>(k))}};
+    m.counter.value = static_cast<double>(c.interventions[k]);
+    ops.metric.push_back(m);
+  }
+  out.push_back(ops);
   return out;
 }
 

@@ -73,21 +73,46 @@ absl::StatusOr<SamplingParams> SamplingFromFlags(const Flags& flags) {
   return p;
 }
 
-absl::StatusOr<std::vector<int32_t>> PromptIds(const Flags& flags, const Tokenizer* tokenizer) {
-  if (flags.Has("prompt") == flags.Has("token-ids")) {
-    return absl::InvalidArgumentError("give exactly one of --prompt or --token-ids");
-  }
-  std::vector<int> ids;
-  if (flags.Has("token-ids")) {
-    ASSIGN_OR_RETURN(ids, flags.GetIntList("token-ids"));
-  } else {
-    if (tokenizer == nullptr) {
-      return absl::FailedPreconditionError("the model has no tokenizer; use --token-ids");
+absl::StatusOr<std::vector<PromptArg>> PromptArgs(const Flags& flags) {
+  std::vector<PromptArg> out;
+  for (const auto& [name, value] : flags.Occurrences({"prompt", "token-ids"})) {
+    PromptArg arg{name == "prompt", value, {}};
+    if (!arg.text) {
+      ASSIGN_OR_RETURN(arg.ids, ParseIntList(name, value));
     }
-    ASSIGN_OR_RETURN(ids, tokenizer->Encode(flags.Get("prompt")));
+    out.push_back(std::move(arg));
   }
-  if (ids.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
-  return std::vector<int32_t>(ids.begin(), ids.end());
+  if (out.empty()) return absl::InvalidArgumentError("give --prompt TEXT or --token-ids 1,2,3");
+  return out;
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> PromptIds(const Flags& flags,
+                                                            const Tokenizer* tokenizer) {
+  ASSIGN_OR_RETURN(std::vector<PromptArg> args, PromptArgs(flags));
+  std::vector<std::vector<int32_t>> out;
+  for (const PromptArg& arg : args) {
+    std::vector<int> ids = arg.ids;
+    if (arg.text) {
+      if (tokenizer == nullptr) {
+        return absl::FailedPreconditionError("the model has no tokenizer; use --token-ids");
+      }
+      ASSIGN_OR_RETURN(ids, tokenizer->Encode(arg.value));
+    }
+    if (ids.empty()) return absl::InvalidArgumentError("a prompt has no tokens");
+    out.emplace_back(ids.begin(), ids.end());
+  }
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionsFromFlags(
+    const Flags& flags, const ModelConfig& c, const std::vector<int>& prompt_lengths,
+    bool generate, int max_tokens) {
+  if (!flags.Has("interventions")) return nullptr;
+  WireInterventions wire;
+  RETURN_IF_ERROR(ReadInterventionsFile(flags.Get("interventions"), &wire));
+  InterventionLimits unlimited;
+  unlimited.max_interventions = INT32_MAX, unlimited.max_bytes = INT64_MAX;
+  return ToInterventionSet(wire, c, prompt_lengths, generate, max_tokens, unlimited);
 }
 
 std::string FormatGeneration(const std::vector<int32_t>& ids, const Tokenizer* tokenizer) {
@@ -99,41 +124,65 @@ std::string FormatGeneration(const std::vector<int32_t>& ids, const std::string&
   return absl::StrCat(absl::StrJoin(ids, " "), "\n", text, "\n");
 }
 
-absl::Status WriteCacheFile(const std::string& path, const std::vector<int32_t>& ids,
-                            const CacheResult& result) {
+absl::Status WriteCacheFile(const std::string& path,
+                            const std::vector<std::vector<int32_t>>& prompts,
+                            const std::vector<CacheResult>& results) {
   SafetensorsWriter w;
-  for (const auto& [name, buffer] : result.cache) w.AddF32(name, buffer.view());
-  w.AddF32("logits", result.logits.view());
-  w.Add("input_ids", DType::kI32, {1, static_cast<int64_t>(ids.size())}, ids.data(),
-        ids.size() * sizeof(int32_t));
+  for (size_t p = 0; p < results.size(); ++p) {
+    const std::string prefix = results.size() == 1 ? "" : absl::StrCat("p", p, ".");
+    for (const auto& [name, buffer] : results[p].cache) w.AddF32(prefix + name, buffer.view());
+    w.AddF32(prefix + "logits", results[p].logits.view());
+    w.Add(prefix + "input_ids", DType::kI32, {1, static_cast<int64_t>(prompts[p].size())},
+          prompts[p].data(), prompts[p].size() * sizeof(int32_t));
+  }
   return w.WriteFile(path);
 }
 
+std::string CacheSummary(const std::string& path, const std::vector<std::vector<int32_t>>& prompts,
+                         const std::vector<CacheResult>& results) {
+  size_t tokens = 0;
+  for (const auto& ids : prompts) tokens += ids.size();
+  const std::string what = prompts.size() == 1 ? "" : absl::StrCat(" of ", prompts.size(), " prompts");
+  return absl::StrCat("wrote ", results[0].cache.size(), " hooks + logits for ", tokens,
+                      " tokens", what, " to ", path, "\n");
+}
+
 absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out) {
-  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), {"prompt", "token-ids", "hooks", "out"}})));
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(),
+                                                    {"prompt", "token-ids", "hooks", "out", "interventions"}})));
   if (!flags.Has("out")) return absl::InvalidArgumentError("--out FILE.safetensors is required");
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(auto model, Model::Load(options));
-  ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(flags, model->tokenizer()));
-  HookSelection selection = HookSelection::All(model->config());
+  const ModelConfig& c = model->config();
+  ASSIGN_OR_RETURN(auto prompts, PromptIds(flags, model->tokenizer()));
+  std::vector<int> lengths;
+  for (const auto& ids : prompts) lengths.push_back(static_cast<int>(ids.size()));
+  ASSIGN_OR_RETURN(auto interventions, InterventionsFromFlags(flags, c, lengths, false, 0));
+  HookSelection selection = HookSelection::All(c);
   if (flags.Has("hooks")) {
-    ASSIGN_OR_RETURN(selection, HookSelection::Parse(model->config(), flags.GetList("hooks")));
+    ASSIGN_OR_RETURN(selection, HookSelection::Parse(c, flags.GetList("hooks")));
   }
-  ASSIGN_OR_RETURN(CacheResult result, RunWithCache(*model, ids, selection));
-  RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), ids, result));
-  out << "wrote " << result.cache.size() << " hooks + logits for " << ids.size() << " tokens to "
-      << flags.Get("out") << "\n";
+  ASSIGN_OR_RETURN(auto results, RunWithCache(*model, prompts, selection, interventions.get()));
+  RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), prompts, results));
+  out << CacheSummary(flags.Get("out"), prompts, results);
   return absl::OkStatus();
 }
 
 absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream& out) {
-  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), SamplingFlagNames(), {"prompt", "token-ids"}}),
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), SamplingFlagNames(),
+                                                    {"prompt", "token-ids", "interventions"}}),
                                              {"ignore-eos"}));
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(SamplingParams params, SamplingFromFlags(flags));
   ASSIGN_OR_RETURN(auto model, Model::Load(options));
-  ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(flags, model->tokenizer()));
-  ASSIGN_OR_RETURN(GenerateResult result, Generate(*model, ids, params));
+  ASSIGN_OR_RETURN(auto prompts, PromptIds(flags, model->tokenizer()));
+  if (prompts.size() != 1) return absl::InvalidArgumentError("generate takes one prompt");
+  const int P = static_cast<int>(prompts[0].size());
+  const int max_tokens = std::min(P + params.max_new_tokens, model->config().max_positions);
+  ASSIGN_OR_RETURN(auto interventions,
+                   InterventionsFromFlags(flags, model->config(), {P}, true, max_tokens));
+  ASSIGN_OR_RETURN(GenerateResult result,
+                   Generate(*model, prompts[0], params, nullptr, interventions.get()));
   out << FormatGeneration(result.tokens, model->tokenizer());
   return absl::OkStatus();
 }

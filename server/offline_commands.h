@@ -12,6 +12,7 @@
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
 #include "server/cli_flags.h"
+#include "server/interventions_json.h"
 
 namespace lensd {
 
@@ -26,14 +27,31 @@ std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> set
 // Shared by lensd and lensctl so both print and write exactly the same things.
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags);
 absl::StatusOr<SamplingParams> SamplingFromFlags(const Flags& flags);
-// --prompt through the tokenizer, or --token-ids; exactly one must be given.
-absl::StatusOr<std::vector<int32_t>> PromptIds(const Flags& flags, const Tokenizer* tokenizer);
+// Every --prompt TEXT / --token-ids 1,2,3 in command-line order (at least one).
+struct PromptArg {
+  bool text = false;
+  std::string value;
+  std::vector<int> ids;  // parsed --token-ids
+};
+absl::StatusOr<std::vector<PromptArg>> PromptArgs(const Flags& flags);
+// Their token ids, text through `tokenizer`.
+absl::StatusOr<std::vector<std::vector<int32_t>>> PromptIds(const Flags& flags,
+                                                            const Tokenizer* tokenizer);
+// --interventions FILE.json, validated for these prompts (null without the flag).
+absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionsFromFlags(
+    const Flags& flags, const ModelConfig& c, const std::vector<int>& prompt_lengths,
+    bool generate, int max_tokens);
 // "ids\ntext\n" — the generate output format.
 std::string FormatGeneration(const std::vector<int32_t>& ids, const Tokenizer* tokenizer);
 std::string FormatGeneration(const std::vector<int32_t>& ids, const std::string& text);
-// Writes hooks + logits [1,P,V] + input_ids [1,P] (int32) as safetensors.
-absl::Status WriteCacheFile(const std::string& path, const std::vector<int32_t>& ids,
-                            const CacheResult& result);
+// Writes hooks + logits [1,P,V] + input_ids [1,P] (int32) as safetensors; with several
+// prompts every name of prompt i is prefixed "p{i}." (p0.logits, p1.blocks.0.hook_z, ...).
+absl::Status WriteCacheFile(const std::string& path,
+                            const std::vector<std::vector<int32_t>>& prompts,
+                            const std::vector<CacheResult>& results);
+// The line both CLIs print after writing it.
+std::string CacheSummary(const std::string& path, const std::vector<std::vector<int32_t>>& prompts,
+                         const std::vector<CacheResult>& results);
 
 }  // namespace lensd
 

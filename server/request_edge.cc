@@ -17,13 +17,23 @@ absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& 
   return absl::OkStatus();
 }
 
-// A capture prompt runs whole in one step, beside up to max_running decode tokens.
+// A capture prompt runs whole in one step, beside up to max_running decode tokens; the prompts
+// of a request with patches all run in the same step (and hold their KV blocks together).
 absl::Status CheckActivationsFit(const CaptureRequest& r, const ModelFacts& model,
                                  const ServerLimits& limits) {
+  std::vector<int64_t> steps;
+  for (const auto& ids : r.job.prompts) steps.push_back(static_cast<int64_t>(ids.size()));
+  if (r.job.interventions && r.job.interventions->HasPatch()) {
+    int64_t sum = 0;
+    for (int64_t p : steps) sum += p;
+    steps = {sum};
+    RETURN_IF_ERROR(CheckKvFits(static_cast<int>(sum), "the prompts of a request with patches "
+                                "(they run together)", model));
+  }
   if (model.activation_budget <= 0) return absl::OkStatus();
   const bool maps = r.job.hooks.HasAttentionMaps();
-  for (size_t i = 0; i < r.job.prompts.size(); ++i) {
-    const int64_t p = static_cast<int64_t>(r.job.prompts[i].size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const int64_t p = steps[i];
     const int64_t need = StepActivationBytes(*model.config, limits.max_running + p, maps ? p : 0);
     if (need > model.activation_budget) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -145,6 +155,10 @@ absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const Mode
   }
   const int total = std::min(static_cast<int>(ids.size()) + n, model.config->max_positions);
   RETURN_IF_ERROR(CheckKvFits(total, "prompt plus max_new_tokens", model));
+  ASSIGN_OR_RETURN(job.interventions,
+                   ToInterventionSet(request.interventions(), *model.config,
+                                     {static_cast<int>(ids.size())}, true, total,
+                                     limits.interventions));
   job.prompts.push_back(std::move(ids));
   return job;
 }
@@ -185,6 +199,10 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     if (request.position_slice().has_stop()) r.slice.stop = request.position_slice().stop();
   }
   ASSIGN_OR_RETURN(r.dtype, CaptureDType(request.dtype(), model));
+  std::vector<int> lengths;
+  for (const auto& ids : r.job.prompts) lengths.push_back(static_cast<int>(ids.size()));
+  ASSIGN_OR_RETURN(r.job.interventions, ToInterventionSet(request.interventions(), c, lengths, false,
+                                                          0, limits.interventions));
   RETURN_IF_ERROR(CheckActivationsFit(r, model, limits));
   RETURN_IF_ERROR(BuildManifest(c, limits, r));
   return r;

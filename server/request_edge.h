@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "engine/runtime/model.h"
 #include "lensd/v1/lensd.pb.h"
+#include "server/interventions_wire.h"
 #include "server/job.h"
 #include "server/wire.h"
 
@@ -27,6 +28,7 @@ struct ServerLimits {
   int64_t max_capture_bytes = int64_t{4} << 30;
   int max_prompts = 256;       // per RunWithCache request
   int max_running = 64;        // decode tokens that may share a step with a capture prompt
+  InterventionLimits interventions;
 };
 
 // What a model offers the edge: config, tokenizer (may be null), weight dtype (the default

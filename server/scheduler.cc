@@ -37,6 +37,8 @@ struct Scheduler::Seq {
   std::vector<int> prompt_ints, out_ints;
 
   bool capture() const { return job->job.kind == Job::Kind::kCapture; }
+  // Prompts linked by patch run in one step: they are admitted, batched and preempted together.
+  bool gang() const { return capture() && job->job.interventions && job->job.interventions->HasPatch(); }
   int pending() const { return static_cast<int>(tokens.size()) - computed; }
 };
 
@@ -128,6 +130,7 @@ bool Scheduler::TakeInbox() {
     jobs.swap(inbox_);
   }
   for (Job& job : jobs) {
+    if (job.interventions) CountInterventions(*job.interventions);
     auto state = std::make_shared<JobState>();
     state->job = std::move(job);
     state->remaining = static_cast<int>(state->job.prompts.size());
@@ -146,6 +149,20 @@ bool Scheduler::TakeInbox() {
   return true;
 }
 
+void Scheduler::CountInterventions(const InterventionSet& set) {
+  const std::array<int, kNumInterventionOps> counts = set.OpCounts();
+  std::string ops;
+  {
+    std::lock_guard<std::mutex> lock(counters_mu_);
+    for (int k = 0; k < kNumInterventionOps; ++k) {
+      counters_.interventions[k] += counts[k];
+      if (counts[k] > 0) absl::StrAppend(&ops, ops.empty() ? "" : ", ", counts[k], " ",
+                                         OpName(static_cast<InterventionOp>(k)));
+    }
+  }
+  spdlog::debug("request with interventions: {}", ops);
+}
+
 void Scheduler::Reap() {
   const Clock::time_point now = Clock::now();
   auto check = [&](Seq& s) {
@@ -162,38 +179,60 @@ void Scheduler::Reap() {
   RemoveFinished();
 }
 
+template <typename List>
+std::pair<size_t, size_t> Scheduler::GangAt(const List& list, size_t index) const {
+  size_t begin = index, end = index + 1;
+  if (!list[index]->gang()) return {begin, end};
+  const JobState* job = list[index]->job.get();
+  while (begin > 0 && list[begin - 1]->job.get() == job) --begin;
+  while (end < list.size() && list[end]->job.get() == job) ++end;
+  return {begin, end};
+}
+
 void Scheduler::Admit() {
   BlockAllocator& blocks = model_.blocks();
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
-    Seq& s = *waiting_.front();
-    if (!blocks.Reserve(s.blocks, static_cast<int>(s.tokens.size()))) {
-      if (running_.empty()) {
-        // Cannot happen for validated jobs (the edge rejects what exceeds the whole cache);
-        // fail rather than spin.
-        FinishJob(*s.job, absl::ResourceExhaustedError("the KV cache cannot hold this request"));
-        waiting_.pop_front();
-        continue;
-      }
-      break;
+  while (!waiting_.empty()) {
+    const size_t n = GangAt(waiting_, 0).second;  // a gang is admitted whole
+    if (!running_.empty() && static_cast<int>(running_.size() + n) > options_.max_running) break;
+    size_t reserved = 0;
+    while (reserved < n && blocks.Reserve(waiting_[reserved]->blocks,
+                                          static_cast<int>(waiting_[reserved]->tokens.size()))) {
+      ++reserved;
     }
-    if (s.job->admitted == Clock::time_point{}) s.job->admitted = Clock::now();
-    running_.push_back(std::move(waiting_.front()));
-    waiting_.pop_front();
+    if (reserved < n) {
+      for (size_t k = 0; k < reserved; ++k) blocks.Release(waiting_[k]->blocks);
+      if (!running_.empty()) break;
+      // Cannot happen for validated jobs (the edge rejects what exceeds the whole cache);
+      // fail rather than spin.
+      FinishJob(*waiting_.front()->job,
+                absl::ResourceExhaustedError("the KV cache cannot hold this request"));
+      for (size_t k = 0; k < n; ++k) waiting_.pop_front();
+      continue;
+    }
+    for (size_t k = 0; k < n; ++k) {
+      Seq& s = *waiting_.front();
+      if (s.job->admitted == Clock::time_point{}) s.job->admitted = Clock::now();
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
   }
 }
 
-void Scheduler::Preempt(size_t index) {
-  std::unique_ptr<Seq> s = std::move(running_[index]);
-  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
-  model_.blocks().Release(s->blocks);
-  s->computed = 0;
-  ++s->job->stats.preemptions;
-  {
-    std::lock_guard<std::mutex> lock(counters_mu_);
-    ++counters_.preemptions;
+size_t Scheduler::Preempt(size_t index) {
+  const auto [begin, end] = GangAt(running_, index);
+  for (size_t k = end; k-- > begin;) {  // back to front, so the queue keeps their order
+    std::unique_ptr<Seq> s = std::move(running_[k]);
+    model_.blocks().Release(s->blocks);
+    s->computed = 0;
+    ++s->job->stats.preemptions;
+    spdlog::debug("preempted a sequence of {} tokens (recomputed later)", s->tokens.size());
+    waiting_.push_front(std::move(s));
   }
-  spdlog::debug("preempted a sequence of {} tokens (recomputed later)", s->tokens.size());
-  waiting_.push_front(std::move(s));
+  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(begin),
+                 running_.begin() + static_cast<std::ptrdiff_t>(end));
+  std::lock_guard<std::mutex> lock(counters_mu_);
+  ++counters_.preemptions;
+  return end - begin;
 }
 
 void Scheduler::EnsureBlocks() {
@@ -202,9 +241,8 @@ void Scheduler::EnsureBlocks() {
   for (size_t i = 0; i < running_.size(); ++i) {
     Seq& s = *running_[i];
     while (!model_.blocks().Reserve(s.blocks, static_cast<int>(s.tokens.size()))) {
-      const size_t victim = running_.size() - 1;
-      Preempt(victim);
-      if (victim == i) break;
+      Preempt(running_.size() - 1);
+      if (i >= running_.size()) break;  // `s` itself (or its gang) went back to the queue
     }
   }
 }
@@ -221,15 +259,25 @@ std::vector<Scheduler::Work> Scheduler::BuildBatch() {
   }
   // Prompt work fills what the decode tokens leave of the budget; the first prompt item of a
   // step may exceed it so that neither a long capture prompt nor prefill can starve. Capture
-  // prompts run whole; prefill is chunked to the budget.
+  // prompts run whole (a gang: all of them); prefill is chunked to the budget.
   bool prompt_added = false;
-  for (auto& s : running_) {
-    if (s->pending() == 0 || is_decode(*s)) continue;
-    const int want = s->capture() ? s->pending() : std::min(s->pending(), std::max(budget, 1));
-    if (prompt_added && want > budget) continue;
-    batch.push_back({s.get(), want});
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Seq& s = *running_[i];
+    if (s.pending() == 0 || is_decode(s)) continue;
+    const auto [begin, end] = GangAt(running_, i);
+    int want = 0;
+    for (size_t k = begin; k < end; ++k) want += running_[k]->pending();
+    if (!s.capture()) want = std::min(want, std::max(budget, 1));
+    if (prompt_added && want > budget) {
+      i = end - 1;
+      continue;
+    }
+    for (size_t k = begin; k < end; ++k) {
+      batch.push_back({running_[k].get(), s.capture() ? running_[k]->pending() : want});
+    }
     budget -= want;
     prompt_added = true;
+    i = end - 1;
   }
   return batch;
 }
@@ -244,7 +292,12 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
     in.tokens.assign(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n);
     in.start_pos = s->computed;
     in.block_table = &s->blocks;
-    in.all_logits = s->capture() && s->job->job.want_logits;
+    // Logits interventions of a capture job may patch any position: compute every row.
+    const InterventionSet* set = s->job->job.interventions.get();
+    in.all_logits = s->capture() && (s->job->job.want_logits ||
+                                     (set != nullptr && set->Touches({HookPoint::kUnembedOut, -1})));
+    in.interventions = set;
+    in.prompt_index = s->prompt_index;
     inputs.push_back(std::move(in));
     jobs.push_back(&s->job->job);
     prompts.push_back(s->prompt_index);

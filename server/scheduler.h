@@ -14,6 +14,7 @@
 #ifndef LENSD_SERVER_SCHEDULER_H_
 #define LENSD_SERVER_SCHEDULER_H_
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -44,6 +45,7 @@ struct SchedulerCounters {
   int64_t generated_tokens = 0;
   int64_t prompt_tokens = 0;
   int64_t preemptions = 0;
+  std::array<int64_t, kNumInterventionOps> interventions{};  // in accepted requests, per op
 };
 
 class Scheduler {
@@ -71,6 +73,8 @@ class Scheduler {
   void Loop();
   bool TakeInbox();  // false when stopping
   void Reap();
+  // Adds a request's ops to the counters (metrics) and logs them at debug level.
+  void CountInterventions(const InterventionSet& set);
   void Admit();
   void EnsureBlocks();
   std::vector<Work> BuildBatch();  // decides each sequence's tokens for the step
@@ -79,7 +83,13 @@ class Scheduler {
   void Advance(Seq& s, int n, const float* logits);
   void Sample(Seq& seq, const float* logits);
   void FinishJob(JobState& job, const absl::Status& status);
-  void Preempt(size_t running_index);
+  // Moves the sequence at `running_index` back to the front of the queue (its blocks freed),
+  // with the rest of its gang; returns how many sequences left running_.
+  size_t Preempt(size_t running_index);
+  // [begin, end) of the gang (the prompts of a patching capture job; else just `index`)
+  // around `index` in `list`.
+  template <typename List>
+  std::pair<size_t, size_t> GangAt(const List& list, size_t index) const;
   void RemoveFinished();
   void Publish();
 

@@ -21,7 +21,8 @@ namespace {
 const std::set<std::string> kServeFlags = {
     "host", "port", "max-batch-tokens", "max-running", "max-queue", "max-prompt-tokens",
     "max-prompt-bytes", "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
-    "auth-token", "tls-cert", "tls-key", "metrics-port", "metrics-host"};
+    "auth-token", "tls-cert", "tls-key", "metrics-port", "metrics-host", "max-interventions",
+    "max-intervention-mib"};
 
 struct ServeOptions {
   std::string address;
@@ -58,6 +59,9 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   ASSIGN_OR_RETURN(limits.max_new_tokens, flags.GetInt("max-new-tokens-limit", 4096));
   ASSIGN_OR_RETURN(int capture_mib, flags.GetInt("max-capture-mib", 4096));
   limits.max_capture_bytes = int64_t{capture_mib} << 20;
+  ASSIGN_OR_RETURN(limits.interventions.max_interventions, flags.GetInt("max-interventions", 256));
+  ASSIGN_OR_RETURN(int intervention_mib, flags.GetInt("max-intervention-mib", 64));
+  limits.interventions.max_bytes = int64_t{intervention_mib} << 20;
   ASSIGN_OR_RETURN(int stall_s, flags.GetInt("stall-timeout-s", 30));
   o.service.stall_timeout = std::chrono::seconds(stall_s);
   ASSIGN_OR_RETURN(o.drain_timeout_s, flags.GetInt("drain-timeout-s", 30));
@@ -70,10 +74,13 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
   if (o.scheduler.max_batch_tokens < 1 || o.scheduler.max_running < 1 || o.scheduler.max_queue < 1 ||
-      limits.max_new_tokens < 1 || capture_mib < 1 || stall_s < 1 || prompt_bytes < 0) {
+      limits.max_new_tokens < 1 || capture_mib < 1 || stall_s < 1 || prompt_bytes < 0 ||
+      limits.interventions.max_interventions < 0 || intervention_mib < 0 ||
+      intervention_mib > 2000) {
     return absl::InvalidArgumentError(
         "--max-batch-tokens, --max-running, --max-queue, --max-new-tokens-limit, "
-        "--max-capture-mib and --stall-timeout-s must be >= 1");
+        "--max-capture-mib and --stall-timeout-s must be >= 1; --max-prompt-bytes, "
+        "--max-interventions >= 0; --max-intervention-mib in [0, 2000]");
   }
   return o;
 }
@@ -97,6 +104,10 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServeOptions& o,
   builder.AddListeningPort(o.address, credentials, port);
   builder.RegisterService(&service);
   builder.SetMaxSendMessageSize(4 << 20);
+  // Requests carry prompts (bounded by --max-prompt-bytes) and intervention values (bounded by
+  // --max-intervention-mib): room for both, the values checked again after parsing.
+  const int64_t receive = (int64_t{4} << 20) + o.service.limits.interventions.max_bytes;
+  builder.SetMaxReceiveMessageSize(static_cast<int>(receive));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", o.address));

@@ -238,6 +238,8 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_max_new_tokens(limits.max_new_tokens);
   info->set_max_capture_bytes(limits.max_capture_bytes);
   info->set_max_prompt_bytes(MaxPromptBytes(c, limits));
+  info->set_max_interventions(limits.interventions.max_interventions);
+  info->set_max_intervention_bytes(limits.interventions.max_bytes);
   return Reply(ctx, absl::OkStatus());
 }
 

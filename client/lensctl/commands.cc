@@ -17,19 +17,23 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
-// --prompt or --token-ids, exactly one.
-absl::StatusOr<v1::Prompt> PromptFromFlags(const Flags& flags) {
-  if (flags.Has("prompt") == flags.Has("token-ids")) {
-    return absl::InvalidArgumentError("give exactly one of --prompt or --token-ids");
+// Every --prompt / --token-ids, in order.
+absl::StatusOr<std::vector<v1::Prompt>> PromptsFromFlags(const Flags& flags) {
+  ASSIGN_OR_RETURN(std::vector<PromptArg> args, PromptArgs(flags));
+  std::vector<v1::Prompt> prompts(args.size());
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i].text) {
+      prompts[i].set_text(args[i].value);
+    } else {
+      prompts[i].mutable_tokens()->mutable_ids()->Add(args[i].ids.begin(), args[i].ids.end());
+    }
   }
-  v1::Prompt prompt;
-  if (flags.Has("prompt")) {
-    prompt.set_text(flags.Get("prompt"));
-  } else {
-    ASSIGN_OR_RETURN(std::vector<int> ids, flags.GetIntList("token-ids"));
-    prompt.mutable_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
-  }
-  return prompt;
+  return prompts;
+}
+
+absl::Status InterventionsFromFile(const Flags& flags, WireInterventions* out) {
+  if (!flags.Has("interventions")) return absl::OkStatus();
+  return ReadInterventionsFile(flags.Get("interventions"), out);
 }
 
 void ToProto(const SamplingParams& p, v1::SamplingParams* s) {
@@ -45,13 +49,13 @@ void ToProto(const SamplingParams& p, v1::SamplingParams* s) {
   s->set_ignore_eos(p.ignore_eos);
 }
 
-// Reassembles float32 tensors from a RunWithCache stream of one prompt.
+// Reassembles float32 tensors from a RunWithCache stream, per prompt.
 class CacheAssembler {
  public:
   absl::Status Add(const v1::TensorChunk& chunk) {
     const v1::TensorInfo& t = chunk.tensor();
     if (t.dtype() != v1::DTYPE_FLOAT32) return absl::DataLossError("expected float32 tensors");
-    Buffer& b = tensors_[t.name()];
+    Buffer& b = tensors_[{t.prompt_index(), t.name()}];
     if (b.empty()) b = Buffer::Host(DType::kF32, Shape::FromVector({t.shape().begin(), t.shape().end()}));
     if (chunk.offset() < 0 || chunk.offset() + chunk.data().size() > b.NumBytes()) {
       return absl::DataLossError(absl::StrCat("chunk of ", t.name(), " outside its tensor"));
@@ -60,21 +64,28 @@ class CacheAssembler {
     received_ += static_cast<int64_t>(chunk.data().size());
     return absl::OkStatus();
   }
-  absl::StatusOr<CacheResult> Finish(int64_t expected_bytes) {
+  absl::StatusOr<std::vector<CacheResult>> Finish(int64_t expected_bytes, int prompts) {
     if (received_ != expected_bytes) {
       return absl::DataLossError(absl::StrCat("received ", received_, " of ", expected_bytes, " bytes"));
     }
-    CacheResult result;
-    auto logits = tensors_.find("logits");
-    if (logits == tensors_.end()) return absl::DataLossError("the stream carried no logits");
-    result.logits = std::move(logits->second);
-    tensors_.erase(logits);
-    result.cache = std::move(tensors_);
-    return result;
+    std::vector<CacheResult> results(prompts);
+    for (auto& [key, buffer] : tensors_) {
+      if (key.first < 0 || key.first >= prompts) return absl::DataLossError("bad prompt index");
+      CacheResult& r = results[key.first];
+      if (key.second == "logits") {
+        r.logits = std::move(buffer);
+      } else {
+        r.cache[key.second] = std::move(buffer);
+      }
+    }
+    for (const CacheResult& r : results) {
+      if (r.logits.empty()) return absl::DataLossError("the stream carried no logits");
+    }
+    return results;
   }
 
  private:
-  std::map<std::string, Buffer> tensors_;
+  std::map<std::pair<int, std::string>, Buffer> tensors_;
   int64_t received_ = 0;
 };
 
@@ -92,7 +103,10 @@ std::unique_ptr<grpc::ClientContext> Connection::NewContext() const {
 absl::Status GenerateRemote(const Connection& c, const Flags& flags, std::ostream& out) {
   ASSIGN_OR_RETURN(SamplingParams params, SamplingFromFlags(flags));
   v1::GenerateRequest request;
-  ASSIGN_OR_RETURN(*request.mutable_prompt(), PromptFromFlags(flags));
+  ASSIGN_OR_RETURN(std::vector<v1::Prompt> prompts, PromptsFromFlags(flags));
+  if (prompts.size() != 1) return absl::InvalidArgumentError("generate takes one prompt");
+  *request.mutable_prompt() = prompts[0];
+  RETURN_IF_ERROR(InterventionsFromFile(flags, request.mutable_interventions()));
   request.set_max_new_tokens(params.max_new_tokens);
   ToProto(params, request.mutable_sampling());
   auto stub = v1::Lensd::NewStub(c.channel);
@@ -113,7 +127,9 @@ absl::Status GenerateRemote(const Connection& c, const Flags& flags, std::ostrea
 absl::Status CacheRemote(const Connection& c, const Flags& flags, std::ostream& out) {
   if (!flags.Has("out")) return absl::InvalidArgumentError("--out FILE.safetensors is required");
   v1::RunWithCacheRequest request;
-  ASSIGN_OR_RETURN(*request.add_prompts(), PromptFromFlags(flags));
+  ASSIGN_OR_RETURN(std::vector<v1::Prompt> prompts, PromptsFromFlags(flags));
+  for (v1::Prompt& p : prompts) *request.add_prompts() = std::move(p);
+  RETURN_IF_ERROR(InterventionsFromFile(flags, request.mutable_interventions()));
   for (const std::string& h : flags.GetList("hooks")) request.add_names_filter(h);
   request.set_dtype(v1::DTYPE_FLOAT32);
   auto stub = v1::Lensd::NewStub(c.channel);
@@ -129,13 +145,15 @@ absl::Status CacheRemote(const Connection& c, const Flags& flags, std::ostream& 
   }
   RETURN_IF_ERROR(FromGrpc(reader->Finish()));
   RETURN_IF_ERROR(status);
-  if (header.prompt_ids_size() != 1) return absl::DataLossError("the stream carried no header");
-  ASSIGN_OR_RETURN(CacheResult result, assembler.Finish(header.total_bytes()));
-  const auto& ids = header.prompt_ids(0).ids();
-  const std::vector<int32_t> input_ids(ids.begin(), ids.end());
-  RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), input_ids, result));
-  out << "wrote " << result.cache.size() << " hooks + logits for " << input_ids.size()
-      << " tokens to " << flags.Get("out") << "\n";
+  if (header.prompt_ids_size() != request.prompts_size()) {
+    return absl::DataLossError("the stream carried no header");
+  }
+  ASSIGN_OR_RETURN(std::vector<CacheResult> results,
+                   assembler.Finish(header.total_bytes(), header.prompt_ids_size()));
+  std::vector<std::vector<int32_t>> ids;
+  for (const v1::TokenIds& p : header.prompt_ids()) ids.emplace_back(p.ids().begin(), p.ids().end());
+  RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), ids, results));
+  out << CacheSummary(flags.Get("out"), ids, results);
   return absl::OkStatus();
 }
 

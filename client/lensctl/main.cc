@@ -17,9 +17,11 @@ namespace {
 constexpr char kUsage[] =
     "usage: lensctl [--addr HOST:PORT] [--timeout-s S] [--auth-token T] [--tls-ca FILE] <command>\n"
     "  generate  (--prompt TEXT | --token-ids 1,2,3) [--max-new-tokens N] [--temperature T]\n"
-    "            [--top-k K] [--top-p P] [--min-p P] [--seed S] ...   (prints like lensd generate)\n"
-    "  cache     (--prompt TEXT | --token-ids 1,2,3) [--hooks PATTERN,...] --out FILE.safetensors\n"
-    "                                                                  (writes like lensd run)\n"
+    "            [--top-k K] [--top-p P] [--min-p P] [--seed S] [--interventions FILE.json] ...\n"
+    "                                                           (prints like lensd generate)\n"
+    "  cache     (--prompt TEXT | --token-ids 1,2,3)... [--hooks PATTERN,...]\n"
+    "            [--interventions FILE.json] --out FILE.safetensors  (writes like lensd run;\n"
+    "            several prompts: tensors named p0.<name>, p1.<name>, ...)\n"
     "  info      [--hooks]      model, devices, KV and limits (--hooks lists every hook)\n"
     "  tokenize  --prompt TEXT  prints the token ids\n"
     "  health    [--service NAME]  prints SERVING or NOT_SERVING (exit 1 unless SERVING)\n"
@@ -67,10 +69,11 @@ absl::StatusOr<lensd::Connection> Connect(const lensd::Flags& flags) {
 absl::Status RunCommand(const std::string& command, const std::vector<std::string>& args) {
   std::set<std::string> known = kGlobalFlags, booleans;
   if (command == "generate") {
-    known = lensd::FlagUnion({known, lensd::SamplingFlagNames(), {"prompt", "token-ids"}});
+    known = lensd::FlagUnion({known, lensd::SamplingFlagNames(),
+                              {"prompt", "token-ids", "interventions"}});
     booleans = {"ignore-eos"};
   } else if (command == "cache") {
-    known = lensd::FlagUnion({known, {"prompt", "token-ids", "hooks", "out"}});
+    known = lensd::FlagUnion({known, {"prompt", "token-ids", "hooks", "out", "interventions"}});
   } else if (command == "info") {
     known = lensd::FlagUnion({known, {"hooks"}});
     booleans = {"hooks"};

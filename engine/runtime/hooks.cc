@@ -263,6 +263,17 @@ absl::StatusOr<HookId> HookFromName(const ModelConfig& c, std::string_view name)
     names.push_back(HookName(id));
     if (names.back() == name) return id;
   }
+  // A TransformerLens name this architecture lacks (hook_resid_mid of a parallel-residual
+  // model, hook_pos_embed of a rotary one) deserves a plainer answer than a typo does.
+  for (int p = 0; p < kNumHookPoints; ++p) {
+    for (int layer = IsBlockHook(HookPoint(p)) ? 0 : -1;
+         layer < (IsBlockHook(HookPoint(p)) ? c.n_layers : 0); ++layer) {
+      if (HookName({HookPoint(p), layer}) == name) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "this model (", std::string(FamilyName(c.family)), ") has no ", std::string(name)));
+      }
+    }
+  }
   return absl::InvalidArgumentError(absl::StrCat("unknown hook ", QuoteUserText(name),
                                                  "; closest valid names: ",
                                                  absl::StrJoin(ClosestNames(name, names, 3), ", ")));

@@ -11,7 +11,7 @@ TEST(UserText, QuotesShortTextWhole) {
 }
 
 TEST(UserText, EscapesBytesOutsidePrintableAscii) {
-  EXPECT_EQ(QuoteUserText(std::string("a\nb\xff\\", 4)), "'a\\x0ab\\xff\\x5c'");
+  EXPECT_EQ(QuoteUserText(std::string("a\nb\xff\\", 5)), "'a\\x0ab\\xff\\x5c'");
 }
 
 TEST(UserText, TruncatesLongTextAndSaysHowLong) {
