@@ -6,5 +6,7 @@
     cache["blocks.0.hook_resid_post"].shape   # (1, P, d_model)
 """
 from lensd.client import ActivationCache, Client, GenerateDone, TokenEvent
+from lensd.interventions import add, noise, patch, project, sae_clamp, scale, set, tensor, zero
 
-__all__ = ["ActivationCache", "Client", "GenerateDone", "TokenEvent"]
+__all__ = ["ActivationCache", "Client", "GenerateDone", "TokenEvent", "add", "noise", "patch",
+           "project", "sae_clamp", "scale", "set", "tensor", "zero"]

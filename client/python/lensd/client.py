@@ -142,10 +142,13 @@ class Client:
                  frequency_penalty: Optional[float] = None,
                  presence_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop_token_ids: Sequence[int] = (), ignore_eos: bool = False,
+                 interventions: Sequence[lensd_pb2.Intervention] = (),
                  ) -> Iterator[Union[TokenEvent, GenerateDone]]:
         """Yields a TokenEvent per generated token, then one GenerateDone.
 
-        Unset sampling values take the server's defaults (greedy)."""
+        Unset sampling values take the server's defaults (greedy). `interventions`
+        (lensd.add, lensd.zero, ...) apply at every step, to the prompt and to every new
+        token their positions select (default: all)."""
         sampling = lensd_pb2.SamplingParams(stop_token_ids=list(stop_token_ids),
                                             ignore_eos=ignore_eos)
         for name, value in [("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
@@ -155,7 +158,7 @@ class Client:
             if value is not None:
                 setattr(sampling, name, value)
         request = lensd_pb2.GenerateRequest(prompt=_prompt(prompt), max_new_tokens=max_new_tokens,
-                                            sampling=sampling)
+                                            sampling=sampling, interventions=list(interventions))
         call = self._call(self._stub.Generate, request)
         try:
             yield from self._events(call)
@@ -181,18 +184,22 @@ class Client:
                        names_filter: NamesFilter = None, *,
                        position_slice: Optional[Tuple[Optional[int], Optional[int]]] = None,
                        dtype: Optional[str] = "float32", return_logits: bool = True,
+                       interventions: Sequence[lensd_pb2.Intervention] = (),
                        ) -> Tuple[Optional[np.ndarray], ActivationCache]:
         """Like HookedTransformer.run_with_cache: returns (logits [batch, P, vocab], cache).
 
         `prompts`: a string, a list of token ids, or a list of those. `names_filter`: None (every
         hook), a name / glob / layer range ("blocks.0-3.hook_z"), a list of them, or a
         predicate over hook names. `position_slice`: (start, stop) over positions. `dtype`:
-        "float32", "float16", "bfloat16" (widened to float32 here) or None (model dtype)."""
+        "float32", "float16", "bfloat16" (widened to float32 here) or None (model dtype).
+        `interventions`: lensd.zero / scale / set / add / patch / project / sae_clamp / noise;
+        the cache holds each hook's value after its ops (like run_with_hooks + a cache)."""
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         prompt_list = [prompts] if single else list(prompts)
         request = lensd_pb2.RunWithCacheRequest(prompts=[_prompt(p) for p in prompt_list],
                                                 dtype=_DTYPES[dtype],
-                                                skip_logits=not return_logits)
+                                                skip_logits=not return_logits,
+                                                interventions=list(interventions))
         if callable(names_filter):
             names = [h for h, _ in self.list_hooks() if names_filter(h)]
             request.names_filter.extend(names)
