@@ -226,3 +226,20 @@ def test_cli_reports_bad_intervention_files(tmp_path):
         r = run_cli(LENSD, "run", "--token-ids", "1,2,3", "--interventions", str(spec), "--out",
                     str(tmp_path / "x.safetensors"), check=False)
         assert r.returncode == 1 and needle in r.stderr.decode(), r.stderr.decode()
+
+
+def test_plain_values_equal_typed_bytes(builtin_server):
+    """grpcurl users send numbers (Tensor.values); clients send bytes. Same result."""
+    client = lensd.Client(builtin_server.addr)
+    d = client.model_info()["d_model"]
+    v = steering(d, 5)
+    as_values = P.Intervention(hook="blocks.1.hook_resid_pre",
+                               add=P.AddOp(value=P.Tensor(shape=[d], values=v.tolist())))
+    a, _ = client.run_with_cache("values", names_filter=[], interventions=[as_values])
+    b, _ = client.run_with_cache("values", names_filter=[],
+                                 interventions=[lensd.add("blocks.1.hook_resid_pre", v)])
+    c, _ = client.run_with_cache("values", names_filter=[],
+                                 interventions=[lensd.add("blocks.1.hook_resid_pre",
+                                                          v.astype(np.float16))])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(b, c)  # float16 values are rounded, as sent

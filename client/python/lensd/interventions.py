@@ -85,7 +85,7 @@ def zero(hook: str, *, positions: Positions = None, heads=None, keys: Positions 
 def scale(hook: str, factor: float, *, positions: Positions = None, heads=None,
           keys: Positions = None, prompts=None) -> lensd_pb2.Intervention:
     """x = factor · x."""
-    return _make(hook, positions, heads, keys, prompts, scale=lensd_pb2.ScaleOp(factor=factor))
+    return _make(hook, positions, heads, keys, prompts, scale=lensd_pb2.ScaleOp(factor=float(factor)))
 
 
 def set(hook: str, value, *, positions: Positions = None, heads=None,  # noqa: A001
@@ -98,14 +98,14 @@ def add(hook: str, value, coeff: float = 1.0, *, positions: Positions = None, he
         keys: Positions = None, prompts=None) -> lensd_pb2.Intervention:
     """x += coeff · value: a steering vector (in generate, on every token by default)."""
     return _make(hook, positions, heads, keys, prompts,
-                 add=lensd_pb2.AddOp(value=tensor(value), coeff=coeff))
+                 add=lensd_pb2.AddOp(value=tensor(value), coeff=float(coeff)))
 
 
 def patch(hook: str, source: int, *, source_positions: Positions = None,
           positions: Positions = None, heads=None, keys: Positions = None,
           prompts=None) -> lensd_pb2.Intervention:
     """x = the same hook's value in prompt `source` of the request (before any op there)."""
-    op = lensd_pb2.PatchOp(source=source)
+    op = lensd_pb2.PatchOp(source=int(source))
     sp = _positions(source_positions, "source_positions")
     if sp is not None:
         op.source_positions.CopyFrom(sp)
@@ -116,7 +116,7 @@ def project(hook: str, direction, target: float = 0.0, *, positions: Positions =
             heads=None, prompts=None) -> lensd_pb2.Intervention:
     """x += (target − x·d̂) d̂; target 0 ablates the direction."""
     return _make(hook, positions, heads, None, prompts,
-                 project=lensd_pb2.ProjectOp(direction=tensor(direction), target=target))
+                 project=lensd_pb2.ProjectOp(direction=tensor(direction), target=float(target)))
 
 
 def sae_clamp(hook: str, *, encoder, decoder, target: float, encoder_bias: float = 0.0,
@@ -126,8 +126,8 @@ def sae_clamp(hook: str, *, encoder, decoder, target: float, encoder_bias: float
     keeping the SAE's reconstruction error (SAELens semantics). act is ReLU above
     `threshold` (JumpReLU when threshold > 0)."""
     op = lensd_pb2.SaeClampOp(encoder=tensor(encoder), decoder=tensor(decoder),
-                              encoder_bias=encoder_bias, threshold=threshold, target=target,
-                              only_active=only_active)
+                              encoder_bias=float(encoder_bias), threshold=float(threshold),
+                              target=float(target), only_active=bool(only_active))
     if decoder_bias is not None:
         op.decoder_bias.CopyFrom(tensor(decoder_bias))
     return _make(hook, positions, heads, None, prompts, sae_clamp=op)
@@ -137,4 +137,4 @@ def noise(hook: str, std: float, seed: int = 0, *, positions: Positions = None, 
           keys: Positions = None, prompts=None) -> lensd_pb2.Intervention:
     """x += N(0, std²), reproducible for a seed and independent of the batch."""
     return _make(hook, positions, heads, keys, prompts,
-                 noise=lensd_pb2.NoiseOp(std=std, seed=seed))
+                 noise=lensd_pb2.NoiseOp(std=float(std), seed=int(seed)))
