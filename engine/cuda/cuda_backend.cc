@@ -264,6 +264,14 @@ class CudaBackend final : public Backend {
     if (Replaying()) return;
     CheckCuda(cuda::LaunchAdd(F(a), F(b), F(y), a.NumElements(), stream_.get()), "Add");
   }
+  void Copy(TensorView src, TensorView dst) override {
+    Use();
+    if (Replaying()) return;
+    CheckCuda(cudaMemcpyAsync(dst.data, src.data, src.NumBytes(), cudaMemcpyDeviceToDevice,
+                              stream_.get()),
+              "Copy");
+  }
+  void ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan) override;
   void Synchronize() override {
     if (GraphStep()) return;  // nothing may wait inside a capture; a replay launches nothing
     Use();
@@ -316,7 +324,7 @@ class CudaBackend final : public Backend {
   cuda::Gemm gemm_;
   cuda::PinnedPtr staging_host_;  // kStaging bytes, guarded by transfer_mu_
   std::mutex transfer_mu_;
-  Buffer staging_[6];
+  Buffer staging_[11];  // 0-5: ops' inputs; 6-10: intervention plans
   cuda::PinnedPtr inputs_host_;  // kInputs bytes; [0, inputs_used_) may be in flight
   size_t inputs_used_ = 0;
   Buffer narrow_;
@@ -371,7 +379,8 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
     if (GraphStep()) tables.resize(offsets.back() + graphs_->key().table_width, 0);  // fixed size
     if (!Flash(a, dh)) {
       for (int i = 0; i < a.n_q; ++i) {
-        queries.push_back({a.q_begin + i, a.start_pos + i, offsets.back(), static_cast<int>(s), i});
+        queries.push_back({a.q_begin + i, a.start_pos + i, offsets.back(), static_cast<int>(s), i,
+                           static_cast<int>(a.input)});
       }
     }
     scores.push_back(a.scores.empty() ? nullptr : F(a.scores));
@@ -404,6 +413,32 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
                         }),
               "FlashAttention");
   }
+}
+
+void CudaBackend::ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan) {
+  Use();
+  if (plan.empty()) return;
+  std::vector<int> row_begin;
+  std::vector<int64_t> scratch_at;
+  int64_t total = 0;
+  for (size_t i = 0; i < plan.ops.size(); ++i) {
+    if (i == 0 || plan.ops[i].row != plan.ops[i - 1].row) row_begin.push_back(static_cast<int>(i));
+    scratch_at.push_back(total);
+    total += plan.ops[i].n;
+  }
+  const int rows = static_cast<int>(row_begin.size());
+  row_begin.push_back(static_cast<int>(plan.ops.size()));
+  Buffer scratch = std::move(Allocate(DType::kF32, {std::max<int64_t>(total, 1)})).value();
+  const RowOp* ops = Stage(6, plan.ops.data(), plan.ops.size());
+  const int* begin = Stage(7, row_begin.data(), row_begin.size());
+  const RowSegment* segs = Stage(8, plan.segments.data(), plan.segments.size());
+  const float* values = Stage(9, plan.values.data(), plan.values.size());
+  const int64_t* at = Stage(10, scratch_at.data(), scratch_at.size());
+  if (Replaying()) return;
+  CheckCuda(cuda::LaunchRowOps(ops, static_cast<int>(plan.ops.size()), begin, rows, segs, values,
+                               at, F(scratch.view()), source.empty() ? F(x) : F(source), F(x),
+                               stream_.get()),
+            "ApplyRowOps");
 }
 
 }  // namespace

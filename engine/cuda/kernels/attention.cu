@@ -30,7 +30,8 @@ __device__ float BlockReduce(float v, float* shared, bool is_max) {
 // One block per (query row, head), three passes over the keys (no per-key scratch, so any
 // context length fits): max score, sum of exponentials, then probabilities · V in chunks of
 // kThreads keys staged in shared memory. Masked keys score -inf and get probability 0,
-// exactly as CpuBackend::AttendOne.
+// exactly as CpuBackend::AttendOne. Queries with given scores (interventions) read them for
+// every key of the sequence instead of q·k; with a given pattern only the last pass runs.
 template <typename T>
 __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool,
                                 const int32_t* tables, const AttentionQuery* queries, int heads,
@@ -46,6 +47,8 @@ __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool
   const int kv_head = h / (heads / kv_heads), n_k = query.pos + 1;
   const int n_q = seq_n_q[query.seq];
   const int n_cols = n_k + (n_q - 1 - query.q_index);  // the sequence's full key count
+  const int input = query.input;
+  const int n_used = input == 0 ? n_k : n_cols;  // given maps may weigh any key
   float* scores = score_ptrs[query.seq];
   float* pattern = pattern_ptrs[query.seq];
   const int64_t out_row = (static_cast<int64_t>(h) * n_q + query.q_index) * n_cols;
@@ -58,6 +61,7 @@ __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool
     return static_cast<int64_t>(block) * block_size + j % block_size;
   };
   auto score_of = [&](int j) {
+    if (input == 1) return scores[out_row + j];
     if (window > 0 && query.pos - j >= window) return -INFINITY;
     const T* k = k_pool + (slot_of(j) * kv_heads + kv_head) * dh;
     float dot = 0.0f;
@@ -65,10 +69,12 @@ __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool
     return dot * scale;
   };
   float local_max = -INFINITY;
-  for (int j = threadIdx.x; j < n_k; j += blockDim.x) local_max = fmaxf(local_max, score_of(j));
+  for (int j = threadIdx.x; input != 2 && j < n_used; j += blockDim.x) {
+    local_max = fmaxf(local_max, score_of(j));
+  }
   const float max_score = BlockReduce(local_max, reduce, true);
   float local_sum = 0.0f;
-  for (int j = threadIdx.x; j < n_k; j += blockDim.x) {
+  for (int j = threadIdx.x; input != 2 && j < n_used; j += blockDim.x) {
     const float s = score_of(j);
     local_sum += s == -INFINITY ? 0.0f : expf(s - max_score);
   }
@@ -77,15 +83,20 @@ __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool
   for (int base = 0; base < n_cols; base += kThreads) {
     const int j = base + threadIdx.x;
     if (j < n_cols) {
-      const float s = j < n_k ? score_of(j) : -INFINITY;  // keys after the query are masked
-      const float p = s == -INFINITY ? 0.0f : expf(s - max_score) / sum;
-      if (scores != nullptr) scores[out_row + j] = s;
-      if (pattern != nullptr) pattern[out_row + j] = p;
+      float p;
+      if (input == 2) {
+        p = pattern[out_row + j];
+      } else {
+        const float s = j < n_used ? score_of(j) : -INFINITY;  // keys after the query: masked
+        p = s == -INFINITY ? 0.0f : expf(s - max_score) / sum;
+        if (scores != nullptr && input == 0) scores[out_row + j] = s;
+        if (pattern != nullptr) pattern[out_row + j] = p;
+      }
       probs[threadIdx.x] = p;
-      slots[threadIdx.x] = j < n_k ? static_cast<int>(slot_of(j)) : 0;
+      slots[threadIdx.x] = j < n_used ? static_cast<int>(slot_of(j)) : 0;
     }
     __syncthreads();
-    const int chunk = min(kThreads, n_k - base);
+    const int chunk = min(kThreads, n_used - base);
     for (int c = 0; c < chunk; ++c) {
       if (probs[c] == 0.0f) continue;
       const T* v = v_pool + (static_cast<int64_t>(slots[c]) * kv_heads + kv_head) * dh;

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "engine/runtime/row_ops.h"
+
 namespace lensd::cuda {
 
 // ActKind values (engine/model/config.h) are passed as int to keep this header CUDA-only.
@@ -41,6 +43,7 @@ struct AttentionQuery {
   int table_offset;  // into the concatenated block tables
   int seq;           // index into the per-sequence score/pattern outputs
   int q_index;       // query index within its sequence (row of scores/pattern)
+  int input;         // AttentionSeq::Input: 0 queries, 1 given scores, 2 given pattern
 };
 
 // z[row, H, dh] = softmax(q·kᵀ·scale, causal, window) · v over the paged pool for each of the
@@ -63,6 +66,13 @@ cudaError_t LaunchFlashAttention(const float* q, const T* k_pool, const T* v_poo
                                  const int32_t* table, int q_begin, int n_q, int start_pos,
                                  int heads, int kv_heads, int dh, int block_size, float scale,
                                  int window, float* z, cudaStream_t stream);
+
+// Runs a RowOpPlan on x (ApplyRowOpsHost's semantics). Ops are grouped by row: row r's ops
+// are [row_begin[r], row_begin[r + 1]) (n_rows + 1 entries). scratch holds every op's n
+// elements at scratch_at[op]; copies read `source` (x itself: its values before any op).
+cudaError_t LaunchRowOps(const RowOp* ops, int n_ops, const int* row_begin, int n_rows,
+                         const RowSegment* segs, const float* values, const int64_t* scratch_at,
+                         float* scratch, const float* source, float* x, cudaStream_t stream);
 
 }  // namespace lensd::cuda
 
