@@ -20,7 +20,7 @@ std::string ExecutableDir() {
 }  // namespace
 
 void* OpenModule(const char* env_var, const std::string& build_path, const std::string& file_name,
-                 int flags, std::string* error) {
+                 int flags, ModuleNamespace where, std::string* error) {
   std::vector<std::string> candidates;
   if (const char* env = std::getenv(env_var)) candidates.push_back(env);
   if (!build_path.empty()) candidates.push_back(build_path);
@@ -28,7 +28,9 @@ void* OpenModule(const char* env_var, const std::string& build_path, const std::
   candidates.push_back(file_name);
   *error = "cannot load " + file_name + "; tried:";
   for (const std::string& c : candidates) {
-    if (void* handle = dlopen(c.c_str(), flags)) return handle;
+    void* handle = where == ModuleNamespace::kIsolated ? dlmopen(LM_ID_NEWLM, c.c_str(), flags)
+                                                       : dlopen(c.c_str(), flags);
+    if (handle != nullptr) return handle;
     *error += "\n  " + c + ": " + dlerror();
   }
   return nullptr;

@@ -24,7 +24,8 @@ const Module& Get() {
 #endif
     std::string error;
     void* handle = OpenModule("LENSD_CUDA_MODULE", LENSD_CUDA_MODULE_PATH,
-                              "liblensd_cuda_module.so", RTLD_NOW | RTLD_LOCAL, &error);
+                              "liblensd_cuda_module.so", RTLD_NOW | RTLD_LOCAL,
+                              ModuleNamespace::kShared, &error);
     if (handle == nullptr) {
       m->error = "no CUDA support (the module is built only when nvcc exists): " + error;
       return m;
