@@ -2,6 +2,7 @@
 server must still answer, serve other clients, and return to idle with every KV block free.
 Server-side time for expensive-looking requests is printed (not asserted; see the closing
 notes for figures)."""
+import random
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -199,3 +200,101 @@ def test_invalid_utf8_does_not_flood_the_log(server_factory):
     assert codes and grpc.StatusCode.OK not in codes
     assert len(new_lines) <= 5, "".join(new_lines[:10])
     assert server.proc.poll() is None
+
+
+METHODS = [("/lensd.v1.Lensd/Generate", "stream"), ("/lensd.v1.Lensd/RunWithCache", "stream"),
+           ("/lensd.v1.Lensd/Tokenize", "unary"), ("/lensd.v1.Lensd/Detokenize", "unary"),
+           ("/lensd.v1.Lensd/GetModelInfo", "unary"), ("/lensd.v1.Lensd/ListHooks", "unary")]
+
+
+def test_random_protobuf_bytes_to_every_method(builtin_server):
+    channel = grpc.insecure_channel(builtin_server.addr)
+    rng = random.Random(11)
+    codes = {}
+    for method, kind in METHODS:
+        ident = lambda b: b  # noqa: E731
+        call = (channel.unary_stream if kind == "stream" else channel.unary_unary)(
+            method, request_serializer=ident, response_deserializer=ident)
+        for _ in range(150):
+            payload = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
+            try:
+                result = call(payload, timeout=10)
+                if kind == "stream":
+                    list(result)
+                codes[grpc.StatusCode.OK] = codes.get(grpc.StatusCode.OK, 0) + 1
+            except grpc.RpcError as e:
+                codes[e.code()] = codes.get(e.code(), 0) + 1
+    print("random protobuf bytes:", {c.name: n for c, n in codes.items()})
+    assert_idle_and_healthy(builtin_server.addr)
+
+
+def test_oversized_fields_are_refused(builtin_server):
+    stub = lensd_pb2_grpc.LensdStub(grpc.insecure_channel(builtin_server.addr))
+    requests = [
+        (stub.RunWithCache, P.RunWithCacheRequest(prompts=[P.Prompt(text="x")] * 300)),
+        (stub.RunWithCache, P.RunWithCacheRequest(prompts=[P.Prompt(text="x")],
+                                                  names_filter=["hook_embed"] * 20000)),
+        (stub.Generate, P.GenerateRequest(prompt=P.Prompt(tokens=P.TokenIds(ids=[5] * 100000)))),
+        (stub.Generate, P.GenerateRequest(prompt=P.Prompt(text="x"), max_new_tokens=2 ** 31 - 1)),
+        (stub.Detokenize, P.DetokenizeRequest(ids=[2 ** 31 - 1, -5])),
+        (stub.RunWithCache, P.RunWithCacheRequest(
+            prompts=[P.Prompt(text="x")],
+            interventions=[P.Intervention(hook="hook_embed", zero=P.ZeroOp())] * 1000)),
+    ]
+    for call, request in requests:
+        code, details, seconds = timed_error(call, request)
+        print(f"oversized {call._method.decode()}: {code.name} in {seconds * 1000:.1f} ms")
+        assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), details
+        assert len(details) < 1000
+    assert_idle_and_healthy(builtin_server.addr)
+
+
+def test_abandoned_and_stalled_streams_free_everything(server_factory):
+    server = server_factory("--stall-timeout-s", "1")
+    for _ in range(30):  # streams whose channel goes away mid-flight
+        channel = grpc.insecure_channel(server.addr)
+        stub = lensd_pb2_grpc.LensdStub(channel)
+        call = stub.Generate(P.GenerateRequest(prompt=P.Prompt(text="abandon"), max_new_tokens=200,
+                                               sampling=P.SamplingParams(ignore_eos=True)))
+        next(call)
+        channel.close()
+    # A client that never reads a large capture is cancelled after the stall timeout.
+    stalled = grpc.insecure_channel(server.addr, options=[("grpc.max_receive_message_length", 1 << 20)])
+    stub = lensd_pb2_grpc.LensdStub(stalled)
+    call = stub.RunWithCache(P.RunWithCacheRequest(prompts=[P.Prompt(text="s" * 1000)] * 4))
+    time.sleep(4)
+    assert_idle_and_healthy(server.addr)
+    call.cancel()
+    stalled.close()
+
+
+def test_crafted_model_files_fail_with_clear_errors(tmp_path):
+    """D4-D7: crafted config.json / tokenizer.json / safetensors exit 1 naming file and field."""
+    from conftest import GOLDEN, LENSD, run_cli
+    import json
+    import shutil
+    cases = []
+    config = json.loads((GOLDEN / "gpt2" / "config.json").read_text())
+    for field, value in [("n_head", 2 ** 32), ("n_embd", 2 ** 62), ("n_layer", 1e300)]:
+        d = tmp_path / f"config_{field}"
+        shutil.copytree(GOLDEN / "gpt2", d)
+        (d / "config.json").write_text(json.dumps({**config, field: value}))
+        cases.append((d, ["config.json", field]))
+    d = tmp_path / "tokenizer"
+    shutil.copytree(GOLDEN / "gpt2", d)
+    (d / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {}}, "post_processor": '
+                                      + "[" * 200000 + "]" * 200000 + "}")
+    cases.append((d, ["tokenizer.json", "nested deeper than"]))
+    d = tmp_path / "safetensors"
+    shutil.copytree(GOLDEN / "gpt2", d)
+    header = json.dumps({"wte.weight": {"dtype": "F32", "shape": [2 ** 40, 2 ** 24],
+                                        "data_offsets": [0, 0]}}).encode()
+    (d / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    cases.append((d, ["model.safetensors", "shape too large"]))
+    for model, needles in cases:
+        r = run_cli(LENSD, "run", "--model", str(model), "--token-ids", "1,2", "--out",
+                    str(tmp_path / "out.safetensors"), check=False)
+        err = r.stderr.decode()
+        assert r.returncode == 1, (model.name, r.returncode, err[-500:])  # not a signal
+        for needle in needles:
+            assert needle in err, (model.name, err[-500:])

@@ -1,0 +1,63 @@
+// libFuzzer target: arbitrary bytes to the metrics port over TCP (one connection per input);
+// the endpoint must keep serving GET /metrics afterwards (checked every 1000 inputs).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "server/metrics.h"
+
+namespace {
+
+int Port() {
+  static const int port = [] {
+    for (int p = 29500; p < 29600; ++p) {
+      auto endpoint = lensd::MetricsEndpoint::Start("127.0.0.1", p);
+      if (endpoint.ok()) {
+        endpoint->release();  // lives for the whole run
+        return p;
+      }
+    }
+    std::abort();
+  }();
+  return port;
+}
+
+// Sends `bytes`, reads the answer (or until a short timeout), returns it.
+std::string Exchange(const void* bytes, size_t size) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(Port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{0, 200000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string answer;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    (void)!send(fd, bytes, size, MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    char buf[4096];
+    for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) answer.append(buf, n);
+  }
+  close(fd);
+  return answer;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static int runs = 0;
+  Exchange(data, size);
+  if (++runs % 1000 == 0) {
+    const char scrape[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if (Exchange(scrape, sizeof(scrape) - 1).rfind("HTTP/1.1 200", 0) != 0) std::abort();
+  }
+  return 0;
+}
