@@ -6,20 +6,26 @@
 
 #include <random>
 
-#include "engine/cpu/cpu_backend.h"
+#include <map>
+
+#include "engine/model/weights.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
 
 namespace lensd {
 namespace {
 
-Model& SharedModel() {
-  static Model* model = [] {
+// One model per thread count (the CPU backend's compute threads are fixed at load).
+Model& SharedModel(int threads) {
+  static std::map<int, Model*>* models = new std::map<int, Model*>();
+  Model*& model = (*models)[threads];
+  if (model == nullptr) {
     LoadOptions o;
     o.kv_tokens = 4096;
+    o.threads = threads;
     auto source = MakeRandomSource(BuiltinConfigNamed("gpt2-small").value(), 1);
-    return Model::FromSource(*source, o).value().release();
-  }();
+    model = Model::FromSource(*source, o).value().release();
+  }
   return *model;
 }
 
@@ -66,8 +72,7 @@ std::vector<Intervention> Mixed(const ModelConfig& c) {
 }
 
 void BM_RunWithCache(benchmark::State& state) {
-  SetCpuThreads(static_cast<int>(state.range(0)));
-  Model& m = SharedModel();
+  Model& m = SharedModel(static_cast<int>(state.range(0)));
   const ModelConfig& c = m.config();
   const auto prompts = Prompts();
   const HookSelection hooks = HookSelection::Parse(c, {"blocks.*.hook_resid_post"}).value();

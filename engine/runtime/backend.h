@@ -62,6 +62,13 @@ class Backend {
 
   // Device memory, zero-filled. Only at load time and for per-step workspaces.
   virtual absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) = 0;
+  // A weight matrix [N, K] for Linear (and only Linear), filled by UploadMatrix: the backend
+  // may keep it in a layout of its own (the CPU backend packs column panels). Defaults:
+  // Allocate and Upload.
+  virtual absl::StatusOr<Buffer> AllocateMatrix(DType dtype, Shape shape) {
+    return Allocate(dtype, shape);
+  }
+  virtual void UploadMatrix(const float* host, TensorView dst) { Upload(host, dst); }
   // Host float32 -> device tensor (converting to the device tensor's dtype).
   virtual void Upload(const float* host, TensorView dst) = 0;
   // Device tensor -> host float32.
@@ -75,7 +82,7 @@ class Backend {
   // Blocks until every CaptureAsync so far has been delivered.
   virtual void FlushCaptures() {}
 
-  // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when non-empty).
+  // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when non-empty); w from AllocateMatrix.
   virtual void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) = 0;
   // y[T,D] = table[ids[t], :]; ids in host memory, already range-checked.
   virtual void Gather(TensorView table, const int32_t* ids, TensorView y) = 0;

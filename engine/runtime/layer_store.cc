@@ -31,7 +31,11 @@ absl::Status LayerStore::AllocateSlots(Backend& backend, DType dtype) {
     for (Buffer LayerWeights::*f : kLayerTensors) {
       if ((like.*f).empty()) continue;
       const Shape& shape = (like.*f).shape();
-      ASSIGN_OR_RETURN(slot.*f, backend.Allocate(StorageDType(shape, dtype), shape));
+      if (shape.rank == 2) {
+        ASSIGN_OR_RETURN(slot.*f, backend.AllocateMatrix(StorageDType(shape, dtype), shape));
+      } else {
+        ASSIGN_OR_RETURN(slot.*f, backend.Allocate(StorageDType(shape, dtype), shape));
+      }
       slot_bytes_ += (slot.*f).NumBytes();
     }
   }
@@ -46,7 +50,12 @@ void LayerStore::Prefetch(int k, Backend& backend) {
   pending_[slot] = std::async(std::launch::async, [this, slot, layer, &backend] {
     for (Buffer LayerWeights::*f : kLayerTensors) {
       const Buffer& src = host_[layer].*f;
-      if (!src.empty()) backend.Upload(src.As<float>(), (slots_[slot].*f).view());
+      if (src.empty()) continue;
+      if (src.shape().rank == 2) {
+        backend.UploadMatrix(src.As<float>(), (slots_[slot].*f).view());
+      } else {
+        backend.Upload(src.As<float>(), (slots_[slot].*f).view());
+      }
     }
   });
 }

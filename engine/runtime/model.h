@@ -45,7 +45,7 @@ struct LoadOptions {
   // Device memory kept from the KV cache for one step's activations (CUDA devices); the
   // server refuses work whose steps would need more (StepActivationBytes).
   int activation_mib = 2048;
-  int threads = 0;                   // CPU threads; 0 keeps the library default
+  int threads = 0;                   // CPU compute threads per device; 0: one per hardware thread
   // Decode steps on a single CUDA device recorded once per batch size and replayed as CUDA
   // graphs (one launch per step instead of hundreds). Off by default until verified on
   // hardware; results are identical either way.
@@ -83,8 +83,10 @@ struct DeviceLayout {
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split,
                                                            int n_layers, int n_devices);
 
-// The backend of one device ("cpu", "cpu:N" or "cuda:N"), made as Model::Load makes them.
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device);
+// The backend of one device ("cpu", "cpu:N" or "cuda:N"), made as Model::Load makes them
+// (`threads`: CPU compute threads, 0 for one per hardware thread).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device,
+                                                        int threads = 0);
 
 class Model {
  public:

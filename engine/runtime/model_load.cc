@@ -57,17 +57,17 @@ absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& spec) {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d, int threads) {
   if (d.cuda) return LoadCudaBackend(d.index);
-  return MakeCpuBackend(d.index);
+  return MakeCpuBackend(d.index, threads);
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device, int threads) {
   ASSIGN_OR_RETURN(std::vector<DeviceSpec> d, ParseDevices(device));
   if (d.size() != 1) return absl::InvalidArgumentError("expected one device, got '" + device + "'");
-  return MakeBackend(d[0]);
+  return MakeBackend(d[0], threads);
 }
 
 namespace {
@@ -133,9 +133,18 @@ std::vector<float> RopeInvFreq(const RopeConfig& rope) {
   return out;
 }
 
-absl::StatusOr<Buffer> ToDevice(Backend& b, const Buffer& host, DType dtype, size_t& bytes) {
+// `matrix`: a weight only Linear reads (every rank-2 tensor but the embedding tables).
+absl::StatusOr<Buffer> ToDevice(Backend& b, const Buffer& host, DType dtype, size_t& bytes,
+                                bool matrix = true) {
   if (host.empty()) return Buffer();
-  ASSIGN_OR_RETURN(Buffer d, b.Allocate(StorageDType(host.shape(), dtype), host.shape()));
+  const DType stored = StorageDType(host.shape(), dtype);
+  if (matrix && host.shape().rank == 2) {
+    ASSIGN_OR_RETURN(Buffer d, b.AllocateMatrix(stored, host.shape()));
+    b.UploadMatrix(host.As<float>(), d.view());
+    bytes += d.NumBytes();
+    return d;
+  }
+  ASSIGN_OR_RETURN(Buffer d, b.Allocate(stored, host.shape()));
   b.Upload(host.As<float>(), d.view());
   bytes += d.NumBytes();
   return d;
@@ -154,9 +163,9 @@ absl::StatusOr<LayerWeights> UploadLayer(Backend& b, const LayerWeights& src, DT
 
 absl::StatusOr<EmbedWeights> UploadEmbed(Backend& b, const EmbedWeights& src, DType dtype,
                                          size_t& bytes) {
-  EmbedWeights dst;
-  LENSD_UPLOAD_(w_e);
-  LENSD_UPLOAD_(w_pos);
+  EmbedWeights dst;  // tables for Gather, not matrices
+  ASSIGN_OR_RETURN(dst.w_e, ToDevice(b, src.w_e, dtype, bytes, /*matrix=*/false));
+  ASSIGN_OR_RETURN(dst.w_pos, ToDevice(b, src.w_pos, dtype, bytes, /*matrix=*/false));
   return dst;
 }
 
@@ -381,7 +390,7 @@ absl::Status Model::LoadShard(const WeightSource& source, const LoadOptions& opt
   const ModelConfig& c = config_;
   const int stage = device / p.tp, rank = device % p.tp;
   auto shard = std::make_unique<Shard>();
-  ASSIGN_OR_RETURN(shard->backend, MakeBackend(p.devices[device]));
+  ASSIGN_OR_RETURN(shard->backend, MakeBackend(p.devices[device], options.threads));
   Backend& b = *shard->backend;
   shard->first = p.ranges[stage].first, shard->end = p.ranges[stage].second;
   shard->rank = rank;
@@ -416,7 +425,6 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
                                                          const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig& c = source.config();
-  if (options.threads > 0) SetCpuThreads(options.threads);
   ASSIGN_OR_RETURN(Placement p, Place(c, options));
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;

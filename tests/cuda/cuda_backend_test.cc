@@ -38,6 +38,16 @@ class OpTest : public ::testing::Test {
     gpu_->Upload(host.data(), g.view());
     return {std::move(c), std::move(g)};
   }
+  // A weight matrix for Linear on both backends (AllocateMatrix + UploadMatrix).
+  std::pair<Buffer, Buffer> RandomMatrix(Shape s, float scale, DType dtype = DType::kF32) {
+    std::vector<float> host(static_cast<size_t>(s.NumElements()));
+    std::normal_distribution<float> dist(0.0f, scale);
+    for (float& v : host) v = dist(rng_);
+    Buffer c = *cpu_->AllocateMatrix(dtype, s), g = *gpu_->AllocateMatrix(dtype, s);
+    cpu_->UploadMatrix(host.data(), c.view());
+    gpu_->UploadMatrix(host.data(), g.view());
+    return {std::move(c), std::move(g)};
+  }
   std::pair<Buffer, Buffer> Zeros(Shape s) {
     return {*cpu_->Allocate(DType::kF32, s), *gpu_->Allocate(DType::kF32, s)};
   }
@@ -54,7 +64,7 @@ class OpTest : public ::testing::Test {
 TEST_F(OpTest, LinearWithAndWithoutBias) {
   for (auto [t, n, k] : {std::tuple{1, 64, 64}, {5, 100, 37}, {16, 768, 768}, {33, 3072, 768},
                          {70, 50257 / 7, 128}}) {
-    auto x = Random({t, k}), w = Random({n, k}, 0.05f), b = Random({n});
+    auto x = Random({t, k}), w = RandomMatrix({n, k}, 0.05f), b = Random({n});
     auto y = Zeros({t, n}), yb = Zeros({t, n});
     cpu_->Linear(x.first.view(), w.first.view(), {}, y.first.view());
     gpu_->Linear(x.second.view(), w.second.view(), {}, y.second.view());
@@ -215,11 +225,14 @@ TEST_F(OpTest, NarrowWeightsLinearAndGather) {
       std::normal_distribution<float> dist(0.0f, 0.05f);
       for (float& v : host) v = dist(rng_);
       Buffer wc = *cpu_->Allocate(dtype, {n, k}), wg = *gpu_->Allocate(dtype, {n, k});
-      cpu_->Upload(host.data(), wc.view());
+      cpu_->Upload(host.data(), wc.view());  // an embedding table, for Gather
       gpu_->Upload(host.data(), wg.view());
+      Buffer mc = *cpu_->AllocateMatrix(dtype, {n, k}), mg = *gpu_->AllocateMatrix(dtype, {n, k});
+      cpu_->UploadMatrix(host.data(), mc.view());
+      gpu_->UploadMatrix(host.data(), mg.view());
       auto x = Random({t, k}), b = Random({n}), y = Zeros({t, n});
-      cpu_->Linear(x.first.view(), wc.view(), b.first.view(), y.first.view());
-      gpu_->Linear(x.second.view(), wg.view(), b.second.view(), y.second.view());
+      cpu_->Linear(x.first.view(), mc.view(), b.first.view(), y.first.view());
+      gpu_->Linear(x.second.view(), mg.view(), b.second.view(), y.second.view());
       EXPECT_TRUE(Same(std::string("linear ") + std::string(DTypeName(dtype)), y, 1e-4));
       auto rows = Zeros({3, k});
       const int32_t ids[] = {n - 1, 0, 7};
@@ -238,8 +251,8 @@ TEST_F(OpTest, LinearRowsDoNotDependOnTheirBatch) {
       std::vector<float> host(size_t(n) * k);
       std::normal_distribution<float> dist(0.0f, 0.05f);
       for (float& v : host) v = dist(rng_);
-      Buffer w = *gpu_->Allocate(dtype, {n, k});
-      gpu_->Upload(host.data(), w.view());
+      Buffer w = *gpu_->AllocateMatrix(dtype, {n, k});
+      gpu_->UploadMatrix(host.data(), w.view());
       auto x = Random({300, k});
       Buffer all = *gpu_->Allocate(DType::kF32, {300, n});
       gpu_->Linear(x.second.view(), w.view(), {}, all.view());

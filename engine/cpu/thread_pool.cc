@@ -1,0 +1,91 @@
+#include "engine/cpu/thread_pool.h"
+
+#include <algorithm>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace lensd {
+namespace {
+
+// How long a worker (or the caller, waiting for them) spins before it sleeps: about the gap
+// between two loops of one forward step, so a busy step keeps its team awake and an idle
+// server sleeps at once.
+constexpr int kSpin = 4000;
+
+inline void Pause() {
+#if defined(__x86_64__)
+  _mm_pause();
+#endif
+}
+
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) {
+  for (int t = 1; t < threads; ++t) workers_.emplace_back([this, t] { Work(t); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  start_.notify_all();
+  for (std::thread& w : workers_) w.join();
+}
+
+void ThreadPool::Work(int thread) {
+  uint64_t seen = 0;
+  while (true) {
+    for (int i = 0; i < kSpin && generation_.load() == seen && !stop_.load(); ++i) Pause();
+    if (generation_.load() == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      start_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+    }
+    if (stop_.load()) return;
+    seen = generation_.load();
+    (*job_)(thread);
+    if (running_.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_.notify_one();
+    }
+  }
+}
+
+void ThreadPool::Run(const std::function<void(int)>& fn) {
+  if (workers_.empty()) {
+    fn(0);
+    return;
+  }
+  job_ = &fn;
+  running_.store(static_cast<int>(workers_.size()));
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // a worker between its check and its wait sees it
+    generation_.fetch_add(1);
+  }
+  start_.notify_all();
+  fn(0);
+  for (int i = 0; i < kSpin && running_.load() != 0; ++i) Pause();
+  if (running_.load() != 0) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return running_.load() == 0; });
+  }
+}
+
+void ThreadPool::ParallelFor(int64_t n, int64_t grain,
+                             const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  const int64_t units = (n + grain - 1) / grain, parts = size();
+  if (parts == 1 || units == 1) {
+    fn(0, n);
+    return;
+  }
+  Run([&](int t) {
+    const int64_t begin = std::min(n, units * t / parts * grain);
+    const int64_t end = std::min(n, units * (t + 1) / parts * grain);
+    if (begin < end) fn(begin, end);
+  });
+}
+
+}  // namespace lensd
