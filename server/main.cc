@@ -28,7 +28,7 @@ constexpr char kUsage[] =
     "            [--metrics-host H] [--auth-token T] [--tls-cert F --tls-key F]\n"
     "            [--max-interventions N] [--max-intervention-mib M]\n"
     "  run       --out FILE.safetensors (--prompt TEXT | --token-ids 1,2,3)... [--model DIR]\n"
-    "            [--hooks PATTERN,...] [--interventions FILE.json]\n"
+    "            [--hooks PATTERN,...] [--interventions FILE.json] [--verbose]\n"
     "            [--processing none|transformer-lens] [--devices cpu:0,...]\n"
     "            [--dtype float32|bfloat16|float16]   (several prompts: p0.<name>, p1.<name>...)\n"
     "  generate  (--prompt TEXT | --token-ids 1,2,3) [--model DIR] [--max-new-tokens N]\n"

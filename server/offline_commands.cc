@@ -149,10 +149,14 @@ std::string CacheSummary(const std::string& path, const std::vector<std::vector<
 
 absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out) {
   ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(),
-                                                    {"prompt", "token-ids", "hooks", "out", "interventions"}})));
+                                                    {"prompt", "token-ids", "hooks", "out", "interventions", "verbose"}}),
+                                             {"verbose"}));
   if (!flags.Has("out")) return absl::InvalidArgumentError("--out FILE.safetensors is required");
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(auto model, Model::Load(options));
+  if (flags.Has("verbose") && !model->CpuKernels().empty()) {
+    out << "cpu kernels: " << model->CpuKernels() << "\n";
+  }
   const ModelConfig& c = model->config();
   ASSIGN_OR_RETURN(auto prompts, PromptIds(flags, model->tokenizer()));
   std::vector<int> lengths;

@@ -240,6 +240,7 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_max_prompt_bytes(MaxPromptBytes(c, limits));
   info->set_max_interventions(limits.interventions.max_interventions);
   info->set_max_intervention_bytes(limits.interventions.max_bytes);
+  info->set_cpu_kernels(serving_.model->CpuKernels());
   return Reply(ctx, absl::OkStatus());
 }
 

@@ -177,6 +177,7 @@ absl::Status InfoRemote(const Connection& c, const Flags& flags, std::ostream& o
       << " active, " << info.queued_requests() << " queued\n"
       << "limits: prompt " << info.max_prompt_tokens() << " tokens, max_new_tokens "
       << info.max_new_tokens() << ", capture " << info.max_capture_bytes() << " B\n";
+  if (!info.cpu_kernels().empty()) out << "cpu kernels: " << info.cpu_kernels() << "\n";
   if (flags.Has("hooks")) {
     for (const v1::HookInfo& h : info.hooks()) out << h.name() << " " << h.shape() << "\n";
   }

@@ -105,6 +105,9 @@ class Model {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   BlockAllocator& blocks() { return *blocks_; }
   std::vector<DeviceLayout> Devices() const;
+  // The CPU GEMM kernel families in use ("" without CPU devices): results are bit-identical
+  // across instruction sets of one family (engine/cpu/gemm.h).
+  std::string CpuKernels() const;
 
   // Runs every sequence's tokens through the model, writing K/V into their blocks, calling
   // `hooks` (may be null) for captured points. Token ids must be < vocab and positions

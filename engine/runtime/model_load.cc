@@ -446,10 +446,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   spdlog::info("model {} loaded: {} layers, d_model {}, vocab {}, {} weights, in {:.2f} s",
                FamilyName(c.family), c.n_layers, c.d_model, c.vocab_size, DTypeName(options.dtype),
                secs);
+  if (!m->CpuKernels().empty()) spdlog::info("CPU kernels: {}", m->CpuKernels());
   return m;
 }
 
 Model::~Model() = default;
+
+std::string Model::CpuKernels() const {
+  for (const auto& shard : shards_) {
+    if (shard->backend->Name().rfind("cpu", 0) == 0) return CpuKernelFamilies();
+  }
+  return "";
+}
 
 std::vector<DeviceLayout> Model::Devices() const {
   std::vector<DeviceLayout> out;

@@ -111,3 +111,39 @@ TEST(Cli, ErrorsExitNonZeroWithStatusName) {
 
 }  // namespace
 }  // namespace lensd
+
+namespace lensd {
+namespace {
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Every instruction-set level of the CPU kernels ($LENSD_CPU_KERNELS caps it) writes the same
+// bytes: GEMM, activations and attention give the same bits on each (engine/cpu/gemm.h).
+TEST(Cli, EveryKernelLevelWritesTheSameBytes) {
+  const std::string dir = testing::TempDir("levels");
+  for (const auto& [family, dtype] : {std::pair{"gpt2", "float32"}, {"gpt2", "bfloat16"},
+                                      {"llama", "float32"}, {"gpt_neox", "float16"}}) {
+    std::string first;
+    for (const char* level : {"scalar", "avx2", "avx512"}) {
+      const std::string out = absl::StrCat(dir, "/", family, level, dtype, ".safetensors");
+      const std::string env = absl::StrCat("LENSD_CPU_KERNELS=", level, " ");
+      const char* bin = std::getenv("LENSD_BIN");
+      ASSERT_EQ(std::system(absl::StrCat(env, bin ? bin : "lensd", " run --model ", Golden(family),
+                                         " --dtype ", dtype, " --token-ids 5,17,200,3,999,41,7,8,12",
+                                         " --out ", out, " >/dev/null 2>&1").c_str()),
+                0);
+      if (first.empty()) {
+        first = ReadBytes(out);
+        ASSERT_FALSE(first.empty());
+      } else {
+        EXPECT_EQ(ReadBytes(out), first) << family << " " << level << " " << dtype;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lensd
