@@ -43,6 +43,14 @@ std::vector<prometheus::MetricFamily> Families(const SchedulerCounters& c) {
             static_cast<double>(c.prompt_tokens));
   AddMetric(out, "lensd_preemptions_total", "Sequences preempted for KV blocks",
             MetricType::Counter, static_cast<double>(c.preemptions));
+  AddMetric(out, "lensd_kv_blocks_cached", "KV blocks published for prefix reuse",
+            MetricType::Gauge, c.kv_blocks_cached);
+  AddMetric(out, "lensd_prefix_hit_blocks_total", "KV blocks taken from the prefix cache",
+            MetricType::Counter, static_cast<double>(c.prefix_hit_blocks));
+  AddMetric(out, "lensd_prefix_hit_tokens_total", "Prompt tokens served from the prefix cache",
+            MetricType::Counter, static_cast<double>(c.prefix_hit_tokens));
+  AddMetric(out, "lensd_kv_blocks_evicted_total", "Cached KV blocks evicted for room",
+            MetricType::Counter, static_cast<double>(c.kv_blocks_evicted));
   prometheus::MetricFamily ops{"lensd_interventions_total",
                                "Interventions in accepted requests, by op",
                                MetricType::Counter,

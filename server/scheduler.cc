@@ -31,6 +31,7 @@ struct Scheduler::Seq {
   std::vector<int32_t> tokens;  // prompt, then generated tokens (recomputed after preemption)
   int computed = 0;             // tokens whose K/V are in the cache
   std::vector<int32_t> blocks;
+  PrefixKey prefix;             // how its blocks hash for prefix caching
   bool done = false;
   // Generation only.
   std::unique_ptr<Sampler> sampler;
@@ -139,6 +140,9 @@ bool Scheduler::TakeInbox() {
       seq->job = state;
       seq->prompt_index = static_cast<int>(i);
       seq->tokens = state->job.prompts[i];
+      if (const InterventionSet* set = state->job.interventions.get()) {
+        seq->prefix = {set->FirstPosition(seq->prompt_index), set->Fingerprint()};
+      }
       if (!seq->capture()) {
         seq->sampler = std::make_unique<Sampler>(state->job.sampling);
         seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());
@@ -194,13 +198,17 @@ void Scheduler::Admit() {
   while (!waiting_.empty()) {
     const size_t n = GangAt(waiting_, 0).second;  // a gang is admitted whole
     if (!running_.empty() && static_cast<int>(running_.size() + n) > options_.max_running) break;
+    for (size_t k = 0; k < n; ++k) MatchPrefix(*waiting_[k]);
     size_t reserved = 0;
     while (reserved < n && blocks.Reserve(waiting_[reserved]->blocks,
                                           static_cast<int>(waiting_[reserved]->tokens.size()))) {
       ++reserved;
     }
     if (reserved < n) {
-      for (size_t k = 0; k < reserved; ++k) blocks.Release(waiting_[k]->blocks);
+      for (size_t k = 0; k < n; ++k) {  // matched prefixes too: back to the cache
+        blocks.Release(waiting_[k]->blocks);
+        waiting_[k]->computed = 0;
+      }
       if (!running_.empty()) break;
       // Cannot happen for validated jobs (the edge rejects what exceeds the whole cache);
       // fail rather than spin.
@@ -212,10 +220,22 @@ void Scheduler::Admit() {
     for (size_t k = 0; k < n; ++k) {
       Seq& s = *waiting_.front();
       if (s.job->admitted == Clock::time_point{}) s.job->admitted = Clock::now();
+      if (s.computed > 0) {
+        std::lock_guard<std::mutex> lock(counters_mu_);
+        counters_.prefix_hit_blocks += s.computed / blocks.block_size();
+        counters_.prefix_hit_tokens += s.computed;
+      }
       running_.push_back(std::move(waiting_.front()));
       waiting_.pop_front();
     }
   }
+}
+
+void Scheduler::MatchPrefix(Seq& s) {
+  if (!options_.prefix_caching || s.capture() || !s.blocks.empty()) return;
+  // The last token always runs: its logits choose the next one.
+  s.computed = model_.blocks().MatchPrefix(s.tokens, s.prefix,
+                                           static_cast<int>(s.tokens.size()) - 1, s.blocks);
 }
 
 size_t Scheduler::Preempt(size_t index) {
@@ -318,6 +338,7 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
       prompt_tokens += n;
     }
     Advance(*s, n, result->logits.As<float>() + int64_t{result->first_row[i]} * c.vocab_size);
+    if (options_.prefix_caching) model_.blocks().Publish(s->blocks, s->tokens, s->computed, s->prefix);
   }
   std::lock_guard<std::mutex> lock(counters_mu_);
   ++counters_.steps;
@@ -390,6 +411,8 @@ void Scheduler::Publish() {
   std::lock_guard<std::mutex> lock(counters_mu_);
   counters_.kv_blocks_free = model_.blocks().num_free();
   counters_.kv_blocks_total = model_.blocks().num_blocks();
+  counters_.kv_blocks_cached = model_.blocks().num_cached();
+  counters_.kv_blocks_evicted = model_.blocks().evicted();
   counters_.active_jobs = accepted_.load();
   counters_.queued_seqs = static_cast<int>(waiting_.size());
 }

@@ -33,6 +33,9 @@ struct SchedulerOptions {
   int max_batch_tokens = 256;  // prompt tokens per step (decode tokens always run)
   int max_running = 64;        // sequences holding KV blocks at once
   int max_queue = 256;         // accepted jobs not yet finished; more is UNAVAILABLE
+  // Share the KV blocks of common prefixes (engine/runtime/kv_cache.h): generation reuses the
+  // published blocks of any earlier request with the same prefix; every request publishes.
+  bool prefix_caching = true;
 };
 
 // Published after every step; readable from any thread.
@@ -46,6 +49,10 @@ struct SchedulerCounters {
   int64_t prompt_tokens = 0;
   int64_t preemptions = 0;
   std::array<int64_t, kNumInterventionOps> interventions{};  // in accepted requests, per op
+  int kv_blocks_cached = 0;        // published blocks (in use or waiting for reuse)
+  int64_t prefix_hit_blocks = 0;   // blocks admitted sequences took from the cache
+  int64_t prefix_hit_tokens = 0;   // prompt tokens they were spared computing
+  int64_t kv_blocks_evicted = 0;
 };
 
 class Scheduler {
@@ -76,6 +83,9 @@ class Scheduler {
   // Adds a request's ops to the counters (metrics) and logs them at debug level.
   void CountInterventions(const InterventionSet& set);
   void Admit();
+  // Takes the cached blocks of the longest published prefix for a sequence about to be
+  // admitted (prefix caching; generation only: captures need every position computed).
+  void MatchPrefix(Seq& s);
   void EnsureBlocks();
   std::vector<Work> BuildBatch();  // decides each sequence's tokens for the step
   void RunBatch(const std::vector<Work>& batch);

@@ -22,7 +22,7 @@ const std::set<std::string> kServeFlags = {
     "host", "port", "max-batch-tokens", "max-running", "max-queue", "max-prompt-tokens",
     "max-prompt-bytes", "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
     "auth-token", "tls-cert", "tls-key", "metrics-port", "metrics-host", "max-interventions",
-    "max-intervention-mib"};
+    "max-intervention-mib", "prefix-caching"};
 
 struct ServeOptions {
   std::string address;
@@ -52,6 +52,11 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   ASSIGN_OR_RETURN(o.scheduler.max_running, flags.GetInt("max-running", 64));
   o.service.limits.max_running = o.scheduler.max_running;
   ASSIGN_OR_RETURN(o.scheduler.max_queue, flags.GetInt("max-queue", 256));
+  const std::string prefix = flags.Get("prefix-caching", "true");
+  if (prefix != "true" && prefix != "false") {
+    return absl::InvalidArgumentError("--prefix-caching must be true or false");
+  }
+  o.scheduler.prefix_caching = prefix == "true";
   ServerLimits& limits = o.service.limits;
   ASSIGN_OR_RETURN(limits.max_prompt_tokens, flags.GetInt("max-prompt-tokens", 0));
   ASSIGN_OR_RETURN(int prompt_bytes, flags.GetInt("max-prompt-bytes", 0));

@@ -233,6 +233,9 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_kv_blocks_free(counters.kv_blocks_free);
   info->set_active_requests(counters.active_jobs);
   info->set_queued_requests(counters.queued_seqs);
+  info->set_kv_blocks_cached(counters.kv_blocks_cached);
+  info->set_prefix_hit_blocks(counters.prefix_hit_blocks);
+  info->set_prefix_hit_tokens(counters.prefix_hit_tokens);
   const ServerLimits& limits = options_.limits;
   info->set_max_prompt_tokens(MaxPromptTokens(c, limits));
   info->set_max_new_tokens(limits.max_new_tokens);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -398,6 +399,56 @@ absl::Status CheckPatchCycles(const std::vector<Intervention>& list,
   return absl::OkStatus();
 }
 
+// Chained splitmix64 over every field (floats by their bits).
+class Hasher {
+ public:
+  void Add(uint64_t v) {
+    h_ += 0x9e3779b97f4a7c15ULL ^ v;
+    h_ = (h_ ^ (h_ >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h_ = (h_ ^ (h_ >> 27)) * 0x94d049bb133111ebULL;
+    h_ ^= h_ >> 31;
+  }
+  void Add(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    Add(uint64_t{bits});
+  }
+  void Add(const std::vector<int>& v) {
+    Add(uint64_t{v.size()});
+    for (int x : v) Add(static_cast<uint64_t>(static_cast<int64_t>(x)));
+  }
+  void Add(const PositionSelector& s) {
+    Add(static_cast<uint64_t>(s.kind));
+    Add(s.indices);
+    Add(static_cast<uint64_t>(s.start.value_or(INT32_MIN)));
+    Add(static_cast<uint64_t>(s.stop.value_or(INT32_MIN)));
+  }
+  void Add(const FloatTensor& t) {
+    Add(uint64_t{t.shape.size()});
+    for (int64_t d : t.shape) Add(static_cast<uint64_t>(d));
+    for (float x : t.data) Add(x);
+  }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = 0;
+};
+
+uint64_t FingerprintOf(const std::vector<Intervention>& list) {
+  Hasher h;
+  for (const Intervention& iv : list) {
+    h.Add(static_cast<uint64_t>(iv.hook.point)), h.Add(static_cast<uint64_t>(iv.hook.layer + 1));
+    h.Add(static_cast<uint64_t>(iv.op));
+    h.Add(iv.prompts), h.Add(iv.positions), h.Add(iv.heads), h.Add(iv.keys);
+    for (float f : {iv.factor, iv.coeff, iv.target, iv.encoder_bias, iv.threshold, iv.std}) h.Add(f);
+    h.Add(uint64_t{iv.only_active}), h.Add(iv.seed), h.Add(static_cast<uint64_t>(iv.source + 1));
+    h.Add(uint64_t{iv.source_positions.has_value()});
+    if (iv.source_positions) h.Add(*iv.source_positions);
+    h.Add(iv.value), h.Add(iv.decoder), h.Add(iv.decoder_bias);
+  }
+  return h.value() == 0 ? 1 : h.value();
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionSet::Create(
@@ -424,9 +475,21 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionSet::Create(
     prepared.push_back(std::move(p));
   }
   RETURN_IF_ERROR(CheckPatchCycles(list, prepared));
+  set->fingerprint_ = FingerprintOf(list);
   set->prepared_.assign(prepared.begin(), prepared.end());
   set->list_ = std::move(list);
   return std::shared_ptr<const InterventionSet>(std::move(set));
+}
+
+int InterventionSet::FirstPosition(int prompt) const {
+  int first = INT32_MAX;
+  for (const auto& p : prepared_) {
+    const Prepared::PerPrompt& pp = p->prompts[prompt];
+    if (!pp.applies) continue;
+    const Selection& s = pp.positions;
+    first = std::min(first, s.listed ? *std::min_element(s.list.begin(), s.list.end()) : s.lo);
+  }
+  return first;
 }
 
 bool InterventionSet::Touches(HookId id) const {

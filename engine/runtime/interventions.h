@@ -102,6 +102,11 @@ class InterventionSet {
   const std::vector<Intervention>& list() const { return list_; }
   bool Touches(HookId id) const;
   bool HasPatch() const { return has_patch_; }
+  // The first position of prompt `prompt` any op touches (query positions for attention
+  // maps): what comes before is computed as for plain traffic.
+  int FirstPosition(int prompt) const;
+  // A hash of every field of every intervention: equal for equal requests.
+  uint64_t Fingerprint() const { return fingerprint_; }
   // Counts per op kind (for metrics and logs).
   std::array<int, kNumInterventionOps> OpCounts() const;
 
@@ -123,6 +128,7 @@ class InterventionSet {
   std::vector<bool> touched_;                              // [(layer + 1) * kNumHookPoints + point]
   bool has_patch_ = false;
   int n_layers_ = 0;
+  uint64_t fingerprint_ = 0;
 };
 
 }  // namespace lensd

@@ -128,3 +128,22 @@ def test_sigterm_drains_accepted_requests(server_factory):
     assert rest[-1].done.usage.completion_tokens == 300
     assert len(rest) == 300  # 299 more tokens + done
     assert server.proc.wait(30) == 0
+
+
+def test_prefix_caching_serves_shared_prompts_from_cache(server_factory):
+    prompt = "You are a helpful assistant. Answer briefly and politely. " * 3
+    results = {}
+    for flag in ("true", "false"):
+        server = server_factory("--prefix-caching", flag)
+        client = lensd.Client(server.addr)
+        outs = [list(client.generate(prompt + q, max_new_tokens=8, ignore_eos=True))[-1].ids
+                for q in ("Why?", "How?", "Why?")]
+        info = client.model_info()
+        results[flag] = outs
+        if flag == "true":
+            assert info["prefix_hit_tokens"] >= 2 * 16 * (len(prompt) // 16 - 1)
+            assert info["kv_blocks_cached"] > 0
+        else:
+            assert info["prefix_hit_tokens"] == 0 and info["kv_blocks_cached"] == 0
+        assert info["kv_blocks_free"] == info["kv_blocks_total"]
+    assert results["true"] == results["false"]

@@ -165,3 +165,65 @@ TEST(SchedulerInterventions, PatchingPromptsRunTogetherAndEqualTheOfflineRun) {
 
 }  // namespace
 }  // namespace lensd
+
+namespace lensd {
+namespace {
+
+class CancellingSink : public Sink {
+ public:
+  explicit CancellingSink(int after) : after_(after) {}
+  bool Cancelled() const override { return after_ >= 0 && tokens_.size() >= size_t(after_); }
+
+ private:
+  int after_;
+};
+
+// Requests sharing a 40-token system prompt (plain and steered), in a cache that forces
+// preemptions and evictions, a third of them cancelled midway: every finished request equals
+// its run alone, the cache served prompt tokens, and every block is free at the end.
+TEST(SchedulerPrefixCache, SharedPrefixesUnderPressureStayExactAndLeakNothing) {
+  auto model = Builtin(256, /*block_size=*/8);
+  const ModelConfig& c = model->config();
+  Scheduler scheduler(*model, {/*max_batch_tokens=*/16, 64, 64});
+  std::vector<int32_t> system = {1};
+  for (int k = 0; k < 40; ++k) system.push_back(3 + (k * 7) % 250);
+  std::vector<std::shared_ptr<Sink>> sinks;
+  std::vector<Job> jobs;
+  for (int i = 0; i < 18; ++i) {
+    Job job;
+    job.prompts = {system};
+    for (int k = 0; k <= i % 5; ++k) job.prompts[0].push_back(3 + (i * 13 + k) % 250);
+    job.sampling.max_new_tokens = 10 + i % 7;
+    job.sampling.ignore_eos = true;
+    if (i % 4 == 1) {
+      const int P = static_cast<int>(job.prompts[0].size());
+      Intervention steer = Steering(c, i);
+      steer.positions.kind = PositionSelector::Kind::kGenerated;  // the prompt stays plain
+      job.interventions = *InterventionSet::Create(c, {steer}, {P}, true, P + 20);
+    }
+    jobs.push_back(job);
+    sinks.push_back(i % 3 == 2 ? std::make_shared<CancellingSink>(4) : std::make_shared<Sink>());
+    job.sink = sinks.back();
+    ASSERT_TRUE(scheduler.Submit(std::move(job)).ok());
+  }
+  auto alone = Builtin(4096);
+  for (int i = 0; i < 18; ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    if (i % 3 == 2) {
+      EXPECT_EQ(sinks[i]->status_.code(), absl::StatusCode::kCancelled);
+      continue;
+    }
+    ASSERT_TRUE(sinks[i]->status_.ok()) << sinks[i]->status_;
+    auto ref = Generate(*alone, jobs[i].prompts[0], jobs[i].sampling, nullptr,
+                        jobs[i].interventions.get());
+    EXPECT_EQ(sinks[i]->tokens_, ref->tokens) << "job " << i;
+  }
+  ExpectAllBlocksFree(scheduler);
+  const SchedulerCounters counters = scheduler.Counters();
+  EXPECT_GT(counters.prefix_hit_tokens, 0);
+  EXPECT_GT(counters.preemptions, 0);
+  EXPECT_EQ(model->blocks().num_free(), model->blocks().num_blocks());
+}
+
+}  // namespace
+}  // namespace lensd
