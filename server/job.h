@@ -27,6 +27,7 @@ struct JobStats {
   double compute_ms = 0;      // time inside forward steps that included this job
   double total_ms = 0;
   int preemptions = 0;
+  int64_t prompt_tokens_cached = 0;  // prompt tokens taken from the prefix cache
 };
 
 // Receives a job's results on the scheduler thread — except OnTensor, which may run on a
@@ -42,8 +43,9 @@ class JobSink {
   virtual void OnToken(int32_t id, int index) = 0;
   // A captured hook of prompt `prompt`: host float32 with its TransformerLens shape (batch 1).
   virtual void OnTensor(int prompt, HookId id, TensorView value) = 0;
-  // Logits of prompt `prompt`: host float32 [1, P, vocab].
-  virtual void OnLogits(int prompt, TensorView value) = 0;
+  // Logits of prompt `prompt` at positions [first, first + n): host float32 [1, n, vocab]
+  // (first > 0 only for jobs that reuse cached prefixes, which skip computing them).
+  virtual void OnLogits(int prompt, int first, TensorView value) = 0;
   virtual void OnFinish(const absl::Status& status, const JobStats& stats) = 0;
 };
 
@@ -54,6 +56,11 @@ struct Job {
   SamplingParams sampling;                    // generate
   HookSelection hooks;                        // capture (empty: logits only)
   bool want_logits = true;                    // capture
+  // Capture without hooks that may start from cached prefixes (patching-sweep cells): logits
+  // at positions >= logits_from (-1: only the last position); positions before may come
+  // from the prefix cache and are not computed.
+  bool reuse_prefix = false;
+  int logits_from = -1;
   // Validated for these prompts (null: none). A capture job with patches runs all its prompts
   // in one step (the scheduler admits and batches them together).
   std::shared_ptr<const InterventionSet> interventions;

@@ -27,7 +27,7 @@ constexpr char kUsage[] =
     "            [--stall-timeout-s S] [--drain-timeout-s S] [--metrics-port P]\n"
     "            [--metrics-host H] [--auth-token T] [--tls-cert F --tls-key F]\n"
     "            [--max-interventions N] [--max-intervention-mib M]\n"
-    "            [--prefix-caching true|false]\n"
+    "            [--prefix-caching true|false] [--max-sweep-cells N]\n"
     "  run       --out FILE.safetensors (--prompt TEXT | --token-ids 1,2,3)... [--model DIR]\n"
     "            [--hooks PATTERN,...] [--interventions FILE.json] [--verbose]\n"
     "            [--processing none|transformer-lens] [--devices cpu:0,...]\n"

@@ -6,7 +6,6 @@
 #include "engine/core/status.h"
 
 namespace lensd {
-namespace {
 
 absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& model) {
   if (model.kv_tokens > 0 && tokens > model.kv_tokens) {
@@ -16,6 +15,8 @@ absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& 
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 // A capture prompt runs whole in one step, beside up to max_running decode tokens; the prompts
 // of a request with patches all run in the same step (and hold their KV blocks together).

@@ -63,6 +63,8 @@ struct CaptureRequest {
 // InvalidArgument "<field>[i] = id is outside the vocabulary [0, vocab)" for the first bad id.
 absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
                            const std::string& field);
+// RESOURCE_EXHAUSTED when `tokens` exceed the whole KV cache ("<what> needs ...").
+absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& model);
 // The longest prompt accepted: --max-prompt-tokens capped by the model's context.
 int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits);
 int64_t MaxPromptBytes(const ModelConfig& c, const ServerLimits& limits);

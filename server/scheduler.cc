@@ -32,6 +32,7 @@ struct Scheduler::Seq {
   int computed = 0;             // tokens whose K/V are in the cache
   std::vector<int32_t> blocks;
   PrefixKey prefix;             // how its blocks hash for prefix caching
+  bool publish = true;          // whether its computed blocks are offered for reuse
   bool done = false;
   // Generation only.
   std::unique_ptr<Sampler> sampler;
@@ -141,7 +142,9 @@ bool Scheduler::TakeInbox() {
       seq->prompt_index = static_cast<int>(i);
       seq->tokens = state->job.prompts[i];
       if (const InterventionSet* set = state->job.interventions.get()) {
-        seq->prefix = {set->FirstPosition(seq->prompt_index), set->Fingerprint()};
+        seq->prefix = {set->FirstPosition(seq->prompt_index), set->Fingerprint(seq->prompt_index)};
+        // A patched prompt's K/V also depend on its source prompt: never share them.
+        seq->publish = !set->HasPatch();
       }
       if (!seq->capture()) {
         seq->sampler = std::make_unique<Sampler>(state->job.sampling);
@@ -221,6 +224,7 @@ void Scheduler::Admit() {
       Seq& s = *waiting_.front();
       if (s.job->admitted == Clock::time_point{}) s.job->admitted = Clock::now();
       if (s.computed > 0) {
+        s.job->stats.prompt_tokens_cached += s.computed;
         std::lock_guard<std::mutex> lock(counters_mu_);
         counters_.prefix_hit_blocks += s.computed / blocks.block_size();
         counters_.prefix_hit_tokens += s.computed;
@@ -231,11 +235,23 @@ void Scheduler::Admit() {
   }
 }
 
+bool Scheduler::AllLogits(const Seq& s) {
+  if (!s.capture()) return false;
+  const Job& job = s.job->job;
+  if (job.reuse_prefix) return job.logits_from >= 0;
+  // Logits interventions of a capture job may patch any position: compute every row.
+  const InterventionSet* set = job.interventions.get();
+  return job.want_logits || (set != nullptr && set->Touches({HookPoint::kUnembedOut, -1}));
+}
+
 void Scheduler::MatchPrefix(Seq& s) {
-  if (!options_.prefix_caching || s.capture() || !s.blocks.empty()) return;
-  // The last token always runs: its logits choose the next one.
-  s.computed = model_.blocks().MatchPrefix(s.tokens, s.prefix,
-                                           static_cast<int>(s.tokens.size()) - 1, s.blocks);
+  const Job& job = s.job->job;
+  if (!options_.prefix_caching || !s.blocks.empty() || (s.capture() && !job.reuse_prefix)) return;
+  // The last token always runs (its logits choose the next token, or are the result); so do
+  // the positions whose logits a capture wants.
+  int max_tokens = static_cast<int>(s.tokens.size()) - 1;
+  if (s.capture() && job.logits_from >= 0) max_tokens = std::min(max_tokens, job.logits_from);
+  s.computed = model_.blocks().MatchPrefix(s.tokens, s.prefix, max_tokens, s.blocks);
 }
 
 size_t Scheduler::Preempt(size_t index) {
@@ -312,10 +328,8 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
     in.tokens.assign(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n);
     in.start_pos = s->computed;
     in.block_table = &s->blocks;
-    // Logits interventions of a capture job may patch any position: compute every row.
     const InterventionSet* set = s->job->job.interventions.get();
-    in.all_logits = s->capture() && (s->job->job.want_logits ||
-                                     (set != nullptr && set->Touches({HookPoint::kUnembedOut, -1})));
+    in.all_logits = AllLogits(*s);
     in.interventions = set;
     in.prompt_index = s->prompt_index;
     inputs.push_back(std::move(in));
@@ -338,7 +352,9 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
       prompt_tokens += n;
     }
     Advance(*s, n, result->logits.As<float>() + int64_t{result->first_row[i]} * c.vocab_size);
-    if (options_.prefix_caching) model_.blocks().Publish(s->blocks, s->tokens, s->computed, s->prefix);
+    if (options_.prefix_caching && s->publish) {
+      model_.blocks().Publish(s->blocks, s->tokens, s->computed, s->prefix);
+    }
   }
   std::lock_guard<std::mutex> lock(counters_mu_);
   ++counters_.steps;
@@ -349,9 +365,9 @@ void Scheduler::Advance(Seq& s, int n, const float* logits) {
   s.computed += n;
   if (s.capture()) {
     if (s.job->job.want_logits) {
-      const int64_t vocab = model_.config().vocab_size;
-      s.job->job.sink->OnLogits(s.prompt_index,
-                                {const_cast<float*>(logits), DType::kF32, {1, n, vocab}});
+      const int64_t vocab = model_.config().vocab_size, rows = AllLogits(s) ? n : 1;
+      s.job->job.sink->OnLogits(s.prompt_index, s.computed - static_cast<int>(rows),
+                                {const_cast<float*>(logits), DType::kF32, {1, rows, vocab}});
     }
     s.done = true;
     if (--s.job->remaining == 0) FinishJob(*s.job, absl::OkStatus());

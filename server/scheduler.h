@@ -86,6 +86,8 @@ class Scheduler {
   // Takes the cached blocks of the longest published prefix for a sequence about to be
   // admitted (prefix caching; generation only: captures need every position computed).
   void MatchPrefix(Seq& s);
+  // Whether a sequence's step returns logits for every computed row, or only the last.
+  static bool AllLogits(const Seq& s);
   void EnsureBlocks();
   std::vector<Work> BuildBatch();  // decides each sequence's tokens for the step
   void RunBatch(const std::vector<Work>& batch);

@@ -22,7 +22,7 @@ const std::set<std::string> kServeFlags = {
     "host", "port", "max-batch-tokens", "max-running", "max-queue", "max-prompt-tokens",
     "max-prompt-bytes", "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
     "auth-token", "tls-cert", "tls-key", "metrics-port", "metrics-host", "max-interventions",
-    "max-intervention-mib", "prefix-caching"};
+    "max-intervention-mib", "prefix-caching", "max-sweep-cells"};
 
 struct ServeOptions {
   std::string address;
@@ -67,6 +67,7 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   ASSIGN_OR_RETURN(limits.interventions.max_interventions, flags.GetInt("max-interventions", 256));
   ASSIGN_OR_RETURN(int intervention_mib, flags.GetInt("max-intervention-mib", 64));
   limits.interventions.max_bytes = int64_t{intervention_mib} << 20;
+  ASSIGN_OR_RETURN(o.service.max_sweep_cells, flags.GetInt("max-sweep-cells", 4096));
   ASSIGN_OR_RETURN(int stall_s, flags.GetInt("stall-timeout-s", 30));
   o.service.stall_timeout = std::chrono::seconds(stall_s);
   ASSIGN_OR_RETURN(o.drain_timeout_s, flags.GetInt("drain-timeout-s", 30));

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
+#include "server/patch_sweep.h"
 #include "server/sinks.h"
 
 namespace lensd {
@@ -178,6 +179,56 @@ grpc::ServerWriteReactor<v1::CacheMessage>* LensdService::RunWithCache(
   return reactor;
 }
 
+namespace {
+
+// Turns a sweep's progress into PatchSweep stream messages.
+class SweepStream : public SweepObserver {
+ public:
+  using Outbox = StreamReactor<v1::PatchSweepMessage>::Outbox;
+  explicit SweepStream(std::shared_ptr<Outbox> out) : out_(std::move(out)) {}
+  bool Cancelled() const override { return out_->Cancelled(); }
+  void OnHeader(const v1::SweepHeader& header) override {
+    v1::PatchSweepMessage m;
+    *m.mutable_header() = header;
+    out_->Push(std::move(m));
+  }
+  void OnCell(const v1::SweepCell& cell) override {
+    v1::PatchSweepMessage m;
+    *m.mutable_cell() = cell;
+    out_->Push(std::move(m));
+  }
+  void OnFinish(const absl::Status& status, const v1::SweepDone& done) override {
+    if (status.ok()) {
+      v1::PatchSweepMessage m;
+      *m.mutable_done() = done;
+      out_->Push(std::move(m));
+    }
+    out_->Close(ToGrpc(status));
+  }
+
+ private:
+  std::shared_ptr<Outbox> out_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::PatchSweepMessage>* LensdService::PatchSweep(
+    grpc::CallbackServerContext* ctx, const v1::PatchSweepRequest* request) {
+  auto* reactor = new StreamReactor<v1::PatchSweepMessage>(ctx);
+  absl::Status gate = Gate(ctx);
+  if (!gate.ok()) return Fail(reactor, gate);
+  absl::StatusOr<SweepSpec> spec =
+      ToSweepSpec(*request, Facts(), options_.limits, options_.max_sweep_cells);
+  if (!spec.ok()) return Fail(reactor, spec.status());
+  Track(reactor->outbox());
+  absl::Status started = StartSweep(*serving_.scheduler, serving_.model->config(),
+                                    std::make_shared<const SweepSpec>(*std::move(spec)),
+                                    std::make_shared<SweepStream>(reactor->outbox()),
+                                    SteadyDeadline(ctx));
+  if (!started.ok()) return Fail(reactor, started);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* LensdService::Tokenize(grpc::CallbackServerContext* ctx,
                                                  const v1::TokenizeRequest* request,
                                                  v1::TokenizeResponse* response) {
@@ -236,6 +287,7 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_kv_blocks_cached(counters.kv_blocks_cached);
   info->set_prefix_hit_blocks(counters.prefix_hit_blocks);
   info->set_prefix_hit_tokens(counters.prefix_hit_tokens);
+  info->set_max_sweep_cells(options_.max_sweep_cells);
   const ServerLimits& limits = options_.limits;
   info->set_max_prompt_tokens(MaxPromptTokens(c, limits));
   info->set_max_new_tokens(limits.max_new_tokens);

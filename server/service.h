@@ -24,6 +24,7 @@ namespace lensd {
 
 struct ServiceOptions {
   ServerLimits limits;
+  int max_sweep_cells = 4096;  // PatchSweep cells per request
   std::string auth_token;  // non-empty: require "authorization: Bearer <token>"
   std::chrono::milliseconds stall_timeout{30000};  // cancel a stream whose client stops reading
 };
@@ -50,6 +51,8 @@ class LensdService final : public v1::Lensd::CallbackService {
                                                         const v1::GenerateRequest* request) override;
   grpc::ServerWriteReactor<v1::CacheMessage>* RunWithCache(
       grpc::CallbackServerContext* ctx, const v1::RunWithCacheRequest* request) override;
+  grpc::ServerWriteReactor<v1::PatchSweepMessage>* PatchSweep(
+      grpc::CallbackServerContext* ctx, const v1::PatchSweepRequest* request) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;

@@ -86,7 +86,7 @@ void CaptureSink::OnTensor(int prompt, HookId id, TensorView value) {
   Send({prompt, id, false, data.shape(), dtype_}, data);
 }
 
-void CaptureSink::OnLogits(int prompt, TensorView value) {
+void CaptureSink::OnLogits(int prompt, int /*first: always 0 here*/, TensorView value) {
   Buffer data = SliceAndConvert(value, 1, {0, value.shape[1]}, dtype_);
   Send({prompt, {HookPoint::kUnembedOut, -1}, true, data.shape(), dtype_}, data);
 }

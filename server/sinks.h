@@ -28,7 +28,7 @@ class GenerateSink final : public JobSink {
   bool Cancelled() const override { return out_->Cancelled(); }
   void OnToken(int32_t id, int index) override;
   void OnTensor(int, HookId, TensorView) override {}
-  void OnLogits(int, TensorView) override {}
+  void OnLogits(int, int, TensorView) override {}
   void OnFinish(const absl::Status& status, const JobStats& stats) override;
 
  private:
@@ -48,7 +48,7 @@ class CaptureSink final : public JobSink {
   bool Cancelled() const override { return out_->Cancelled(); }
   void OnToken(int32_t, int) override {}
   void OnTensor(int prompt, HookId id, TensorView value) override;
-  void OnLogits(int prompt, TensorView value) override;
+  void OnLogits(int prompt, int first, TensorView value) override;
   void OnFinish(const absl::Status& status, const JobStats& stats) override;
 
  private:

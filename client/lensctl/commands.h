@@ -27,6 +27,7 @@ absl::Status CacheRemote(const Connection& c, const Flags& flags, std::ostream& 
 absl::Status InfoRemote(const Connection& c, const Flags& flags, std::ostream& out);
 absl::Status TokenizeRemote(const Connection& c, const Flags& flags, std::ostream& out);
 absl::Status HealthRemote(const Connection& c, const Flags& flags, std::ostream& out);
+absl::Status SweepRemote(const Connection& c, const Flags& flags, std::ostream& out);
 
 }  // namespace lensd
 

@@ -25,6 +25,11 @@ constexpr char kUsage[] =
     "  info      [--hooks]      model, devices, KV and limits (--hooks lists every hook)\n"
     "  tokenize  --prompt TEXT  prints the token ids\n"
     "  health    [--service NAME]  prints SERVING or NOT_SERVING (exit 1 unless SERVING)\n"
+    "  sweep     (--clean TEXT | --clean-ids ...) (--corrupted TEXT | --corrupted-ids ...)\n"
+    "            [--component resid_pre|resid_mid|resid_post|attn_out|mlp_out|z|q|k|v|pattern]\n"
+    "            [--layers START:STOP] [--positions each|all] [--heads each|all]\n"
+    "            [--direction denoising|noising] [--metric logit_diff:A:W|logprob:IDS|kl]\n"
+    "            --out grid.csv     a patching sweep (PatchSweep), one CSV row per cell\n"
     "--addr defaults to localhost:50051; LENSD_AUTH_TOKEN is used when --auth-token is absent.\n";
 
 const std::set<std::string> kGlobalFlags = {"addr", "timeout-s", "auth-token", "tls-ca"};
@@ -81,6 +86,10 @@ absl::Status RunCommand(const std::string& command, const std::vector<std::strin
     known = lensd::FlagUnion({known, {"prompt"}});
   } else if (command == "health") {
     known = lensd::FlagUnion({known, {"service"}});
+  } else if (command == "sweep") {
+    known = lensd::FlagUnion({known, {"clean", "clean-ids", "corrupted", "corrupted-ids",
+                                      "component", "layers", "positions", "heads", "direction",
+                                      "metric", "out"}});
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
   }
@@ -90,6 +99,7 @@ absl::Status RunCommand(const std::string& command, const std::vector<std::strin
   if (command == "cache") return lensd::CacheRemote(c, flags, std::cout);
   if (command == "info") return lensd::InfoRemote(c, flags, std::cout);
   if (command == "tokenize") return lensd::TokenizeRemote(c, flags, std::cout);
+  if (command == "sweep") return lensd::SweepRemote(c, flags, std::cout);
   return lensd::HealthRemote(c, flags, std::cout);
 }
 

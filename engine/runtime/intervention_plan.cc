@@ -123,11 +123,11 @@ RowOpPlan InterventionSet::PlanTokenHook(const ModelConfig& c, HookId id,
     if (seq.set == nullptr || !seq.set->Touches(id)) continue;
     for (int t = 0; t < seq.n; ++t) {
       const int pos = seq.start_pos + t, row = seq.q_begin + t;
-      for (size_t i = 0; i < seq.set->list_.size(); ++i) {
+      for (int i : seq.set->by_prompt_[seq.prompt]) {
         const Intervention& iv = seq.set->list_[i];
         const Prepared& p = *seq.set->prepared_[i];
-        if (!(iv.hook == id) || !p.prompts[seq.prompt].applies) continue;
-        const Prepared::PerPrompt& pp = p.prompts[seq.prompt];
+        if (!(iv.hook == id)) continue;
+        const Prepared::PerPrompt& pp = *p.For(seq.prompt);
         const int j = pp.positions.IndexOf(pos);
         if (j < 0) continue;
         const std::vector<int> heads = Heads(iv, g);
@@ -164,11 +164,11 @@ RowOpPlan InterventionSet::PlanAttentionMaps(const ModelConfig& c, HookId id,
     for (int t = 0; t < seq.n; ++t, ++rows) {
       if (seq.set == nullptr || offsets[s] < 0 || !seq.set->Touches(id)) continue;
       const int pos = seq.start_pos + t;
-      for (size_t i = 0; i < seq.set->list_.size(); ++i) {
+      for (int i : seq.set->by_prompt_[seq.prompt]) {
         const Intervention& iv = seq.set->list_[i];
         const Prepared& p = *seq.set->prepared_[i];
-        if (!(iv.hook == id) || !p.prompts[seq.prompt].applies) continue;
-        const Prepared::PerPrompt& pp = p.prompts[seq.prompt];
+        if (!(iv.hook == id)) continue;
+        const Prepared::PerPrompt& pp = *p.For(seq.prompt);
         const int j = pp.positions.IndexOf(pos);
         if (j < 0) continue;
         const std::vector<int> heads = Heads(iv, g);

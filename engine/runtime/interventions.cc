@@ -332,11 +332,10 @@ absl::Status PreparePrompts(const Intervention& iv, const Where& w, const std::v
   const bool map = p.geometry.kind == Geometry::Kind::kMap;
   const bool patch = iv.op == InterventionOp::kPatch;
   const int64_t heads = iv.heads.empty() ? p.geometry.a : static_cast<int64_t>(iv.heads.size());
-  p.prompts.resize(lens.size());
   for (int t = 0; t < static_cast<int>(lens.size()); ++t) {
-    auto& pp = p.prompts[t];
-    pp.applies = iv.prompts.empty() ? !(patch && t == iv.source) : Contains(iv.prompts, t);
-    if (!pp.applies) continue;
+    if (iv.prompts.empty() ? patch && t == iv.source : !Contains(iv.prompts, t)) continue;
+    p.applies_to.push_back(t);
+    auto& pp = p.prompts.emplace_back();
     const std::string prompt = w.Prompt(t, lens[t]);
     const int limit = w.generate ? max_tokens : lens[t];
     ASSIGN_OR_RETURN(pp.positions, Resolve(iv.positions, lens[t], limit, w.generate,
@@ -361,7 +360,8 @@ absl::Status PreparePrompts(const Intervention& iv, const Where& w, const std::v
 // Patches at one hook must not form a cycle of prompts (edges target -> source): a depth-first
 // search with the usual three colours per hook.
 absl::Status CheckPatchCycles(const std::vector<Intervention>& list,
-                              const std::vector<std::shared_ptr<InterventionSet::Prepared>>& prepared) {
+                              const std::vector<std::shared_ptr<InterventionSet::Prepared>>& prepared,
+                              size_t n_prompts) {
   std::set<std::pair<int, int>> checked;  // hooks done, as (layer, point)
   for (size_t i = 0; i < list.size(); ++i) {
     const HookId hook = list[i].hook;
@@ -369,12 +369,10 @@ absl::Status CheckPatchCycles(const std::vector<Intervention>& list,
         !checked.insert({hook.layer, static_cast<int>(hook.point)}).second) {
       continue;
     }
-    std::vector<std::vector<std::pair<int, size_t>>> from(prepared[i]->prompts.size());
+    std::vector<std::vector<std::pair<int, size_t>>> from(n_prompts);
     for (size_t k = 0; k < list.size(); ++k) {
       if (list[k].op != InterventionOp::kPatch || !(list[k].hook == hook)) continue;
-      for (size_t t = 0; t < from.size(); ++t) {
-        if (prepared[k]->prompts[t].applies) from[t].push_back({list[k].source, k});
-      }
+      for (int t : prepared[k]->applies_to) from[t].push_back({list[k].source, k});
     }
     std::vector<int> colour(from.size(), 0);  // 0 new, 1 on the path, 2 finished
     std::vector<std::pair<int, size_t>> stack;  // (prompt, next edge)
@@ -474,19 +472,29 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionSet::Create(
     set->has_patch_ |= iv.op == InterventionOp::kPatch;
     prepared.push_back(std::move(p));
   }
-  RETURN_IF_ERROR(CheckPatchCycles(list, prepared));
+  RETURN_IF_ERROR(CheckPatchCycles(list, prepared, prompt_lengths.size()));
   set->fingerprint_ = FingerprintOf(list);
+  set->by_prompt_.resize(prompt_lengths.size());
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    for (int t : prepared[i]->applies_to) set->by_prompt_[t].push_back(static_cast<int>(i));
+  }
   set->prepared_.assign(prepared.begin(), prepared.end());
   set->list_ = std::move(list);
   return std::shared_ptr<const InterventionSet>(std::move(set));
 }
 
+uint64_t InterventionSet::Fingerprint(int prompt) const {
+  Hasher h;
+  h.Add(fingerprint_), h.Add(static_cast<uint64_t>(prompt));
+  return h.value();
+}
+
 int InterventionSet::FirstPosition(int prompt) const {
   int first = INT32_MAX;
   for (const auto& p : prepared_) {
-    const Prepared::PerPrompt& pp = p->prompts[prompt];
-    if (!pp.applies) continue;
-    const Selection& s = pp.positions;
+    const Prepared::PerPrompt* pp = p->For(prompt);
+    if (pp == nullptr) continue;
+    const Selection& s = pp->positions;
     first = std::min(first, s.listed ? *std::min_element(s.list.begin(), s.list.end()) : s.lo);
   }
   return first;

@@ -105,8 +105,9 @@ class InterventionSet {
   // The first position of prompt `prompt` any op touches (query positions for attention
   // maps): what comes before is computed as for plain traffic.
   int FirstPosition(int prompt) const;
-  // A hash of every field of every intervention: equal for equal requests.
-  uint64_t Fingerprint() const { return fingerprint_; }
+  // A hash of every field of every intervention and of `prompt`: the prefix-cache key of
+  // that prompt's blocks from FirstPosition on (equal for equal requests).
+  uint64_t Fingerprint(int prompt) const;
   // Counts per op kind (for metrics and logs).
   std::array<int, kNumInterventionOps> OpCounts() const;
 
@@ -126,6 +127,7 @@ class InterventionSet {
   std::vector<Intervention> list_;
   std::vector<std::shared_ptr<const Prepared>> prepared_;  // per intervention
   std::vector<bool> touched_;                              // [(layer + 1) * kNumHookPoints + point]
+  std::vector<std::vector<int>> by_prompt_;  // per prompt, the interventions applying to it
   bool has_patch_ = false;
   int n_layers_ = 0;
   uint64_t fingerprint_ = 0;

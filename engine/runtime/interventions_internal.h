@@ -3,6 +3,7 @@
 #ifndef LENSD_ENGINE_RUNTIME_INTERVENTIONS_INTERNAL_H_
 #define LENSD_ENGINE_RUNTIME_INTERVENTIONS_INTERNAL_H_
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -40,12 +41,17 @@ inline Geometry GeometryOf(const ModelConfig& c, HookPoint p) {
 
 struct InterventionSet::Prepared {
   struct PerPrompt {
-    bool applies = false;
     Selection positions, keys;
     Selection source, source_keys;  // patch: in the source prompt
   };
   Geometry geometry;
-  std::vector<PerPrompt> prompts;
+  std::vector<int> applies_to;      // prompt indices, ascending
+  std::vector<PerPrompt> prompts;   // parallel to applies_to
+  // The resolved selections for `prompt`; null when the intervention does not apply to it.
+  const PerPrompt* For(int prompt) const {
+    auto it = std::lower_bound(applies_to.begin(), applies_to.end(), prompt);
+    return it != applies_to.end() && *it == prompt ? &prompts[it - applies_to.begin()] : nullptr;
+  }
   std::array<int64_t, 3> stride{};  // value strides over (position, head, element); 0: broadcast
   int vec = 0;                      // project / sae_clamp vector length
   std::vector<float> params;        // project: d̂; sae_clamp: w, u, b_dec

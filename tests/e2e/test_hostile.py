@@ -204,7 +204,8 @@ def test_invalid_utf8_does_not_flood_the_log(server_factory):
 
 METHODS = [("/lensd.v1.Lensd/Generate", "stream"), ("/lensd.v1.Lensd/RunWithCache", "stream"),
            ("/lensd.v1.Lensd/Tokenize", "unary"), ("/lensd.v1.Lensd/Detokenize", "unary"),
-           ("/lensd.v1.Lensd/GetModelInfo", "unary"), ("/lensd.v1.Lensd/ListHooks", "unary")]
+           ("/lensd.v1.Lensd/GetModelInfo", "unary"), ("/lensd.v1.Lensd/ListHooks", "unary"),
+           ("/lensd.v1.Lensd/PatchSweep", "stream")]
 
 
 def test_random_protobuf_bytes_to_every_method(builtin_server):
@@ -240,6 +241,10 @@ def test_oversized_fields_are_refused(builtin_server):
         (stub.RunWithCache, P.RunWithCacheRequest(
             prompts=[P.Prompt(text="x")],
             interventions=[P.Intervention(hook="hook_embed", zero=P.ZeroOp())] * 1000)),
+        (stub.PatchSweep, P.PatchSweepRequest(
+            clean=P.Prompt(tokens=P.TokenIds(ids=[5] * 1000)),
+            corrupted=P.Prompt(tokens=P.TokenIds(ids=[6] * 1000)),
+            component=P.COMPONENT_Z, metric=P.SweepMetric(kl=P.KlMetric()))),
     ]
     for call, request in requests:
         code, details, seconds = timed_error(call, request)
@@ -256,6 +261,13 @@ def test_abandoned_and_stalled_streams_free_everything(server_factory):
         stub = lensd_pb2_grpc.LensdStub(channel)
         call = stub.Generate(P.GenerateRequest(prompt=P.Prompt(text="abandon"), max_new_tokens=200,
                                                sampling=P.SamplingParams(ignore_eos=True)))
+        next(call)
+        channel.close()
+    for _ in range(10):  # sweeps abandoned after their header
+        channel = grpc.insecure_channel(server.addr)
+        call = lensd_pb2_grpc.LensdStub(channel).PatchSweep(P.PatchSweepRequest(
+            clean=P.Prompt(text="abandon the sweep"), corrupted=P.Prompt(text="abandon the swept"),
+            metric=P.SweepMetric(kl=P.KlMetric())))
         next(call)
         channel.close()
     # A client that never reads a large capture is cancelled after the stall timeout.

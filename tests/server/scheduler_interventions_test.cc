@@ -18,7 +18,7 @@ class Sink : public JobSink {
   bool Cancelled() const override { return false; }
   void OnToken(int32_t id, int) override { tokens_.push_back(id); }
   void OnTensor(int prompt, HookId id, TensorView v) override { Keep(prompt, HookName(id), v); }
-  void OnLogits(int prompt, TensorView v) override { Keep(prompt, "logits", v); }
+  void OnLogits(int prompt, int, TensorView v) override { Keep(prompt, "logits", v); }
   void OnFinish(const absl::Status& status, const JobStats& stats) override {
     std::lock_guard<std::mutex> lock(mu_);
     status_ = status, stats_ = stats, finished_ = true;

@@ -7,6 +7,8 @@
 """
 from lensd.client import ActivationCache, Client, GenerateDone, TokenEvent
 from lensd.interventions import add, noise, patch, project, sae_clamp, scale, set, tensor, zero
+from lensd.sweep import SweepResult, kl, logit_diff, logits, logprob
 
-__all__ = ["ActivationCache", "Client", "GenerateDone", "TokenEvent", "add", "noise", "patch",
-           "project", "sae_clamp", "scale", "set", "tensor", "zero"]
+__all__ = ["ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl",
+           "logit_diff", "logits", "logprob", "noise", "patch", "project", "sae_clamp", "scale",
+           "set", "tensor", "zero"]

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 from google.protobuf import descriptor
 
+from lensd import sweep
 from lensd._grpc import health_pb2
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
 
@@ -259,6 +260,38 @@ class Client:
             else:
                 cache[name] = stacked
         return logits, cache
+
+    # -- patching sweeps ---------------------------------------------------------------
+    def patch_sweep(self, clean: Prompt, corrupted: Prompt, *, component: str = "resid_pre",
+                    metric: lensd_pb2.SweepMetric, layers: Optional[Tuple[Optional[int], Optional[int]]] = None,
+                    positions: str = "each", heads: str = "each",
+                    direction: str = "denoising") -> "sweep.SweepResult":
+        """Patches `component` (resid_pre, resid_mid, resid_post, attn_out, mlp_out; per head:
+        z, q, k, v, pattern) of one run into the other at every layer × position (× head)
+        and returns the metric grid (lensd.logit_diff / logprob / kl / logits).
+        `positions`/`heads`: "each" (a cell apiece) or "all" (one cell patching all);
+        `direction`: "denoising" (clean into corrupted) or "noising"; `layers`: (start, stop)."""
+        if component not in sweep.COMPONENTS:
+            raise ValueError(f"component must be one of {sorted(sweep.COMPONENTS)}")
+        for name, value, allowed in (("positions", positions, ("each", "all")),
+                                     ("heads", heads, ("each", "all")),
+                                     ("direction", direction, ("denoising", "noising"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
+        request = lensd_pb2.PatchSweepRequest(
+            clean=_prompt(clean), corrupted=_prompt(corrupted), component=sweep.COMPONENTS[component],
+            all_positions=positions == "all", all_heads=heads == "all",
+            noising=direction == "noising", metric=metric)
+        if layers is not None:
+            if layers[0] is not None:
+                request.layers.start = layers[0]
+            if layers[1] is not None:
+                request.layers.stop = layers[1]
+        call = self._call(self._stub.PatchSweep, request)
+        try:
+            return sweep.collect(call, component, self.detokenize)
+        finally:
+            call.cancel()
 
     # -- small RPCs -------------------------------------------------------------------
     def tokenize(self, text: str) -> List[int]:

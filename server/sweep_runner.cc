@@ -1,0 +1,182 @@
+// Running a PatchSweep on the scheduler: the baseline capture, then the cells (patch_sweep.h).
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
+#include "server/patch_sweep.h"
+
+namespace lensd {
+namespace {
+
+// The source activation at one cell, as a value for `set`: the TransformerLens tensor with
+// the position axis cut to `position` and the head axis to `head` (-1: kept whole).
+FloatTensor SliceCell(const Buffer& act, HookPoint point, int position, int head) {
+  // As [1, a1, a2, a3]: token hooks [1, P, 1, D]; per head [1, P, H, dh]; maps [1, H, P, P].
+  Shape s = act.shape();
+  const bool map = point == HookPoint::kPattern || point == HookPoint::kAttnScores;
+  const int64_t d[4] = {1, s[1], s.rank == 4 ? s[2] : 1, s.rank == 4 ? s[3] : s[2]};
+  const int pos_axis = map ? 2 : 1, head_axis = s.rank == 4 ? (map ? 1 : 2) : -1;
+  int64_t lo[4] = {0, 0, 0, 0}, n[4] = {1, d[1], d[2], d[3]};
+  if (position >= 0) lo[pos_axis] = position, n[pos_axis] = 1;
+  if (head >= 0 && head_axis >= 0) lo[head_axis] = head, n[head_axis] = 1;
+  FloatTensor out;
+  out.shape = s.rank == 4 ? std::vector<int64_t>{1, n[1], n[2], n[3]}
+                          : std::vector<int64_t>{1, n[1], n[3]};
+  const float* a = act.As<float>();
+  for (int64_t i = lo[1]; i < lo[1] + n[1]; ++i) {
+    for (int64_t j = lo[2]; j < lo[2] + n[2]; ++j) {
+      const float* row = a + (i * d[2] + j) * d[3];
+      out.data.insert(out.data.end(), row + lo[3], row + lo[3] + n[3]);
+    }
+  }
+  return out;
+}
+
+// Streams each cell's metric as its logits arrive.
+class CellsSink : public JobSink {
+ public:
+  CellsSink(std::shared_ptr<const SweepSpec> spec, std::shared_ptr<SweepObserver> observer,
+            Buffer target_logits, Clock::time_point start)
+      : spec_(std::move(spec)), observer_(std::move(observer)),
+        reference_(std::move(target_logits)), start_(start) {}
+  bool Cancelled() const override { return observer_->Cancelled(); }
+  void OnToken(int32_t, int) override {}
+  void OnTensor(int, HookId, TensorView) override {}
+  void OnLogits(int prompt, int first, TensorView value) override {
+    v1::SweepCell cell;
+    int layer, position, head;
+    spec_->Cell(prompt, &layer, &position, &head);
+    cell.set_index(prompt), cell.set_layer(layer), cell.set_position(position), cell.set_head(head);
+    cell.set_value(SweepMetricValue(*spec_, value.As<float>(), first, reference_.As<float>()));
+    if (spec_->metric == SweepSpec::Metric::kLogits) {
+      for (int q : spec_->metric_positions) {
+        const float* row = value.As<float>() + int64_t{q - first} * spec_->vocab;
+        cell.mutable_logits()->Add(row, row + spec_->vocab);
+      }
+    }
+    observer_->OnCell(cell);
+  }
+  void OnFinish(const absl::Status& status, const JobStats& stats) override {
+    v1::SweepDone done;
+    done.set_cells(spec_->Cells());
+    done.set_prompt_tokens_cached(stats.prompt_tokens_cached);
+    done.set_prompt_tokens_computed(int64_t{spec_->Cells()} * static_cast<int64_t>(spec_->target().size()) -
+                                    stats.prompt_tokens_cached);
+    done.set_total_ms(std::chrono::duration<double, std::milli>(Clock::now() - start_).count());
+    observer_->OnFinish(status, done);
+  }
+
+ private:
+  std::shared_ptr<const SweepSpec> spec_;
+  std::shared_ptr<SweepObserver> observer_;
+  Buffer reference_;  // the target run's logits [P, V]
+  Clock::time_point start_;
+};
+
+// Collects the baseline runs, then submits the cells.
+class BaselineSink : public JobSink {
+ public:
+  BaselineSink(Scheduler& scheduler, const ModelConfig& c, std::shared_ptr<const SweepSpec> spec,
+               std::shared_ptr<SweepObserver> observer, Clock::time_point deadline)
+      : scheduler_(scheduler), config_(c), spec_(std::move(spec)), observer_(std::move(observer)),
+        deadline_(deadline), start_(Clock::now()) {}
+  bool Cancelled() const override { return observer_->Cancelled(); }
+  void OnToken(int32_t, int) override {}
+  void OnTensor(int prompt, HookId id, TensorView value) override {
+    if (prompt != (spec_->noising ? 1 : 0)) return;  // the source run's activations
+    activations_[id.layer] = Copy(value);
+  }
+  void OnLogits(int prompt, int, TensorView value) override { logits_[prompt] = Copy(value); }
+  void OnFinish(const absl::Status& status, const JobStats&) override {
+    absl::Status s = status.ok() ? SubmitCells() : status;
+    if (!s.ok()) observer_->OnFinish(s, v1::SweepDone());
+  }
+
+ private:
+  static Buffer Copy(TensorView v) {
+    Buffer b = Buffer::Host(DType::kF32, v.shape);
+    std::memcpy(b.As<void>(), v.data, v.NumBytes());
+    return b;
+  }
+  void SendHeader() {
+    const SweepSpec& s = *spec_;
+    v1::SweepHeader h;
+    h.set_component_hook(absl::StrCat("blocks.{L}.", HookName({s.point, 0}).substr(9)));
+    h.mutable_layers()->Add(s.layers.begin(), s.layers.end());
+    h.mutable_positions()->Add(s.positions.begin(), s.positions.end());
+    h.mutable_heads()->Add(s.heads.begin(), s.heads.end());
+    h.mutable_clean_ids()->mutable_ids()->Add(s.clean.begin(), s.clean.end());
+    h.mutable_corrupted_ids()->mutable_ids()->Add(s.corrupted.begin(), s.corrupted.end());
+    const float* target = logits_[s.noising ? 0 : 1].As<float>();
+    h.set_clean_metric(SweepMetricValue(s, logits_[0].As<float>(), 0, target));
+    h.set_corrupted_metric(SweepMetricValue(s, logits_[1].As<float>(), 0, target));
+    h.set_cells(s.Cells());
+    if (s.metric == SweepSpec::Metric::kLogits) {
+      for (int q : s.metric_positions) {
+        for (int p : {0, 1}) {
+          const float* row = logits_[p].As<float>() + int64_t{q} * s.vocab;
+          (p == 0 ? h.mutable_clean_logits() : h.mutable_corrupted_logits())->Add(row, row + s.vocab);
+        }
+      }
+    }
+    observer_->OnHeader(h);
+  }
+  absl::Status SubmitCells() {
+    SendHeader();
+    const SweepSpec& s = *spec_;
+    std::vector<Intervention> list;
+    for (int i = 0; i < s.Cells(); ++i) {
+      int layer, position, head;
+      s.Cell(i, &layer, &position, &head);
+      Intervention iv;
+      iv.hook = {s.point, layer}, iv.op = InterventionOp::kSet, iv.prompts = {i};
+      if (position >= 0) iv.positions.kind = PositionSelector::Kind::kIndices, iv.positions.indices = {position};
+      if (head >= 0) iv.heads = {head};
+      iv.value = SliceCell(activations_.at(layer), s.point, position, head);
+      list.push_back(std::move(iv));
+    }
+    const int P = static_cast<int>(s.target().size());
+    ASSIGN_OR_RETURN(auto set, InterventionSet::Create(config_, std::move(list),
+                                                       std::vector<int>(s.Cells(), P), false, 0));
+    Job job;
+    job.kind = Job::Kind::kCapture;
+    job.prompts.assign(s.Cells(), s.target());
+    job.hooks = HookSelection::None(config_);
+    job.reuse_prefix = true;
+    const int first = *std::min_element(s.metric_positions.begin(), s.metric_positions.end());
+    job.logits_from = s.metric_positions == std::vector<int>{P - 1} ? -1 : first;
+    job.interventions = std::move(set);
+    job.deadline = deadline_;
+    job.sink = std::make_shared<CellsSink>(spec_, observer_,
+                                           std::move(logits_[s.noising ? 0 : 1]), start_);
+    return scheduler_.Submit(std::move(job));
+  }
+
+  Scheduler& scheduler_;
+  const ModelConfig& config_;
+  std::shared_ptr<const SweepSpec> spec_;
+  std::shared_ptr<SweepObserver> observer_;
+  Clock::time_point deadline_, start_;
+  std::map<int, Buffer> activations_;  // the source run's, per layer
+  Buffer logits_[2];                   // clean, corrupted: [1, P, V]
+};
+
+}  // namespace
+
+absl::Status StartSweep(Scheduler& scheduler, const ModelConfig& c,
+                        std::shared_ptr<const SweepSpec> spec,
+                        std::shared_ptr<SweepObserver> observer, Clock::time_point deadline) {
+  Job job;
+  job.kind = Job::Kind::kCapture;
+  job.prompts = {spec->clean, spec->corrupted};
+  std::vector<std::string> names;
+  for (int l : spec->layers) names.push_back(HookName({spec->point, l}));
+  ASSIGN_OR_RETURN(job.hooks, HookSelection::Parse(c, names));
+  job.deadline = deadline;
+  job.sink = std::make_shared<BaselineSink>(scheduler, c, spec, std::move(observer), deadline);
+  return scheduler.Submit(std::move(job));
+}
+
+}  // namespace lensd
