@@ -55,6 +55,9 @@ def test_reflection_lists_and_calls_every_rpc(builtin_server):
         "Detokenize": {"ids": [107, 108]},
         "GetModelInfo": {},
         "ListHooks": {"names_filter": ["blocks.0.*"]},
+        "PatchSweep": {"clean": {"text": "ab"}, "corrupted": {"text": "cb"}, "component": "COMPONENT_Z",
+                       "layers": {"stop": 1}, "metric": {"logit_diff": {"answer_ids": [98],
+                                                                        "wrong_ids": [99]}}},
     }
     assert {m.name for m in service.methods} == set(requests)
     from google.protobuf import json_format
@@ -76,6 +79,8 @@ def test_reflection_lists_and_calls_every_rpc(builtin_server):
             assert list(responses[0].ids) == [1, 107, 108]
         if method.name == "Generate":
             assert responses[-1].done.usage.completion_tokens == 3
+        if method.name == "PatchSweep":
+            assert responses[-1].done.cells == responses[0].header.cells == len(responses) - 2
 
 
 def test_small_rpcs(builtin_server):
