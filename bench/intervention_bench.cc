@@ -1,7 +1,9 @@
 // The cost of interventions: RunWithCache on a GPT-2-small-shaped random model (12 layers,
 // d 768), two prompts of 64 tokens, capturing every layer's resid_post, plain vs. with 16
 // interventions of mixed ops (zero, scale, set, add, patch, project, sae_clamp, noise) spread
-// over the layers. Run: build/bench/intervention_bench --benchmark_counters_tabular=true
+// over the layers. Run (interleaved, so machine noise hits both alike):
+//   build/bench/intervention_bench --benchmark_enable_random_interleaving=true \
+//     --benchmark_repetitions=8 --benchmark_min_time=1 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
 #include <random>

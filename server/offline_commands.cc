@@ -31,7 +31,7 @@ std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> set
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   LoadOptions o;
   o.model_dir = flags.Get("model");
-  o.devices = flags.Get("devices", "cpu");
+  o.devices = flags.Get("devices", "auto");
   o.split = flags.Get("split");
   ASSIGN_OR_RETURN(o.processing, ParseProcessing(flags.Get("processing", "none")));
   ASSIGN_OR_RETURN(o.threads, flags.GetInt("threads", 0));

@@ -1,6 +1,7 @@
 #include "server/service.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,16 @@
 
 namespace lensd {
 namespace {
+
+// "host:pid" of this process.
+const std::string& Instance() {
+  static const std::string* instance = [] {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    return new std::string(absl::StrCat(host, ":", getpid()));
+  }();
+  return *instance;
+}
 
 Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx) {
   const auto deadline = ctx->deadline();
@@ -117,7 +128,12 @@ absl::Status LensdService::Gate(grpc::CallbackServerContext* ctx) const {
     }
   }
   if (!attached_) return absl::UnavailableError("the model is still loading; retry shortly");
-  if (draining_) return absl::UnavailableError("the server is draining and accepts no new requests");
+  if (draining_) {
+    // Tells clients' retry policies not to retry here (gRPC's server pushback): the server is
+    // going away; balanced clients have already stopped picking it through its health.
+    ctx->AddTrailingMetadata("grpc-retry-pushback-ms", "-1");
+    return absl::UnavailableError("the server is draining and accepts no new requests");
+  }
   return absl::OkStatus();
 }
 
@@ -296,6 +312,7 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_max_interventions(limits.interventions.max_interventions);
   info->set_max_intervention_bytes(limits.interventions.max_bytes);
   info->set_cpu_kernels(serving_.model->CpuKernels());
+  info->set_instance(Instance());
   return Reply(ctx, absl::OkStatus());
 }
 

@@ -80,4 +80,26 @@ std::string TempDir(const std::string& tag) {
   return dir;
 }
 
+std::vector<std::string> WriteShardedCheckpoint(const std::string& from, const std::string& to) {
+  std::ifstream config_in(from + "/config.json", std::ios::binary);
+  std::ofstream(to + "/config.json", std::ios::binary) << config_in.rdbuf();
+  auto src = SafetensorsFile::Open(from + "/model.safetensors");
+  EXPECT_TRUE(src.ok()) << src.status();
+  if (!src.ok()) return {};
+  std::vector<std::string> files = {"config.json", "model-00001-of-00002.safetensors",
+                                    "model-00002-of-00002.safetensors",
+                                    "model.safetensors.index.json"};
+  SafetensorsWriter shard[2];
+  std::string weight_map;
+  int i = 0;
+  for (const auto& [name, info] : (*src)->tensors()) {
+    const int s = (i++) % 2;
+    shard[s].Add(name, info.dtype, info.shape, info.data, info.num_bytes);
+    absl::StrAppend(&weight_map, weight_map.empty() ? "" : ",", "\"", name, "\":\"", files[1 + s], "\"");
+  }
+  for (int s = 0; s < 2; ++s) EXPECT_TRUE(shard[s].WriteFile(to + "/" + files[1 + s]).ok());
+  std::ofstream(to + "/" + files[3]) << "{\"metadata\":{},\"weight_map\":{" << weight_map << "}}";
+  return files;
+}
+
 }  // namespace lensd::testing

@@ -38,6 +38,10 @@ std::vector<int32_t> ToIds(const TensorInfo& info);
 // A fresh temporary directory (removed by the OS's tmp cleaning; tests use unique names).
 std::string TempDir(const std::string& tag);
 
+// Writes the checkpoint of `from` (config.json + model.safetensors) into `to` as two shards
+// with model.safetensors.index.json; returns the file names written.
+std::vector<std::string> WriteShardedCheckpoint(const std::string& from, const std::string& to);
+
 }  // namespace lensd::testing
 
 #endif  // LENSD_TESTS_TEST_UTIL_H_

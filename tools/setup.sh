@@ -11,7 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev libsentencepiece-dev libpcre2-dev prometheus-cpp-dev libcpp-httplib-dev
   clang libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf python3-numpy python3-pytest python3-sentencepiece
-  python3-matplotlib
+  python3-matplotlib python3-yaml yamllint
 )
 
 missing=()

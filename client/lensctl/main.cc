@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/lensctl/channel.h"
 #include "client/lensctl/commands.h"
 #include "engine/core/status.h"
 #include "engine/model/json_fields.h"
@@ -30,7 +31,8 @@ constexpr char kUsage[] =
     "            [--layers START:STOP] [--positions each|all] [--heads each|all]\n"
     "            [--direction denoising|noising] [--metric logit_diff:A:W|logprob:IDS|kl]\n"
     "            --out grid.csv     a patching sweep (PatchSweep), one CSV row per cell\n"
-    "--addr defaults to localhost:50051; LENSD_AUTH_TOKEN is used when --auth-token is absent.\n";
+    "--addr defaults to localhost:50051; dns:///NAME:PORT or HOST:PORT,HOST:PORT,... balance\n"
+    "requests over every server (round robin). LENSD_AUTH_TOKEN is used when --auth-token is absent.\n";
 
 const std::set<std::string> kGlobalFlags = {"addr", "timeout-s", "auth-token", "tls-ca"};
 
@@ -53,7 +55,7 @@ bool SplitCommand(const std::vector<std::string>& argv, std::string* command,
 }
 
 // The channel and per-call settings from the global flags.
-absl::StatusOr<lensd::Connection> Connect(const lensd::Flags& flags) {
+absl::StatusOr<lensd::Connection> Connect(const lensd::Flags& flags, bool health_checked) {
   lensd::Connection c;
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (flags.Has("tls-ca")) {
@@ -61,10 +63,8 @@ absl::StatusOr<lensd::Connection> Connect(const lensd::Flags& flags) {
     ASSIGN_OR_RETURN(ssl.pem_root_certs, lensd::ReadFileToString(flags.Get("tls-ca")));
     credentials = grpc::SslCredentials(ssl);
   }
-  grpc::ChannelArguments channel_args;
-  channel_args.SetMaxReceiveMessageSize(64 << 20);
-  c.channel = grpc::CreateCustomChannel(flags.Get("addr", "localhost:50051"), credentials,
-                                        channel_args);
+  ASSIGN_OR_RETURN(const std::string target, lensd::ChannelTarget(flags.Get("addr", "localhost:50051")));
+  c.channel = lensd::MakeChannel(target, credentials, health_checked);
   const char* env_token = std::getenv("LENSD_AUTH_TOKEN");
   c.auth_token = flags.Get("auth-token", env_token ? env_token : "");
   ASSIGN_OR_RETURN(c.timeout_s, flags.GetInt("timeout-s", 0));
@@ -94,7 +94,7 @@ absl::Status RunCommand(const std::string& command, const std::vector<std::strin
     return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
   }
   ASSIGN_OR_RETURN(lensd::Flags flags, lensd::Flags::Parse(args, known, booleans));
-  ASSIGN_OR_RETURN(lensd::Connection c, Connect(flags));
+  ASSIGN_OR_RETURN(lensd::Connection c, Connect(flags, /*health_checked=*/command != "health"));
   if (command == "generate") return lensd::GenerateRemote(c, flags, std::cout);
   if (command == "cache") return lensd::CacheRemote(c, flags, std::cout);
   if (command == "info") return lensd::InfoRemote(c, flags, std::cout);

@@ -445,6 +445,14 @@ void CudaBackend::ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& 
 
 int CudaDeviceCount() { return cuda::DeviceCount(); }
 
+absl::StatusOr<int> CudaDeviceCountOrWhy() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess) return n;
+  cudaGetLastError();  // not sticky: clear it
+  return absl::UnavailableError(cudaGetErrorString(e));
+}
+
 namespace {
 absl::Status CheckDeviceExists(int device) {
   const int count = cuda::DeviceCount();

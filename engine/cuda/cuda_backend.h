@@ -20,6 +20,8 @@ namespace lensd {
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device);
 // Visible CUDA devices (0 without a driver).
 int CudaDeviceCount();
+// The same, or why none can be used (no driver, driver too old, ...), for --devices auto.
+absl::StatusOr<int> CudaDeviceCountOrWhy();
 // Free and total bytes of `device`.
 absl::StatusOr<std::pair<int64_t, int64_t>> CudaMemoryInfo(int device);
 

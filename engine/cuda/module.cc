@@ -10,6 +10,8 @@ void lensd_cuda_make_backend(int device, absl::StatusOr<std::unique_ptr<lensd::B
   *out = lensd::MakeCudaBackend(device);
 }
 
+void lensd_cuda_device_count(absl::StatusOr<int>* out) { *out = lensd::CudaDeviceCountOrWhy(); }
+
 void lensd_cuda_memory_info(int device, absl::StatusOr<std::pair<int64_t, int64_t>>* out) {
   *out = lensd::CudaMemoryInfo(device);
 }

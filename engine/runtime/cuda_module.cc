@@ -11,6 +11,7 @@ namespace {
 
 struct Module {
   void (*make_backend)(int, absl::StatusOr<std::unique_ptr<Backend>>*) = nullptr;
+  void (*device_count)(absl::StatusOr<int>*) = nullptr;
   void (*memory_info)(int, absl::StatusOr<std::pair<int64_t, int64_t>>*) = nullptr;
   void (*make_nccl)(const std::vector<int>*, absl::StatusOr<std::unique_ptr<Communicator>>*) = nullptr;
   std::string error;
@@ -31,9 +32,10 @@ const Module& Get() {
       return m;
     }
     m->make_backend = reinterpret_cast<decltype(m->make_backend)>(dlsym(handle, "lensd_cuda_make_backend"));
+    m->device_count = reinterpret_cast<decltype(m->device_count)>(dlsym(handle, "lensd_cuda_device_count"));
     m->memory_info = reinterpret_cast<decltype(m->memory_info)>(dlsym(handle, "lensd_cuda_memory_info"));
     m->make_nccl = reinterpret_cast<decltype(m->make_nccl)>(dlsym(handle, "lensd_cuda_make_nccl"));
-    if (!m->make_backend || !m->memory_info || !m->make_nccl) {
+    if (!m->make_backend || !m->device_count || !m->memory_info || !m->make_nccl) {
       m->error = "liblensd_cuda_module.so lacks its entry points (stale build?)";
     }
     return m;
@@ -48,6 +50,14 @@ absl::StatusOr<std::unique_ptr<Backend>> LoadCudaBackend(int device) {
   if (!m.error.empty()) return absl::FailedPreconditionError(m.error);
   absl::StatusOr<std::unique_ptr<Backend>> out = absl::UnknownError("");
   m.make_backend(device, &out);
+  return out;
+}
+
+absl::StatusOr<int> LoadCudaDeviceCount() {
+  const Module& m = Get();
+  if (!m.error.empty()) return absl::FailedPreconditionError(m.error);
+  absl::StatusOr<int> out = absl::UnknownError("");
+  m.device_count(&out);
   return out;
 }
 

@@ -26,7 +26,9 @@ namespace lensd {
 
 struct LoadOptions {
   std::string model_dir;             // empty: the built-in model
-  std::string devices = "cpu";       // "cpu" or "cpu:0,cpu:1,..."
+  // "auto" (every visible CUDA device, else the CPU), "cpu", "cpu:0,cpu:1,..." or
+  // "cuda:0,cuda:1,..."
+  std::string devices = "auto";
   std::string split;                 // "" / "transformer-lens", "memory", or explicit "0-1,2-3"
   // Storage of weight matrices and of the KV cache: float32, bfloat16 or float16 (GEMM inputs
   // rounded to it, float32 accumulation; K/V rounded when written); activations, norms and
@@ -82,6 +84,10 @@ struct DeviceLayout {
 // Block i -> device floor(i * n / L) (TransformerLens), or explicit "a-b,c-d" ranges.
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split,
                                                            int n_layers, int n_devices);
+
+// What --devices auto means, given the visible CUDA devices (or why there are none):
+// "cuda:0,...,cuda:N-1", else "cpu". Logs the choice and its reason.
+std::string AutoDevices(const absl::StatusOr<int>& cuda_devices);
 
 // The backend of one device ("cpu", "cpu:N" or "cuda:N"), made as Model::Load makes them
 // (`threads`: CPU compute threads, 0 for one per hardware thread).

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/core/status.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/model/hub_cache.h"
 #include "engine/runtime/cuda_module.h"
 #include "engine/runtime/model_internal.h"
 #include "engine/runtime/tensor_parallel.h"
@@ -34,9 +35,10 @@ struct DeviceSpec {
   int index = 0;
 };
 
-// "cpu", "cpu:0,cpu:1" (virtual CPU devices) or "cuda:0,cuda:1"; a CUDA device may appear
-// more than once (several logical shards on one card).
-absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& spec) {
+// "auto", "cpu", "cpu:0,cpu:1" (virtual CPU devices) or "cuda:0,cuda:1"; a CUDA device may
+// appear more than once (several logical shards on one card).
+absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(std::string spec) {
+  if (spec == "auto") spec = AutoDevices(LoadCudaDeviceCount());
   if (spec.empty() || spec == "cpu") return std::vector<DeviceSpec>{{false, 0}};
   std::vector<DeviceSpec> out;
   for (absl::string_view d : absl::StrSplit(spec, ',')) {
@@ -45,7 +47,7 @@ absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& spec) {
     if ((!device.cuda && !absl::ConsumePrefix(&d, "cpu:")) || !absl::SimpleAtoi(d, &device.index) ||
         device.index < 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("bad --devices '", spec, "': expected cpu, cpu:0,cpu:1,... or cuda:0,..."));
+          absl::StrCat("bad --devices '", spec, "': expected auto, cpu, cpu:0,cpu:1,... or cuda:0,..."));
     }
     for (const DeviceSpec& seen : out) {
       if (!device.cuda && !seen.cuda && seen.index == device.index) {
@@ -63,6 +65,18 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceSpec& d, int th
 }
 
 }  // namespace
+
+std::string AutoDevices(const absl::StatusOr<int>& cuda_devices) {
+  if (!cuda_devices.ok() || *cuda_devices <= 0) {
+    spdlog::info("devices auto: no CUDA device ({}); computing on the CPU",
+                 cuda_devices.ok() ? "none visible" : std::string(cuda_devices.status().message()));
+    return "cpu";
+  }
+  std::string out;
+  for (int i = 0; i < *cuda_devices; ++i) absl::StrAppend(&out, i ? "," : "", "cuda:", i);
+  spdlog::info("devices auto: {} CUDA device{} ({})", *cuda_devices, *cuda_devices > 1 ? "s" : "", out);
+  return out;
+}
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device, int threads) {
   ASSIGN_OR_RETURN(std::vector<DeviceSpec> d, ParseDevices(device));
@@ -229,8 +243,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
     model->tokenizer_ = MakeByteTokenizer();
     return model;
   }
-  ASSIGN_OR_RETURN(auto source, OpenCheckpointSource(options.model_dir));
-  auto tokenizer = LoadTokenizer(options.model_dir);
+  ASSIGN_OR_RETURN(const std::string dir,
+                   ResolveModelDir(options.model_dir, HubEnvironment::FromProcess()));
+  if (dir != options.model_dir) spdlog::info("model {}: {}", options.model_dir, dir);
+  ASSIGN_OR_RETURN(auto source, OpenCheckpointSource(dir));
+  auto tokenizer = LoadTokenizer(dir);
   if (!tokenizer.ok() && !absl::IsNotFound(tokenizer.status())) return tokenizer.status();
   ASSIGN_OR_RETURN(auto model, FromSource(*source, options));
   if (tokenizer.ok()) model->tokenizer_ = std::move(*tokenizer);

@@ -124,21 +124,7 @@ TEST(Checkpoint, WrongShapeAndMissingTensorNameFileAndTensor) {
 TEST(Checkpoint, ShardedIndexLoadsLikeSingleFile) {
   const std::string golden = GoldenDir() + "/qwen2";
   const std::string dir = testing::TempDir("sharded");
-  CopyFile(golden + "/config.json", dir + "/config.json");
-  auto src = SafetensorsFile::Open(golden + "/model.safetensors");
-  ASSERT_TRUE(src.ok());
-  SafetensorsWriter shard[2];
-  nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
-  int i = 0;
-  for (const auto& [name, info] : (*src)->tensors()) {
-    int s = (i++) % 2;
-    shard[s].Add(name, info.dtype, info.shape, info.data, info.num_bytes);
-    index["weight_map"][name] = absl::StrCat("model-0000", s + 1, "-of-00002.safetensors");
-  }
-  for (int s = 0; s < 2; ++s) {
-    ASSERT_TRUE(shard[s].WriteFile(absl::StrCat(dir, "/model-0000", s + 1, "-of-00002.safetensors")).ok());
-  }
-  std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
+  ASSERT_EQ(testing::WriteShardedCheckpoint(golden, dir).size(), 4u);
   LoadOptions a, b;
   a.model_dir = golden;
   b.model_dir = dir;

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import json
+import pathlib
+import socket
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -108,23 +112,73 @@ def _to_dict(message) -> dict:
     return out
 
 
-class Client:
-    """Connects to a lensd server. RPC errors raise grpc.RpcError (see .code(), .details())."""
+# Round robin over every address the target resolves to, and retries of the idempotent RPCs
+# on UNAVAILABLE; shared with lensctl.
+SERVICE_CONFIG = json.loads((pathlib.Path(__file__).parent / "service_config.json").read_text())
 
-    def __init__(self, addr: str = "localhost:50051", *, token: Optional[str] = None,
+
+def service_config(target: str) -> str:
+    """SERVICE_CONFIG, plus, for targets of several servers, client-side health checks: a
+    server that is loading or draining (health NOT_SERVING) gets no new requests."""
+    config = dict(SERVICE_CONFIG)
+    if target.startswith("dns:") or ("," in target and target.startswith(("ipv4:", "ipv6:"))):
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return json.dumps(config)
+
+
+def channel_target(addr: Union[str, Sequence[str]]) -> str:
+    """A gRPC target for one address ("host:port", "dns:///name:port", any gRPC URI) or
+    several ("h1:p1,h2:p2" or a list), the latter as one ipv4:/ipv6: target of their
+    addresses (host names resolved once, here)."""
+    addrs = [a.strip() for a in addr.split(",")] if isinstance(addr, str) else list(addr)
+    if len(addrs) == 1:
+        return addrs[0]
+    resolved = []
+    for a in addrs:
+        host, sep, port = a.rpartition(":")
+        if not sep or not port.isdigit() or "/" in a:
+            raise ValueError(f"{a!r}: several addresses must each be host:port")
+        host = host.strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = ipaddress.ip_address(socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][4][0])
+        resolved.append((ip.version, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"))
+    versions = {v for v, _ in resolved}
+    if len(versions) != 1:
+        raise ValueError(f"{addr!r}: mixes IPv4 and IPv6 addresses")
+    return f"ipv{versions.pop()}:" + ",".join(a for _, a in resolved)
+
+
+class Client:
+    """Connects to a lensd server, or to several, balanced request by request (round robin):
+    `addr` "host:port", "dns:///name:port" (every address of the name, e.g. a Kubernetes
+    headless Service), "h1:p1,h2:p2" or a list of addresses; servers not SERVING are skipped.
+    Idempotent RPCs are retried on UNAVAILABLE. RPC errors raise grpc.RpcError (see .code(),
+    .details())."""
+
+    def __init__(self, addr: Union[str, Sequence[str]] = "localhost:50051", *,
+                 token: Optional[str] = None,
                  credentials: Optional[grpc.ChannelCredentials] = None,
                  timeout: Optional[float] = None):
-        options = [("grpc.max_receive_message_length", 64 << 20)]
-        if credentials is None:
-            self._channel = grpc.insecure_channel(addr, options=options)
-        else:
-            self._channel = grpc.secure_channel(addr, credentials, options=options)
+        self._target, self._credentials = channel_target(addr), credentials
+        self._channel = self._open(service_config(self._target))
+        self._probe = None  # health(): a channel without health checks (they would hide the answer)
         self._stub = lensd_pb2_grpc.LensdStub(self._channel)
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
         self._timeout = timeout
 
+    def _open(self, config: str) -> grpc.Channel:
+        options = [("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.service_config", config), ("grpc.enable_retries", 1)]
+        if self._credentials is None:
+            return grpc.insecure_channel(self._target, options=options)
+        return grpc.secure_channel(self._target, self._credentials, options=options)
+
     def close(self) -> None:
         self._channel.close()
+        if self._probe is not None:
+            self._probe.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -311,8 +365,11 @@ class Client:
         return [(h.name, h.shape) for h in response.hooks]
 
     def health(self, service: str = "") -> str:
-        """"SERVING", "NOT_SERVING", ... from grpc.health.v1."""
-        check = self._channel.unary_unary(
+        """"SERVING", "NOT_SERVING", ... from grpc.health.v1 (of one of the servers, when the
+        client balances over several)."""
+        if self._probe is None:
+            self._probe = self._open(json.dumps(SERVICE_CONFIG))
+        check = self._probe.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
