@@ -2,7 +2,7 @@
 // d 768), two prompts of 64 tokens, capturing every layer's resid_post, plain vs. with 16
 // interventions of mixed ops (zero, scale, set, add, patch, project, sae_clamp, noise) spread
 // over the layers. Run (interleaved, so machine noise hits both alike):
-//   build/bench/intervention_bench --benchmark_enable_random_interleaving=true \
+//   build/bench/intervention_bench --benchmark_enable_random_interleaving=true
 //     --benchmark_repetitions=8 --benchmark_min_time=1 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 

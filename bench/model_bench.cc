@@ -1,7 +1,7 @@
 // Engine throughput on any device map, straight through Model::Forward (no server); takes
 // every model flag of `lensd run` (--devices, --dtype, --kv-tokens, --cuda-graphs, ...):
 //   model_bench --model builtin:llama-1b --devices cuda:0 --dtype bfloat16 --batches 1,8,64
-//               --prefill 512 [--mem-gbs 4300] [--peak-tflops 60|measure] [--cuda-graphs true]
+//               --prefill 8x1024 [--mem-gbs 4300] [--peak-tflops 60|measure] [--cuda-graphs true]
 //   model_bench --model builtin:gpt2-small --devices cuda:0 --capture 8x256
 // Prints one line per measurement: decode tokens/s at each batch size with the weight-read
 // roofline (weights bytes / memory bandwidth per step) and its fraction; prefill tokens/s
@@ -62,25 +62,39 @@ void Decode(Model& m, int batch, double mem_gbs, size_t weight_bytes) {
   for (auto& t : tables) m.blocks().Release(t);
 }
 
-void Prefill(Model& m, int tokens, double peak_tflops, size_t params) {
-  std::vector<int32_t> table;
-  if (!m.blocks().Reserve(table, tokens)) {
-    std::printf("prefill  KV cache too small (raise --kv-tokens)\n");
-    return;
+// `prompts` prompts of `tokens` tokens in one step.
+void Prefill(Model& m, int prompts, int tokens, double peak_tflops, size_t params) {
+  std::vector<std::vector<int32_t>> tables(prompts);
+  std::vector<SeqInput> in(prompts);
+  bool reserved = true;
+  for (int p = 0; p < prompts; ++p) {
+    reserved = reserved && m.blocks().Reserve(tables[p], tokens);
+    in[p] = {Ids(tokens, p + 1, m.config().vocab_size), 0, &tables[p], false};
   }
-  const auto ids = Ids(tokens, 1, m.config().vocab_size);
-  if (auto warm = m.Forward({{ids, 0, &table, false}}, nullptr); !warm.ok()) {
+  auto release = [&] { for (auto& t : tables) m.blocks().Release(t); };
+  if (!reserved) {
+    std::printf("prefill  KV cache too small (raise --kv-tokens)\n");
+    return release();
+  }
+  if (auto warm = m.Forward(in, nullptr); !warm.ok()) {
     std::printf("prefill  %s\n", warm.status().ToString().c_str());
-    m.blocks().Release(table);
-    return;
+    return release();
   }
   const int reps = 3;
   const Clock::time_point t0 = Clock::now();
-  for (int i = 0; i < reps; ++i) (void)m.Forward({{ids, 0, &table, false}}, nullptr);
-  const double tps = reps * tokens / Since(t0), tflops = 2.0 * params * tps / 1e12;
-  std::printf("prefill  %5d tok  %10.1f tok/s  %8.2f TFLOP/s  %5.1f%% of %.2f\n", tokens, tps,
-              tflops, 100 * tflops / peak_tflops, peak_tflops);
-  m.blocks().Release(table);
+  for (int i = 0; i < reps; ++i) (void)m.Forward(in, nullptr);
+  const double tps = double{reps} * prompts * tokens / Since(t0), tflops = 2.0 * params * tps / 1e12;
+  std::printf("prefill  %dx%d tok  %10.1f tok/s  %8.2f TFLOP/s  %5.1f%% of %.2f\n", prompts, tokens,
+              tps, tflops, 100 * tflops / peak_tflops, peak_tflops);
+  release();
+}
+
+// "N" or "PxN" (prompts x tokens); false when malformed.
+bool ParseShape(const std::string& s, int* prompts, int* tokens) {
+  std::vector<std::string> parts = absl::StrSplit(s, 'x');
+  if (parts.size() == 1) parts.insert(parts.begin(), "1");
+  return parts.size() == 2 && absl::SimpleAtoi(parts[0], prompts) &&
+         absl::SimpleAtoi(parts[1], tokens) && *prompts > 0 && *tokens > 0;
 }
 
 void Capture(Model& m, int batch, int tokens) {
@@ -160,14 +174,20 @@ int Main(const std::vector<std::string>& args) {
     const double peak = flags->Get("peak-tflops") == "measure"
                             ? GemmPeak(o.devices, o.dtype)
                             : flags->GetDouble("peak-tflops", 60).value_or(60);
-    Prefill(m, flags->GetInt("prefill", 512).value_or(512), peak, params);
+    int prompts, tokens;
+    if (!ParseShape(flags->Get("prefill"), &prompts, &tokens)) {
+      std::cerr << "--prefill: expected TOKENS or PROMPTSxTOKENS\n";
+      return 2;
+    }
+    Prefill(m, prompts, tokens, peak, params);
   }
   if (flags->Has("capture")) {
-    std::vector<std::string> bt = absl::StrSplit(flags->Get("capture"), 'x');
-    int batch = 8, tokens = 256;
-    if (bt.size() == 2 && absl::SimpleAtoi(bt[0], &batch) && absl::SimpleAtoi(bt[1], &tokens)) {
-      Capture(m, batch, tokens);
+    int batch, tokens;
+    if (!ParseShape(flags->Get("capture"), &batch, &tokens)) {
+      std::cerr << "--capture: expected PROMPTSxTOKENS\n";
+      return 2;
     }
+    Capture(m, batch, tokens);
   }
   return 0;
 }

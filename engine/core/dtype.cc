@@ -82,7 +82,8 @@ float F16ToF32(uint16_t h) {
       u = sign | (exp << 23) | ((mant & 0x3ff) << 13);
     }
   } else if (exp == 31) {
-    u = sign | 0x7f800000u | (mant << 13);
+    // Infinity, or NaN made quiet as the hardware conversion (F16C) makes it.
+    u = sign | 0x7f800000u | (mant << 13) | (mant != 0 ? 0x400000u : 0);
   } else {
     u = sign | ((exp - 15 + 127) << 23) | (mant << 13);
   }

@@ -96,20 +96,16 @@ class CpuBackend : public Backend {
                       end - begin);
     });
   }
-  void AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h, KvLayerView kv,
-                 float scale, int window, float* probs, float* z, std::vector<float>& row) const;
-  // Key or value `j` of `kv_head` as float32: in the pool, or widened into `row`.
-  static const float* KvRow(TensorView pool, const AttentionSeq& s, int block_size, int j,
-                            int kv_head, std::vector<float>& row) {
-    const int64_t hkv = pool.shape[1], dh = pool.shape[2];
-    const int64_t slot = int64_t{s.block_table[j / block_size]} * block_size + j % block_size;
-    const int64_t at = (slot * hkv + kv_head) * dh;
-    if (pool.dtype == DType::kF32) return pool.As<float>() + at;
-    row.resize(static_cast<size_t>(dh));
-    ConvertToF32(pool.dtype, static_cast<const char*>(pool.data) + at * DTypeSize(pool.dtype),
-                 row.data(), row.size());
-    return row.data();
-  }
+  // Keys and values [0, n) of one KV head of a sequence as float32 rows: pointers into the
+  // pool, or (bfloat16 / float16 pools) into rows widened once for every query and head of
+  // the group that reads them.
+  struct KvRows {
+    std::vector<const float*> k, v;
+    std::vector<float> widened;
+  };
+  void GatherKvRows(KvLayerView kv, const AttentionSeq& s, int kv_head, int n, KvRows& rows) const;
+  void AttendOne(const float* q, const KvRows& rows, int64_t dh, const AttentionSeq& s, int i,
+                 int h, float scale, int window, float* probs, float* z) const;
 
   int index_;
   ThreadPool pool_;
@@ -188,19 +184,36 @@ void CpuBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const i
   });
 }
 
-void CpuBackend::AttendOne(const float* q, int kv_head, const AttentionSeq& s, int i, int h,
-                           KvLayerView kv, float scale, int window, float* probs, float* z,
-                           std::vector<float>& row) const {
+void CpuBackend::GatherKvRows(KvLayerView kv, const AttentionSeq& s, int kv_head, int n,
+                              KvRows& rows) const {
+  const int64_t hkv = kv.k.shape[1], dh = kv.k.shape[2], bs = kv.block_size;
+  const bool f32 = kv.k.dtype == DType::kF32;
+  rows.k.resize(static_cast<size_t>(n)), rows.v.resize(static_cast<size_t>(n));
+  if (!f32) rows.widened.resize(static_cast<size_t>(2 * n * dh));
+  for (int j = 0; j < n; ++j) {
+    const int64_t at = ((int64_t{s.block_table[j / bs]} * bs + j % bs) * hkv + kv_head) * dh;
+    if (f32) {
+      rows.k[j] = kv.k.As<float>() + at, rows.v[j] = kv.v.As<float>() + at;
+      continue;
+    }
+    float* k = rows.widened.data() + 2 * j * dh;
+    const bool f16 = kv.k.dtype == DType::kF16;
+    ops_.widen(f16, static_cast<const uint16_t*>(kv.k.data) + at, k, dh);
+    ops_.widen(f16, static_cast<const uint16_t*>(kv.v.data) + at, k + dh, dh);
+    rows.k[j] = k, rows.v[j] = k + dh;
+  }
+}
+
+void CpuBackend::AttendOne(const float* q, const KvRows& rows, int64_t dh, const AttentionSeq& s,
+                           int i, int h, float scale, int window, float* probs, float* z) const {
   using Input = AttentionSeq::Input;
-  const int64_t dh = kv.k.shape[2];
   const int pos = s.start_pos + i, n_k = s.start_pos + s.n_q;
   const int64_t map_row = (int64_t{h} * s.n_q + i) * n_k;
   const float inf = std::numeric_limits<float>::infinity();
   if (s.input == Input::kQueries) {
     for (int j = 0; j < n_k; ++j) {
       const bool visible = j <= pos && (window <= 0 || pos - j < window);
-      probs[j] = visible ? ops_.dot(q, KvRow(kv.k, s, kv.block_size, j, kv_head, row), dh) * scale
-                         : -inf;
+      probs[j] = visible ? ops_.dot(q, rows.k[j], dh) * scale : -inf;
     }
     if (!s.scores.empty()) std::memcpy(s.scores.As<float>() + map_row, probs, n_k * 4);
   } else {
@@ -216,29 +229,46 @@ void CpuBackend::AttendOne(const float* q, int kv_head, const AttentionSeq& s, i
   }
   std::fill(z, z + dh, 0.0f);
   for (int j = 0; j < n_k; ++j) {
-    if (probs[j] != 0.0f) ops_.axpy(probs[j], KvRow(kv.v, s, kv.block_size, j, kv_head, row), z, dh);
+    if (probs[j] != 0.0f) ops_.axpy(probs[j], rows.v[j], z, dh);
   }
 }
 
 void CpuBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
                            float scale, int window, TensorView z) {
   const int H = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
-  const int group = H / static_cast<int>(kv.k.shape[1]);
-  // Every (sequence, query, head) is independent: split them evenly over the threads.
-  std::vector<std::pair<int, int>> items;  // (sequence, query)
+  const int hkv = static_cast<int>(kv.k.shape[1]), group = H / hkv;
+  // Work items: (sequence, KV head, a chunk of queries), each gathering (or widening) the
+  // keys and values its queries can see once, for every head of the KV head's group.
+  constexpr int kQueries = 32;
+  struct Item {
+    int s, kv_head, i0, i1;
+  };
+  std::vector<Item> items;
   for (size_t s = 0; s < seqs.size(); ++s) {
-    for (int i = 0; i < seqs[s].n_q; ++i) items.push_back({static_cast<int>(s), i});
+    for (int g = 0; g < hkv; ++g) {
+      for (int i0 = 0; i0 < seqs[s].n_q; i0 += kQueries) {
+        items.push_back({static_cast<int>(s), g, i0, std::min(seqs[s].n_q, i0 + kQueries)});
+      }
+    }
   }
-  pool_.ParallelFor(static_cast<int64_t>(items.size()) * H, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> probs, kv_row;
+  pool_.ParallelFor(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
+    std::vector<float> probs;
+    KvRows rows;
     for (int64_t it = b; it < e; ++it) {
-      const auto [s, i] = items[it / H];
-      const int h = static_cast<int>(it % H);
-      const AttentionSeq& a = seqs[s];
+      const Item& w = items[it];
+      const AttentionSeq& a = seqs[w.s];
       probs.resize(static_cast<size_t>(a.start_pos + a.n_q));
-      const int64_t r = (int64_t{a.q_begin} + i) * H + h;
-      AttendOne(q.As<float>() + r * dh, h / group, a, i, h, kv, scale, window, probs.data(),
-                z.As<float>() + r * dh, kv_row);
+      // Map rows (scores, pattern) span every key; a query reads only keys up to itself,
+      // but given maps (kScores, kPattern) may weight any of them.
+      const bool given = a.input != AttentionSeq::Input::kQueries;
+      GatherKvRows(kv, a, w.kv_head, given ? a.start_pos + a.n_q : a.start_pos + w.i1, rows);
+      for (int h = w.kv_head * group; h < (w.kv_head + 1) * group; ++h) {
+        for (int i = w.i0; i < w.i1; ++i) {
+          const int64_t r = (int64_t{a.q_begin} + i) * H + h;
+          AttendOne(q.As<float>() + r * dh, rows, dh, a, i, h, scale, window, probs.data(),
+                    z.As<float>() + r * dh);
+        }
+      }
     }
   });
 }

@@ -16,6 +16,8 @@ struct VecOps {
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a x
   // p = exp(p − max) with −inf giving 0; returns Σ p.
   float (*exp_shift_sum)(float* p, float max, int64_t n);
+  // dst = src widened exactly to float32; `f16` chooses float16, else bfloat16.
+  void (*widen)(bool f16, const uint16_t* src, float* dst, int64_t n);
 };
 
 const VecOps& ScalarVecOps();

@@ -49,7 +49,7 @@ cudaEvent_t CaptureStream::TakeEvent() {
 bool CaptureStream::Push(TensorView src, cudaStream_t compute,
                          std::function<void(TensorView)> deliver) {
   const size_t bytes = src.NumBytes();
-  if (bytes > space_.capacity()) return false;
+  if (bytes == 0 || bytes > space_.capacity()) return false;  // Place(0) would never succeed
   std::unique_lock<std::mutex> lock(mu_);
   std::optional<size_t> at;
   cv_.wait(lock, [&] { return (at = space_.Place(bytes)).has_value(); });

@@ -126,32 +126,40 @@ class CudaBackend final : public Backend {
   void CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) override {
     Use();
     if (src.dtype == DType::kF32 && capture_->Push(src, stream_.get(), deliver)) return;
-    capture_->Flush();  // too large for the ring: synchronously, after the earlier ones
+    capture_->Flush();  // empty, or too large for the ring: synchronously, after the earlier ones
     Backend::CaptureAsync(src, deliver);
   }
   void FlushCaptures() override { capture_->Flush(); }
 
-  bool CopyFromPeer(Backend& from, TensorView src, TensorView dst) override {
-    auto* peer = dynamic_cast<CudaBackend*>(&from);
+  bool CopyToPeer(Backend& to, TensorView src, TensorView dst, std::shared_ptr<void>* ready) override {
+    auto* peer = dynamic_cast<CudaBackend*>(&to);
     if (peer == nullptr) return false;
-    if (peer->device_ != device_) {
+    Use();
+    if (peer->device_ != device_) {  // device_ of a backend never changes: safe to read
       int can = 0;
       cudaDeviceCanAccessPeer(&can, device_, peer->device_);
       if (!can) return false;
-      Use();
       const cudaError_t err = cudaDeviceEnablePeerAccess(peer->device_, 0);
       if (err == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
       else
         CheckCuda(err, "cudaDeviceEnablePeerAccess");
     }
-    from.Synchronize();  // src is complete on the peer's stream
-    Use();
-    CheckCuda(cudaMemcpyPeerAsync(dst.data, device_, src.data, peer->device_, src.NumBytes(),
+    // On this stream, after the work that produced src; src is freed next on this same
+    // stream, so its block is not reused before the copy has read it.
+    CheckCuda(cudaMemcpyPeerAsync(dst.data, peer->device_, src.data, device_, src.NumBytes(),
                                   stream_.get()),
               "cudaMemcpyPeerAsync");
-    // The caller frees `src` next, and its block may be reused on the peer's stream.
-    CheckCuda(cudaStreamSynchronize(stream_.get()), "peer copy sync");
+    cudaEvent_t event;
+    CheckCuda(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
+    CheckCuda(cudaEventRecord(event, stream_.get()), "cudaEventRecord");
+    *ready = std::shared_ptr<void>(event, [](void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); });
     return true;
+  }
+
+  void WaitFor(const std::shared_ptr<void>& ready) override {
+    Use();
+    CheckCuda(cudaStreamWaitEvent(stream_.get(), static_cast<cudaEvent_t>(ready.get()), 0),
+              "cudaStreamWaitEvent");
   }
 
   void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override {
@@ -281,6 +289,17 @@ class CudaBackend final : public Backend {
 
  private:
   void Use() { CheckCuda(cudaSetDevice(device_), "cudaSetDevice"); }
+  // Inside the backend's members this shadows cuda::CheckCuda: while a decode step is being
+  // recorded as a graph, an error (e.g. cudaErrorStreamCaptureInvalidated) spoils only the
+  // recording; EndGraphStep then returns false and the step runs again normally.
+  void CheckCuda(cudaError_t err, const char* what) {
+    if (err != cudaSuccess && graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kCapture) {
+      cudaGetLastError();
+      graphs_->MarkFailed(absl::StrCat(what, ": ", cudaGetErrorString(err)));
+      return;
+    }
+    cuda::CheckCuda(err, what);
+  }
   bool GraphStep() const { return graphs_ && graphs_->mode() != cuda::GraphSteps::Mode::kOff; }
   bool Replaying() const { return graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kReplay; }
 

@@ -15,13 +15,17 @@ absl::Status CudaStatus(cudaError_t err, const char* what) {
 
 void CheckCuda(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
-  spdlog::critical("CUDA error in {}: {}", what, cudaGetErrorString(err));
+  // Kernels run asynchronously: a fault inside one is reported by the next call that waits.
+  spdlog::critical("CUDA error at {}: {} ({}); the device is unusable: exiting so that lensd is "
+                   "restarted (CUDA_LAUNCH_BLOCKING=1 names the faulting launch)",
+                   what, cudaGetErrorString(err), cudaGetErrorName(err));
   std::abort();
 }
 
-void CheckBlas(cublasStatus_t status, const char* what) {
+void CheckBlas(cublasStatus_t status, const std::string& what) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  spdlog::critical("cuBLASLt error in {}: {}", what, static_cast<int>(status));
+  spdlog::critical("cuBLASLt error in {}: {} ({})", what, cublasLtGetStatusName(status),
+                   cublasLtGetStatusString(status));
   std::abort();
 }
 

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <string>
 #include <type_traits>
 
 #include "absl/status/status.h"
@@ -17,7 +18,7 @@ namespace lensd::cuda {
 absl::Status CudaStatus(cudaError_t err, const char* what);
 // For errors inside a step, after which the device is unusable: logs and aborts.
 void CheckCuda(cudaError_t err, const char* what);
-void CheckBlas(cublasStatus_t status, const char* what);
+void CheckBlas(cublasStatus_t status, const std::string& what);
 
 struct StreamDeleter {
   void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }

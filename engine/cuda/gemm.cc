@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_handles.h"
 
 namespace lensd::cuda {
@@ -72,26 +73,27 @@ Gemm::Plan& Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
   if (slot) return *slot;
   slot = std::make_unique<Plan>();
   Plan& p = *slot;
-  CheckBlas(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+  const std::string shape = absl::StrCat(" (GEMM N=", N, " K=", K, " ", std::string(DTypeName(dtype)), ")");
+  CheckBlas(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc" + shape);
   SetDesc(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
   SetDesc(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
   if (bias) SetDesc(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.a, BlasType(dtype), K, N, K), "layout w");
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.b, BlasType(dtype), K, kMaxRows, K), "layout x");
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, N, kMaxRows, N), "layout y");
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.a, BlasType(dtype), K, N, K), "layout w" + shape);
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.b, BlasType(dtype), K, kMaxRows, K), "layout x" + shape);
+  CheckBlas(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, N, kMaxRows, N), "layout y" + shape);
   cublasLtMatmulPreference_t pref;
-  CheckBlas(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  CheckBlas(cublasLtMatmulPreferenceCreate(&pref), "preference" + shape);
   const size_t ws = kWorkspace;
   CheckBlas(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                  &ws, sizeof(ws)),
-            "workspace");
+            "workspace" + shape);
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   CheckBlas(
       cublasLtMatmulAlgoGetHeuristic(blas_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found),
-      "heuristic");
+      "heuristic" + shape);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (found == 0) CheckBlas(CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm");
+  if (found == 0) CheckBlas(CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm" + shape);
   p.algo = result.algo;
   FixSplitK(p, N, K);
   spdlog::debug("gemm N={} K={} {}: split-K {}", N, K, DTypeName(dtype), SplitK(N, K));

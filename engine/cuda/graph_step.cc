@@ -25,6 +25,7 @@ bool GraphSteps::Begin(const GraphKey& key, cudaStream_t stream) {
   key_ = key;
   arena_used_ = mirror_used_ = 0;
   failed_ = false;
+  failure_.clear();
   downloads_.clear();
   if (graphs_.count(key)) {
     mode_ = Mode::kReplay;
@@ -51,8 +52,9 @@ bool GraphSteps::End(cudaStream_t stream) {
     if (graph != nullptr) cudaGraphDestroy(graph);
     if (!ok) {
       cudaGetLastError();
-      spdlog::warn("decode steps of batch {} run without a CUDA graph (capture failed{})",
-                   key_.batch, failed_ ? ": arena too small" : "");
+      spdlog::warn("decode steps of batch {} run without a CUDA graph (capture failed: {})",
+                   key_.batch, !failure_.empty() ? failure_ : failed_ ? "arena too small"
+                                                                      : cudaGetErrorString(captured));
       refused_.insert(key_);
       return false;
     }

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -35,6 +36,8 @@ class GraphSteps {
   ~GraphSteps();
 
   Mode mode() const { return mode_; }
+  // An op failed while recording: End returns false and the step runs again normally.
+  void MarkFailed(const std::string& why) { failed_ = true, failure_ = why; }
   const GraphKey& key() const { return key_; }
   // Starts a graph step on `stream`; false (mode stays kOff) for a key whose capture failed.
   bool Begin(const GraphKey& key, cudaStream_t stream);
@@ -68,7 +71,8 @@ class GraphSteps {
   Mode mode_ = Mode::kOff;
   GraphKey key_;
   size_t arena_used_ = 0, mirror_used_ = 0;
-  bool failed_ = false;  // this step outgrew the arena or mirror
+  bool failed_ = false;  // this step outgrew the arena or mirror, or an op failed recording
+  std::string failure_;
   std::vector<std::function<void()>> downloads_;
   std::map<GraphKey, Graph> graphs_;
   std::set<GraphKey> refused_;  // keys whose capture failed

@@ -123,9 +123,15 @@ class Backend {
   // the caller then runs the step again normally.
   virtual bool BeginGraphStep(const GraphKey& key) { return false; }
   virtual bool EndGraphStep() { return true; }
-  // dst (this backend) := src (memory of `from`) over a direct device-to-device path.
-  // False when there is none; callers then go through host memory.
-  virtual bool CopyFromPeer(Backend& from, TensorView src, TensorView dst) { return false; }
+  // Queues dst (memory of `to`) := src (this backend's) over a direct device-to-device path
+  // on this backend, and sets *ready to what `to` must wait for (WaitFor) before reading dst;
+  // never blocks and never touches `to`'s queue. False when there is no direct path; callers
+  // then go through host memory. Called on this backend's compute thread.
+  virtual bool CopyToPeer(Backend& to, TensorView src, TensorView dst, std::shared_ptr<void>* ready) {
+    return false;
+  }
+  // Makes this backend's later work wait for a peer's CopyToPeer (without blocking the host).
+  virtual void WaitFor(const std::shared_ptr<void>& ready) {}
 };
 
 inline void Backend::CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) {

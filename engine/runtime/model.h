@@ -168,7 +168,10 @@ class Model {
   // TransformerLens shape, asynchronously; FlushCaptures waits for every device's deliveries.
   void Capture(Step& step, Backend& backend, int seq, HookId id, TensorView value);
   void FlushCaptures();
-  void MoveResidual(Step& step, Shard& to);
+  // The residual's move between stages (Step::incoming): Send on the sending stage's thread,
+  // Receive on the receiving one's.
+  void SendResidual(Step& step, Shard& to, int to_stage);
+  void ReceiveResidual(Step& step, Shard& to);
   void RunRank(Step& step);
   // Embedding (stage 0) or the residual's move, the stage's blocks, the head (last stage).
   void RunStage(Step& step, int stage, int stages);

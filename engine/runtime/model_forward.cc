@@ -151,6 +151,14 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
   for (int m = 0; m < parts; ++m) {
     sinks.push_back(hooks ? std::make_unique<MicroBatchSink>(hooks, offset[m]) : nullptr);
     BuildStep(steps[m], micro[m], sinks[m].get());
+    // Each later stage's buffer for the incoming residual, allocated here while no stage
+    // thread runs (a sending thread must not allocate on the receiver's backend).
+    steps[m].incoming.resize(stages);
+    for (int s = 1; s < stages; ++s) {
+      steps[m].incoming[s] = std::move(ShardAt(s, 0).backend->Allocate(
+                                           DType::kF32, {steps[m].tokens, config_.d_model}))
+                                 .value();
+    }
   }
   std::mutex mu;
   std::condition_variable cv;
@@ -208,10 +216,14 @@ void Model::RunStage(Step& step, int stage, int stages) {
     step.shard = &shard;
     RunEmbed(step);
   } else {
-    MoveResidual(step, shard);
+    ReceiveResidual(step, shard);
   }
   for (int layer = shard.first; layer < shard.end; ++layer) RunBlock(step, shard, layer);
-  if (stage + 1 == stages && step.rank == 0) step.result = RunHead(step);
+  if (stage + 1 < stages) {
+    SendResidual(step, ShardAt(stage + 1, step.rank), stage + 1);
+  } else if (step.rank == 0) {
+    step.result = RunHead(step);
+  }
 }
 
 void Model::RunEmbed(Step& step) {
@@ -228,16 +240,28 @@ void Model::RunEmbed(Step& step) {
   }
 }
 
-void Model::MoveResidual(Step& step, Shard& to) {
-  Buffer moved = std::move(to.backend->Allocate(DType::kF32, step.x.shape())).value();
-  // Peer-to-peer when the devices have a direct path (CUDA P2P / same card), else through
-  // host memory (virtual CPU devices, GPUs without peer access).
-  if (!to.backend->CopyFromPeer(*step.shard->backend, step.x.view(), moved.view())) {
-    std::vector<float> host(static_cast<size_t>(step.x.shape().NumElements()));
-    step.shard->backend->Download(step.x.view(), host.data());
-    to.backend->Upload(host.data(), moved.view());
+void Model::SendResidual(Step& step, Shard& to, int to_stage) {
+  if (step.incoming.size() <= static_cast<size_t>(to_stage)) step.incoming.resize(to_stage + 1);
+  Buffer& moved = step.incoming[to_stage];
+  if (moved.empty()) moved = std::move(to.backend->Allocate(DType::kF32, step.x.shape())).value();
+  // Peer-to-peer when the devices have a direct path (CUDA P2P / same card), queued on the
+  // sender's stream; else through host memory (virtual CPU devices, GPUs without peer access).
+  Backend& from = *step.shard->backend;
+  if (!from.CopyToPeer(*to.backend, step.x.view(), moved.view(), &step.ready)) {
+    step.host.resize(static_cast<size_t>(step.x.shape().NumElements()));
+    from.Download(step.x.view(), step.host.data());
   }
-  step.x = std::move(moved);
+  step.x = std::move(moved);  // the sender's buffer is freed here, on its own thread
+}
+
+void Model::ReceiveResidual(Step& step, Shard& to) {
+  if (step.ready != nullptr) {
+    to.backend->WaitFor(step.ready);
+  } else {
+    to.backend->Upload(step.host.data(), step.x.view());
+  }
+  step.ready.reset();
+  step.host.clear();
   step.shard = &to;
 }
 

@@ -38,6 +38,14 @@ struct Model::Step {
   std::vector<int> q_begin;                    // per sequence
   Shard* shard = nullptr;                      // where the residual lives
   Buffer x;                                    // residual [tokens, D] on `shard`
+  // The residual's move to the next stage, in two halves so that each backend is only used
+  // by its own thread: the sending stage fills `x` (now on the next stage) through a peer
+  // copy it queued (`ready`: what the receiver waits for) or through `host`; the receiving
+  // stage waits for it or uploads `host`. incoming[s]: stage s's buffer for it, allocated
+  // before pipelined stage threads start (empty: allocated when sending, by one thread).
+  std::vector<Buffer> incoming;
+  std::shared_ptr<void> ready;
+  std::vector<float> host;
   std::vector<Buffer> scratch;                 // freed at each block boundary
   ForwardResult result;                        // rank 0
   std::vector<PlanSeq> plan_seqs;              // per sequence, for intervention plans

@@ -86,7 +86,8 @@ struct Problem {
 class GemmTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(GemmTest, EveryLevelGivesTheDefinitionsBits) {
-  for (auto [t, n, k] : {std::tuple{1, 77, 64}, {7, 130, 33}, {13, 64, 200}, {40, 50, 96}}) {
+  // K = 600: several blocks of k (256), partial sums carried in y between them.
+  for (auto [t, n, k] : {std::tuple{1, 77, 64}, {7, 130, 33}, {13, 64, 200}, {40, 50, 96}, {9, 40, 600}}) {
     Problem pr(t, n, k, GetParam(), static_cast<uint32_t>(t * 31 + n));
     for (SimdLevel level : Levels()) {
       std::vector<float> y(static_cast<size_t>(t * n), -1.0f);

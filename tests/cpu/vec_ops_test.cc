@@ -70,5 +70,21 @@ TEST(VecOps, DotAxpyAndSoftmaxPartsAreTheSameOnEveryLevel) {
   }
 }
 
+TEST(VecOps, WidenIsExactOnEveryLevel) {
+  // Every 16-bit pattern (NaNs, infinities, denormals included), then a tail shorter than 8.
+  std::vector<uint16_t> bits(65536 + 5);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = static_cast<uint16_t>(i * 40503u);
+  for (bool f16 : {false, true}) {
+    std::vector<float> want(bits.size());
+    ConvertToF32(f16 ? DType::kF16 : DType::kBF16, bits.data(), want.data(), bits.size());
+    for (const VecOps* ops : {&ScalarVecOps(), &Avx2VecOps()}) {
+      if (ops != &ScalarVecOps() && DetectSimdLevel() < SimdLevel::kAvx2) continue;
+      std::vector<float> got(bits.size(), -1.0f);
+      ops->widen(f16, bits.data(), got.data(), static_cast<int64_t>(bits.size()));
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << (f16 ? "f16" : "bf16");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lensd
