@@ -1,48 +1,19 @@
 // Interventions inside continuous batches: a request's results equal the same request run
 // alone, whatever else shares its steps, under chunked prefill and preemption; prompts linked
 // by patch run in one step even when the step budget would split them.
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <random>
 
 #include "engine/runtime/generate.h"
 #include "server/scheduler.h"
+#include "tests/server/recording_sink.h"
 #include "tests/test_util.h"
 
 namespace lensd {
 namespace {
 
-class Sink : public JobSink {
- public:
-  bool Cancelled() const override { return false; }
-  void OnToken(int32_t id, int) override { tokens_.push_back(id); }
-  void OnTensor(int prompt, HookId id, TensorView v) override { Keep(prompt, HookName(id), v); }
-  void OnLogits(int prompt, int, TensorView v) override { Keep(prompt, "logits", v); }
-  void OnFinish(const absl::Status& status, const JobStats& stats) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    status_ = status, stats_ = stats, finished_ = true;
-    cv_.notify_all();
-  }
-  [[nodiscard]] bool Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return finished_; });
-  }
-  std::vector<int32_t> tokens_;
-  std::map<std::pair<int, std::string>, Buffer> tensors_;
-  absl::Status status_;
-  JobStats stats_;
+using Sink = testing::RecordingSink;
 
- private:
-  void Keep(int prompt, const std::string& name, TensorView v) {
-    Buffer b = Buffer::Host(v.dtype, v.shape);
-    std::memcpy(b.As<char>(), v.data, v.NumBytes());
-    tensors_[{prompt, name}] = std::move(b);
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool finished_ = false;
-};
 
 std::unique_ptr<Model> Builtin(int kv_tokens, int block_size = 16) {
   LoadOptions o;
