@@ -123,13 +123,8 @@ RowOpPlan InterventionSet::PlanTokenHook(const ModelConfig& c, HookId id,
     if (seq.set == nullptr || !seq.set->Touches(id)) continue;
     for (int t = 0; t < seq.n; ++t) {
       const int pos = seq.start_pos + t, row = seq.q_begin + t;
-      for (int i : seq.set->by_prompt_[seq.prompt]) {
-        const Intervention& iv = seq.set->list_[i];
-        const Prepared& p = *seq.set->prepared_[i];
-        if (!(iv.hook == id)) continue;
-        const Prepared::PerPrompt& pp = *p.For(seq.prompt);
-        const int j = pp.positions.IndexOf(pos);
-        if (j < 0) continue;
+      seq.set->ForEachAt(seq.prompt, id, pos, [&](const Intervention& iv, const Prepared& p,
+                                                  const Prepared::PerPrompt& pp, int j) {
         const std::vector<int> heads = Heads(iv, g);
         int64_t source_row = 0;
         if (iv.op == InterventionOp::kPatch) {
@@ -145,7 +140,7 @@ RowOpPlan InterventionSet::PlanTokenHook(const ModelConfig& c, HookId id,
         auto source = [&](int ai, int bi) { return source_row * width + heads[ai] * g.b + bi; };
         AddOp(plan, params, op, iv, p, j, static_cast<int>(heads.size()), static_cast<int>(g.b),
               element, source);
-      }
+      });
     }
   }
   return plan;
@@ -164,13 +159,8 @@ RowOpPlan InterventionSet::PlanAttentionMaps(const ModelConfig& c, HookId id,
     for (int t = 0; t < seq.n; ++t, ++rows) {
       if (seq.set == nullptr || offsets[s] < 0 || !seq.set->Touches(id)) continue;
       const int pos = seq.start_pos + t;
-      for (int i : seq.set->by_prompt_[seq.prompt]) {
-        const Intervention& iv = seq.set->list_[i];
-        const Prepared& p = *seq.set->prepared_[i];
-        if (!(iv.hook == id)) continue;
-        const Prepared::PerPrompt& pp = *p.For(seq.prompt);
-        const int j = pp.positions.IndexOf(pos);
-        if (j < 0) continue;
+      seq.set->ForEachAt(seq.prompt, id, pos, [&](const Intervention& iv, const Prepared& p,
+                                                  const Prepared::PerPrompt& pp, int j) {
         const std::vector<int> heads = Heads(iv, g);
         int64_t src_base = 0, src_q = 0, src_k = 0;
         if (iv.op == InterventionOp::kPatch) {
@@ -191,7 +181,7 @@ RowOpPlan InterventionSet::PlanAttentionMaps(const ModelConfig& c, HookId id,
           return src_base + heads[ai] * src_q * src_k + pp.source_keys.PositionAt(bi);
         };
         AddOp(plan, params, op, iv, p, j, static_cast<int>(heads.size()), keys, element, source);
-      }
+      });
     }
   }
   return plan;

@@ -123,6 +123,10 @@ class InterventionSet {
   struct Prepared;  // internal: interventions_internal.h
 
  private:
+  // fn(intervention, prepared, per-prompt part, index of `pos` in its positions) for every
+  // intervention of prompt `prompt` at hook `id` that selects position `pos`, in order.
+  template <typename Fn>
+  void ForEachAt(int prompt, HookId id, int pos, Fn&& fn) const;
   InterventionSet() = default;
   std::vector<Intervention> list_;
   std::vector<std::shared_ptr<const Prepared>> prepared_;  // per intervention

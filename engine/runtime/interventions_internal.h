@@ -57,6 +57,18 @@ struct InterventionSet::Prepared {
   std::vector<float> params;        // project: d̂; sae_clamp: w, u, b_dec
 };
 
+template <typename Fn>
+void InterventionSet::ForEachAt(int prompt, HookId id, int pos, Fn&& fn) const {
+  for (int i : by_prompt_[prompt]) {
+    const Intervention& iv = list_[i];
+    if (!(iv.hook == id)) continue;
+    const Prepared& p = *prepared_[i];
+    const Prepared::PerPrompt& pp = *p.For(prompt);
+    const int j = pp.positions.IndexOf(pos);
+    if (j >= 0) fn(iv, p, pp, j);
+  }
+}
+
 }  // namespace lensd
 
 #endif  // LENSD_ENGINE_RUNTIME_INTERVENTIONS_INTERNAL_H_
