@@ -3,9 +3,8 @@
 #   tools/sanitize.sh asan   AddressSanitizer + UBSan (build-asan): every ctest test, e2e included
 #   tools/sanitize.sh tsan   ThreadSanitizer (build-tsan): the threaded tests (scheduler,
 #                            tensor-parallel and pipelined engine runs, service streams)
-# Reports go to the test logs; the summary prints last. Suppressions: tools/tsan.supp
-# (libgomp, which is not built with TSan) and tools/lsan.supp (one-time allocations of the
-# gRPC and protobuf runtimes at exit).
+# Reports go to the test logs; the summary prints last. Suppressions: tools/tsan.supp (none
+# needed now) and tools/lsan.supp (one-time allocations of the gRPC and protobuf runtimes at exit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-asan}"
