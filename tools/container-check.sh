@@ -15,7 +15,7 @@ IMAGE=localhost/lensd:cpu
 NAME=lensd-check
 LOG=$(mktemp -d)/container-check
 mkdir -p "$LOG"
-PODMAN=($SUDO podman --runtime runc --cgroup-manager cgroupfs)
+pm() { $SUDO podman --runtime runc --cgroup-manager cgroupfs "$@"; }
 declare -a RESULTS=()
 FAILED=0
 
@@ -23,7 +23,8 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs, logs to $LOG/NAME.log, records
   local name=$1 limit=$2; shift 2
   local start=$SECONDS
   echo "== $name"
-  if timeout "$limit" "$@" >"$LOG/$name.log" 2>&1; then
+  # timeout runs programs, not functions: the step runs in a child bash that has them exported.
+  if timeout --kill-after=10 "$limit" bash -c '"$@"' "$name" "$@" >"$LOG/$name.log" 2>&1; then
     RESULTS+=("PASS  $name ($((SECONDS - start)) s)")
   else
     RESULTS+=("FAIL  $name ($((SECONDS - start)) s): $(tail -n 3 "$LOG/$name.log" | tr '\n' ' ')")
@@ -32,7 +33,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs, logs to $LOG/NAME.log, records
 }
 
 summary() {
-  "${PODMAN[@]}" rm -f "$NAME" >/dev/null 2>&1
+  pm rm -f "$NAME" >/dev/null 2>&1
   echo
   echo "== container-check summary (logs: $LOG)"
   printf '%s\n' "${RESULTS[@]}"
@@ -57,38 +58,38 @@ install_tools() {
 }
 
 base_image() {
-  if "${PODMAN[@]}" image exists "$BASE"; then echo "$BASE exists"; return 0; fi
+  if pm image exists "$BASE"; then echo "$BASE exists"; return 0; fi
   local tar
   tar=$(mktemp --suffix=.tar)
   $SUDO mmdebstrap --variant=minbase --include=ca-certificates bookworm "$tar" \
     "deb http://deb.debian.org/debian bookworm main" \
     "deb http://deb.debian.org/debian bookworm-updates main" &&
-    "${PODMAN[@]}" import "$tar" "$BASE"
+    pm import "$tar" "$BASE"
   local rc=$?
   rm -f "$tar"
   return $rc
 }
 
 build_image() {
-  "${PODMAN[@]}" build --format docker --network host \
+  pm build --format docker --network host \
     --build-arg BUILD_IMAGE="$BASE" --build-arg RUNTIME_IMAGE="$BASE" \
     --build-arg LENSD_CUDA=OFF -t "$IMAGE" "$ROOT"
 }
 
 start() {
-  "${PODMAN[@]}" rm -f "$NAME" >/dev/null 2>&1
-  "${PODMAN[@]}" run -d --name "$NAME" --network host "$IMAGE"
+  pm rm -f "$NAME" >/dev/null 2>&1
+  pm run -d --name "$NAME" --network host "$IMAGE"
 }
 
 wait_healthy() {  # through the image's own HEALTHCHECK command
   for _ in $(seq 120); do
-    if "${PODMAN[@]}" healthcheck run "$NAME"; then
-      "${PODMAN[@]}" inspect --format '{{.State.Health.Status}}' "$NAME"
+    if pm healthcheck run "$NAME"; then
+      pm inspect --format '{{.State.Health.Status}}' "$NAME"
       return 0
     fi
     sleep 1
   done
-  "${PODMAN[@]}" logs "$NAME"
+  pm logs "$NAME"
   return 1
 }
 
@@ -112,29 +113,32 @@ run_with_cache() {
 
 non_root() {
   local uid
-  uid=$("${PODMAN[@]}" exec "$NAME" sh -c 'id -u 2>/dev/null || awk "/^Uid:/ {print \$2}" /proc/self/status')
-  echo "uid in the container: $uid; lensd runs as: $("${PODMAN[@]}" top "$NAME" user comm | tail -n +2)"
-  [ "$uid" = 10001 ] && ! "${PODMAN[@]}" top "$NAME" user comm | tail -n +2 | grep -q root
+  uid=$(pm exec "$NAME" sh -c 'id -u 2>/dev/null || awk "/^Uid:/ {print \$2}" /proc/self/status')
+  echo "uid in the container: $uid; lensd runs as: $(pm top "$NAME" user comm | tail -n +2)"
+  [ "$uid" = 10001 ] && ! pm top "$NAME" user comm | tail -n +2 | grep -q root
 }
 
 bundled_libraries() {
   local missing
-  missing=$("${PODMAN[@]}" exec "$NAME" sh -c \
+  missing=$(pm exec "$NAME" sh -c \
     'for f in /opt/lensd/bin/*; do ldd "$f" | grep "not found" | sed "s|^|$f: |"; done')
-  "${PODMAN[@]}" exec "$NAME" sh -c 'ls /opt/lensd/lib; ldd /opt/lensd/bin/lensd | grep grpc'
+  pm exec "$NAME" sh -c 'ls /opt/lensd/lib; ldd /opt/lensd/bin/lensd | grep grpc'
   [ -z "$missing" ] || { echo "missing: $missing"; return 1; }
-  "${PODMAN[@]}" exec "$NAME" sh -c 'ldd /opt/lensd/bin/lensd | grep -q "libgrpc++.*/opt/lensd/lib"'
+  pm exec "$NAME" sh -c 'ldd /opt/lensd/bin/lensd | grep -q "libgrpc++.*/opt/lensd/lib"'
 }
 
 drain() {  # SIGTERM: lensd drains and exits 0
-  "${PODMAN[@]}" stop --time 60 "$NAME" || return 1
+  pm stop --time 60 "$NAME" || return 1
   local code
-  code=$("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "$NAME")
-  "${PODMAN[@]}" logs "$NAME" 2>&1 | tail -n 5
+  code=$(pm inspect --format '{{.State.ExitCode}}' "$NAME")
+  pm logs "$NAME" 2>&1 | tail -n 5
   echo "exit code: $code"
   [ "$code" = 0 ]
 }
 
+export ROOT SUDO BASE IMAGE NAME
+export -f pm install_tools base_image build_image start wait_healthy generate run_with_cache \
+  non_root bundled_libraries drain
 [ -x build/client/lensctl ] || bash tools/build.sh
 step install-tools 900 install_tools
 step base-image 1800 base_image

@@ -24,7 +24,7 @@ std::vector<SimdLevel> Levels() {
 }
 
 float Round(float v, DType dtype) {
-  uint16_t narrow;
+  uint32_t narrow;  // room for any dtype's element, float32 included
   float out;
   ConvertFromF32(&v, dtype, &narrow, 1);
   ConvertToF32(dtype, &narrow, &out, 1);
