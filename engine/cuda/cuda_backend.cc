@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -23,8 +24,6 @@
 namespace lensd {
 namespace {
 
-// A failed launch or copy means the device is unusable; there is no request-level recovery.
-using cuda::CheckBlas;
 using cuda::CheckCuda;
 
 float* F(TensorView t) { return t.As<float>(); }
@@ -75,12 +74,17 @@ class CudaBackend final : public Backend {
   std::string Name() const override { return absl::StrCat("cuda:", device_); }
 
   absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {
-    Use();
+    if (!Use()) return error_;
     Buffer b;
     if (GraphStep()) {  // the arena, so that a replay finds the same addresses
       b = Buffer(graphs_->Allocate(shape.NumElements() * DTypeSize(dtype)), dtype, shape, nullptr);
     } else {
-      ASSIGN_OR_RETURN(b, cuda::AllocateDevice(device_, stream_.get(), dtype, shape));
+      absl::StatusOr<Buffer> made = cuda::AllocateDevice(device_, stream_.get(), dtype, shape);
+      if (!made.ok()) {  // the step fails (TakeError); the device stays usable
+        Fail(made.status());
+        return made.status();
+      }
+      b = std::move(*made);
     }
     if (!Replaying()) {
       CheckCuda(cudaMemsetAsync(b.As<void>(), 0, b.NumBytes(), stream_.get()), "cudaMemsetAsync");
@@ -92,8 +96,9 @@ class CudaBackend final : public Backend {
   // between float32 and the device tensor's dtype on the way: loading a model never needs
   // more pinned memory than kStaging, whatever the tensor size.
   void Upload(const float* host, TensorView dst) override {
+    if (dst.data == nullptr) return;  // a failed step's buffer without memory (TakeError)
     std::lock_guard<std::mutex> lock(transfer_mu_);  // the offload prefetch thread uploads too
-    Use();
+    CheckCuda(cudaSetDevice(device_), "cudaSetDevice");
     const size_t elem = DTypeSize(dst.dtype), per_chunk = kStaging / elem;
     for (int64_t i = 0; i < dst.NumElements(); i += per_chunk) {
       const size_t n = std::min<size_t>(per_chunk, dst.NumElements() - i);
@@ -110,8 +115,8 @@ class CudaBackend final : public Backend {
       graphs_->DeferDownload([this, src, host] { Download(src, host); });
       return;
     }
+    if (!Use()) return;
     std::lock_guard<std::mutex> lock(transfer_mu_);
-    Use();
     const size_t elem = DTypeSize(src.dtype), per_chunk = kStaging / elem;
     for (int64_t i = 0; i < src.NumElements(); i += per_chunk) {
       const size_t n = std::min<size_t>(per_chunk, src.NumElements() - i);
@@ -124,7 +129,7 @@ class CudaBackend final : public Backend {
   }
 
   void CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) override {
-    Use();
+    if (!Use()) return;
     if (src.dtype == DType::kF32 && capture_->Push(src, stream_.get(), deliver)) return;
     capture_->Flush();  // empty, or too large for the ring: synchronously, after the earlier ones
     Backend::CaptureAsync(src, deliver);
@@ -133,8 +138,7 @@ class CudaBackend final : public Backend {
 
   bool CopyToPeer(Backend& to, TensorView src, TensorView dst, std::shared_ptr<void>* ready) override {
     auto* peer = dynamic_cast<CudaBackend*>(&to);
-    if (peer == nullptr) return false;
-    Use();
+    if (peer == nullptr || !Use()) return false;  // failed: the host path skips too
     if (peer->device_ != device_) {  // device_ of a backend never changes: safe to read
       int can = 0;
       cudaDeviceCanAccessPeer(&can, device_, peer->device_);
@@ -157,21 +161,21 @@ class CudaBackend final : public Backend {
   }
 
   void WaitFor(const std::shared_ptr<void>& ready) override {
-    Use();
+    if (!Use()) return;
     CheckCuda(cudaStreamWaitEvent(stream_.get(), static_cast<cudaEvent_t>(ready.get()), 0),
               "cudaStreamWaitEvent");
   }
 
   void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) override {
-    Use();
+    if (!Use()) return;
     const void* xs = GemmInput(x, w.dtype);
-    if (Replaying()) return;
-    gemm_.Run(xs, w.data, w.dtype, CF(bias), F(y), static_cast<int>(x.shape[0]),
-              static_cast<int>(w.shape[0]), static_cast<int>(w.shape[1]), stream_.get());
+    if (Skip()) return;
+    Fail(gemm_.Run(xs, w.data, w.dtype, CF(bias), F(y), static_cast<int>(x.shape[0]),
+                   static_cast<int>(w.shape[0]), static_cast<int>(w.shape[1]), stream_.get()));
   }
 
   bool BeginGraphStep(const GraphKey& key) override {
-    Use();
+    if (!Use()) return false;
     if (graphs_ == nullptr) {  // once, at the first decode step
       auto made = cuda::GraphSteps::Create(kGraphArena, kGraphMirror);
       if (!made.ok()) {
@@ -183,15 +187,15 @@ class CudaBackend final : public Backend {
     return graphs_->Begin(key, stream_.get());
   }
   bool EndGraphStep() override {
-    Use();
+    CheckCuda(cudaSetDevice(device_), "cudaSetDevice");
     return graphs_->End(stream_.get());
   }
 
   void Gather(TensorView table, const int32_t* ids, TensorView y) override {
-    Use();
+    if (!Use()) return;
     const int rows = static_cast<int>(y.shape[0]), d = static_cast<int>(y.shape[1]);
     const int32_t* dids = Stage(0, ids, rows);
-    if (Replaying()) return;
+    if (Skip()) return;
     cudaError_t err = cudaSuccess;
     switch (table.dtype) {
       case DType::kF32:
@@ -212,7 +216,7 @@ class CudaBackend final : public Backend {
 
   void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
             TensorView normalized, TensorView scale) override {
-    Use();
+    if (!Use()) return;
     if (Replaying()) return;
     CheckCuda(cuda::LaunchNorm<float>(kind == NormKind::kLayerNorm, F(x), CF(w), CF(b), eps,
                                       static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
@@ -222,20 +226,20 @@ class CudaBackend final : public Backend {
   }
 
   void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override {
-    Use();
+    if (!Use()) return;
     const int tokens = static_cast<int>(x.shape[0]);
     const int32_t* dpos = Stage(0, positions, tokens);
-    if (Replaying()) return;
+    if (Skip()) return;
     CheckCuda(cuda::LaunchRope(F(x), F(inv_freq), dpos, tokens, static_cast<int>(x.shape[1]),
                                static_cast<int>(x.shape[2]), rotary_dim, stream_.get()),
               "Rope");
   }
 
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
-    Use();
+    if (!Use()) return;
     const int tokens = static_cast<int>(k.shape[0]);
     const int32_t* dslots = Stage(0, slots, tokens);
-    if (Replaying()) return;
+    if (Skip()) return;
     const int row = static_cast<int>(k.NumElements() / std::max<int64_t>(1, tokens));
     CheckCuda(OnKvPools(kv,
                         [&](auto* k_pool, auto* v_pool) {
@@ -254,26 +258,26 @@ class CudaBackend final : public Backend {
   }
 
   void Activation(ActKind kind, TensorView x, TensorView y) override {
-    Use();
+    if (!Use()) return;
     if (Replaying()) return;
     CheckCuda(
         cuda::LaunchActivation(static_cast<int>(kind), F(x), F(y), x.NumElements(), stream_.get()),
         "Activation");
   }
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
-    Use();
+    if (!Use()) return;
     if (Replaying()) return;
     CheckCuda(cuda::LaunchGatedActivation(static_cast<int>(kind), F(gate), F(up), F(y),
                                           gate.NumElements(), stream_.get()),
               "GatedActivation");
   }
   void Add(TensorView a, TensorView b, TensorView y) override {
-    Use();
+    if (!Use()) return;
     if (Replaying()) return;
     CheckCuda(cuda::LaunchAdd(F(a), F(b), F(y), a.NumElements(), stream_.get()), "Add");
   }
   void Copy(TensorView src, TensorView dst) override {
-    Use();
+    if (!Use()) return;
     if (Replaying()) return;
     CheckCuda(cudaMemcpyAsync(dst.data, src.data, src.NumBytes(), cudaMemcpyDeviceToDevice,
                               stream_.get()),
@@ -282,23 +286,49 @@ class CudaBackend final : public Backend {
   void ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan) override;
   void Synchronize() override {
     if (GraphStep()) return;  // nothing may wait inside a capture; a replay launches nothing
-    Use();
+    CheckCuda(cudaSetDevice(device_), "cudaSetDevice");
     CheckCuda(cudaStreamSynchronize(stream_.get()), "Synchronize");
     inputs_used_ = 0;
   }
 
  private:
-  void Use() { CheckCuda(cudaSetDevice(device_), "cudaSetDevice"); }
-  // Inside the backend's members this shadows cuda::CheckCuda: while a decode step is being
+  absl::Status TakeError() override { return std::exchange(error_, absl::OkStatus()); }
+
+  // Selects the device; false once this step has failed (TakeError): the op is skipped.
+  bool Use() {
+    if (!error_.ok()) return false;
+    CheckCuda(cudaSetDevice(device_), "cudaSetDevice");
+    return true;
+  }
+  // After an op's inputs are staged: nothing to launch (graph replay) or the step has failed.
+  bool Skip() const { return Replaying() || !error_.ok(); }
+  void Fail(absl::Status status) {
+    if (!status.ok() && error_.ok()) {
+      spdlog::warn("{}: step failed: {}", Name(), status.ToString());
+      error_ = std::move(status);
+    }
+  }
+  // Inside the backend's members this shadows cuda::CheckCuda. While a decode step is being
   // recorded as a graph, an error (e.g. cudaErrorStreamCaptureInvalidated) spoils only the
-  // recording; EndGraphStep then returns false and the step runs again normally.
+  // recording; EndGraphStep then returns false and the step runs again normally. Out of
+  // memory fails the step only. Any other error is sticky (the device is unusable): fatal,
+  // naming the last op queued before it (kernel faults surface at a later call).
   void CheckCuda(cudaError_t err, const char* what) {
-    if (err != cudaSuccess && graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kCapture) {
+    if (err == cudaSuccess) {
+      last_op_ = what;
+      return;
+    }
+    if (graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kCapture) {
       cudaGetLastError();
       graphs_->MarkFailed(absl::StrCat(what, ": ", cudaGetErrorString(err)));
       return;
     }
-    cuda::CheckCuda(err, what);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      Fail(absl::ResourceExhaustedError(absl::StrCat(Name(), ": out of device memory in ", what)));
+      return;
+    }
+    cuda::CheckCuda(err, what, last_op_);
   }
   bool GraphStep() const { return graphs_ && graphs_->mode() != cuda::GraphSteps::Mode::kOff; }
   bool Replaying() const { return graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kReplay; }
@@ -311,7 +341,7 @@ class CudaBackend final : public Backend {
     const size_t bytes = n * sizeof(T);
     if (GraphStep()) return static_cast<const T*>(graphs_->Input(host, bytes, stream_.get()));
     Buffer& b = staging_[slot];
-    Reserve(b, bytes);
+    if (!Reserve(b, bytes)) return nullptr;
     if (bytes == 0) return static_cast<const T*>(b.As<void>());
     const void* src = host;
     if (bytes <= kInputs) {
@@ -333,8 +363,9 @@ class CudaBackend final : public Backend {
   // x as GEMM input for weights of dtype `in`: x itself for float32, else narrowed into
   // narrow_ on the stream.
   const void* GemmInput(TensorView x, DType in);
-  // `buffer` holds at least `bytes` (grown on the first steps of a new shape only).
-  void Reserve(Buffer& buffer, size_t bytes);
+  // `buffer` holds at least `bytes` (grown on the first steps of a new shape only); false
+  // (the step failed, TakeError) when device memory ran out.
+  bool Reserve(Buffer& buffer, size_t bytes);
 
   int device_;
   cuda::StreamPtr stream_;
@@ -349,13 +380,20 @@ class CudaBackend final : public Backend {
   Buffer narrow_;
   std::unique_ptr<cuda::CaptureStream> capture_;
   std::unique_ptr<cuda::GraphSteps> graphs_;  // made at the first graph step
+  absl::Status error_;               // this step's failure, until TakeError
+  const char* last_op_ = "none";     // the last call that succeeded, for fatal errors
 };
 
-void CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
-  if (buffer.NumBytes() >= bytes) return;
-  buffer =
-      std::move(cuda::AllocateDevice(device_, stream_.get(), DType::kI32, {int64_t(bytes / 4 + 1)}))
-          .value();
+bool CudaBackend::Reserve(Buffer& buffer, size_t bytes) {
+  if (buffer.NumBytes() >= bytes) return true;
+  absl::StatusOr<Buffer> grown =
+      cuda::AllocateDevice(device_, stream_.get(), DType::kI32, {int64_t(bytes / 4 + 1)});
+  if (!grown.ok()) {
+    Fail(grown.status());
+    return false;
+  }
+  buffer = std::move(*grown);
+  return true;
 }
 
 const void* CudaBackend::GemmInput(TensorView x, DType in) {
@@ -366,7 +404,7 @@ const void* CudaBackend::GemmInput(TensorView x, DType in) {
     narrow = graphs_->Allocate(bytes);
     if (Replaying()) return narrow;
   } else {
-    Reserve(narrow_, bytes);
+    if (!Reserve(narrow_, bytes)) return nullptr;
     narrow = narrow_.As<void>();
   }
   const cudaError_t err =
@@ -383,7 +421,7 @@ const void* CudaBackend::GemmInput(TensorView x, DType in) {
 // captured maps — take the per-query kernel in one launch.
 void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
                             float scale, int window, TensorView z) {
-  Use();
+  if (!Use()) return;
   const int heads = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
   const int kv_heads = static_cast<int>(kv.k.shape[1]);
   std::vector<cuda::AttentionQuery> queries;
@@ -411,7 +449,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   float* const* dscores = Stage(3, scores.data(), scores.size());
   float* const* dpatterns = Stage(4, patterns.data(), patterns.size());
   const int* dnq = Stage(5, n_q.data(), n_q.size());
-  if (Replaying()) return;
+  if (Skip()) return;
   CheckCuda(OnKvPools(kv,
                       [&](auto* k_pool, auto* v_pool) {
                         return cuda::LaunchAttention(
@@ -435,8 +473,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
 }
 
 void CudaBackend::ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan) {
-  Use();
-  if (plan.empty()) return;
+  if (!Use() || plan.empty()) return;
   std::vector<int> row_begin;
   std::vector<int64_t> scratch_at;
   int64_t total = 0;
@@ -447,15 +484,16 @@ void CudaBackend::ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& 
   }
   const int rows = static_cast<int>(row_begin.size());
   row_begin.push_back(static_cast<int>(plan.ops.size()));
-  Buffer scratch = std::move(Allocate(DType::kF32, {std::max<int64_t>(total, 1)})).value();
+  absl::StatusOr<Buffer> scratch = Allocate(DType::kF32, {std::max<int64_t>(total, 1)});
+  if (!scratch.ok()) return;  // recorded (TakeError)
   const RowOp* ops = Stage(6, plan.ops.data(), plan.ops.size());
   const int* begin = Stage(7, row_begin.data(), row_begin.size());
   const RowSegment* segs = Stage(8, plan.segments.data(), plan.segments.size());
   const float* values = Stage(9, plan.values.data(), plan.values.size());
   const int64_t* at = Stage(10, scratch_at.data(), scratch_at.size());
-  if (Replaying()) return;
+  if (Skip()) return;
   CheckCuda(cuda::LaunchRowOps(ops, static_cast<int>(plan.ops.size()), begin, rows, segs, values,
-                               at, F(scratch.view()), source.empty() ? F(x) : F(source), F(x),
+                               at, F(scratch->view()), source.empty() ? F(x) : F(source), F(x),
                                stream_.get()),
             "ApplyRowOps");
 }

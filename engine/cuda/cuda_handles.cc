@@ -13,20 +13,23 @@ absl::Status CudaStatus(cudaError_t err, const char* what) {
   return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(err)));
 }
 
-void CheckCuda(cudaError_t err, const char* what) {
+void CheckCuda(cudaError_t err, const char* what, const char* last_op) {
   if (err == cudaSuccess) return;
   // Kernels run asynchronously: a fault inside one is reported by the next call that waits.
-  spdlog::critical("CUDA error at {}: {} ({}); the device is unusable: exiting so that lensd is "
-                   "restarted (CUDA_LAUNCH_BLOCKING=1 names the faulting launch)",
-                   what, cudaGetErrorString(err), cudaGetErrorName(err));
+  spdlog::critical("CUDA error at {}: {} ({}){}; the device is unusable: exiting so that lensd "
+                   "is restarted (CUDA_LAUNCH_BLOCKING=1 names the faulting launch)",
+                   what, cudaGetErrorString(err), cudaGetErrorName(err),
+                   last_op ? absl::StrCat("; last op queued before it: ", last_op) : "");
   std::abort();
 }
 
-void CheckBlas(cublasStatus_t status, const std::string& what) {
-  if (status == CUBLAS_STATUS_SUCCESS) return;
-  spdlog::critical("cuBLASLt error in {}: {} ({})", what, cublasLtGetStatusName(status),
-                   cublasLtGetStatusString(status));
-  std::abort();
+absl::Status BlasStatus(cublasStatus_t status, const std::string& what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  const std::string message = absl::StrCat("cuBLASLt error in ", what, ": ",
+                                           cublasLtGetStatusName(status), " (",
+                                           cublasLtGetStatusString(status), ")");
+  return status == CUBLAS_STATUS_ALLOC_FAILED ? absl::ResourceExhaustedError(message)
+                                              : absl::InternalError(message);
 }
 
 int DeviceCount() {

@@ -16,9 +16,12 @@
 namespace lensd::cuda {
 
 absl::Status CudaStatus(cudaError_t err, const char* what);
-// For errors inside a step, after which the device is unusable: logs and aborts.
-void CheckCuda(cudaError_t err, const char* what);
-void CheckBlas(cublasStatus_t status, const std::string& what);
+// For errors after which the device is unusable (sticky errors): logs `what`, and `last_op`
+// (the last call that succeeded before it) when given, then aborts, so that the process
+// exits non-zero and an orchestrator restarts it.
+void CheckCuda(cudaError_t err, const char* what, const char* last_op = nullptr);
+// RESOURCE_EXHAUSTED for allocation failures, else INTERNAL; names the status and `what`.
+absl::Status BlasStatus(cublasStatus_t status, const std::string& what);
 
 struct StreamDeleter {
   void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
 #include "engine/cuda/cuda_handles.h"
 
 namespace lensd::cuda {
@@ -25,15 +26,19 @@ cudaDataType_t BlasType(DType d) {
 }
 
 template <typename T>
-void SetDesc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, T value) {
-  CheckBlas(cublasLtMatmulDescSetAttribute(d, attr, &value, sizeof(value)), "matmul desc");
+absl::Status SetDesc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, T value) {
+  return BlasStatus(cublasLtMatmulDescSetAttribute(d, attr, &value, sizeof(value)), "matmul desc");
 }
 
-void SetRows(cublasLtMatrixLayout_t layout, int rows) {
+absl::Status SetRows(cublasLtMatrixLayout_t layout, int rows) {
   const uint64_t cols = static_cast<uint64_t>(rows);  // tokens are columns, column-major
-  CheckBlas(
+  return BlasStatus(
       cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof(cols)),
       "layout rows");
+}
+
+std::string GemmName(int N, int K, DType dtype) {
+  return absl::StrCat(" (GEMM N=", N, " K=", K, " ", std::string(DTypeName(dtype)), ")");
 }
 
 }  // namespace
@@ -68,36 +73,42 @@ int Gemm::SplitK(int N, int K) const {
   return s;
 }
 
-Gemm::Plan& Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
-  std::unique_ptr<Plan>& slot = plans_[{N, K, dtype, bias}];
-  if (slot) return *slot;
-  slot = std::make_unique<Plan>();
-  Plan& p = *slot;
-  const std::string shape = absl::StrCat(" (GEMM N=", N, " K=", K, " ", std::string(DTypeName(dtype)), ")");
-  CheckBlas(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc" + shape);
-  SetDesc(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
-  SetDesc(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
-  if (bias) SetDesc(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.a, BlasType(dtype), K, N, K), "layout w" + shape);
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.b, BlasType(dtype), K, kMaxRows, K), "layout x" + shape);
-  CheckBlas(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, N, kMaxRows, N), "layout y" + shape);
+absl::StatusOr<Gemm::Plan*> Gemm::PlanFor(int N, int K, DType dtype, bool bias) {
+  const auto key = std::make_tuple(N, K, dtype, bias);
+  if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
+  auto p = std::make_unique<Plan>();  // kept only when complete: a failure is retried
+  const std::string shape = GemmName(N, K, dtype);
+  RETURN_IF_ERROR(
+      BlasStatus(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc" + shape));
+  RETURN_IF_ERROR(SetDesc(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T));
+  RETURN_IF_ERROR(SetDesc(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N));
+  if (bias) RETURN_IF_ERROR(SetDesc(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS));
+  RETURN_IF_ERROR(BlasStatus(cublasLtMatrixLayoutCreate(&p->a, BlasType(dtype), K, N, K),
+                             "layout w" + shape));
+  RETURN_IF_ERROR(BlasStatus(cublasLtMatrixLayoutCreate(&p->b, BlasType(dtype), K, kMaxRows, K),
+                             "layout x" + shape));
+  RETURN_IF_ERROR(BlasStatus(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, N, kMaxRows, N),
+                             "layout y" + shape));
   cublasLtMatmulPreference_t pref;
-  CheckBlas(cublasLtMatmulPreferenceCreate(&pref), "preference" + shape);
+  RETURN_IF_ERROR(BlasStatus(cublasLtMatmulPreferenceCreate(&pref), "preference" + shape));
   const size_t ws = kWorkspace;
-  CheckBlas(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                 &ws, sizeof(ws)),
-            "workspace" + shape);
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  CheckBlas(
-      cublasLtMatmulAlgoGetHeuristic(blas_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found),
-      "heuristic" + shape);
+  absl::Status st = BlasStatus(cublasLtMatmulPreferenceSetAttribute(
+                                   pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+                               "workspace" + shape);
+  if (st.ok()) {
+    st = BlasStatus(cublasLtMatmulAlgoGetHeuristic(blas_, p->desc, p->a, p->b, p->c, p->c, pref, 1,
+                                                   &result, &found),
+                    "heuristic" + shape);
+  }
   cublasLtMatmulPreferenceDestroy(pref);
-  if (found == 0) CheckBlas(CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm" + shape);
-  p.algo = result.algo;
-  FixSplitK(p, N, K);
+  RETURN_IF_ERROR(st);
+  if (found == 0) return absl::InternalError("no cuBLASLt algorithm for" + shape);
+  p->algo = result.algo;
+  FixSplitK(*p, N, K);
   spdlog::debug("gemm N={} K={} {}: split-K {}", N, K, DTypeName(dtype), SplitK(N, K));
-  return p;
+  return (plans_[key] = std::move(p)).get();
 }
 
 // Our split-K factor when the algorithm takes it with a deterministic float32 reduction;
@@ -145,22 +156,25 @@ const cublasLtMatmulAlgo_t* Gemm::AlgoFor(Plan& p, int rows) {
   return nullptr;
 }
 
-void Gemm::Run(const void* x, const void* w, DType dtype, const float* bias, float* y, int T, int N,
-               int K, cudaStream_t stream) {
-  Plan& p = PlanFor(N, K, dtype, bias != nullptr);
-  if (bias != nullptr) SetDesc(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+absl::Status Gemm::Run(const void* x, const void* w, DType dtype, const float* bias, float* y,
+                       int T, int N, int K, cudaStream_t stream) {
+  ASSIGN_OR_RETURN(Plan* const plan, PlanFor(N, K, dtype, bias != nullptr));
+  Plan& p = *plan;
+  if (bias != nullptr) RETURN_IF_ERROR(SetDesc(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias));
   const float alpha = 1.0f, beta = 0.0f;
   const size_t in_size = DTypeSize(dtype);
   for (int t = 0; t < T; t += kMaxRows) {
     const int rows = std::min(kMaxRows, T - t);
-    SetRows(p.b, rows);
-    SetRows(p.c, rows);
+    RETURN_IF_ERROR(SetRows(p.b, rows));
+    RETURN_IF_ERROR(SetRows(p.c, rows));
     const void* xs = static_cast<const char*>(x) + in_size * t * K;
     float* ys = y + static_cast<int64_t>(t) * N;
-    CheckBlas(cublasLtMatmul(blas_, p.desc, &alpha, w, p.a, xs, p.b, &beta, ys, p.c, ys, p.c,
-                             AlgoFor(p, rows), workspace_, kWorkspace, stream),
-              "cublasLtMatmul");
+    RETURN_IF_ERROR(BlasStatus(
+        cublasLtMatmul(blas_, p.desc, &alpha, w, p.a, xs, p.b, &beta, ys, p.c, ys, p.c,
+                       AlgoFor(p, rows), workspace_, kWorkspace, stream),
+        absl::StrCat("cublasLtMatmul", GemmName(N, K, dtype), " at ", rows, " rows")));
   }
+  return absl::OkStatus();
 }
 
 }  // namespace lensd::cuda

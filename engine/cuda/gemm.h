@@ -21,6 +21,7 @@
 #include <set>
 #include <tuple>
 
+#include "absl/status/statusor.h"
 #include "engine/core/dtype.h"
 
 namespace lensd::cuda {
@@ -34,13 +35,15 @@ class Gemm {
   Gemm(cublasLtHandle_t blas, int sm_count, void* workspace);
   ~Gemm();
 
-  // All pointers device memory; `bias` may be null. Enqueued on `stream`.
-  void Run(const void* x, const void* w, DType dtype, const float* bias, float* y, int T, int N,
+  // All pointers device memory; `bias` may be null. Enqueued on `stream`. Errors name the
+  // cuBLASLt status and the shape: RESOURCE_EXHAUSTED when cuBLASLt cannot allocate, INTERNAL
+  // when it has no algorithm for the shape (nothing is queued then).
+  absl::Status Run(const void* x, const void* w, DType dtype, const float* bias, float* y, int T, int N,
            int K, cudaStream_t stream);
 
  private:
   struct Plan;
-  Plan& PlanFor(int N, int K, DType dtype, bool bias);
+  absl::StatusOr<Plan*> PlanFor(int N, int K, DType dtype, bool bias);
   int SplitK(int N, int K) const;
   // Sets p.algo's split-K factor to SplitK(N, K) when the algorithm accepts it.
   void FixSplitK(Plan& p, int N, int K) const;

@@ -132,6 +132,13 @@ class Backend {
   }
   // Makes this backend's later work wait for a peer's CopyToPeer (without blocking the host).
   virtual void WaitFor(const std::shared_ptr<void>& ready) {}
+
+  // The first failure since the last call, OK if none. A backend that cannot go on with a
+  // step but stays usable (device memory exhausted, no GEMM algorithm for a shape) records
+  // the error, fails that Allocate, and skips every later op until the error is taken:
+  // Forward then fails the step's requests and the server goes on. Failures that leave the
+  // device unusable end the process instead. The CPU backend never fails.
+  virtual absl::Status TakeError() { return absl::OkStatus(); }
 };
 
 inline void Backend::CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) {

@@ -4,6 +4,7 @@
 #ifndef LENSD_ENGINE_RUNTIME_MODEL_H_
 #define LENSD_ENGINE_RUNTIME_MODEL_H_
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,6 +53,8 @@ struct LoadOptions {
   // graphs (one launch per step instead of hundreds). Off by default until verified on
   // hardware; results are identical either way.
   bool cuda_graphs = false;
+  // Tests: decorates each device's backend (e.g. to inject failures).
+  std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> wrap_backend;
 };
 
 // One sequence's work in a forward step.
@@ -131,6 +134,8 @@ class Model {
   absl::Status LoadLayers(const WeightSource& source, const LoadOptions& options,
                           const Placement& p, Shard& shard);
   absl::Status Validate(const std::vector<SeqInput>& batch) const;
+  // Forward after validation: the pipelined, graph or rank-parallel pass.
+  ForwardResult ForwardDevices(const std::vector<SeqInput>& batch, HookSink* hooks);
   void RunEmbed(Step& step);
   void RunBlock(Step& step, Shard& shard, int layer);
   TensorView RunAttention(Step& step, Shard& shard, const LayerWeights& w, int layer,

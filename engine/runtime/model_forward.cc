@@ -77,6 +77,16 @@ void Model::BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* 
 
 absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch, HookSink* hooks) {
   RETURN_IF_ERROR(Validate(batch));
+  ForwardResult result = ForwardDevices(batch, hooks);
+  // A backend that could not finish its part (device memory exhausted, no GEMM algorithm)
+  // skipped the rest of it: this step fails, the model stays usable.
+  absl::Status failed;
+  for (const auto& shard : shards_) failed.Update(shard->backend->TakeError());
+  if (!failed.ok()) return failed;
+  return result;
+}
+
+ForwardResult Model::ForwardDevices(const std::vector<SeqInput>& batch, HookSink* hooks) {
   const int stages = static_cast<int>(shards_.size()) / tp_;
   // A patch reads another sequence of the batch at the same hook: keep the batch whole.
   const bool patches = std::any_of(batch.begin(), batch.end(), [](const SeqInput& in) {
@@ -155,9 +165,8 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
     // thread runs (a sending thread must not allocate on the receiver's backend).
     steps[m].incoming.resize(stages);
     for (int s = 1; s < stages; ++s) {
-      steps[m].incoming[s] = std::move(ShardAt(s, 0).backend->Allocate(
-                                           DType::kF32, {steps[m].tokens, config_.d_model}))
-                                 .value();
+      steps[m].incoming[s] =
+          AllocateInStep(*ShardAt(s, 0).backend, DType::kF32, {steps[m].tokens, config_.d_model});
     }
   }
   std::mutex mu;
@@ -229,7 +238,7 @@ void Model::RunStage(Step& step, int stage, int stages) {
 void Model::RunEmbed(Step& step) {
   Shard& shard = *step.shard;
   Backend& b = *shard.backend;
-  step.x = std::move(b.Allocate(DType::kF32, {step.tokens, config_.d_model})).value();
+  step.x = AllocateInStep(b, DType::kF32, {step.tokens, config_.d_model});
   b.Gather(shard.embed.w_e.view(), step.ids.data(), step.x.view());
   Hook(step, b, {HookPoint::kEmbed, -1}, step.x.view());
   if (!shard.embed.w_pos.empty()) {
@@ -243,7 +252,7 @@ void Model::RunEmbed(Step& step) {
 void Model::SendResidual(Step& step, Shard& to, int to_stage) {
   if (step.incoming.size() <= static_cast<size_t>(to_stage)) step.incoming.resize(to_stage + 1);
   Buffer& moved = step.incoming[to_stage];
-  if (moved.empty()) moved = std::move(to.backend->Allocate(DType::kF32, step.x.shape())).value();
+  if (moved.empty()) moved = AllocateInStep(*to.backend, DType::kF32, step.x.shape());
   // Peer-to-peer when the devices have a direct path (CUDA P2P / same card), queued on the
   // sender's stream; else through host memory (virtual CPU devices, GPUs without peer access).
   Backend& from = *step.shard->backend;

@@ -29,6 +29,14 @@ struct Model::Shard {
 };
 
 // Per-call state of Forward.
+// b.Allocate inside a step. When it fails, the backend has recorded the error and skips every
+// later op (Backend::TakeError): the step runs to its end on a buffer of that shape without
+// memory, and Forward fails it.
+inline Buffer AllocateInStep(Backend& b, DType dtype, Shape shape) {
+  absl::StatusOr<Buffer> made = b.Allocate(dtype, shape);
+  return made.ok() ? std::move(*made) : Buffer(nullptr, dtype, shape, nullptr);
+}
+
 struct Model::Step {
   int rank = 0;  // tensor-parallel rank this step runs (one Step per rank)
   const std::vector<SeqInput>* batch = nullptr;
@@ -55,7 +63,7 @@ struct Model::Step {
   bool Intervened(HookId id) const;
 
   TensorView Scratch(Backend& b, Shape s) {
-    scratch.push_back(std::move(b.Allocate(DType::kF32, s)).value());
+    scratch.push_back(AllocateInStep(b, DType::kF32, s));
     return scratch.back().view();
   }
   bool Wants(HookId id) const {

@@ -408,6 +408,7 @@ absl::Status Model::LoadShard(const WeightSource& source, const LoadOptions& opt
   const int stage = device / p.tp, rank = device % p.tp;
   auto shard = std::make_unique<Shard>();
   ASSIGN_OR_RETURN(shard->backend, MakeBackend(p.devices[device], options.threads));
+  if (options.wrap_backend) shard->backend = options.wrap_backend(std::move(shard->backend));
   Backend& b = *shard->backend;
   shard->first = p.ranges[stage].first, shard->end = p.ranges[stage].second;
   shard->rank = rank;

@@ -41,7 +41,7 @@ const Tokenizers& Get() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   std::vector<int> junk(size / 4);
-  std::memcpy(junk.data(), data, junk.size() * 4);
+  if (!junk.empty()) std::memcpy(junk.data(), data, junk.size() * 4);
   const Tokenizers& t = Get();
   for (size_t i = 0; i < t.all.size(); ++i) {
     auto ids = t.all[i]->Encode(text);

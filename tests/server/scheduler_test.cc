@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "engine/runtime/generate.h"
+#include "tests/failing_backend.h"
 #include "tests/server/recording_sink.h"
 #include "tests/test_util.h"
 
@@ -169,6 +170,33 @@ TEST(Scheduler, BoundedQueueAndShutdown) {
   }  // destroyed mid-generation
   ASSERT_TRUE(first->Wait());
   EXPECT_EQ(first->status_.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(Scheduler, FailedStepFailsItsJobsAndServingGoesOn) {
+  // Device memory running out mid-step (Backend::TakeError): the jobs of that step finish
+  // with RESOURCE_EXHAUSTED, the next jobs are served exactly, and every block comes back.
+  auto fail_in = std::make_shared<std::atomic<int>>(0);
+  LoadOptions o;
+  o.kv_tokens = 4096;
+  o.wrap_backend = testing::FailingBackend::Wrapper(fail_in);
+  auto model = Model::Load(o);
+  ASSERT_TRUE(model.ok()) << model.status();
+  Scheduler scheduler(**model, {/*max_batch_tokens=*/64, /*max_running=*/64, /*max_queue=*/64});
+  fail_in->store(3);
+  auto failed = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(scheduler.Submit(GenerateJob(Prompt(1), 6, 0.0f, 1, failed)).ok());
+  ASSERT_TRUE(failed->Wait());
+  EXPECT_EQ(failed->status_.code(), absl::StatusCode::kResourceExhausted) << failed->status_;
+  for (int i = 2; i < 5; ++i) {
+    auto sink = std::make_shared<RecordingSink>();
+    Job job = GenerateJob(Prompt(i), 6, 0.8f, 100 + i, sink);
+    Job ref = job;
+    ASSERT_TRUE(scheduler.Submit(std::move(job)).ok());
+    ASSERT_TRUE(sink->Wait());
+    ASSERT_TRUE(sink->status_.ok()) << sink->status_;
+    EXPECT_EQ(sink->tokens_, Alone(ref)) << "job " << i;
+  }
+  ExpectAllBlocksFree(scheduler);
 }
 
 }  // namespace
