@@ -24,8 +24,8 @@ seed() {  # seed <target> <files...>: copies existing files into the target's co
 }
 seed fuzz_safetensors tests/data/golden/*/model.safetensors
 seed fuzz_config tests/data/golden/*/config.json $SHARED/reference-models/*/config.json
-seed fuzz_tokenizer_json $SHARED/tokenizers/llama3style/tokenizer.json
-seed fuzz_tokenize README.md tools/setup.sh
+seed fuzz_tokenizer_json tests/fuzz/seeds/tokenizers/*.json $SHARED/tokenizers/llama3style/tokenizer.json
+seed fuzz_tokenize tests/fuzz/seeds/*.txt README.md tools/setup.sh
 seed fuzz_interventions_json tests/fuzz/seeds/*.json
 seed fuzz_request_edge tests/fuzz/seeds/*.pb
 seed fuzz_metrics_http tests/fuzz/seeds/*.http

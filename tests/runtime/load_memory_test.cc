@@ -59,7 +59,7 @@ void WriteShard(const std::string& path, const std::vector<TensorSpec>& tensors)
 }
 
 TEST(LoadMemory, NoSecondCopyOfTheModelInHostMemory) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(LENSD_SANITIZED)
   // Sanitizers bring their own allocators (ASan keeps freed blocks in a 256 MiB quarantine and
   // adds redzones): resident memory then measures the sanitizer, not the loader.
   GTEST_SKIP() << "resident-memory bound not meaningful under a sanitizer's allocator";
