@@ -216,8 +216,7 @@ class CudaBackend final : public Backend {
 
   void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
             TensorView normalized, TensorView scale) override {
-    if (!Use()) return;
-    if (Replaying()) return;
+    if (!Use() || Replaying()) return;
     CheckCuda(cuda::LaunchNorm<float>(kind == NormKind::kLayerNorm, F(x), CF(w), CF(b), eps,
                                       static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
                                       F(y), normalized.empty() ? nullptr : F(normalized),
@@ -258,27 +257,23 @@ class CudaBackend final : public Backend {
   }
 
   void Activation(ActKind kind, TensorView x, TensorView y) override {
-    if (!Use()) return;
-    if (Replaying()) return;
+    if (!Use() || Replaying()) return;
     CheckCuda(
         cuda::LaunchActivation(static_cast<int>(kind), F(x), F(y), x.NumElements(), stream_.get()),
         "Activation");
   }
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
-    if (!Use()) return;
-    if (Replaying()) return;
+    if (!Use() || Replaying()) return;
     CheckCuda(cuda::LaunchGatedActivation(static_cast<int>(kind), F(gate), F(up), F(y),
                                           gate.NumElements(), stream_.get()),
               "GatedActivation");
   }
   void Add(TensorView a, TensorView b, TensorView y) override {
-    if (!Use()) return;
-    if (Replaying()) return;
+    if (!Use() || Replaying()) return;
     CheckCuda(cuda::LaunchAdd(F(a), F(b), F(y), a.NumElements(), stream_.get()), "Add");
   }
   void Copy(TensorView src, TensorView dst) override {
-    if (!Use()) return;
-    if (Replaying()) return;
+    if (!Use() || Replaying()) return;
     CheckCuda(cudaMemcpyAsync(dst.data, src.data, src.NumBytes(), cudaMemcpyDeviceToDevice,
                               stream_.get()),
               "Copy");
