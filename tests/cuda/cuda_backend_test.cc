@@ -178,6 +178,62 @@ TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
   }
 }
 
+// A decode step over 300 keys (many chunks of the per-query kernel's key loop) with scores and
+// pattern captured, beside a 40-token prefill; head dim 64 (prefill on the flash kernel) and
+// 256 (beyond the flash kernel: the per-query kernel for everything); with and without window.
+TEST_F(OpTest, LongDecodeAndHeadDim256) {
+  const int H = 8, Hkv = 2, bs = 16, len = 300, blocks = 24;
+  std::vector<int32_t> table0 = {23, 1, 4}, table1;
+  for (int b = 0; b < (len + bs - 1) / bs; ++b) table1.push_back((b * 7 + 5) % 19 + 5);
+  for (int dh : {64, 256}) {
+    for (int window : {0, 100}) {
+      auto kpool = Zeros({blocks * bs, Hkv, dh}), vpool = Zeros({blocks * bs, Hkv, dh});
+      KvLayerView ckv{kpool.first.view(), vpool.first.view(), bs};
+      KvLayerView gkv{kpool.second.view(), vpool.second.view(), bs};
+      std::vector<int32_t> slots;
+      for (int p = 0; p < 40; ++p) slots.push_back(table0[p / bs] * bs + p % bs);
+      for (int p = 0; p < len; ++p) slots.push_back(table1[p / bs] * bs + p % bs);
+      const int64_t n = static_cast<int64_t>(slots.size());
+      auto k = Random({n, Hkv, dh}), v = Random({n, Hkv, dh});
+      cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
+      gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
+      auto q = Random({41, H, dh}), z = Zeros({41, H, dh});
+      auto s1 = Zeros({H, 1, len}), p1 = Zeros({H, 1, len});
+      std::vector<AttentionSeq> cs = {{0, 40, 0, table0.data(), {}, {}},
+                                      {40, 1, len - 1, table1.data(), s1.first.view(), p1.first.view()}};
+      std::vector<AttentionSeq> gs = {{0, 40, 0, table0.data(), {}, {}},
+                                      {40, 1, len - 1, table1.data(), s1.second.view(), p1.second.view()}};
+      const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+      cpu_->Attention(q.first.view(), ckv, cs, scale, window, z.first.view());
+      gpu_->Attention(q.second.view(), gkv, gs, scale, window, z.second.view());
+      const std::string at = absl::StrCat(" dh=", dh, " window=", window);
+      EXPECT_TRUE(Same("z" + at, z, 1e-5));
+      EXPECT_TRUE(Same("scores" + at, s1, 1e-5) && Same("pattern" + at, p1, 1e-5));
+    }
+  }
+}
+
+// Device memory running out inside a step fails that step only (Backend::TakeError): the
+// allocation returns RESOURCE_EXHAUSTED, later ops of the step are skipped, and once the
+// error is taken the backend computes as before.
+TEST_F(OpTest, OutOfMemoryFailsTheStepOnly) {
+  auto x = Random({4, 64}), y = Zeros({4, 64});
+  auto w = RandomMatrix({64, 64}, 0.1f);
+  ASSERT_TRUE(gpu_->TakeError().ok());
+  absl::StatusOr<Buffer> huge = gpu_->Allocate(DType::kF32, {int64_t{1} << 40});  // 4 TiB
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+  gpu_->Linear(x.second.view(), w.second.view(), {}, y.second.view());  // skipped
+  gpu_->Synchronize();
+  const absl::Status taken = gpu_->TakeError();
+  EXPECT_EQ(taken.code(), absl::StatusCode::kResourceExhausted) << taken;
+  EXPECT_TRUE(Same("skipped op left y alone", y, 0));
+  cpu_->Linear(x.first.view(), w.first.view(), {}, y.first.view());
+  gpu_->Linear(x.second.view(), w.second.view(), {}, y.second.view());
+  EXPECT_TRUE(Same("linear after the failure", y, 1e-5));
+  EXPECT_TRUE(gpu_->TakeError().ok());
+}
+
 // Prefill chunks without captured maps take the flash kernel (a fresh prompt, and a chunk
 // continuing at position 30); a decode step in the same call takes the per-query kernel. KV
 // pools in float32, bfloat16 and float16 (rounded when written, on both backends).
@@ -244,24 +300,28 @@ TEST_F(OpTest, NarrowWeightsLinearAndGather) {
 }
 
 // The scheduler's batch invariance on the GPU: a row gives the same bits alone, in a small
-// batch and in a call of more than Gemm::kMaxRows rows (one fixed algorithm per shape).
+// batch and in a call of more than Gemm::kMaxRows rows (one fixed algorithm per shape), with
+// the bias epilogue, up to a vocabulary-sized head.
 TEST_F(OpTest, LinearRowsDoNotDependOnTheirBatch) {
   for (DType dtype : {DType::kF32, DType::kBF16}) {
-    for (auto [n, k] : {std::pair{2048, 2048}, {512, 2048}, {8192, 2048}, {3072, 768}}) {
+    for (auto [n, k] : {std::pair{2048, 2048}, {512, 2048}, {8192, 2048}, {3072, 768},
+                        {128256, 2048}}) {  // the last: Llama-3's vocabulary (the head)
       std::vector<float> host(size_t(n) * k);
       std::normal_distribution<float> dist(0.0f, 0.05f);
       for (float& v : host) v = dist(rng_);
       Buffer w = *gpu_->AllocateMatrix(dtype, {n, k});
       gpu_->UploadMatrix(host.data(), w.view());
       auto x = Random({300, k});
+      auto bias = Random({n});  // the bias epilogue must not change the chains either
       Buffer all = *gpu_->Allocate(DType::kF32, {300, n});
-      gpu_->Linear(x.second.view(), w.view(), {}, all.view());
+      gpu_->Linear(x.second.view(), w.view(), bias.second.view(), all.view());
       std::vector<float> want(size_t(300) * n), got(size_t(8) * n);
       gpu_->Download(all.view(), want.data());
       for (int first : {0, 7, 255, 292}) {
         for (int rows : {1, 8}) {
           Buffer part = *gpu_->Allocate(DType::kF32, {rows, n});
-          gpu_->Linear(x.second.view().Rows(first, first + rows), w.view(), {}, part.view());
+          gpu_->Linear(x.second.view().Rows(first, first + rows), w.view(), bias.second.view(),
+                       part.view());
           gpu_->Download(part.view(), got.data());
           EXPECT_EQ(0, std::memcmp(got.data(), want.data() + int64_t(first) * n,
                                    sizeof(float) * rows * n))
