@@ -28,7 +28,6 @@ struct Model::Shard {
   size_t kv_bytes = 0;
 };
 
-// Per-call state of Forward.
 // b.Allocate inside a step. When it fails, the backend has recorded the error and skips every
 // later op (Backend::TakeError): the step runs to its end on a buffer of that shape without
 // memory, and Forward fails it.
@@ -37,6 +36,7 @@ inline Buffer AllocateInStep(Backend& b, DType dtype, Shape shape) {
   return made.ok() ? std::move(*made) : Buffer(nullptr, dtype, shape, nullptr);
 }
 
+// Per-call state of Forward.
 struct Model::Step {
   int rank = 0;  // tensor-parallel rank this step runs (one Step per rank)
   const std::vector<SeqInput>* batch = nullptr;
