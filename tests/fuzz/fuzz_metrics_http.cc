@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -34,6 +35,7 @@ int Port() {
 // Sends `bytes`, reads the answer (until `timeout_us` passes without data), returns it. A
 // fuzz input is followed by a half-close, so that the server sees where it ends (cpp-httplib
 // then drops the answer: the client can no longer be writing to it, it assumes it gone).
+// A failed connect() (e.g. no ephemeral port left) is returned as "connect: <reason>".
 std::string Exchange(const void* bytes, size_t size, int timeout_us = 200000,
                      bool half_close = true) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -49,6 +51,8 @@ std::string Exchange(const void* bytes, size_t size, int timeout_us = 200000,
     if (half_close) shutdown(fd, SHUT_WR);
     char buf[4096];
     for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) answer.append(buf, n);
+  } else {
+    answer = std::string("connect: ") + std::strerror(errno);
   }
   close(fd);
   return answer;
@@ -60,12 +64,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static int runs = 0;
   Exchange(data, size);
   if (++runs % 100 == 0) {
-    // Serving, not latency: a loaded machine (sanitizers, parallel builds) may be slow.
+    // Serving, not latency: a loaded machine (sanitizers, parallel builds) may be slow, and
+    // tens of thousands of connections a second can leave the client without a free port for
+    // a moment. Five tries a second apart, each failure reported.
     const char scrape[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    const std::string answer = Exchange(scrape, sizeof(scrape) - 1, 5000000, false);
-    if (answer.rfind("HTTP/1.1 200", 0) != 0) {
-      std::fprintf(stderr, "metrics endpoint stopped serving; answer: %.200s\n", answer.c_str());
-      std::abort();
+    for (int attempt = 1;; ++attempt) {
+      const std::string answer = Exchange(scrape, sizeof(scrape) - 1, 5000000, false);
+      if (answer.rfind("HTTP/1.1 200", 0) == 0) break;
+      std::fprintf(stderr, "scrape %d after %d inputs failed; answer: %.200s\n", attempt, runs,
+                   answer.c_str());
+      if (attempt == 5) std::abort();  // the endpoint stopped serving
+      sleep(1);
     }
   }
   return 0;
