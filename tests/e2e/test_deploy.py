@@ -4,6 +4,7 @@ Services, a PodDisruptionBudget, requests, an HPA on a metric lensd really expor
 clean with yamllint."""
 import shutil
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -85,6 +86,10 @@ def test_round_robin_over_three_servers_and_failover(server_factory):
     addrs = [s.addr for s in servers]
     addrs[2] = addrs[2].replace("127.0.0.1", "localhost")  # names are resolved too
     client = lensd.Client(",".join(addrs))
+    # round_robin sends only to connected servers: wait until every one has answered once.
+    seen, deadline = set(), time.monotonic() + 20
+    while len(seen) < 3 and time.monotonic() < deadline:
+        seen.add(client.model_info()["instance"])
     served = collections.Counter(client.model_info()["instance"] for _ in range(60))
     print("served:", dict(served))
     assert len(served) == 3 and min(served.values()) >= 10, served
