@@ -6,12 +6,13 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <cstddef>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "server/metrics.h"
@@ -19,11 +20,12 @@
 namespace {
 
 int Port() {
+  static std::unique_ptr<lensd::MetricsEndpoint> endpoint;  // for the whole run, stopped at exit
   static const int port = [] {
     for (int p = 29500; p < 29600; ++p) {
-      auto endpoint = lensd::MetricsEndpoint::Start("127.0.0.1", p);
-      if (endpoint.ok()) {
-        endpoint->release();  // lives for the whole run
+      auto started = lensd::MetricsEndpoint::Start("127.0.0.1", p);
+      if (started.ok()) {
+        endpoint = std::move(*started);
         return p;
       }
     }
