@@ -39,6 +39,18 @@ std::vector<int32_t> ToIds(const TensorInfo& info) {
   return ids;
 }
 
+::testing::AssertionResult FailsWith(const absl::Status& status, absl::StatusCode code,
+                                     const std::string& needle) {
+  if (status.code() != code) {
+    return ::testing::AssertionFailure()
+           << "expected " << absl::StatusCodeToString(code) << ", got " << status;
+  }
+  if (status.message().find(needle) == std::string::npos) {
+    return ::testing::AssertionFailure() << "'" << needle << "' not in: " << status;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 ::testing::AssertionResult AllClose(const std::string& what, const TensorView& got,
                                     const TensorView& ref, double tol) {
   if (got.shape != ref.shape) {

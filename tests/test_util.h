@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "engine/core/tensor.h"
 #include "engine/model/safetensors.h"
 
@@ -34,6 +35,10 @@ std::vector<int32_t> ToIds(const TensorInfo& info);
 // Golden rule: |got - ref| <= tol × max(1, max|ref|) everywhere; -inf exactly where ref is.
 ::testing::AssertionResult AllClose(const std::string& what, const TensorView& got,
                                     const TensorView& ref, double tol);
+
+// `status` failed with `code` and its message contains `needle`.
+::testing::AssertionResult FailsWith(const absl::Status& status, absl::StatusCode code,
+                                     const std::string& needle);
 
 // A fresh temporary directory (removed by the OS's tmp cleaning; tests use unique names).
 std::string TempDir(const std::string& tag);

@@ -108,9 +108,8 @@ class ValidationTest : public ::testing::Test {
   }
   void ExpectError(const Intervention& iv, const std::string& needle,
                    std::vector<int> lengths = {5, 5}, bool generate = false) {
-    const absl::Status s = Check(iv, lengths, generate);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << needle;
-    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+    EXPECT_TRUE(testing::FailsWith(Check(iv, lengths, generate),
+                                   absl::StatusCode::kInvalidArgument, needle));
   }
 };
 

@@ -31,9 +31,7 @@ class EdgeTest : public ::testing::Test {
   // Asserts the code and that the message contains `needle`.
   template <typename T>
   void ExpectError(const absl::StatusOr<T>& got, absl::StatusCode code, const std::string& needle) {
-    ASSERT_FALSE(got.ok());
-    EXPECT_EQ(got.status().code(), code) << got.status();
-    EXPECT_NE(got.status().message().find(needle), std::string::npos) << got.status();
+    EXPECT_TRUE(testing::FailsWith(got.status(), code, needle));
   }
   std::unique_ptr<Model> model_;
   ModelFacts facts_;
