@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "server/listen_probe.h"
 
 namespace lensd {
 namespace {
@@ -110,9 +111,10 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const st
   };
   http.Post("/metrics", not_allowed).Put("/metrics", not_allowed).Delete("/metrics", not_allowed);
   http.Patch("/metrics", not_allowed).Options("/metrics", not_allowed);
+  http.set_socket_options(ExclusiveListenerOptions);
   if (!http.bind_to_port(host, port)) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", host, ":", port,
-                                               " (address in use or not local?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", host, ":", port, ": ", BindFailure(host, port)));
   }
   impl->thread = std::thread([state] { state->http.listen_after_bind(); });
   return std::unique_ptr<MetricsEndpoint>(new MetricsEndpoint(std::move(impl)));

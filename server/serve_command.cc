@@ -11,7 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "engine/model/json_fields.h"
+#include "server/listen_probe.h"
 #include "server/metrics.h"
+#include "server/reflection_v1.h"
 #include "server/offline_commands.h"
 #include "server/service.h"
 
@@ -25,7 +27,8 @@ const std::set<std::string> kServeFlags = {
     "max-intervention-mib", "prefix-caching", "max-sweep-cells"};
 
 struct ServeOptions {
-  std::string address;
+  std::string host;
+  int port = 50051;
   LoadOptions load;
   SchedulerOptions scheduler;
   ServiceOptions service;
@@ -44,10 +47,9 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
     // network threads cost more than they gain (measured in bench/serve_bench.sh).
     o.load.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
   }
-  ASSIGN_OR_RETURN(int port, flags.GetInt("port", 50051));
-  const std::string host = flags.Get("host", "0.0.0.0");
-  o.address = absl::StrCat(host, ":", port);
-  o.metrics_host = flags.Get("metrics-host", host);
+  ASSIGN_OR_RETURN(o.port, flags.GetInt("port", 50051));
+  o.host = flags.Get("host", "0.0.0.0");
+  o.metrics_host = flags.Get("metrics-host", o.host);
   ASSIGN_OR_RETURN(o.scheduler.max_batch_tokens, flags.GetInt("max-batch-tokens", 256));
   ASSIGN_OR_RETURN(o.scheduler.max_running, flags.GetInt("max-running", 64));
   o.service.limits.max_running = o.scheduler.max_running;
@@ -101,14 +103,20 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
 }
 
 // Listens with health checking and reflection; `port` receives the bound port.
+// `reflection` (v1; gRPC's plugin adds v1alpha) must outlive the server.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServeOptions& o,
-                                                        LensdService& service, int* port) {
+                                                        LensdService& service,
+                                                        ReflectionV1& reflection, int* port) {
   ASSIGN_OR_RETURN(auto credentials, Credentials(o));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.address, credentials, port);
+  builder.AddListeningPort(absl::StrCat(o.host, ":", o.port), credentials, port);
+  // gRPC sets SO_REUSEPORT by default: a second server on a taken port would then start and
+  // silently take half of the first one's clients.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
+  builder.RegisterService(&reflection);
   builder.SetMaxSendMessageSize(4 << 20);
   // Requests carry prompts (bounded by --max-prompt-bytes) and intervention values (bounded by
   // --max-intervention-mib): room for both, the values checked again after parsing.
@@ -116,7 +124,8 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServeOptions& o,
   builder.SetMaxReceiveMessageSize(static_cast<int>(receive));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.address));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", o.host, ":", o.port, ": ", BindFailure(o.host, o.port)));
   }
   return server;
 }
@@ -169,7 +178,7 @@ sigset_t BlockShutdownSignals() {
 absl::Status ServeCommand(const std::vector<std::string>& args) {
   const sigset_t signals = BlockShutdownSignals();
   ASSIGN_OR_RETURN(ServeOptions o, ParseServeFlags(args));
-  const std::string host = o.address.substr(0, o.address.rfind(':'));
+  const std::string& host = o.host;
   std::unique_ptr<MetricsEndpoint> metrics;
   if (o.metrics_port > 0) {
     ASSIGN_OR_RETURN(metrics, MetricsEndpoint::Start(o.metrics_host, o.metrics_port));
@@ -178,8 +187,12 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   spdlog::info("compute threads: {}", o.load.threads);
 
   LensdService service(o.service);
+  ReflectionV1 reflection({lensd::v1::Lensd::service_full_name(), "grpc.health.v1.Health",
+                           "grpc.reflection.v1.ServerReflection",
+                           "grpc.reflection.v1alpha.ServerReflection"});
   int port = 0;
-  ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server, StartGrpc(o, service, &port));
+  ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server,
+                   StartGrpc(o, service, reflection, &port));
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", host, port);

@@ -4,6 +4,7 @@ import signal
 import time
 import urllib.request
 import socket
+import subprocess
 
 import grpc
 import pytest
@@ -12,6 +13,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 import lensd
 from lensd._grpc import reflection_pb2
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
+
+from conftest import LENSD
 
 
 def test_not_serving_until_loaded_then_serving(server_factory):
@@ -28,9 +31,11 @@ def test_not_serving_until_loaded_then_serving(server_factory):
     assert client.model_info()["d_model"] == 768
 
 
-def reflection_request(channel, **kwargs):
+def reflection_request(channel, version="v1alpha", **kwargs):
+    # v1 and v1alpha messages are the same on the wire (only the package differs), so the
+    # v1alpha classes serve both.
     stream = channel.stream_stream(
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
     return next(stream(iter([reflection_pb2.ServerReflectionRequest(**kwargs)])))
@@ -83,6 +88,27 @@ def test_reflection_lists_and_calls_every_rpc(builtin_server):
             assert responses[-1].done.cells == responses[0].header.cells == len(responses) - 2
 
 
+def test_reflection_v1_as_current_grpcurl_asks(builtin_server):
+    channel = grpc.insecure_channel(builtin_server.addr)
+    services = reflection_request(channel, "v1", list_services="")
+    names = {s.name for s in services.list_services_response.service}
+    assert {"lensd.v1.Lensd", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+    files = reflection_request(channel, "v1", file_containing_symbol="lensd.v1.Lensd")
+    pool = descriptor_pool.DescriptorPool()
+    for raw in files.file_descriptor_response.file_descriptor_proto:
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(raw))
+    methods = {m.name for m in pool.FindServiceByName("lensd.v1.Lensd").methods}
+    assert {"Generate", "RunWithCache", "PatchSweep"} <= methods
+    by_name = reflection_request(channel, "v1", file_by_filename="lensd/v1/lensd.proto")
+    assert by_name.file_descriptor_response.file_descriptor_proto[0] == \
+        files.file_descriptor_response.file_descriptor_proto[0]
+    missing = reflection_request(channel, "v1", file_containing_symbol="lensd.v1.Nope")
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "lensd.v1.Nope" in missing.error_response.error_message
+    assert lensd.Client(builtin_server.addr).health() == "SERVING"
+
+
 def test_small_rpcs(builtin_server):
     client = lensd.Client(builtin_server.addr)
     ids = client.tokenize("héllo")
@@ -110,6 +136,25 @@ def test_metrics_endpoint(server_factory):
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert re.search(r"^lensd_kv_blocks_total \d+", body, re.M)
     assert float(re.search(r"^lensd_generated_tokens_total (\S+)", body, re.M).group(1)) >= 5
+
+
+def test_a_taken_port_is_an_error_before_loading(server_factory):
+    """gRPC and cpp-httplib set SO_REUSEPORT by default, with which a second server would start on
+    a taken port and silently answer half of the first one's clients."""
+    metrics = free_port()
+    first = server_factory("--metrics-port", str(metrics))
+    port = int(first.addr.rsplit(":", 1)[1])
+    for flags, taken in ((["--port", str(port)], f"cannot listen on 127.0.0.1:{port}"),
+                         (["--port", "0", "--metrics-port", str(metrics)],
+                          f"cannot serve metrics on 127.0.0.1:{metrics}")):
+        r = subprocess.run([LENSD, "serve", "--host", "127.0.0.1", "--model",
+                            "builtin:gpt2-small", *flags], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert f"{taken}: address already in use" in r.stderr, r.stderr
+        assert "loading" not in r.stderr.lower(), r.stderr  # refused before the model loads
+    # Every answer still comes from the first server (the built-in model: d 128, not 768).
+    assert {lensd.Client(first.addr).model_info()["d_model"] for _ in range(8)} == {128}
 
 
 def test_sigterm_drains_accepted_requests(server_factory):
