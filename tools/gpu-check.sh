@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# GPU verification in two halves, because GPU machines are lent briefly and cannot build:
+# GPU verification in halves, because GPU machines are lent briefly (15 minutes of device time
+# a task, at most 600 s a command) and cannot build:
 #   tools/gpu-check.sh bundle    (here)  build with CUDA; copy the gpu test, the benchmark and
 #                                        every non-system shared library into build/gpu-bundle
 #                                        (fails if the bundle plus the tracked tree would not
 #                                        fit the device tool's 64 MiB carry limit with margin)
-#   tools/gpu-check.sh run       (there) every step under its own timeout, full logs in $OUT:
-#                                        ldd of everything carried, the gpu tests, decode and
-#                                        prefill benchmarks, capture; the summary prints last
-#   tools/gpu-check.sh sanitize  (there) compute-sanitizer memcheck and racecheck on the op
-#                                        tests, and a CUDA_LAUNCH_BLOCKING=1 rerun of failures
-#   tools/gpu-check.sh dry-run   (here)  the bundle from the existing build (no rebuild), then
-#                                        `run` without a device: every GPU step reports
+#   tools/gpu-check.sh quick     (there) first call on a fresh card, <= 300 s: libraries, load +
+#                                        golden + batch invariance, one decode/prefill benchmark
+#   tools/gpu-check.sh full      (there) second call, <= 540 s: the other gpu tests and the rest
+#                                        of the benchmarks (decode 1/8/64, CUDA graphs, capture)
+#   tools/gpu-check.sh sanitize  (there) <= 540 s: compute-sanitizer memcheck and racecheck on the
+#                                        op tests, a CUDA_LAUNCH_BLOCKING=1 rerun of failures
+#   tools/gpu-check.sh plan      (here)  each mode's steps, their time limits and the sums
+#   tools/gpu-check.sh dry-run   (here)  checks every mode's plan fits its budget, then the
+#                                        bundle from the existing build (no rebuild) and quick
+#                                        and full without a device: every GPU step reports
 #                                        "skipped: no device" and the summary still prints
-# With the device tool: run(command="tools/gpu-check.sh run", carry=["build/gpu-bundle"]).
+# Every step runs under its own limit; the limits of a mode sum to at most its budget, and a
+# deadline (GPU_CHECK_BUDGET_S, default the mode's budget) cuts the last steps short if the
+# machine is slower than planned, so the summary always prints (last) inside the command's time.
+# With the device tool: run(command="tools/gpu-check.sh quick", carry=["build/gpu-bundle"],
+# timeout_s=360), then the same with `full` (timeout_s=600) while device time is left.
 # The tracked tree travels with the bundle, so the golden models are read from
 # tests/data/golden, not copied.
 set -uo pipefail
@@ -51,28 +59,54 @@ bundle() {
 LOGS=${OUT:-$(mktemp -d)}
 declare -a RESULTS=()
 HAVE_GPU=0
+PLAN_ONLY=0
+PLANNED=0
+DEADLINE=0
+SUMMARY_RESERVE=10  # seconds kept for the summary after the deadline cuts a step
 
-# Library folders: the bundle, CUDA's own, and any Python wheel's nvidia/*/lib (NCCL, and
-# cuBLAS where /usr/local/cuda lacks it), looked up here rather than assumed.
+# What the first card must show (load, golden end to end, GEMM batch invariance); `full`
+# runs every other gpu test.
+QUICK_TESTS='OpTest.LinearWithAndWithoutBias:OpTest.LinearRowsDoNotDependOnTheirBatch:CudaNorm.*:Golden/GoldenOnGpu.MatchesCpuAndCachedDecodeEqualsRecompute/*'
+
+# Library folders: the bundle, CUDA's own, and every Python `nvidia` wheel's */lib (NCCL, and
+# cuBLAS where /usr/local/cuda lacks it), asked of Python itself, then searched for.
 library_path() {
   local dirs=("$BUNDLE/lib" /usr/local/cuda/lib64 /usr/local/nvidia/lib64)
-  local wheel
-  while IFS= read -r wheel; do dirs+=("$wheel"); done < <(
-    find /opt /usr/local /usr/lib /root /home -maxdepth 8 -type d \
-      -path '*-packages/nvidia/*/lib' 2>/dev/null | sort)
+  local found py
+  for py in python3 /usr/bin/python3; do
+    command -v "$py" >/dev/null || continue
+    found=$("$py" -c 'import glob, nvidia
+print("\n".join(d for p in nvidia.__path__ for d in sorted(glob.glob(p + "/*/lib"))))' 2>/dev/null)
+    [ -n "$found" ] && break
+  done
+  [ -n "$found" ] || found=$(find /opt /usr/local /usr/lib /root /home -maxdepth 10 -type d \
+    -path '*-packages/nvidia/*/lib' 2>/dev/null | sort)
+  local dir
+  while IFS= read -r dir; do [ -n "$dir" ] && dirs+=("$dir"); done <<<"$found"
   local IFS=:
   echo "${dirs[*]}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
-step() {  # step NAME TIMEOUT_S needs-gpu|any COMMAND...: full log in $LOGS/NAME.log
+step() {  # step NAME LIMIT_S needs-gpu|any COMMAND...: full log in $LOGS/NAME.log
   local name=$1 limit=$2 needs=$3; shift 3
+  if [ "$PLAN_ONLY" = 1 ]; then
+    printf '  %-16s %4d s\n' "$name" "$limit"
+    PLANNED=$((PLANNED + limit))
+    return 0
+  fi
   if [ "$needs" = needs-gpu ] && [ "$HAVE_GPU" = 0 ]; then
     RESULTS+=("SKIP  $name: skipped: no device")
     return 0
   fi
+  local left=$((DEADLINE - SECONDS - SUMMARY_RESERVE))
+  if ((left < 5)); then
+    RESULTS+=("FAIL  $name: not run: the ${BUDGET} s budget is spent")
+    return 0
+  fi
+  ((limit > left)) && limit=$left
   local start=$SECONDS rc
   # Through bash: the steps are often this script's functions (exported below).
-  timeout --kill-after=10 "$limit" bash -c '"$@"' "$name" "$@" >"$LOGS/$name.log" 2>&1
+  timeout --kill-after=5 "$limit" bash -c '"$@"' "$name" "$@" >"$LOGS/$name.log" 2>&1
   rc=$?
   if [ $rc = 0 ]; then
     RESULTS+=("PASS  $name ($((SECONDS - start)) s)")
@@ -99,14 +133,13 @@ gpu_tests() {
   LENSD_GOLDEN_DIR="$ROOT/tests/data/golden" "$BUNDLE/cuda_test" --gtest_brief=1 "$@"
 }
 
-llama_bench() {  # decode batch 1/8/64 against the weight-read roofline, prefill vs GEMM peak
+llama_bench() {  # decode against the weight-read roofline, prefill 8x1024 vs the GEMM peak
   "$BUNDLE/model_bench" --model builtin:llama-1b --devices cuda:0 --dtype bfloat16 \
-    --batches 1,8,64 --prefill 8x1024 --mem-gbs "${MEM_GBS:-4300}" --peak-tflops measure \
-    --kv-tokens 16384 "$@"
+    --prefill 8x1024 --mem-gbs "${MEM_GBS:-4300}" --peak-tflops measure --kv-tokens 16384 "$@"
 }
 
 graphs_bench() {
-  llama_bench --cuda-graphs true | sed 's/^decode /decode+graphs /'
+  llama_bench --batches 1,8,64 --cuda-graphs true | sed 's/^decode /decode+graphs /'
 }
 
 capture_bench() {
@@ -118,23 +151,25 @@ export -f check_libraries gpu_tests llama_bench graphs_bench capture_bench
 
 summary() {
   echo
-  echo "== summary ($GPU_NAME; logs in $LOGS)"
-  if [ -f "$LOGS/gpu-tests.log" ]; then
-    grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$LOGS/gpu-tests.log" | head -40
-  fi
-  grep -hE "^(decode|gemm|prefill|capture)" "$LOGS"/llama-bench.log "$LOGS"/graphs-bench.log \
-    "$LOGS"/capture-bench.log 2>/dev/null
+  echo "== summary ($GPU_NAME; mode $MODE, budget $BUDGET s, $SECONDS s used; logs in $LOGS)"
+  local log
+  for log in "$LOGS"/gpu-tests*.log; do
+    [ -f "$log" ] && grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$log" | head -40
+  done
+  grep -hE "^(decode|gemm|prefill|capture)" "$LOGS"/*bench*.log 2>/dev/null
   printf '%s\n' "${RESULTS[@]}"
 }
 
-prepare_run() {
+prepare_run() {  # prepare_run MODE BUDGET_S
+  MODE=$1 BUDGET=${GPU_CHECK_BUDGET_S:-$2}
+  DEADLINE=$((SECONDS + BUDGET))
   export LD_LIBRARY_PATH
   LD_LIBRARY_PATH=$(library_path)
   export LENSD_SPM_MODULE="$BUNDLE/liblensd_spm.so"
   export LENSD_CUDA_MODULE="$BUNDLE/liblensd_cuda_module.so"
   GPU_NAME=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)
   if [ -n "$GPU_NAME" ] && [ "${GPU_CHECK_DRY_RUN:-0}" = 0 ]; then HAVE_GPU=1; else GPU_NAME="no device"; fi
-  echo "== $GPU_NAME; LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee "$LOGS/environment.log"
+  echo "== $GPU_NAME; mode $MODE; LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee "$LOGS/environment.log"
   trap summary EXIT
   if [ ! -x "$BUNDLE/cuda_test" ]; then
     RESULTS+=("FAIL  bundle: $BUNDLE/cuda_test absent (carry build/gpu-bundle)")
@@ -142,33 +177,66 @@ prepare_run() {
   fi
 }
 
-run() {
-  prepare_run
-  step libraries 60 any check_libraries
-  step gpu-tests 300 needs-gpu gpu_tests
-  step llama-bench 150 needs-gpu llama_bench
-  step graphs-bench 120 needs-gpu graphs_bench
-  step capture-bench 60 needs-gpu capture_bench
+# The modes: each one's steps, most telling first (a cut deadline takes the last ones). The
+# budgets are what one device-tool command may take (600 s) less start-up and transfer slack.
+QUICK_BUDGET=300
+FULL_BUDGET=540
+SANITIZE_BUDGET=540
+
+quick_steps() {
+  step libraries 20 any check_libraries
+  step gpu-tests-quick 170 needs-gpu gpu_tests --gtest_filter="$QUICK_TESTS"
+  step llama-bench-quick 100 needs-gpu llama_bench --batches 1,8
 }
 
-sanitize() {  # the second call of a session: memory and race checks, blocking launches
-  prepare_run
+full_steps() {
+  step libraries 20 any check_libraries
+  step gpu-tests-rest 250 needs-gpu gpu_tests --gtest_filter="-$QUICK_TESTS"
+  step llama-bench 100 needs-gpu llama_bench --batches 1,8,64
+  step graphs-bench 90 needs-gpu graphs_bench
+  step capture-bench 50 needs-gpu capture_bench
+}
+
+sanitize_steps() {  # memory and race checks, then blocking launches for what failed
   local cs=/usr/local/cuda/bin/compute-sanitizer
   # Our kernels; the batch-invariance GEMM test (cuBLASLt, up to a 128256 x 2048 head) would
   # take most of the step's time under the sanitizers.
   local ops='OpTest.*:-OpTest.LinearRowsDoNotDependOnTheirBatch'
-  step libraries 60 any check_libraries
-  step memcheck 240 needs-gpu "$cs" --tool memcheck --error-exitcode 1 \
+  step libraries 20 any check_libraries
+  step memcheck 220 needs-gpu "$cs" --tool memcheck --error-exitcode 1 \
     env LENSD_GOLDEN_DIR="$ROOT/tests/data/golden" "$BUNDLE/cuda_test" --gtest_filter="$ops"
-  step racecheck 240 needs-gpu "$cs" --tool racecheck --error-exitcode 1 \
+  step racecheck 200 needs-gpu "$cs" --tool racecheck --error-exitcode 1 \
     env LENSD_GOLDEN_DIR="$ROOT/tests/data/golden" "$BUNDLE/cuda_test" --gtest_filter="$ops"
-  local failed
-  failed=$(grep -hoE '^\[  FAILED  \] [A-Za-z0-9_/.]+' "$LOGS"/memcheck.log "$LOGS"/racecheck.log \
-    2>/dev/null | awk '{print $4}' | sort -u | paste -sd: -)
-  if [ -n "$failed" ]; then
-    step blocking-rerun 240 needs-gpu env CUDA_LAUNCH_BLOCKING=1 \
+  local failed=""
+  [ "$PLAN_ONLY" = 1 ] || failed=$(grep -hoE '^\[  FAILED  \] [A-Za-z0-9_/.]+' \
+    "$LOGS"/memcheck.log "$LOGS"/racecheck.log 2>/dev/null | awk '{print $4}' | sort -u | paste -sd: -)
+  if [ -n "$failed" ] || [ "$PLAN_ONLY" = 1 ]; then
+    step blocking-rerun 90 needs-gpu env CUDA_LAUNCH_BLOCKING=1 \
       LENSD_GOLDEN_DIR="$ROOT/tests/data/golden" "$BUNDLE/cuda_test" --gtest_filter="$failed"
   fi
+}
+
+# Prints every mode's steps and limits; fails when a mode's limits exceed its budget.
+plan() {
+  local mode budget over=0
+  PLAN_ONLY=1
+  for mode in quick full sanitize; do
+    budget=$(eval echo "\$${mode^^}_BUDGET")
+    PLANNED=0
+    echo "mode $mode:"
+    "${mode}_steps"
+    echo "  total $PLANNED s of a $budget s budget"
+    ((PLANNED <= budget)) || { echo "error: mode $mode plans $PLANNED s, over its $budget s" >&2; over=1; }
+  done
+  PLAN_ONLY=0
+  return $over
+}
+
+run_mode() {  # run_mode MODE
+  local budget
+  budget=$(eval echo "\$${1^^}_BUDGET")
+  prepare_run "$1" "$budget"
+  "${1}_steps"
 }
 
 # Exit 1 when a step failed (the summary still prints last, from the EXIT trap).
@@ -180,8 +248,14 @@ finish() {
 
 case "${1:-}" in
   bundle) bundle ;;
-  run) run; finish ;;
-  sanitize) sanitize; finish ;;
-  dry-run) assemble || exit 1; GPU_CHECK_DRY_RUN=1 run; finish ;;
-  *) echo "usage: tools/gpu-check.sh bundle|run|sanitize|dry-run" >&2; exit 2 ;;
+  quick | full | sanitize) run_mode "$1"; finish ;;
+  plan) plan ;;
+  dry-run)
+    plan || exit 1
+    assemble || exit 1
+    # Each mode in a child of its own (each prints its own summary on exit).
+    GPU_CHECK_DRY_RUN=1 bash "$0" quick; q=$?
+    GPU_CHECK_DRY_RUN=1 bash "$0" full; f=$?
+    exit $((q || f)) ;;
+  *) echo "usage: tools/gpu-check.sh bundle|quick|full|sanitize|plan|dry-run" >&2; exit 2 ;;
 esac
