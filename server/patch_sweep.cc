@@ -161,7 +161,7 @@ absl::StatusOr<SweepSpec> ToSweepSpec(const v1::PatchSweepRequest& request, cons
   ASSIGN_OR_RETURN(s.point, ComponentPoint(request.component()));
   if (!HookFromName(c, HookName({s.point, 0})).ok()) {
     return Invalid(absl::StrCat("component ", v1::SweepComponent_Name(request.component()),
-                                ": this model (", std::string(FamilyName(c.family)), ") has no ",
+                                ": this model (", c.model_type, ") has no ",
                                 HookName({s.point, 0})));
   }
   s.noising = request.noising();

@@ -279,7 +279,7 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   absl::Status gate = Gate(ctx);
   if (!gate.ok()) return Reply(ctx, gate);
   const ModelConfig& c = serving_.model->config();
-  info->set_architecture(std::string(FamilyName(c.family)));
+  info->set_architecture(c.model_type);
   info->set_model(serving_.name);
   info->set_n_layers(c.n_layers);
   info->set_d_model(c.d_model);

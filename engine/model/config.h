@@ -12,7 +12,6 @@
 
 namespace lensd {
 
-enum class Family { kGpt2, kLlama, kMistral, kQwen2, kGptNeox };
 enum class NormKind { kLayerNorm, kRmsNorm };
 enum class ActKind { kGeluTanh, kGeluErf, kSilu, kRelu };
 enum class RopeType { kDefault, kLinear, kLlama3 };
@@ -28,7 +27,7 @@ struct RopeConfig {
 };
 
 struct ModelConfig {
-  Family family = Family::kLlama;
+  std::string model_type = "llama";  // config.json's model_type: the family (family.h)
   int d_model = 0;
   int n_layers = 0;
   int n_heads = 0;
@@ -53,8 +52,6 @@ struct ModelConfig {
   std::vector<int> eos_ids;
   DType dtype = DType::kF32;  // checkpoint dtype from config ("dtype" or "torch_dtype")
 };
-
-std::string_view FamilyName(Family f);
 
 // Parses config.json text. Errors name the offending field; `source` (a path) prefixes them.
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_view source);

@@ -1,6 +1,6 @@
-// Canonical weights: every family's checkpoint is mapped to one layout (linear weights
-// [out, in] as nn.Linear stores them; fused QKV split; Conv1D transposed). An absent optional
-// tensor is an empty Buffer (no bias, or an identity norm after weight processing).
+// Canonical weights: every family's checkpoint is mapped to one layout (layer_tensors.h;
+// linear weights [out, in] as nn.Linear stores them; fused QKV split; Conv1D transposed) by
+// its tensor table (family.h). An absent optional tensor is an empty Buffer.
 #ifndef LENSD_ENGINE_MODEL_WEIGHTS_H_
 #define LENSD_ENGINE_MODEL_WEIGHTS_H_
 
@@ -11,30 +11,10 @@
 #include "absl/status/statusor.h"
 #include "engine/core/tensor.h"
 #include "engine/model/config.h"
+#include "engine/model/layer_tensors.h"
 #include "engine/model/safetensors.h"
 
 namespace lensd {
-
-struct LayerWeights {
-  Buffer ln1_w, ln1_b;  // [D]
-  Buffer wq, bq;        // [H*dh, D], [H*dh]
-  Buffer wk, bk;        // [Hkv*dh, D], [Hkv*dh]
-  Buffer wv, bv;        // [Hkv*dh, D], [Hkv*dh]
-  Buffer wo, bo;        // [D, H*dh], [D]
-  Buffer ln2_w, ln2_b;  // [D]
-  Buffer w_in, b_in;    // [M, D] (the gate projection of gated MLPs), [M]
-  Buffer w_up;          // [M, D] gated MLPs only
-  Buffer b_up;          // [M] gated MLPs with mlp_bias only
-  Buffer w_out, b_out;  // [D, M], [D]
-};
-
-// Every tensor of a layer, for code that treats them alike (upload, copy, slicing checks).
-inline constexpr Buffer LayerWeights::*kLayerTensors[] = {
-    &LayerWeights::ln1_w, &LayerWeights::ln1_b, &LayerWeights::wq,    &LayerWeights::bq,
-    &LayerWeights::wk,    &LayerWeights::bk,    &LayerWeights::wv,    &LayerWeights::bv,
-    &LayerWeights::wo,    &LayerWeights::bo,    &LayerWeights::ln2_w, &LayerWeights::ln2_b,
-    &LayerWeights::w_in,  &LayerWeights::b_in,  &LayerWeights::w_up,  &LayerWeights::b_up,
-    &LayerWeights::w_out, &LayerWeights::b_out};
 
 // How a weight lives on a device: matrices (rank 2: projections, embeddings, unembedding)
 // in the model dtype — what GEMM reads and decode is bound by — and vectors (norm weights,

@@ -270,7 +270,7 @@ absl::StatusOr<HookId> HookFromName(const ModelConfig& c, std::string_view name)
          layer < (IsBlockHook(HookPoint(p)) ? c.n_layers : 0); ++layer) {
       if (HookName({HookPoint(p), layer}) == name) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "this model (", std::string(FamilyName(c.family)), ") has no ", std::string(name)));
+            "this model (", c.model_type, ") has no ", std::string(name)));
       }
     }
   }

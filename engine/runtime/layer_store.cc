@@ -18,7 +18,7 @@ void LayerStore::AddResident(LayerWeights device) {
 }
 
 void LayerStore::AddOffloaded(LayerWeights host) {
-  for (Buffer LayerWeights::*f : kLayerTensors) host_bytes_ += (host.*f).NumBytes();
+  for (const LayerTensorSpec& t : LayerTensorSpecs()) host_bytes_ += (host.*t.field).NumBytes();
   order_.push_back(static_cast<int>(host_.size()));
   host_.push_back(std::move(host));
   resident_.emplace_back();
@@ -28,7 +28,8 @@ absl::Status LayerStore::AllocateSlots(Backend& backend, DType dtype) {
   if (order_.empty()) return absl::OkStatus();
   const LayerWeights& like = host_[order_.front()];
   for (LayerWeights& slot : slots_) {
-    for (Buffer LayerWeights::*f : kLayerTensors) {
+    for (const LayerTensorSpec& t : LayerTensorSpecs()) {
+      const LayerTensor f = t.field;
       if ((like.*f).empty()) continue;
       const Shape& shape = (like.*f).shape();
       if (shape.rank == 2) {
@@ -48,7 +49,8 @@ void LayerStore::Prefetch(int k, Backend& backend) {
   if (pending_[slot].valid()) pending_[slot].wait();
   slot_layer_[slot] = layer;
   pending_[slot] = std::async(std::launch::async, [this, slot, layer, &backend] {
-    for (Buffer LayerWeights::*f : kLayerTensors) {
+    for (const LayerTensorSpec& t : LayerTensorSpecs()) {
+      const LayerTensor f = t.field;
       const Buffer& src = host_[layer].*f;
       if (src.empty()) continue;
       if (src.shape().rank == 2) {

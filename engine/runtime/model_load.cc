@@ -169,7 +169,8 @@ absl::StatusOr<Buffer> ToDevice(Backend& b, const Buffer& host, DType dtype, siz
 absl::StatusOr<LayerWeights> UploadLayer(Backend& b, const LayerWeights& src, DType dtype,
                                          size_t& bytes) {
   LayerWeights dst;
-  for (Buffer LayerWeights::*field : kLayerTensors) {
+  for (const LayerTensorSpec& t : LayerTensorSpecs()) {
+    const LayerTensor field = t.field;
     ASSIGN_OR_RETURN(dst.*field, ToDevice(b, src.*field, dtype, bytes));
   }
   return dst;
@@ -462,7 +463,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("model {} loaded: {} layers, d_model {}, vocab {}, {} weights, in {:.2f} s",
-               FamilyName(c.family), c.n_layers, c.d_model, c.vocab_size, DTypeName(options.dtype),
+               c.model_type, c.n_layers, c.d_model, c.vocab_size, DTypeName(options.dtype),
                secs);
   if (!m->CpuKernels().empty()) spdlog::info("CPU kernels: {}", m->CpuKernels());
   return m;

@@ -58,15 +58,20 @@ void CenterColumns(Buffer& m) {
   }
 }
 
+// Each matrix reading a norm's output absorbs that norm (layer_tensors.h roles); the norms
+// become identities.
 void FoldLayerNorms(const ModelConfig& c, LayerWeights& w) {
   const bool ln = c.norm == NormKind::kLayerNorm;
-  for (Buffer* W : {&w.wq, &w.wk, &w.wv}) {
-    Buffer* b = W == &w.wq ? &w.bq : W == &w.wk ? &w.bk : &w.bv;
-    FoldInto(w.ln1_w, w.ln1_b, ln, ln, *W, *b);
+  for (const LayerTensorSpec& t : LayerTensorSpecs()) {
+    if (t.role != ProcessingRole::kReadsNorm1 && t.role != ProcessingRole::kReadsNorm2) continue;
+    if ((w.*t.field).empty()) continue;
+    const bool first = t.role == ProcessingRole::kReadsNorm1;
+    FoldInto(first ? w.ln1_w : w.ln2_w, first ? w.ln1_b : w.ln2_b, ln, ln, w.*t.field,
+             w.*t.bias);
   }
-  FoldInto(w.ln2_w, w.ln2_b, ln, ln, w.w_in, w.b_in);
-  if (!w.w_up.empty()) FoldInto(w.ln2_w, w.ln2_b, ln, ln, w.w_up, w.b_up);
-  w.ln1_w = Buffer(), w.ln1_b = Buffer(), w.ln2_w = Buffer(), w.ln2_b = Buffer();
+  for (const LayerTensorSpec& t : LayerTensorSpecs()) {
+    if (t.role == ProcessingRole::kNorm) w.*t.field = Buffer();
+  }
 }
 
 // b_O += Σ_h b_V[h]·W_O[h] with b_V repeated over the query heads of each KV group.
@@ -106,10 +111,15 @@ void ProcessEmbed(const ModelConfig& c, const ProcessingOptions& o, EmbedWeights
 void ProcessLayer(const ModelConfig& c, const ProcessingOptions& o, LayerWeights& w) {
   if (o.fold_ln) FoldLayerNorms(c, w);
   if (o.center_writing_weights && c.norm == NormKind::kLayerNorm) {
-    CenterColumns(w.wo);
-    CenterRows(w.bo);
-    CenterColumns(w.w_out);
-    CenterRows(w.b_out);
+    for (const LayerTensorSpec& t : LayerTensorSpecs()) {
+      if (t.role != ProcessingRole::kWritesResidual) continue;
+      Buffer& m = w.*t.field;
+      if (m.shape().rank == 2) {
+        CenterColumns(m);
+      } else {
+        CenterRows(m);
+      }
+    }
   }
   if (o.fold_value_biases) FoldValueBiases(c, w);
 }

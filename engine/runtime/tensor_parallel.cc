@@ -54,15 +54,34 @@ LayerWeights SliceLayer(const ModelConfig& c, const LayerWeights& w, int rank, i
   const int64_t k0 = int64_t{rank} * c.n_kv_heads / tp * dh, k1 = k0 + KvHeadsPerRank(c, tp) * dh;
   const int64_t m0 = rank * (c.d_mlp / tp), m1 = (rank + 1) * (c.d_mlp / tp);
   LayerWeights s;
-  s.ln1_w = Copy(w.ln1_w), s.ln1_b = Copy(w.ln1_b), s.ln2_w = Copy(w.ln2_w), s.ln2_b = Copy(w.ln2_b);
-  s.wq = Rows(w.wq, q0, q1), s.bq = Rows(w.bq, q0, q1);
-  s.wk = Rows(w.wk, k0, k1), s.bk = Rows(w.bk, k0, k1);
-  s.wv = Rows(w.wv, k0, k1), s.bv = Rows(w.bv, k0, k1);
-  s.wo = Cols(w.wo, q0, q1);
-  s.w_in = Rows(w.w_in, m0, m1), s.b_in = Rows(w.b_in, m0, m1);
-  s.w_up = Rows(w.w_up, m0, m1), s.b_up = Rows(w.b_up, m0, m1);
-  s.w_out = Cols(w.w_out, m0, m1);
-  if (rank == 0) s.bo = Copy(w.bo), s.b_out = Copy(w.b_out);
+  for (const LayerTensorSpec& t : LayerTensorSpecs()) {
+    const Buffer& full = w.*t.field;
+    if (full.empty()) continue;
+    Buffer& part = s.*t.field;
+    switch (t.split) {
+      case TpSplit::kReplicated:
+        part = Copy(full);
+        break;
+      case TpSplit::kQueryRows:
+        part = Rows(full, q0, q1);
+        break;
+      case TpSplit::kKvRows:
+        part = Rows(full, k0, k1);
+        break;
+      case TpSplit::kQueryCols:
+        part = Cols(full, q0, q1);
+        break;
+      case TpSplit::kMlpRows:
+        part = Rows(full, m0, m1);
+        break;
+      case TpSplit::kMlpCols:
+        part = Cols(full, m0, m1);
+        break;
+      case TpSplit::kRankZero:
+        if (rank == 0) part = Copy(full);
+        break;
+    }
+  }
   return s;
 }
 

@@ -1,0 +1,68 @@
+// The Llama layout (model_types "llama", "mistral", "qwen2"): rotary positions, RMSNorm,
+// separate q/k/v/o projections with grouped-query attention, SwiGLU. They differ only in
+// config: Qwen2 has q/k/v biases and a sliding window off unless use_sliding_window; Mistral's
+// window is on when configured.
+#include "engine/core/status.h"
+#include "engine/model/config_parse.h"
+#include "engine/model/family.h"
+#include "engine/model/json_fields.h"
+
+namespace lensd {
+namespace {
+
+using W = LayerWeights;
+
+absl::Status ParseLlamaLike(const nlohmann::json& j, ModelConfig& c, bool qwen2) {
+  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
+  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-6));
+  ASSIGN_OR_RETURN(bool attn_bias, JsonBool(j, "attention_bias", false));
+  ASSIGN_OR_RETURN(c.mlp_bias, JsonBool(j, "mlp_bias", false));
+  c.qkv_bias = attn_bias || qwen2;
+  c.o_bias = attn_bias;
+  ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
+  ASSIGN_OR_RETURN(bool use_window, JsonBool(j, "use_sliding_window", !qwen2));
+  c.sliding_window = use_window ? window : 0;
+  return ParseRope(j, 1.0, c);
+}
+
+absl::Status ParseLlama(const nlohmann::json& j, ModelConfig& c) { return ParseLlamaLike(j, c, false); }
+absl::Status ParseQwen2(const nlohmann::json& j, ModelConfig& c) { return ParseLlamaLike(j, c, true); }
+
+const std::vector<TensorSource> kLlamaLayer = {
+    {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
+    {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
+    {"self_attn.q_proj.weight", Layout::kLinear, {&W::wq}},
+    {"self_attn.k_proj.weight", Layout::kLinear, {&W::wk}},
+    {"self_attn.v_proj.weight", Layout::kLinear, {&W::wv}},
+    {"self_attn.o_proj.weight", Layout::kLinear, {&W::wo}},
+    {"self_attn.q_proj.bias", Layout::kLinear, {&W::bq}},
+    {"self_attn.k_proj.bias", Layout::kLinear, {&W::bk}},
+    {"self_attn.v_proj.bias", Layout::kLinear, {&W::bv}},
+    {"self_attn.o_proj.bias", Layout::kLinear, {&W::bo}},
+    {"mlp.gate_proj.weight", Layout::kLinear, {&W::w_in}},
+    {"mlp.up_proj.weight", Layout::kLinear, {&W::w_up}},
+    {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}},
+    {"mlp.gate_proj.bias", Layout::kLinear, {&W::b_in}},
+    {"mlp.up_proj.bias", Layout::kLinear, {&W::b_up}},
+    {"mlp.down_proj.bias", Layout::kLinear, {&W::b_out}},
+};
+
+FamilySpec LlamaLayout(const char* model_type,
+                       absl::Status (*parse)(const nlohmann::json&, ModelConfig&)) {
+  return {.model_type = model_type,
+          .parse_config = parse,
+          .layer_prefix = "model.layers.",
+          .layer = kLlamaLayer,
+          .embed = "model.embed_tokens.weight",
+          .position_embed = nullptr,
+          .final_norm = "model.norm",
+          .unembed = "lm_head.weight"};
+}
+
+}  // namespace
+
+extern const FamilySpec kLlamaFamily = LlamaLayout("llama", ParseLlama);
+extern const FamilySpec kMistralFamily = LlamaLayout("mistral", ParseLlama);
+extern const FamilySpec kQwen2Family = LlamaLayout("qwen2", ParseQwen2);
+
+}  // namespace lensd

@@ -1,0 +1,58 @@
+// A model family as data: how its config.json is read and how its checkpoint's tensors map
+// onto the canonical weights (layer_tensors.h). One file per family under
+// engine/model/families/ defines its FamilySpec; families/registry.cc lists them. Adding a
+// family is one such file, one line in the registry, and its tests.
+#ifndef LENSD_ENGINE_MODEL_FAMILY_H_
+#define LENSD_ENGINE_MODEL_FAMILY_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/model/config.h"
+#include "engine/model/layer_tensors.h"
+#include "nlohmann/json.hpp"
+
+namespace lensd {
+
+// How a checkpoint tensor is laid out relative to the canonical tensors it holds.
+enum class Layout {
+  kLinear,           // as nn.Linear stores it ([out, in], or a vector); parts stacked by rows
+  kConv1D,           // GPT-2's Conv1D: stored transposed, [in, out]; parts stacked by columns
+  kHeadInterleaved,  // GPT-NeoX's fused QKV: rows [heads, parts, d_head]
+};
+
+// One checkpoint tensor of a layer (`name` under the family's layer prefix) and the canonical
+// tensors it holds, in order. Read when the model has its parts (HasLayerTensor); then it
+// must be present.
+struct TensorSource {
+  const char* name;
+  Layout layout;
+  std::vector<LayerTensor> parts;
+};
+
+struct FamilySpec {
+  const char* model_type;  // config.json's "model_type"
+  // The family's own config.json fields (ParseModelConfig reads the common ones: model_type,
+  // vocab_size, bos/eos ids, dtype). Errors name the field.
+  absl::Status (*parse_config)(const nlohmann::json& j, ModelConfig& c);
+  const char* layer_prefix;  // "model.layers." -> "model.layers.<L>.<name>"
+  std::vector<TensorSource> layer;
+  const char* embed;              // [V, D]
+  const char* position_embed;     // [max_positions, D]; nullptr: rotary
+  const char* final_norm;         // "<final_norm>.weight" (and ".bias" for LayerNorm)
+  const char* unembed;            // [V, D]; the embedding when tied or absent
+  // Checkpoints saved with the LM head nest the body under this (GPT-2: "transformer."):
+  // each name is tried with it first, then without.
+  const char* nested_prefix = "";
+};
+
+// nullptr when no family has that model_type.
+const FamilySpec* FindFamily(std::string_view model_type);
+// "gpt2, llama, ...", for errors.
+std::string SupportedModelTypes();
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_MODEL_FAMILY_H_

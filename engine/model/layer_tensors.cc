@@ -1,0 +1,70 @@
+#include "engine/model/layer_tensors.h"
+
+#include <cstdlib>
+
+namespace lensd {
+namespace {
+
+using W = LayerWeights;
+using Init = RandomInit;
+using Role = ProcessingRole;
+using Split = TpSplit;
+
+constexpr LayerTensorSpec kSpecs[] = {
+    {&W::ln1_w, "ln1_w", Split::kReplicated, Role::kNorm, nullptr, Init::kNormWeight, 1},
+    {&W::ln1_b, "ln1_b", Split::kReplicated, Role::kNorm, nullptr, Init::kBias, 3},
+    {&W::wq, "wq", Split::kQueryRows, Role::kReadsNorm1, &W::bq, Init::kFanIn, 5},
+    {&W::bq, "bq", Split::kQueryRows, Role::kOther, nullptr, Init::kBias, 12},
+    {&W::wk, "wk", Split::kKvRows, Role::kReadsNorm1, &W::bk, Init::kFanIn, 6},
+    {&W::bk, "bk", Split::kKvRows, Role::kOther, nullptr, Init::kBias, 13},
+    {&W::wv, "wv", Split::kKvRows, Role::kReadsNorm1, &W::bv, Init::kFanIn, 7},
+    {&W::bv, "bv", Split::kKvRows, Role::kOther, nullptr, Init::kBias, 14},
+    {&W::wo, "wo", Split::kQueryCols, Role::kWritesResidual, nullptr, Init::kFanIn, 8},
+    {&W::bo, "bo", Split::kRankZero, Role::kWritesResidual, nullptr, Init::kBias, 15},
+    {&W::ln2_w, "ln2_w", Split::kReplicated, Role::kNorm, nullptr, Init::kNormWeight, 2},
+    {&W::ln2_b, "ln2_b", Split::kReplicated, Role::kNorm, nullptr, Init::kBias, 4},
+    {&W::w_in, "w_in", Split::kMlpRows, Role::kReadsNorm2, &W::b_in, Init::kFanIn, 9},
+    {&W::b_in, "b_in", Split::kMlpRows, Role::kOther, nullptr, Init::kBias, 16},
+    {&W::w_up, "w_up", Split::kMlpRows, Role::kReadsNorm2, &W::b_up, Init::kFanIn, 10},
+    {&W::b_up, "b_up", Split::kMlpRows, Role::kOther, nullptr, Init::kBias, 18},
+    {&W::w_out, "w_out", Split::kMlpCols, Role::kWritesResidual, nullptr, Init::kFanIn, 11},
+    {&W::b_out, "b_out", Split::kRankZero, Role::kWritesResidual, nullptr, Init::kBias, 17},
+};
+
+}  // namespace
+
+std::span<const LayerTensorSpec> LayerTensorSpecs() { return kSpecs; }
+
+const LayerTensorSpec& SpecOf(LayerTensor field) {
+  for (const LayerTensorSpec& s : kSpecs) {
+    if (s.field == field) return s;
+  }
+  std::abort();  // every LayerWeights member is in the table
+}
+
+bool HasLayerTensor(const ModelConfig& c, LayerTensor f) {
+  const bool layer_norm = c.norm == NormKind::kLayerNorm;
+  if (f == &W::ln1_b || f == &W::ln2_b) return layer_norm;
+  if (f == &W::bq || f == &W::bk || f == &W::bv) return c.qkv_bias;
+  if (f == &W::bo) return c.o_bias;
+  if (f == &W::w_up) return c.gated_mlp;
+  if (f == &W::b_up) return c.gated_mlp && c.mlp_bias;
+  if (f == &W::b_in || f == &W::b_out) return c.mlp_bias;
+  return true;
+}
+
+Shape LayerTensorShape(const ModelConfig& c, LayerTensor f) {
+  const int64_t D = c.d_model, M = c.d_mlp, Q = int64_t{c.n_heads} * c.d_head;
+  const int64_t KV = int64_t{c.n_kv_heads} * c.d_head;
+  if (f == &W::wq) return {Q, D};
+  if (f == &W::bq) return {Q};
+  if (f == &W::wk || f == &W::wv) return {KV, D};
+  if (f == &W::bk || f == &W::bv) return {KV};
+  if (f == &W::wo) return {D, Q};
+  if (f == &W::w_in || f == &W::w_up) return {M, D};
+  if (f == &W::b_in || f == &W::b_up) return {M};
+  if (f == &W::w_out) return {D, M};
+  return {D};  // norms, bo, b_out
+}
+
+}  // namespace lensd
