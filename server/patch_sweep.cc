@@ -32,15 +32,6 @@ absl::StatusOr<HookPoint> ComponentPoint(v1::SweepComponent c) {
                  "Z, Q, K, V, PATTERN");
 }
 
-// Heads of a per-head component (key/value heads for k and v); 0 otherwise.
-int ComponentHeads(const ModelConfig& c, HookPoint p) {
-  switch (p) {
-    case HookPoint::kZ: case HookPoint::kQ: case HookPoint::kPattern: return c.n_heads;
-    case HookPoint::kK: case HookPoint::kV: return c.n_kv_heads;
-    default: return 0;
-  }
-}
-
 absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const char* field,
                       int vocab, std::vector<int>& out) {
   if (ids.empty()) return Invalid(absl::StrCat("metric.", field, " is empty"));
@@ -87,7 +78,7 @@ absl::Status ToGrid(const v1::PatchSweepRequest& r, const ModelConfig& c, int P,
   if (!r.all_positions()) {
     for (int p = 0; p < P; ++p) s.positions.push_back(p);
   }
-  const int heads = ComponentHeads(c, s.point);
+  const int heads = HeadsOf(c, s.point);
   if (heads == 0 && r.all_heads()) return Invalid("all_heads applies to per-head components only");
   if (heads > 0 && !r.all_heads()) {
     for (int h = 0; h < heads; ++h) s.heads.push_back(h);

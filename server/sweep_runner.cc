@@ -15,7 +15,7 @@ namespace {
 FloatTensor SliceCell(const Buffer& act, HookPoint point, int position, int head) {
   // As [1, a1, a2, a3]: token hooks [1, P, 1, D]; per head [1, P, H, dh]; maps [1, H, P, P].
   Shape s = act.shape();
-  const bool map = point == HookPoint::kPattern || point == HookPoint::kAttnScores;
+  const bool map = IsAttentionMap(point);
   const int64_t d[4] = {1, s[1], s.rank == 4 ? s[2] : 1, s.rank == 4 ? s[3] : s[2]};
   const int pos_axis = map ? 2 : 1, head_axis = s.rank == 4 ? (map ? 1 : 2) : -1;
   int64_t lo[4] = {0, 0, 0, 0}, n[4] = {1, d[1], d[2], d[3]};

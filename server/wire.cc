@@ -12,10 +12,6 @@ std::pair<int64_t, int64_t> PositionSlice::Resolve(int64_t n) const {
   return {b, std::max(b, e)};
 }
 
-int PositionAxis(HookPoint point) {
-  return point == HookPoint::kAttnScores || point == HookPoint::kPattern ? 2 : 1;
-}
-
 Shape WireShape(const ModelConfig& c, HookPoint point, int64_t p, const PositionSlice& slice) {
   Shape s = HookShape(c, point, p);
   const auto [b, e] = slice.Resolve(p);

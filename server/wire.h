@@ -22,10 +22,6 @@ struct PositionSlice {
   bool IsFull() const { return !start && !stop; }
 };
 
-// The axis that counts tokens: 1 for token-major hooks ([1, P, ...]), 2 (queries) for
-// attn_scores / pattern ([1, H, P, P]).
-int PositionAxis(HookPoint point);
-
 // Shape of a hook for a prompt of `p` tokens after slicing positions.
 Shape WireShape(const ModelConfig& c, HookPoint point, int64_t p, const PositionSlice& slice);
 

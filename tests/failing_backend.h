@@ -68,9 +68,9 @@ class FailingBackend final : public Backend {
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
     if (error_.ok()) inner_->WriteKv(k, v, slots, kv);
   }
-  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
-                 int window, TensorView z) override {
-    if (error_.ok()) inner_->Attention(q, kv, seqs, scale, window, z);
+  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
+                 const AttentionParams& params, TensorView z) override {
+    if (error_.ok()) inner_->Attention(q, kv, seqs, params, z);
   }
   void Activation(ActKind kind, TensorView x, TensorView y) override {
     if (error_.ok()) inner_->Activation(kind, x, y);

@@ -66,8 +66,8 @@ class CpuBackend : public Backend {
                      static_cast<char*>(kv.v.data) + slots[t] * row_bytes, row);
     }
   }
-  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
-                 int window, TensorView z) override;
+  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
+                 const AttentionParams& params, TensorView z) override;
   void Activation(ActKind kind, TensorView x, TensorView y) override {
     Elementwise(kind, x, {}, y);
   }
@@ -105,7 +105,7 @@ class CpuBackend : public Backend {
   };
   void GatherKvRows(KvLayerView kv, const AttentionSeq& s, int kv_head, int n, KvRows& rows) const;
   void AttendOne(const float* q, const KvRows& rows, int64_t dh, const AttentionSeq& s, int i,
-                 int h, float scale, int window, float* probs, float* z) const;
+                 int h, const AttentionParams& params, float* probs, float* z) const;
 
   int index_;
   ThreadPool pool_;
@@ -205,15 +205,16 @@ void CpuBackend::GatherKvRows(KvLayerView kv, const AttentionSeq& s, int kv_head
 }
 
 void CpuBackend::AttendOne(const float* q, const KvRows& rows, int64_t dh, const AttentionSeq& s,
-                           int i, int h, float scale, int window, float* probs, float* z) const {
+                           int i, int h, const AttentionParams& params, float* probs,
+                           float* z) const {
   using Input = AttentionSeq::Input;
   const int pos = s.start_pos + i, n_k = s.start_pos + s.n_q;
   const int64_t map_row = (int64_t{h} * s.n_q + i) * n_k;
   const float inf = std::numeric_limits<float>::infinity();
   if (s.input == Input::kQueries) {
     for (int j = 0; j < n_k; ++j) {
-      const bool visible = j <= pos && (window <= 0 || pos - j < window);
-      probs[j] = visible ? ops_.dot(q, rows.k[j], dh) * scale : -inf;
+      const bool visible = j <= pos && (params.window <= 0 || pos - j < params.window);
+      probs[j] = visible ? ops_.dot(q, rows.k[j], dh) * params.scale : -inf;
     }
     if (!s.scores.empty()) std::memcpy(s.scores.As<float>() + map_row, probs, n_k * 4);
   } else {
@@ -234,7 +235,7 @@ void CpuBackend::AttendOne(const float* q, const KvRows& rows, int64_t dh, const
 }
 
 void CpuBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
-                           float scale, int window, TensorView z) {
+                           const AttentionParams& params, TensorView z) {
   const int H = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
   const int hkv = static_cast<int>(kv.k.shape[1]), group = H / hkv;
   // Work items: (sequence, KV head, a chunk of queries), each gathering (or widening) the
@@ -265,7 +266,7 @@ void CpuBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atten
       for (int h = w.kv_head * group; h < (w.kv_head + 1) * group; ++h) {
         for (int i = w.i0; i < w.i1; ++i) {
           const int64_t r = (int64_t{a.q_begin} + i) * H + h;
-          AttendOne(q.As<float>() + r * dh, rows, dh, a, i, h, scale, window, probs.data(),
+          AttendOne(q.As<float>() + r * dh, rows, dh, a, i, h, params, probs.data(),
                     z.As<float>() + r * dh);
         }
       }

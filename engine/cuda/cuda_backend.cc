@@ -248,8 +248,8 @@ class CudaBackend final : public Backend {
               "WriteKv");
   }
 
-  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs, float scale,
-                 int window, TensorView z) override;
+  void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
+                 const AttentionParams& params, TensorView z) override;
   static constexpr int kFlashMinQueries = 16;
   static bool Flash(const AttentionSeq& a, int dh) {
     return a.n_q >= kFlashMinQueries && a.scores.empty() && a.pattern.empty() &&
@@ -415,7 +415,9 @@ const void* CudaBackend::GemmInput(TensorView x, DType in) {
 // take the flash kernel (one launch per sequence); the other queries — decode steps,
 // captured maps — take the per-query kernel in one launch.
 void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
-                            float scale, int window, TensorView z) {
+                            const AttentionParams& params, TensorView z) {
+  const float scale = params.scale;
+  const int window = params.window;
   if (!Use()) return;
   const int heads = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
   const int kv_heads = static_cast<int>(kv.k.shape[1]);

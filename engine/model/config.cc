@@ -43,7 +43,7 @@ absl::Status ParseIds(const json& j, ModelConfig& c) {
 
 }  // namespace
 
-absl::Status ParseRope(const json& j, double default_pct, ModelConfig& c) {
+absl::StatusOr<RopeConfig> ParseRope(const json& j, double default_pct, int d_head) {
   const json empty = json::object();
   const json& params = JsonHas(j, "rope_parameters") ? j.at("rope_parameters") : empty;
   const json& scaling = JsonHas(j, "rope_scaling") ? j.at("rope_scaling") : empty;
@@ -60,32 +60,35 @@ absl::Status ParseRope(const json& j, double default_pct, ModelConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("partial_rotary_factor / rotary_pct = ", pct, " must be in (0, 1]"));
   }
-  c.rope.theta = theta;
-  c.rope.rotary_dim = static_cast<int>(c.d_head * pct);
-  if (c.rope.rotary_dim % 2 != 0 || c.rope.rotary_dim <= 0) {
+  RopeConfig rope;
+  rope.theta = theta;
+  rope.rotary_dim = static_cast<int>(d_head * pct);
+  if (rope.rotary_dim % 2 != 0 || rope.rotary_dim <= 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("rotary dimension ", c.rope.rotary_dim, " must be positive and even"));
+        absl::StrCat("rotary dimension ", rope.rotary_dim, " must be positive and even"));
   }
-  ASSIGN_OR_RETURN(c.rope.factor, JsonDouble(s, "factor", 1.0));
+  ASSIGN_OR_RETURN(rope.factor, JsonDouble(s, "factor", 1.0));
   if (type == "default") {
-    c.rope.type = RopeType::kDefault;
+    rope.type = RopeType::kDefault;
   } else if (type == "linear") {
-    c.rope.type = RopeType::kLinear;
+    rope.type = RopeType::kLinear;
   } else if (type == "llama3") {
-    c.rope.type = RopeType::kLlama3;
-    ASSIGN_OR_RETURN(c.rope.low_freq_factor, JsonDouble(s, "low_freq_factor", 1.0));
-    ASSIGN_OR_RETURN(c.rope.high_freq_factor, JsonDouble(s, "high_freq_factor", 4.0));
-    ASSIGN_OR_RETURN(c.rope.original_max_position,
+    rope.type = RopeType::kLlama3;
+    ASSIGN_OR_RETURN(rope.low_freq_factor, JsonDouble(s, "low_freq_factor", 1.0));
+    ASSIGN_OR_RETURN(rope.high_freq_factor, JsonDouble(s, "high_freq_factor", 4.0));
+    ASSIGN_OR_RETURN(rope.original_max_position,
                      JsonInt(s, "original_max_position_embeddings", 8192, 1, kMaxPositions));
-    if (c.rope.high_freq_factor <= c.rope.low_freq_factor) {
+    if (rope.high_freq_factor <= rope.low_freq_factor) {
       return absl::InvalidArgumentError("llama3 rope: high_freq_factor must exceed low_freq_factor");
     }
   } else {
     return absl::UnimplementedError(absl::StrCat("unsupported rope_type '", type, "'"));
   }
-  if (c.rope.factor <= 0) return absl::InvalidArgumentError("rope factor must be positive");
-  return absl::OkStatus();
+  if (rope.factor <= 0) return absl::InvalidArgumentError("rope factor must be positive");
+  return rope;
 }
+
+void SetUniformLayers(ModelConfig& c, const LayerSpec& spec) { c.layers.assign(c.n_layers, spec); }
 
 absl::Status ParseRotaryGeometry(const json& j, const char* default_act, ModelConfig& c) {
   ASSIGN_OR_RETURN(int d, JsonInt(j, "hidden_size", 0, 1, kMaxDModel));

@@ -1,5 +1,6 @@
 // Architecture description derived from a Hugging Face config.json. One forward-pass
-// implementation serves every family; they differ only by the fields below.
+// implementation serves every family; they differ only by the fields below and the per-layer
+// specs (architecture.h).
 #ifndef LENSD_ENGINE_MODEL_CONFIG_H_
 #define LENSD_ENGINE_MODEL_CONFIG_H_
 
@@ -9,22 +10,12 @@
 
 #include "absl/status/statusor.h"
 #include "engine/core/dtype.h"
+#include "engine/model/architecture.h"
 
 namespace lensd {
 
 enum class NormKind { kLayerNorm, kRmsNorm };
 enum class ActKind { kGeluTanh, kGeluErf, kSilu, kRelu };
-enum class RopeType { kDefault, kLinear, kLlama3 };
-
-struct RopeConfig {
-  double theta = 10000.0;
-  int rotary_dim = 0;  // leading dims of each head that rotate (partial rotary: < d_head)
-  RopeType type = RopeType::kDefault;
-  double factor = 1.0;  // linear and llama3
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  int original_max_position = 8192;
-};
 
 struct ModelConfig {
   std::string model_type = "llama";  // config.json's model_type: the family (family.h)
@@ -39,19 +30,19 @@ struct ModelConfig {
   NormKind norm = NormKind::kRmsNorm;
   double norm_eps = 1e-5;
   ActKind act = ActKind::kSilu;
-  bool gated_mlp = true;
-  bool parallel_residual = false;
   bool learned_positions = false;  // GPT-2; otherwise rotary
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;
   bool tied_embeddings = false;
-  int sliding_window = 0;  // 0 = none; else a query attends to keys with q - k < window
-  RopeConfig rope;
+  std::vector<LayerSpec> layers;  // one per layer (architecture.h)
   int bos_id = -1;
   std::vector<int> eos_ids;
   DType dtype = DType::kF32;  // checkpoint dtype from config ("dtype" or "torch_dtype")
 };
+
+// c.layers: n_layers copies of `spec` (every family so far has one kind of layer).
+void SetUniformLayers(ModelConfig& c, const LayerSpec& spec);
 
 // Parses config.json text. Errors name the offending field; `source` (a path) prefixes them.
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_view source);

@@ -28,7 +28,7 @@ absl::Status ParseRotaryGeometry(const nlohmann::json& j, const char* default_ac
 
 // Rope fields from `rope_parameters` (transformers 5) or top level plus `rope_scaling`
 // (classic); rope_parameters wins where present. `default_pct`: the rotary share of d_head.
-absl::Status ParseRope(const nlohmann::json& j, double default_pct, ModelConfig& c);
+absl::StatusOr<RopeConfig> ParseRope(const nlohmann::json& j, double default_pct, int d_head);
 
 }  // namespace lensd
 

@@ -42,13 +42,14 @@ const LayerTensorSpec& SpecOf(LayerTensor field) {
   std::abort();  // every LayerWeights member is in the table
 }
 
-bool HasLayerTensor(const ModelConfig& c, LayerTensor f) {
+bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor f) {
   const bool layer_norm = c.norm == NormKind::kLayerNorm;
+  const bool gated = c.layers[layer].mlp == MlpKind::kGated;
   if (f == &W::ln1_b || f == &W::ln2_b) return layer_norm;
   if (f == &W::bq || f == &W::bk || f == &W::bv) return c.qkv_bias;
   if (f == &W::bo) return c.o_bias;
-  if (f == &W::w_up) return c.gated_mlp;
-  if (f == &W::b_up) return c.gated_mlp && c.mlp_bias;
+  if (f == &W::w_up) return gated;
+  if (f == &W::b_up) return gated && c.mlp_bias;
   if (f == &W::b_in || f == &W::b_out) return c.mlp_bias;
   return true;
 }

@@ -73,8 +73,9 @@ std::span<const LayerTensorSpec> LayerTensorSpecs();
 // The spec of `field` (a programmer error if it is not a layer tensor).
 const LayerTensorSpec& SpecOf(LayerTensor field);
 
-// Whether a model of `c` has the tensor at all (biases, LayerNorm biases, the up projection).
-bool HasLayerTensor(const ModelConfig& c, LayerTensor field);
+// Whether layer `layer` of `c` has the tensor at all (biases, LayerNorm biases, the up
+// projection of gated MLPs).
+bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor field);
 
 // Its full (unsliced) shape for `c`.
 Shape LayerTensorShape(const ModelConfig& c, LayerTensor field);

@@ -45,8 +45,7 @@ class CheckpointSource : public WeightSource {
   // its shape and converts to float32.
   absl::StatusOr<Buffer> Read(const std::string& name, Shape expect) const;
   // One table row: the checkpoint tensor, split into the canonical tensors it holds.
-  absl::Status ReadSource(const std::string& prefix, const TensorSource& source,
-                          LayerWeights& w) const;
+  absl::Status ReadSource(int layer, const TensorSource& source, LayerWeights& w) const;
 
   ModelConfig config_;
   const FamilySpec& family_;
@@ -73,9 +72,9 @@ absl::StatusOr<Buffer> CheckpointSource::Read(const std::string& name, Shape exp
   return out;
 }
 
-absl::Status CheckpointSource::ReadSource(const std::string& prefix, const TensorSource& source,
+absl::Status CheckpointSource::ReadSource(int layer, const TensorSource& source,
                                           LayerWeights& w) const {
-  if (!HasLayerTensor(config_, source.parts[0])) return absl::OkStatus();
+  if (!HasLayerTensor(config_, layer, source.parts[0])) return absl::OkStatus();
   // The parts stacked by rows: [rows, cols], or [rows] for vectors.
   int64_t rows = 0;
   for (LayerTensor part : source.parts) rows += LayerTensorShape(config_, part)[0];
@@ -83,7 +82,8 @@ absl::Status CheckpointSource::ReadSource(const std::string& prefix, const Tenso
   const bool matrix = first.rank == 2;
   Shape stored = matrix ? Shape{rows, first[1]} : Shape{rows};
   if (matrix && source.layout == Layout::kConv1D) stored = {first[1], rows};
-  ASSIGN_OR_RETURN(Buffer all, Read(prefix + source.name, stored));
+  const std::string name = absl::StrCat(family_.layer_prefix, layer, ".", source.name);
+  ASSIGN_OR_RETURN(Buffer all, Read(name, stored));
   if (matrix && source.layout == Layout::kConv1D) all = Transpose(all);  // [rows, cols]
   if (source.parts.size() == 1) {
     w.*source.parts[0] = std::move(all);
@@ -138,8 +138,7 @@ absl::StatusOr<HeadWeights> CheckpointSource::Head() const {
 
 absl::StatusOr<LayerWeights> CheckpointSource::Layer(int layer) const {
   LayerWeights w;
-  const std::string prefix = absl::StrCat(family_.layer_prefix, layer, ".");
-  for (const TensorSource& source : family_.layer) RETURN_IF_ERROR(ReadSource(prefix, source, w));
+  for (const TensorSource& source : family_.layer) RETURN_IF_ERROR(ReadSource(layer, source, w));
   return w;
 }
 
@@ -159,7 +158,7 @@ class RandomSource : public WeightSource {
     const uint64_t streams = 100 + layer * 32;
     LayerWeights w;
     for (const LayerTensorSpec& t : LayerTensorSpecs()) {
-      if (!HasLayerTensor(config_, t.field)) continue;
+      if (!HasLayerTensor(config_, layer, t.field)) continue;
       const Shape shape = LayerTensorShape(config_, t.field);
       const uint64_t stream = streams + t.random_stream;
       switch (t.init) {
@@ -210,14 +209,27 @@ std::unique_ptr<WeightSource> MakeRandomSource(const ModelConfig& config, uint64
   return std::make_unique<RandomSource>(config, seed);
 }
 
+namespace {
+
+// A Llama-style layer: full rotary at `theta`, global attention, SwiGLU.
+LayerSpec RotaryLayer(int d_head, double theta) {
+  LayerSpec layer;
+  layer.rope.theta = theta, layer.rope.rotary_dim = d_head;
+  layer.attention.scale = DefaultAttentionScale(d_head);
+  layer.mlp = MlpKind::kGated;
+  return layer;
+}
+
+}  // namespace
+
 ModelConfig BuiltinConfig() {
   ModelConfig c;
   c.model_type = "llama";
   c.d_model = 128, c.n_layers = 4, c.n_heads = 4, c.n_kv_heads = 2, c.d_head = 32;
   c.d_mlp = 344, c.vocab_size = 259, c.max_positions = 2048;
-  c.norm = NormKind::kRmsNorm, c.norm_eps = 1e-5, c.act = ActKind::kSilu, c.gated_mlp = true;
-  c.rope.theta = 10000.0, c.rope.rotary_dim = 32;
+  c.norm = NormKind::kRmsNorm, c.norm_eps = 1e-5, c.act = ActKind::kSilu;
   c.bos_id = 1, c.eos_ids = {2};
+  SetUniformLayers(c, RotaryLayer(c.d_head, 10000.0));
   return c;
 }
 
@@ -228,17 +240,21 @@ absl::StatusOr<ModelConfig> BuiltinConfigNamed(std::string_view name) {
     c.model_type = "gpt2";
     c.d_model = 768, c.n_layers = 12, c.n_heads = c.n_kv_heads = 12, c.d_head = 64;
     c.d_mlp = 3072, c.vocab_size = 50257, c.max_positions = 1024;
-    c.norm = NormKind::kLayerNorm, c.act = ActKind::kGeluTanh, c.gated_mlp = false;
+    c.norm = NormKind::kLayerNorm, c.act = ActKind::kGeluTanh;
     c.learned_positions = true, c.qkv_bias = c.o_bias = c.mlp_bias = true;
     c.tied_embeddings = true;
+    LayerSpec layer;
+    layer.attention.scale = DefaultAttentionScale(c.d_head);
+    layer.mlp = MlpKind::kDense;
+    SetUniformLayers(c, layer);
     return c;
   }
   if (name == "llama-1b") {  // Llama-3.2-1B's geometry on the tiny model's architecture
     ModelConfig c = BuiltinConfig();
     c.d_model = 2048, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.d_head = 64;
     c.d_mlp = 8192, c.vocab_size = 128256, c.max_positions = 8192;
-    c.rope.theta = 500000.0, c.rope.rotary_dim = 64;
     c.tied_embeddings = true;
+    SetUniformLayers(c, RotaryLayer(c.d_head, 500000.0));
     return c;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown built-in model '", std::string(name),

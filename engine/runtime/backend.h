@@ -25,7 +25,7 @@ struct AttentionSeq {
   // maps (the unfused path): the caller edited `scores` or `pattern`, and attention continues
   // from there. Given scores are used as they are, -inf meaning weight 0.
   enum class Input {
-    kQueries,  // scores = q·k/√dh (causal, window); writes scores/pattern if present
+    kQueries,  // scores = scale · q·k (causal, window); writes scores/pattern if present
     kScores,   // pattern = softmax(scores); writes pattern if present
     kPattern,  // z = pattern · v only
   };
@@ -96,9 +96,9 @@ class Backend {
   // Stores k, v [T,Hkv,dh] into the pool at slots[t] (host memory).
   virtual void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) = 0;
   // z[T,H,dh] for every sequence; GQA maps query head h to kv head h / (H / Hkv).
-  // window > 0 masks keys with q_pos - k_pos >= window.
+  // scores = params.scale · q·k; params.window > 0 masks keys with q_pos - k_pos >= window.
   virtual void Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
-                         float scale, int window, TensorView z) = 0;
+                         const AttentionParams& params, TensorView z) = 0;
   virtual void Activation(ActKind kind, TensorView x, TensorView y) = 0;
   // y = act(gate) * up, elementwise.
   virtual void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) = 0;

@@ -13,49 +13,6 @@
 namespace lensd {
 namespace {
 
-std::string_view PointSuffix(HookPoint p) {
-  switch (p) {
-    case HookPoint::kEmbed: return "hook_embed";
-    case HookPoint::kPosEmbed: return "hook_pos_embed";
-    case HookPoint::kLnFinalScale: return "ln_final.hook_scale";
-    case HookPoint::kLnFinalNormalized: return "ln_final.hook_normalized";
-    case HookPoint::kUnembedIn: return "unembed.hook_in";
-    case HookPoint::kUnembedOut: return "unembed.hook_out";
-    case HookPoint::kResidPre: return "hook_resid_pre";
-    case HookPoint::kLn1Scale: return "ln1.hook_scale";
-    case HookPoint::kLn1Normalized: return "ln1.hook_normalized";
-    case HookPoint::kQ: return "attn.hook_q";
-    case HookPoint::kK: return "attn.hook_k";
-    case HookPoint::kV: return "attn.hook_v";
-    case HookPoint::kRotQ: return "attn.hook_rot_q";
-    case HookPoint::kRotK: return "attn.hook_rot_k";
-    case HookPoint::kAttnScores: return "attn.hook_attn_scores";
-    case HookPoint::kPattern: return "attn.hook_pattern";
-    case HookPoint::kZ: return "attn.hook_z";
-    case HookPoint::kAttnOut: return "hook_attn_out";
-    case HookPoint::kResidMid: return "hook_resid_mid";
-    case HookPoint::kLn2Scale: return "ln2.hook_scale";
-    case HookPoint::kLn2Normalized: return "ln2.hook_normalized";
-    case HookPoint::kMlpPre: return "mlp.hook_pre";
-    case HookPoint::kMlpPreLinear: return "mlp.hook_pre_linear";
-    case HookPoint::kMlpPost: return "mlp.hook_post";
-    case HookPoint::kMlpOut: return "hook_mlp_out";
-    case HookPoint::kResidPost: return "hook_resid_post";
-  }
-  return "?";
-}
-
-bool Exists(const ModelConfig& c, HookPoint p) {
-  switch (p) {
-    case HookPoint::kPosEmbed: return c.learned_positions;
-    case HookPoint::kRotQ:
-    case HookPoint::kRotK: return !c.learned_positions;
-    case HookPoint::kResidMid: return !c.parallel_residual;
-    case HookPoint::kMlpPreLinear: return c.gated_mlp;
-    default: return true;
-  }
-}
-
 size_t EditDistance(std::string_view a, std::string_view b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
@@ -113,66 +70,6 @@ bool MatchRange(absl::string_view pattern, const std::string& name, bool& is_ran
 }
 
 }  // namespace
-
-bool IsBlockHook(HookPoint p) { return static_cast<int>(p) >= static_cast<int>(HookPoint::kResidPre); }
-
-std::string HookName(HookId id) {
-  if (!IsBlockHook(id.point)) return std::string(PointSuffix(id.point));
-  return absl::StrCat("blocks.", id.layer, ".", std::string(PointSuffix(id.point)));
-}
-
-std::vector<HookId> AllHooks(const ModelConfig& c) {
-  std::vector<HookId> out;
-  for (HookPoint p : {HookPoint::kEmbed, HookPoint::kPosEmbed}) {
-    if (Exists(c, p)) out.push_back({p, -1});
-  }
-  for (int l = 0; l < c.n_layers; ++l) {
-    for (int i = static_cast<int>(HookPoint::kResidPre); i < kNumHookPoints; ++i) {
-      auto p = static_cast<HookPoint>(i);
-      if (Exists(c, p)) out.push_back({p, l});
-    }
-  }
-  for (HookPoint p : {HookPoint::kLnFinalScale, HookPoint::kLnFinalNormalized,
-                      HookPoint::kUnembedIn, HookPoint::kUnembedOut}) {
-    out.push_back({p, -1});
-  }
-  return out;
-}
-
-Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p) {
-  switch (point) {
-    case HookPoint::kLnFinalScale:
-    case HookPoint::kLn1Scale:
-    case HookPoint::kLn2Scale:
-      return {1, p, 1};
-    case HookPoint::kUnembedOut:
-      return {1, p, c.vocab_size};
-    case HookPoint::kQ:
-    case HookPoint::kRotQ:
-    case HookPoint::kZ:
-      return {1, p, c.n_heads, c.d_head};
-    case HookPoint::kK:
-    case HookPoint::kV:
-    case HookPoint::kRotK:
-      return {1, p, c.n_kv_heads, c.d_head};
-    case HookPoint::kAttnScores:
-    case HookPoint::kPattern:
-      return {1, c.n_heads, p, p};
-    case HookPoint::kMlpPre:
-    case HookPoint::kMlpPreLinear:
-    case HookPoint::kMlpPost:
-      return {1, p, c.d_mlp};
-    default:
-      return {1, p, c.d_model};
-  }
-}
-
-std::string HookShapeFormula(const ModelConfig& c, HookPoint point) {
-  Shape s = HookShape(c, point, -1);
-  std::vector<std::string> dims;
-  for (int i = 0; i < s.rank; ++i) dims.push_back(s[i] == -1 ? "P" : absl::StrCat(s[i]));
-  return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
-}
 
 std::vector<std::string> ClosestNames(std::string_view name, const std::vector<std::string>& names,
                                       size_t count) {
@@ -286,7 +183,7 @@ bool HookSelection::Contains(HookId id) const {
 
 bool HookSelection::HasAttentionMaps() const {
   for (const HookId& id : hooks_) {
-    if (id.point == HookPoint::kAttnScores || id.point == HookPoint::kPattern) return true;
+    if (IsAttentionMap(id.point)) return true;
   }
   return false;
 }

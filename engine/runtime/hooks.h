@@ -1,5 +1,5 @@
-// TransformerLens hook points: names, shapes, the names_filter language, and the sink
-// through which the forward pass hands activations to whoever asked for them.
+// Selecting hook points (the names_filter language) and the sink through which the forward
+// pass hands activations to whoever asked for them; what each point is: hook_points.h.
 #ifndef LENSD_ENGINE_RUNTIME_HOOKS_H_
 #define LENSD_ENGINE_RUNTIME_HOOKS_H_
 
@@ -10,33 +10,9 @@
 #include "absl/status/statusor.h"
 #include "engine/core/tensor.h"
 #include "engine/model/config.h"
+#include "engine/runtime/hook_points.h"
 
 namespace lensd {
-
-enum class HookPoint {
-  // Model-level (layer = -1).
-  kEmbed, kPosEmbed, kLnFinalScale, kLnFinalNormalized, kUnembedIn, kUnembedOut,
-  // Per block.
-  kResidPre, kLn1Scale, kLn1Normalized, kQ, kK, kV, kRotQ, kRotK, kAttnScores, kPattern, kZ,
-  kAttnOut, kResidMid, kLn2Scale, kLn2Normalized, kMlpPre, kMlpPreLinear, kMlpPost, kMlpOut,
-  kResidPost,
-};
-inline constexpr int kNumHookPoints = static_cast<int>(HookPoint::kResidPost) + 1;
-
-struct HookId {
-  HookPoint point;
-  int layer;  // -1 for model-level points
-  bool operator==(const HookId& o) const { return point == o.point && layer == o.layer; }
-};
-
-bool IsBlockHook(HookPoint p);
-std::string HookName(HookId id);
-// Every hook the architecture has, in forward order.
-std::vector<HookId> AllHooks(const ModelConfig& c);
-// TransformerLens shape with batch dim 1 for a prompt of `p` tokens.
-Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p);
-// Shape formula for documentation/API, e.g. "[1, P, 4, 16]".
-std::string HookShapeFormula(const ModelConfig& c, HookPoint point);
 
 // Bounds on a names_filter, so that parsing one costs microseconds per pattern: a pattern is
 // at most kMaxHookNameBytes long; at most kMaxHookPatterns patterns, of which at most

@@ -19,24 +19,12 @@ struct Geometry {
   int64_t a = 1, b = 0;  // b = 0 for maps: the key count varies by step
 };
 
+// From the hook-point registry (hook_points.h).
 inline Geometry GeometryOf(const ModelConfig& c, HookPoint p) {
   using K = Geometry::Kind;
-  switch (p) {
-    case HookPoint::kQ: case HookPoint::kRotQ: case HookPoint::kZ:
-      return {K::kHeads, c.n_heads, c.d_head};
-    case HookPoint::kK: case HookPoint::kV: case HookPoint::kRotK:
-      return {K::kHeads, c.n_kv_heads, c.d_head};
-    case HookPoint::kAttnScores: case HookPoint::kPattern:
-      return {K::kMap, c.n_heads, 0};
-    case HookPoint::kLn1Scale: case HookPoint::kLn2Scale: case HookPoint::kLnFinalScale:
-      return {K::kVector, 1, 1};
-    case HookPoint::kMlpPre: case HookPoint::kMlpPreLinear: case HookPoint::kMlpPost:
-      return {K::kVector, 1, c.d_mlp};
-    case HookPoint::kUnembedOut:
-      return {K::kVector, 1, c.vocab_size};
-    default:
-      return {K::kVector, 1, c.d_model};
-  }
+  if (IsAttentionMap(p)) return {K::kMap, HeadsOf(c, p), 0};
+  const int heads = HeadsOf(c, p);
+  return {heads > 0 ? K::kHeads : K::kVector, heads > 0 ? heads : 1, RowWidth(c, p)};
 }
 
 struct InterventionSet::Prepared {

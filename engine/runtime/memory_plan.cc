@@ -23,11 +23,16 @@ int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<in
   const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head,
                 kv = int64_t{c.n_kv_heads} * c.d_head;
   const int64_t m = DTypeSize(dtype);  // matrices; vectors are float32
-  const int64_t layer =
-      (m * (2 * D * q + 2 * D * kv + (c.gated_mlp ? 3 : 2) * D * c.d_mlp) + 4 * 4 * D) / tp;
+  auto layer_bytes = [&](int l) {
+    const int64_t mlp_matrices = c.layers[l].mlp == MlpKind::kGated ? 3 : 2;
+    return (m * (2 * D * q + 2 * D * kv + mlp_matrices * D * c.d_mlp) + 4 * 4 * D) / tp;
+  };
   const auto [a, b] = layers;
-  const int off = std::max(0, b - std::max(a, first_offloaded));
-  return (b - a - off) * layer + (off > 0 ? 2 * layer : 0) +
+  const int resident_end = std::max(a, std::min(b, first_offloaded));
+  int64_t bytes = 0, slot = 0;  // offloaded layers stream through two slots
+  for (int l = a; l < resident_end; ++l) bytes += layer_bytes(l);
+  for (int l = resident_end; l < b; ++l) slot = std::max(slot, layer_bytes(l));
+  return bytes + 2 * slot +
          (first_stage ? m * D * (c.vocab_size + (c.learned_positions ? c.max_positions : 0)) : 0) +
          (last_stage ? m * D * c.vocab_size : 0);
 }

@@ -191,7 +191,7 @@ class Model {
   // A hook whose tensor is split across tensor-parallel ranks: gathered along the split
   // dimension when captured or intervened (every rank calls it); interventions run on the
   // full tensor on every rank, which keeps its own part; rank 0 emits.
-  void HookSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full);
+  void HookSplit(Step& step, Backend& backend, HookId id, TensorView local);
   // `local` [outer, ...] of every rank concatenated per outer row into `full` (tp_ == 1:
   // `local` itself); replicated key/value heads are taken once.
   TensorView Gathered(Step& step, Backend& backend, TensorView local, int64_t outer, Shape full);

@@ -285,7 +285,7 @@ void Model::RunBlock(Step& step, Shard& shard, int layer) {
   TensorView attn_out = RunAttention(step, shard, w, layer, n1);
   Hook(step, b, {HookPoint::kAttnOut, layer}, attn_out);
   TensorView mlp_out;
-  if (config_.parallel_residual) {
+  if (config_.layers[layer].parallel_residual) {
     TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
                                   HookPoint::kLn2Normalized, layer);
     mlp_out = RunMlp(step, shard, w, layer, n2);
@@ -337,30 +337,31 @@ TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, 
                                TensorView n1) {
   Backend& b = *shard.backend;
   const int64_t T = step.tokens, H = shard.n_heads, Hkv = shard.n_kv_heads, dh = config_.d_head;
-  const int64_t H_all = config_.n_heads, Hkv_all = config_.n_kv_heads;
   TensorView q = step.Scratch(b, {T, H, dh}), k = step.Scratch(b, {T, Hkv, dh});
   TensorView v = step.Scratch(b, {T, Hkv, dh});
   b.Linear(n1, w.wq.view(), w.bq.view(), q.Reshaped({T, H * dh}));
   b.Linear(n1, w.wk.view(), w.bk.view(), k.Reshaped({T, Hkv * dh}));
   b.Linear(n1, w.wv.view(), w.bv.view(), v.Reshaped({T, Hkv * dh}));
-  HookSplit(step, b, {HookPoint::kQ, layer}, q, {T, H_all, dh});
-  HookSplit(step, b, {HookPoint::kK, layer}, k, {T, Hkv_all, dh});
-  HookSplit(step, b, {HookPoint::kV, layer}, v, {T, Hkv_all, dh});
-  if (!config_.learned_positions) {
-    b.Rope(q, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
-    b.Rope(k, shard.inv_freq.view(), config_.rope.rotary_dim, step.positions.data());
-    HookSplit(step, b, {HookPoint::kRotQ, layer}, q, {T, H_all, dh});
-    HookSplit(step, b, {HookPoint::kRotK, layer}, k, {T, Hkv_all, dh});
-  }
+  HookSplit(step, b, {HookPoint::kQ, layer}, q);
+  HookSplit(step, b, {HookPoint::kK, layer}, k);
+  HookSplit(step, b, {HookPoint::kV, layer}, v);
+  const LayerSpec& spec = config_.layers[layer];
   const int local = layer - shard.first;
+  if (!config_.learned_positions) {
+    const TensorView freq = shard.inv_freq[local].view();
+    b.Rope(q, freq, spec.rope.rotary_dim, step.positions.data());
+    b.Rope(k, freq, spec.rope.rotary_dim, step.positions.data());
+    HookSplit(step, b, {HookPoint::kRotQ, layer}, q);
+    HookSplit(step, b, {HookPoint::kRotK, layer}, k);
+  }
   KvLayerView kv{shard.k_pool[local].view(), shard.v_pool[local].view(), blocks_->block_size()};
   b.WriteKv(k, v, step.slots.data(), kv);
   LayerMaps maps = PrepareMaps(step, b, layer, H);
   TensorView z = step.Scratch(b, {T, H, dh});
-  b.Attention(q, kv, maps.seqs, 1.0f / std::sqrt(static_cast<float>(dh)), config_.sliding_window, z);
+  b.Attention(q, kv, maps.seqs, spec.attention, z);
   RerunEditedAttention(step, b, q, kv, maps, layer, z);
   EmitAttentionMaps(step, b, maps.seqs, layer);
-  HookSplit(step, b, {HookPoint::kZ, layer}, z, {T, H_all, dh});
+  HookSplit(step, b, {HookPoint::kZ, layer}, z);
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(z.Reshaped({T, H * dh}), w.wo.view(), w.bo.view(), out);
   if (tp_ > 1) shard.comm->AllReduceSum(step.rank, out, b);
@@ -371,19 +372,18 @@ TensorView Model::RunMlp(Step& step, Shard& shard, const LayerWeights& w, int la
                          TensorView n2) {
   Backend& b = *shard.backend;
   const int64_t T = step.tokens, M = shard.d_mlp;
-  const Shape full{T, config_.d_mlp};
   TensorView pre = step.Scratch(b, {T, M}), post = step.Scratch(b, {T, M});
   b.Linear(n2, w.w_in.view(), w.b_in.view(), pre);
-  HookSplit(step, b, {HookPoint::kMlpPre, layer}, pre, full);
-  if (config_.gated_mlp) {
+  HookSplit(step, b, {HookPoint::kMlpPre, layer}, pre);
+  if (config_.layers[layer].mlp == MlpKind::kGated) {
     TensorView lin = step.Scratch(b, {T, M});
     b.Linear(n2, w.w_up.view(), w.b_up.view(), lin);
-    HookSplit(step, b, {HookPoint::kMlpPreLinear, layer}, lin, full);
+    HookSplit(step, b, {HookPoint::kMlpPreLinear, layer}, lin);
     b.GatedActivation(config_.act, pre, lin, post);
   } else {
     b.Activation(config_.act, pre, post);
   }
-  HookSplit(step, b, {HookPoint::kMlpPost, layer}, post, full);
+  HookSplit(step, b, {HookPoint::kMlpPost, layer}, post);
   TensorView out = step.Scratch(b, {T, config_.d_model});
   b.Linear(post, w.w_out.view(), w.b_out.view(), out);
   if (tp_ > 1) shard.comm->AllReduceSum(step.rank, out, b);

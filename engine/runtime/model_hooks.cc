@@ -59,7 +59,7 @@ void Model::Hook(Step& step, Backend& backend, HookId id, TensorView rows) {
 
 void Model::Capture(Step& step, Backend& backend, int seq, HookId id, TensorView value) {
   Shape shape;
-  if (id.point == HookPoint::kAttnScores || id.point == HookPoint::kPattern) {
+  if (IsAttentionMap(id.point)) {
     std::vector<int64_t> dims = value.shape.ToVector();
     dims.insert(dims.begin(), 1);  // [1, H, n_q, n_k]
     shape = Shape::FromVector(dims);
@@ -88,9 +88,12 @@ TensorView Model::Gathered(Step& step, Backend& backend, TensorView local, int64
   return out;
 }
 
-void Model::HookSplit(Step& step, Backend& backend, HookId id, TensorView local, Shape full) {
+void Model::HookSplit(Step& step, Backend& backend, HookId id, TensorView local) {
   const bool edit = step.Intervened(id);  // the same answers on every rank
   if (!edit && !step.Wants(id)) return;
+  // The whole tensor's shape: the TransformerLens one without its batch dimension.
+  const Shape tl = HookShape(config_, id.point, step.tokens);
+  const Shape full = Shape::FromVector(std::vector<int64_t>(tl.dims + 1, tl.dims + tl.rank));
   TensorView all = Gathered(step, backend, local, step.tokens, full);
   if (edit) {
     backend.ApplyRowOps(all, {}, InterventionSet::PlanTokenHook(config_, id, step.plan_seqs));
@@ -159,7 +162,6 @@ void Model::EditMaps(Step& step, Backend& b, HookId id, TensorView maps,
 
 void Model::RerunEditedAttention(Step& step, Backend& b, TensorView q, KvLayerView kv,
                                  const LayerMaps& maps, int layer, TensorView z) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(config_.d_head));
   for (int m = 0; m < 2; ++m) {
     const HookId id{m == 0 ? HookPoint::kAttnScores : HookPoint::kPattern, layer};
     if (!step.Intervened(id)) continue;
@@ -173,7 +175,7 @@ void Model::RerunEditedAttention(Step& step, Backend& b, TensorView q, KvLayerVi
       if (m == 1) a.scores = {};
       again.push_back(a);
     }
-    b.Attention(q, kv, again, scale, config_.sliding_window, z);
+    b.Attention(q, kv, again, config_.layers[layer].attention, z);
   }
 }
 

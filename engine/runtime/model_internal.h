@@ -21,7 +21,7 @@ struct Model::Shard {
   LayerStore layers;                 // index: layer - first
   EmbedWeights embed;                // first shard only
   HeadWeights head;                  // last shard only
-  Buffer inv_freq;                   // [rotary_dim / 2], rotary models
+  std::vector<Buffer> inv_freq;      // per local layer [rotary_dim / 2], rotary models
   std::vector<Buffer> k_pool;        // per local layer [blocks * block_size, Hkv, dh]
   std::vector<Buffer> v_pool;
   size_t weight_bytes = 0;

@@ -427,10 +427,11 @@ absl::Status Model::LoadShard(const WeightSource& source, const LoadOptions& opt
     ProcessHead(c, options.processing, h);
     ASSIGN_OR_RETURN(shard->head, UploadHead(b, h, options.dtype, shard->weight_bytes));
   }
-  if (!c.learned_positions) {
-    std::vector<float> inv = RopeInvFreq(c.rope);
-    ASSIGN_OR_RETURN(shard->inv_freq, b.Allocate(DType::kF32, {static_cast<int64_t>(inv.size())}));
-    b.Upload(inv.data(), shard->inv_freq.view());
+  for (int l = shard->first; l < shard->end && !c.learned_positions; ++l) {
+    std::vector<float> inv = RopeInvFreq(c.layers[l].rope);
+    ASSIGN_OR_RETURN(Buffer freq, b.Allocate(DType::kF32, {static_cast<int64_t>(inv.size())}));
+    b.Upload(inv.data(), freq.view());
+    shard->inv_freq.push_back(std::move(freq));
   }
   spdlog::info("{}: layers {}-{} loaded, {:.1f} MiB weights, {:.1f} MiB KV, {} layers "
                "({:.1f} MiB) offloaded to host memory", b.Name(), shard->first, shard->end - 1,
@@ -444,6 +445,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
                                                          const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig& c = source.config();
+  if (static_cast<int>(c.layers.size()) != c.n_layers) {  // a config built by hand, not parsed
+    return absl::InvalidArgumentError(absl::StrCat("the config has ", c.n_layers, " layers but ",
+                                                   c.layers.size(), " layer specs"));
+  }
   ASSIGN_OR_RETURN(Placement p, Place(c, options));
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;

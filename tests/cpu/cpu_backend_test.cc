@@ -87,7 +87,7 @@ TEST(CpuBackend, NarrowKvPoolEqualsFloat32PoolOfRoundedValues) {
                    {const_cast<float*>(vv.data()), DType::kF32, {T, Hkv, dh}}, slots.data(), kv);
       Buffer z = *cpu->Allocate(DType::kF32, {T, H, dh});
       std::vector<AttentionSeq> seqs = {{0, 12, 0, table.data(), {}, {}}, {12, 8, 12, table.data(), {}, {}}};
-      cpu->Attention({const_cast<float*>(q.data()), DType::kF32, {T, H, dh}}, kv, seqs, 0.25f, 0, z.view());
+      cpu->Attention({const_cast<float*>(q.data()), DType::kF32, {T, H, dh}}, kv, seqs, {0.25f, 0}, z.view());
       return z;
     };
     Buffer narrow = attend(dtype, k, v), wide = attend(DType::kF32, Rounded(k, dtype), Rounded(v, dtype));

@@ -170,8 +170,8 @@ TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
                                     {40, 1, 70, table1.data(), s1.first.view(), p1.first.view()}};
     std::vector<AttentionSeq> gs = {{0, 40, 0, table0.data(), s0.second.view(), p0.second.view()},
                                     {40, 1, 70, table1.data(), s1.second.view(), p1.second.view()}};
-    cpu_->Attention(q.first.view(), ckv, cs, 0.125f, window, z.first.view());
-    gpu_->Attention(q.second.view(), gkv, gs, 0.125f, window, z.second.view());
+    cpu_->Attention(q.first.view(), ckv, cs, {0.125f, window}, z.first.view());
+    gpu_->Attention(q.second.view(), gkv, gs, {0.125f, window}, z.second.view());
     EXPECT_TRUE(Same("z", z, 1e-5));
     EXPECT_TRUE(Same("scores 0", s0, 1e-5) && Same("pattern 0", p0, 1e-5));
     EXPECT_TRUE(Same("scores 1", s1, 1e-5) && Same("pattern 1", p1, 1e-5));
@@ -204,8 +204,8 @@ TEST_F(OpTest, LongDecodeAndHeadDim256) {
       std::vector<AttentionSeq> gs = {{0, 40, 0, table0.data(), {}, {}},
                                       {40, 1, len - 1, table1.data(), s1.second.view(), p1.second.view()}};
       const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-      cpu_->Attention(q.first.view(), ckv, cs, scale, window, z.first.view());
-      gpu_->Attention(q.second.view(), gkv, gs, scale, window, z.second.view());
+      cpu_->Attention(q.first.view(), ckv, cs, {scale, window}, z.first.view());
+      gpu_->Attention(q.second.view(), gkv, gs, {scale, window}, z.second.view());
       const std::string at = absl::StrCat(" dh=", dh, " window=", window);
       EXPECT_TRUE(Same("z" + at, z, 1e-5));
       EXPECT_TRUE(Same("scores" + at, s1, 1e-5) && Same("pattern" + at, p1, 1e-5));
@@ -263,8 +263,8 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
                                           {100, 40, 30, tables[1].data(), {}, {}},
                                           {140, 1, 70, tables[2].data(), {}, {}}};
         const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-        cpu_->Attention(q.first.view(), ckv, seqs, scale, window, z.first.view());
-        gpu_->Attention(q.second.view(), gkv, seqs, scale, window, z.second.view());
+        cpu_->Attention(q.first.view(), ckv, seqs, {scale, window}, z.first.view());
+        gpu_->Attention(q.second.view(), gkv, seqs, {scale, window}, z.second.view());
         EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh, " window=", window), z,
                          1e-5));
       }

@@ -13,9 +13,9 @@ TEST(Config, ClassicLlama31WithRopeScaling) {
     "original_max_position_embeddings":8192,"rope_type":"llama3"},"torch_dtype":"bfloat16",
     "bos_token_id":128000,"eos_token_id":[128001,128008,128009]})", "t");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->rope.type, RopeType::kLlama3);
-  EXPECT_EQ(c->rope.theta, 500000.0);
-  EXPECT_EQ(c->rope.factor, 8.0);
+  EXPECT_EQ(c->layers[0].rope.type, RopeType::kLlama3);
+  EXPECT_EQ(c->layers[0].rope.theta, 500000.0);
+  EXPECT_EQ(c->layers[0].rope.factor, 8.0);
   EXPECT_EQ(c->d_head, 128);
   EXPECT_EQ(c->n_kv_heads, 8);
   EXPECT_EQ(c->dtype, DType::kBF16);
@@ -28,9 +28,9 @@ TEST(Config, Transformers5StyleRopeParameters) {
     "rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":32.0,
     "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}})", "t");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->rope.type, RopeType::kLlama3);
-  EXPECT_EQ(c->rope.factor, 32.0);
-  EXPECT_EQ(c->rope.theta, 500000.0);
+  EXPECT_EQ(c->layers[0].rope.type, RopeType::kLlama3);
+  EXPECT_EQ(c->layers[0].rope.factor, 32.0);
+  EXPECT_EQ(c->layers[0].rope.theta, 500000.0);
   EXPECT_EQ(c->dtype, DType::kF16);
 }
 
@@ -39,14 +39,16 @@ TEST(Config, NeoxClassicRotaryPctAndMistralWindow) {
     "num_hidden_layers":6,"intermediate_size":2048,"vocab_size":50304,"rotary_pct":0.25,
     "rotary_emb_base":10000,"use_parallel_residual":true})", "t");
   ASSERT_TRUE(neox.ok()) << neox.status();
-  EXPECT_EQ(neox->rope.rotary_dim, 16);
-  EXPECT_TRUE(neox->parallel_residual);
+  EXPECT_EQ(neox->layers[0].rope.rotary_dim, 16);
+  EXPECT_TRUE(neox->layers[0].parallel_residual);
+  EXPECT_EQ(neox->layers.size(), static_cast<size_t>(neox->n_layers));
   EXPECT_EQ(neox->norm, NormKind::kLayerNorm);
   auto mistral = ParseModelConfig(R"({"model_type":"mistral","hidden_size":64,"num_attention_heads":4,
     "num_key_value_heads":2,"num_hidden_layers":2,"intermediate_size":128,"vocab_size":100,
     "sliding_window":4})", "t");
   ASSERT_TRUE(mistral.ok()) << mistral.status();
-  EXPECT_EQ(mistral->sliding_window, 4);
+  EXPECT_EQ(mistral->layers[0].attention.window, 4);
+  EXPECT_EQ(mistral->layers.back().attention.window, 4);
 }
 
 TEST(Config, ClearErrors) {

@@ -89,6 +89,7 @@ TEST(TensorParallel, RejectsIndivisibleShapes) {
 TEST(MemorySplit, BalancesByCapacity) {
   ModelConfig c = BuiltinConfig();
   c.n_layers = 12;
+  SetUniformLayers(c, c.layers[0]);
   c.vocab_size = 8;  // negligible embeddings: layers alone decide
   const int64_t G = int64_t{1} << 30;
   auto even = PlanMemorySplit(c, 0, {G, G, G});

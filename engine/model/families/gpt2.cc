@@ -26,11 +26,14 @@ absl::Status ParseGpt2(const nlohmann::json& j, ModelConfig& c) {
   c.max_positions = pos;
   c.d_mlp = inner;
   c.norm = NormKind::kLayerNorm;
-  c.gated_mlp = false;
   c.learned_positions = true;
   c.qkv_bias = c.o_bias = c.mlp_bias = true;
   if (d % h != 0) return absl::InvalidArgumentError("n_embd must divide by n_head");
   c.d_head = c.d_model / c.n_heads;
+  LayerSpec layer;
+  layer.attention.scale = DefaultAttentionScale(c.d_head);
+  layer.mlp = MlpKind::kDense;
+  SetUniformLayers(c, layer);
   return absl::OkStatus();
 }
 

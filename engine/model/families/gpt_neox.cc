@@ -13,13 +13,17 @@ using W = LayerWeights;
 absl::Status ParseNeox(const nlohmann::json& j, ModelConfig& c) {
   RETURN_IF_ERROR(ParseRotaryGeometry(j, "gelu", c));
   ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "layer_norm_eps", 1e-5));
-  ASSIGN_OR_RETURN(c.parallel_residual, JsonBool(j, "use_parallel_residual", true));
+  LayerSpec layer;
+  ASSIGN_OR_RETURN(layer.parallel_residual, JsonBool(j, "use_parallel_residual", true));
   ASSIGN_OR_RETURN(bool bias, JsonBool(j, "attention_bias", true));
   c.norm = NormKind::kLayerNorm;
-  c.gated_mlp = false;
   c.qkv_bias = c.o_bias = bias;
   c.mlp_bias = true;
-  return ParseRope(j, 0.25, c);
+  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 0.25, c.d_head));
+  layer.attention.scale = DefaultAttentionScale(c.d_head);
+  layer.mlp = MlpKind::kDense;
+  SetUniformLayers(c, layer);
+  return absl::OkStatus();
 }
 
 }  // namespace

@@ -21,8 +21,12 @@ absl::Status ParseLlamaLike(const nlohmann::json& j, ModelConfig& c, bool qwen2)
   c.o_bias = attn_bias;
   ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
   ASSIGN_OR_RETURN(bool use_window, JsonBool(j, "use_sliding_window", !qwen2));
-  c.sliding_window = use_window ? window : 0;
-  return ParseRope(j, 1.0, c);
+  LayerSpec layer;
+  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
+  layer.attention = {DefaultAttentionScale(c.d_head), use_window ? window : 0};
+  layer.mlp = MlpKind::kGated;
+  SetUniformLayers(c, layer);
+  return absl::OkStatus();
 }
 
 absl::Status ParseLlama(const nlohmann::json& j, ModelConfig& c) { return ParseLlamaLike(j, c, false); }

@@ -1,0 +1,51 @@
+// What each layer of a model is, as data (gemma.cpp's LayerConfig is the model): norm
+// placement, attention parameters (scale, window), rotary parameters and the MLP kind. The
+// family parsers (engine/model/families) fill one LayerSpec per layer; the forward pass,
+// hook enumeration, tensor presence and memory planning read them. Families that alternate
+// layer kinds (sliding and global attention, a rope theta per kind) differ here only.
+#ifndef LENSD_ENGINE_MODEL_ARCHITECTURE_H_
+#define LENSD_ENGINE_MODEL_ARCHITECTURE_H_
+
+#include <cmath>
+
+namespace lensd {
+
+enum class RopeType { kDefault, kLinear, kLlama3 };
+
+struct RopeConfig {
+  double theta = 10000.0;
+  int rotary_dim = 0;  // leading dims of each head that rotate (partial rotary: < d_head)
+  RopeType type = RopeType::kDefault;
+  double factor = 1.0;  // linear and llama3
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int original_max_position = 8192;
+};
+
+// Attention's knobs, as every backend takes them.
+struct AttentionParams {
+  float scale = 1.0f;  // multiplies q·k
+  int window = 0;      // 0: every earlier key; else keys with q_pos − k_pos < window
+};
+
+// q·k / √d_head: the scale of every family so far.
+inline float DefaultAttentionScale(int d_head) {
+  return 1.0f / std::sqrt(static_cast<float>(d_head));
+}
+
+enum class MlpKind {
+  kDense,  // act(x·W_in + b_in)·W_out + b_out
+  kGated,  // (act(x·W_gate) ⊙ x·W_up)·W_down (SwiGLU, GeGLU)
+};
+
+struct LayerSpec {
+  // GPT-NeoX: attention and MLP both read the block's input (no resid_mid).
+  bool parallel_residual = false;
+  AttentionParams attention;
+  RopeConfig rope;  // rotary models (rotary_dim > 0)
+  MlpKind mlp = MlpKind::kGated;
+};
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_MODEL_ARCHITECTURE_H_

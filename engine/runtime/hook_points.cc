@@ -1,0 +1,144 @@
+#include "engine/runtime/hook_points.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace lensd {
+namespace {
+
+using G = HookGeometry;
+using P = HookPoint;
+
+bool LearnedPositions(const ModelConfig& c, int) { return c.learned_positions; }
+bool Rotary(const ModelConfig& c, int) { return !c.learned_positions; }
+bool SequentialResidual(const ModelConfig& c, int l) { return !c.layers[l].parallel_residual; }
+bool GatedMlp(const ModelConfig& c, int l) { return c.layers[l].mlp == MlpKind::kGated; }
+
+// In HookPoint order (checked by InfoOf).
+constexpr HookPointInfo kPoints[] = {
+    {P::kEmbed, "hook_embed", G::kResidual, nullptr},
+    {P::kPosEmbed, "hook_pos_embed", G::kResidual, LearnedPositions},
+    {P::kLnFinalScale, "ln_final.hook_scale", G::kScale, nullptr},
+    {P::kLnFinalNormalized, "ln_final.hook_normalized", G::kResidual, nullptr},
+    {P::kUnembedIn, "unembed.hook_in", G::kResidual, nullptr},
+    {P::kUnembedOut, "unembed.hook_out", G::kLogits, nullptr},
+    {P::kResidPre, "hook_resid_pre", G::kResidual, nullptr},
+    {P::kLn1Scale, "ln1.hook_scale", G::kScale, nullptr},
+    {P::kLn1Normalized, "ln1.hook_normalized", G::kResidual, nullptr},
+    {P::kQ, "attn.hook_q", G::kQueryHeads, nullptr},
+    {P::kK, "attn.hook_k", G::kKvHeads, nullptr},
+    {P::kV, "attn.hook_v", G::kKvHeads, nullptr},
+    {P::kRotQ, "attn.hook_rot_q", G::kQueryHeads, Rotary},
+    {P::kRotK, "attn.hook_rot_k", G::kKvHeads, Rotary},
+    {P::kAttnScores, "attn.hook_attn_scores", G::kMap, nullptr},
+    {P::kPattern, "attn.hook_pattern", G::kMap, nullptr},
+    {P::kZ, "attn.hook_z", G::kQueryHeads, nullptr},
+    {P::kAttnOut, "hook_attn_out", G::kResidual, nullptr},
+    {P::kResidMid, "hook_resid_mid", G::kResidual, SequentialResidual},
+    {P::kLn2Scale, "ln2.hook_scale", G::kScale, nullptr},
+    {P::kLn2Normalized, "ln2.hook_normalized", G::kResidual, nullptr},
+    {P::kMlpPre, "mlp.hook_pre", G::kMlp, nullptr},
+    {P::kMlpPreLinear, "mlp.hook_pre_linear", G::kMlp, GatedMlp},
+    {P::kMlpPost, "mlp.hook_post", G::kMlp, nullptr},
+    {P::kMlpOut, "hook_mlp_out", G::kResidual, nullptr},
+    {P::kResidPost, "hook_resid_post", G::kResidual, nullptr},
+};
+static_assert(std::size(kPoints) == kNumHookPoints, "one entry per hook point");
+
+bool Exists(const ModelConfig& c, HookId id) {
+  const HookPointInfo& info = InfoOf(id.point);
+  return info.exists == nullptr || info.exists(c, id.layer);
+}
+
+}  // namespace
+
+const HookPointInfo& InfoOf(HookPoint p) {
+  const HookPointInfo& info = kPoints[static_cast<int>(p)];
+  if (info.point != p) std::abort();  // the table is out of HookPoint order
+  return info;
+}
+
+bool IsBlockHook(HookPoint p) {
+  return static_cast<int>(p) >= static_cast<int>(HookPoint::kResidPre);
+}
+
+bool IsAttentionMap(HookPoint p) { return InfoOf(p).geometry == G::kMap; }
+
+int PositionAxis(HookPoint p) { return IsAttentionMap(p) ? 2 : 1; }
+
+int HeadsOf(const ModelConfig& c, HookPoint p) {
+  switch (InfoOf(p).geometry) {
+    case G::kQueryHeads:
+    case G::kMap:
+      return c.n_heads;
+    case G::kKvHeads:
+      return c.n_kv_heads;
+    case G::kResidual:
+    case G::kScale:
+    case G::kMlp:
+    case G::kLogits:
+      return 0;
+  }
+  return 0;
+}
+
+int64_t RowWidth(const ModelConfig& c, HookPoint p) {
+  switch (InfoOf(p).geometry) {
+    case G::kResidual:
+      return c.d_model;
+    case G::kScale:
+      return 1;
+    case G::kQueryHeads:
+    case G::kKvHeads:
+      return c.d_head;
+    case G::kMap:
+      return 0;
+    case G::kMlp:
+      return c.d_mlp;
+    case G::kLogits:
+      return c.vocab_size;
+  }
+  return 0;
+}
+
+std::string HookName(HookId id) {
+  const char* suffix = InfoOf(id.point).suffix;
+  if (!IsBlockHook(id.point)) return suffix;
+  return absl::StrCat("blocks.", id.layer, ".", suffix);
+}
+
+std::vector<HookId> AllHooks(const ModelConfig& c) {
+  std::vector<HookId> out;
+  for (HookPoint p : {HookPoint::kEmbed, HookPoint::kPosEmbed}) {
+    if (Exists(c, {p, -1})) out.push_back({p, -1});
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (int i = static_cast<int>(HookPoint::kResidPre); i < kNumHookPoints; ++i) {
+      const HookId id{static_cast<HookPoint>(i), l};
+      if (Exists(c, id)) out.push_back(id);
+    }
+  }
+  for (HookPoint p : {HookPoint::kLnFinalScale, HookPoint::kLnFinalNormalized,
+                      HookPoint::kUnembedIn, HookPoint::kUnembedOut}) {
+    out.push_back({p, -1});
+  }
+  return out;
+}
+
+Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p) {
+  const int heads = HeadsOf(c, point);
+  if (IsAttentionMap(point)) return {1, heads, p, p};
+  if (heads > 0) return {1, p, heads, RowWidth(c, point)};
+  return {1, p, RowWidth(c, point)};
+}
+
+std::string HookShapeFormula(const ModelConfig& c, HookPoint point) {
+  Shape s = HookShape(c, point, -1);
+  std::vector<std::string> dims;
+  for (int i = 0; i < s.rank; ++i) dims.push_back(s[i] == -1 ? "P" : absl::StrCat(s[i]));
+  return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
+}
+
+}  // namespace lensd

@@ -1,0 +1,73 @@
+// The hook points, once (the hook-point registry): for each, its TransformerLens name suffix,
+// whether it is per block, its geometry — which fixes its shape, its heads, its position axis,
+// how interventions address it and how tensor parallelism splits it — and when a model has
+// it. Every other place (names, shapes, ListHooks, intervention validation, sweeps, the wire)
+// asks this table instead of deciding again.
+#ifndef LENSD_ENGINE_RUNTIME_HOOK_POINTS_H_
+#define LENSD_ENGINE_RUNTIME_HOOK_POINTS_H_
+
+#include <string>
+#include <vector>
+
+#include "engine/core/tensor.h"
+#include "engine/model/config.h"
+
+namespace lensd {
+
+enum class HookPoint {
+  // Model-level (layer = -1).
+  kEmbed, kPosEmbed, kLnFinalScale, kLnFinalNormalized, kUnembedIn, kUnembedOut,
+  // Per block.
+  kResidPre, kLn1Scale, kLn1Normalized, kQ, kK, kV, kRotQ, kRotK, kAttnScores, kPattern, kZ,
+  kAttnOut, kResidMid, kLn2Scale, kLn2Normalized, kMlpPre, kMlpPreLinear, kMlpPost, kMlpOut,
+  kResidPost,
+};
+inline constexpr int kNumHookPoints = static_cast<int>(HookPoint::kResidPost) + 1;
+
+struct HookId {
+  HookPoint point;
+  int layer;  // -1 for model-level points
+  bool operator==(const HookId& o) const { return point == o.point && layer == o.layer; }
+};
+
+// What a hook's tensor is; TransformerLens shapes with batch dim 1 and P positions.
+enum class HookGeometry {
+  kResidual,    // [1, P, D]
+  kScale,       // [1, P, 1]: a norm's scale
+  kQueryHeads,  // [1, P, H, dh]; split by head under tensor parallelism
+  kKvHeads,     // [1, P, Hkv, dh]; split by key/value head
+  kMap,         // [1, H, P, P]: attention scores and pattern, positions on axis 2
+  kMlp,         // [1, P, M]; split by feature
+  kLogits,      // [1, P, V]
+};
+
+struct HookPointInfo {
+  HookPoint point;
+  const char* suffix;  // "hook_embed", "attn.hook_z", ...: blocks.L.<suffix> per block
+  HookGeometry geometry;
+  // Whether layer `layer` (-1 for model-level points) of `c` has it; nullptr: always.
+  bool (*exists)(const ModelConfig& c, int layer);
+};
+
+const HookPointInfo& InfoOf(HookPoint p);
+
+bool IsBlockHook(HookPoint p);
+bool IsAttentionMap(HookPoint p);  // kMap geometry
+// The position axis of its TransformerLens shape: 2 for maps, else 1.
+int PositionAxis(HookPoint p);
+// Its heads (query heads for maps, key/value heads for k, v, rot_k); 0 when not per head.
+int HeadsOf(const ModelConfig& c, HookPoint p);
+// The size of its last axis for one position (and head): D, 1, dh, M or V; 0 for maps.
+int64_t RowWidth(const ModelConfig& c, HookPoint p);
+
+std::string HookName(HookId id);
+// Every hook the architecture has, in forward order.
+std::vector<HookId> AllHooks(const ModelConfig& c);
+// TransformerLens shape with batch dim 1 for a prompt of `p` tokens.
+Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p);
+// Shape formula for documentation/API, e.g. "[1, P, 4, 16]".
+std::string HookShapeFormula(const ModelConfig& c, HookPoint point);
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_HOOK_POINTS_H_
