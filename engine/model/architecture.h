@@ -38,7 +38,16 @@ enum class MlpKind {
   kGated,  // (act(x·W_gate) ⊙ x·W_up)·W_down (SwiGLU, GeGLU)
 };
 
+// Where a block normalises: before each sublayer (GPT-2, Llama), before and after (Gemma 2/3:
+// the sublayer's output is normalised by ln1_post / ln2_post before joining the residual), or
+// after only (OLMo 2: the sublayers read the residual itself).
+enum class NormPlacement { kPre, kPreAndPost, kPost };
+
+inline bool HasPreNorms(NormPlacement p) { return p != NormPlacement::kPost; }
+inline bool HasPostNorms(NormPlacement p) { return p != NormPlacement::kPre; }
+
 struct LayerSpec {
+  NormPlacement norms = NormPlacement::kPre;
   // GPT-NeoX: attention and MLP both read the block's input (no resid_mid).
   bool parallel_residual = false;
   AttentionParams attention;

@@ -117,11 +117,12 @@ absl::Status ParseRotaryGeometry(const json& j, const char* default_act, ModelCo
 
 namespace {
 
-absl::StatusOr<ModelConfig> ParseImpl(const json& j) {
+// `family`: the registry's for the config's model_type when null.
+absl::StatusOr<ModelConfig> ParseImpl(const json& j, const FamilySpec* family) {
   if (!j.is_object()) return absl::InvalidArgumentError("config is not a JSON object");
   ModelConfig c;
   ASSIGN_OR_RETURN(c.model_type, JsonString(j, "model_type", ""));
-  const FamilySpec* family = FindFamily(c.model_type);
+  if (family == nullptr) family = FindFamily(c.model_type);
   if (family == nullptr) {
     return absl::UnimplementedError(absl::StrCat("unsupported architecture model_type='",
                                                  c.model_type, "' (supported: ",
@@ -139,16 +140,18 @@ absl::StatusOr<ModelConfig> ParseImpl(const json& j) {
 
 }  // namespace
 
-absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_view source) {
+absl::StatusOr<ModelConfig> ParseModelConfigAs(std::string_view json_text, std::string_view source,
+                                               const FamilySpec* family) {
+  const std::string where(source);
   absl::StatusOr<json> j = ParseJson(json_text);
-  if (!j.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": ", j.status().message()));
-  }
-  auto c = ParseImpl(*j);
-  if (!c.ok()) {
-    return absl::Status(c.status().code(), absl::StrCat(std::string(source), ": ", c.status().message()));
-  }
+  if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", j.status().message()));
+  auto c = ParseImpl(*j, family);
+  if (!c.ok()) return absl::Status(c.status().code(), absl::StrCat(where, ": ", c.status().message()));
   return c;
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_view source) {
+  return ParseModelConfigAs(json_text, source, nullptr);
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {

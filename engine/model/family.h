@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/model/config.h"
 #include "engine/model/layer_tensors.h"
 #include "nlohmann/json.hpp"
@@ -47,6 +48,11 @@ struct FamilySpec {
   // each name is tried with it first, then without.
   const char* nested_prefix = "";
 };
+
+// config.json text parsed by `family` (the registry's for its model_type when null), for
+// families defined outside the registry (tests). Errors as ParseModelConfig's.
+absl::StatusOr<ModelConfig> ParseModelConfigAs(std::string_view json_text, std::string_view source,
+                                               const FamilySpec* family);
 
 // nullptr when no family has that model_type.
 const FamilySpec* FindFamily(std::string_view model_type);

@@ -29,6 +29,14 @@ constexpr LayerTensorSpec kSpecs[] = {
     {&W::b_up, "b_up", Split::kMlpRows, Role::kOther, nullptr, Init::kBias, 18},
     {&W::w_out, "w_out", Split::kMlpCols, Role::kWritesResidual, nullptr, Init::kFanIn, 11},
     {&W::b_out, "b_out", Split::kRankZero, Role::kWritesResidual, nullptr, Init::kBias, 17},
+    {&W::ln1_post_w, "ln1_post_w", Split::kReplicated, Role::kPostNorm, nullptr,
+     Init::kNormWeight, 19},
+    {&W::ln1_post_b, "ln1_post_b", Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias,
+     20},
+    {&W::ln2_post_w, "ln2_post_w", Split::kReplicated, Role::kPostNorm, nullptr,
+     Init::kNormWeight, 21},
+    {&W::ln2_post_b, "ln2_post_b", Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias,
+     22},
 };
 
 }  // namespace
@@ -43,9 +51,14 @@ const LayerTensorSpec& SpecOf(LayerTensor field) {
 }
 
 bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor f) {
+  const LayerSpec& spec = c.layers[layer];
   const bool layer_norm = c.norm == NormKind::kLayerNorm;
-  const bool gated = c.layers[layer].mlp == MlpKind::kGated;
-  if (f == &W::ln1_b || f == &W::ln2_b) return layer_norm;
+  const bool gated = spec.mlp == MlpKind::kGated;
+  const bool pre = HasPreNorms(spec.norms), post = HasPostNorms(spec.norms);
+  if (f == &W::ln1_w || f == &W::ln2_w) return pre;
+  if (f == &W::ln1_b || f == &W::ln2_b) return pre && layer_norm;
+  if (f == &W::ln1_post_w || f == &W::ln2_post_w) return post;
+  if (f == &W::ln1_post_b || f == &W::ln2_post_b) return post && layer_norm;
   if (f == &W::bq || f == &W::bk || f == &W::bv) return c.qkv_bias;
   if (f == &W::bo) return c.o_bias;
   if (f == &W::w_up) return gated;
@@ -65,7 +78,7 @@ Shape LayerTensorShape(const ModelConfig& c, LayerTensor f) {
   if (f == &W::w_in || f == &W::w_up) return {M, D};
   if (f == &W::b_in || f == &W::b_up) return {M};
   if (f == &W::w_out) return {D, M};
-  return {D};  // norms, bo, b_out
+  return {D};  // norms, post-norms, bo, b_out
 }
 
 }  // namespace lensd

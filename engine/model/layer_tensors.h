@@ -26,6 +26,8 @@ struct LayerWeights {
   Buffer w_up;          // [M, D] gated MLPs only
   Buffer b_up;          // [M] gated MLPs with mlp_bias only
   Buffer w_out, b_out;  // [D, M], [D]
+  // Norms of the sublayer outputs (NormPlacement::kPreAndPost, kPost): [D]
+  Buffer ln1_post_w, ln1_post_b, ln2_post_w, ln2_post_b;
 };
 
 using LayerTensor = Buffer LayerWeights::*;
@@ -44,6 +46,7 @@ enum class TpSplit {
 // What TransformerLens's weight processing does with a tensor (runtime/processing.cc).
 enum class ProcessingRole {
   kNorm,           // a norm's weight or bias: folded into the matrices reading its output
+  kPostNorm,       // a norm of a sublayer's output: kept (TransformerLens folds pre-norms only)
   kReadsNorm1,     // a matrix reading ln1's output (with its bias): ln1 folds into it
   kReadsNorm2,     // a matrix reading ln2's output (with its bias): ln2 folds into it
   kWritesResidual, // a matrix or bias adding to the residual stream: centred
@@ -74,7 +77,7 @@ std::span<const LayerTensorSpec> LayerTensorSpecs();
 const LayerTensorSpec& SpecOf(LayerTensor field);
 
 // Whether layer `layer` of `c` has the tensor at all (biases, LayerNorm biases, the up
-// projection of gated MLPs).
+// projection of gated MLPs, pre- and post-norms by the layer's placement).
 bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor field);
 
 // Its full (unsliced) shape for `c`.

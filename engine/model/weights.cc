@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "engine/model/family.h"
+#include "engine/model/json_fields.h"
 
 namespace lensd {
 namespace {
@@ -198,11 +199,19 @@ class RandomSource : public WeightSource {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenCheckpointSource(const std::string& dir,
+                                                                   const FamilySpec& family) {
+  const std::string path = dir + "/config.json";
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfigAs(text, path, &family));
+  ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir));
+  return std::unique_ptr<WeightSource>(
+      new CheckpointSource(std::move(config), family, std::move(ck)));
+}
+
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenCheckpointSource(const std::string& dir) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir + "/config.json"));
-  ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir));
-  const FamilySpec* family = FindFamily(config.model_type);  // parsing found it
-  return std::unique_ptr<WeightSource>(new CheckpointSource(std::move(config), *family, std::move(ck)));
+  return OpenCheckpointSource(dir, *FindFamily(config.model_type));  // parsing found it
 }
 
 std::unique_ptr<WeightSource> MakeRandomSource(const ModelConfig& config, uint64_t seed) {

@@ -47,6 +47,11 @@ class WeightSource {
 // Reads a Hugging Face directory (config.json + safetensors). Tensor shapes are checked
 // against the config; errors name the file and tensor.
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenCheckpointSource(const std::string& dir);
+// The same through `family` (family.h), whatever the config's model_type: a family defined
+// outside the registry, e.g. by a test.
+struct FamilySpec;
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenCheckpointSource(const std::string& dir,
+                                                                   const FamilySpec& family);
 
 // Deterministic random weights for `config` (seeded), scaled like a trained model's init.
 std::unique_ptr<WeightSource> MakeRandomSource(const ModelConfig& config, uint64_t seed);

@@ -15,6 +15,8 @@ bool LearnedPositions(const ModelConfig& c, int) { return c.learned_positions; }
 bool Rotary(const ModelConfig& c, int) { return !c.learned_positions; }
 bool SequentialResidual(const ModelConfig& c, int l) { return !c.layers[l].parallel_residual; }
 bool GatedMlp(const ModelConfig& c, int l) { return c.layers[l].mlp == MlpKind::kGated; }
+bool PreNorms(const ModelConfig& c, int l) { return HasPreNorms(c.layers[l].norms); }
+bool PostNorms(const ModelConfig& c, int l) { return HasPostNorms(c.layers[l].norms); }
 
 // In HookPoint order (checked by InfoOf).
 constexpr HookPointInfo kPoints[] = {
@@ -25,8 +27,8 @@ constexpr HookPointInfo kPoints[] = {
     {P::kUnembedIn, "unembed.hook_in", G::kResidual, nullptr},
     {P::kUnembedOut, "unembed.hook_out", G::kLogits, nullptr},
     {P::kResidPre, "hook_resid_pre", G::kResidual, nullptr},
-    {P::kLn1Scale, "ln1.hook_scale", G::kScale, nullptr},
-    {P::kLn1Normalized, "ln1.hook_normalized", G::kResidual, nullptr},
+    {P::kLn1Scale, "ln1.hook_scale", G::kScale, PreNorms},
+    {P::kLn1Normalized, "ln1.hook_normalized", G::kResidual, PreNorms},
     {P::kQ, "attn.hook_q", G::kQueryHeads, nullptr},
     {P::kK, "attn.hook_k", G::kKvHeads, nullptr},
     {P::kV, "attn.hook_v", G::kKvHeads, nullptr},
@@ -35,13 +37,17 @@ constexpr HookPointInfo kPoints[] = {
     {P::kAttnScores, "attn.hook_attn_scores", G::kMap, nullptr},
     {P::kPattern, "attn.hook_pattern", G::kMap, nullptr},
     {P::kZ, "attn.hook_z", G::kQueryHeads, nullptr},
+    {P::kLn1PostScale, "ln1_post.hook_scale", G::kScale, PostNorms},
+    {P::kLn1PostNormalized, "ln1_post.hook_normalized", G::kResidual, PostNorms},
     {P::kAttnOut, "hook_attn_out", G::kResidual, nullptr},
     {P::kResidMid, "hook_resid_mid", G::kResidual, SequentialResidual},
-    {P::kLn2Scale, "ln2.hook_scale", G::kScale, nullptr},
-    {P::kLn2Normalized, "ln2.hook_normalized", G::kResidual, nullptr},
+    {P::kLn2Scale, "ln2.hook_scale", G::kScale, PreNorms},
+    {P::kLn2Normalized, "ln2.hook_normalized", G::kResidual, PreNorms},
     {P::kMlpPre, "mlp.hook_pre", G::kMlp, nullptr},
     {P::kMlpPreLinear, "mlp.hook_pre_linear", G::kMlp, GatedMlp},
     {P::kMlpPost, "mlp.hook_post", G::kMlp, nullptr},
+    {P::kLn2PostScale, "ln2_post.hook_scale", G::kScale, PostNorms},
+    {P::kLn2PostNormalized, "ln2_post.hook_normalized", G::kResidual, PostNorms},
     {P::kMlpOut, "hook_mlp_out", G::kResidual, nullptr},
     {P::kResidPost, "hook_resid_post", G::kResidual, nullptr},
 };

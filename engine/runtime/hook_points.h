@@ -19,8 +19,8 @@ enum class HookPoint {
   kEmbed, kPosEmbed, kLnFinalScale, kLnFinalNormalized, kUnembedIn, kUnembedOut,
   // Per block.
   kResidPre, kLn1Scale, kLn1Normalized, kQ, kK, kV, kRotQ, kRotK, kAttnScores, kPattern, kZ,
-  kAttnOut, kResidMid, kLn2Scale, kLn2Normalized, kMlpPre, kMlpPreLinear, kMlpPost, kMlpOut,
-  kResidPost,
+  kLn1PostScale, kLn1PostNormalized, kAttnOut, kResidMid, kLn2Scale, kLn2Normalized, kMlpPre,
+  kMlpPreLinear, kMlpPost, kLn2PostScale, kLn2PostNormalized, kMlpOut, kResidPost,
 };
 inline constexpr int kNumHookPoints = static_cast<int>(HookPoint::kResidPost) + 1;
 

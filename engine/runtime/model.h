@@ -146,6 +146,13 @@ class Model {
   ForwardResult RunHead(Step& step);
   TensorView NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w, const Buffer& b,
                            HookPoint scale_point, HookPoint normalized_point, int layer);
+  // ln1 (`which` 1) or ln2 (2) of `layer` on the residual `x`, with its hooks; `x` itself when
+  // the layer has no pre-norms (LayerSpec::norms).
+  TensorView PreNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView x, int layer,
+                     int which);
+  // ln1_post / ln2_post on a sublayer's output when the layer has post-norms, else `out`.
+  TensorView PostNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView out, int layer,
+                      int which);
   void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
   // Interventions at `id` on the step's token-major `rows`, then Emit.
   void Hook(Step& step, Backend& backend, HookId id, TensorView rows);

@@ -278,28 +278,46 @@ void Model::RunBlock(Step& step, Shard& shard, int layer) {
   step.scratch.clear();
   Backend& b = *shard.backend;
   const LayerWeights& w = shard.layers.Get(layer - shard.first, b);
+  const LayerSpec& spec = config_.layers[layer];
   TensorView x = step.x.view();
   Hook(step, b, {HookPoint::kResidPre, layer}, x);
-  TensorView n1 = NormWithHooks(step, shard, x, w.ln1_w, w.ln1_b, HookPoint::kLn1Scale,
-                                HookPoint::kLn1Normalized, layer);
-  TensorView attn_out = RunAttention(step, shard, w, layer, n1);
+  TensorView attn_in = PreNorm(step, shard, w, x, layer, 1);
+  TensorView attn_out = PostNorm(step, shard, w, RunAttention(step, shard, w, layer, attn_in),
+                                 layer, 1);
   Hook(step, b, {HookPoint::kAttnOut, layer}, attn_out);
   TensorView mlp_out;
-  if (config_.layers[layer].parallel_residual) {
-    TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
-                                  HookPoint::kLn2Normalized, layer);
-    mlp_out = RunMlp(step, shard, w, layer, n2);
+  if (spec.parallel_residual) {
+    mlp_out = RunMlp(step, shard, w, layer, PreNorm(step, shard, w, x, layer, 2));
     b.Add(x, attn_out, x);
   } else {
     b.Add(x, attn_out, x);
     Hook(step, b, {HookPoint::kResidMid, layer}, x);
-    TensorView n2 = NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
-                                  HookPoint::kLn2Normalized, layer);
-    mlp_out = RunMlp(step, shard, w, layer, n2);
+    mlp_out = RunMlp(step, shard, w, layer, PreNorm(step, shard, w, x, layer, 2));
   }
+  mlp_out = PostNorm(step, shard, w, mlp_out, layer, 2);
   Hook(step, b, {HookPoint::kMlpOut, layer}, mlp_out);
   b.Add(x, mlp_out, x);
   Hook(step, b, {HookPoint::kResidPost, layer}, x);
+}
+
+TensorView Model::PreNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView x,
+                          int layer, int which) {
+  if (!HasPreNorms(config_.layers[layer].norms)) return x;  // the sublayer reads the residual
+  return which == 1 ? NormWithHooks(step, shard, x, w.ln1_w, w.ln1_b, HookPoint::kLn1Scale,
+                                    HookPoint::kLn1Normalized, layer)
+                    : NormWithHooks(step, shard, x, w.ln2_w, w.ln2_b, HookPoint::kLn2Scale,
+                                    HookPoint::kLn2Normalized, layer);
+}
+
+TensorView Model::PostNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView out,
+                           int layer, int which) {
+  if (!HasPostNorms(config_.layers[layer].norms)) return out;
+  if (which == 1) {
+    return NormWithHooks(step, shard, out, w.ln1_post_w, w.ln1_post_b, HookPoint::kLn1PostScale,
+                         HookPoint::kLn1PostNormalized, layer);
+  }
+  return NormWithHooks(step, shard, out, w.ln2_post_w, w.ln2_post_b, HookPoint::kLn2PostScale,
+                       HookPoint::kLn2PostNormalized, layer);
 }
 
 Model::LayerMaps Model::PrepareMaps(Step& step, Backend& b, int layer, int64_t heads) {

@@ -29,8 +29,12 @@ absl::Status ParseLlamaLike(const nlohmann::json& j, ModelConfig& c, bool qwen2)
   return absl::OkStatus();
 }
 
-absl::Status ParseLlama(const nlohmann::json& j, ModelConfig& c) { return ParseLlamaLike(j, c, false); }
-absl::Status ParseQwen2(const nlohmann::json& j, ModelConfig& c) { return ParseLlamaLike(j, c, true); }
+absl::Status ParseLlama(const nlohmann::json& j, ModelConfig& c) {
+  return ParseLlamaLike(j, c, false);
+}
+absl::Status ParseQwen2(const nlohmann::json& j, ModelConfig& c) {
+  return ParseLlamaLike(j, c, true);
+}
 
 const std::vector<TensorSource> kLlamaLayer = {
     {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
