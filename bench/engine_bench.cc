@@ -3,28 +3,12 @@
 // threads. Run: build/bench/engine_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
-#include <map>
-
-#include "engine/model/weights.h"
+#include "bench/bench_model.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
 
 namespace lensd {
 namespace {
-
-// One model per thread count (the CPU backend's compute threads are fixed at load).
-Model& SharedModel(int threads) {
-  static std::map<int, Model*>* models = new std::map<int, Model*>();
-  Model*& model = (*models)[threads];
-  if (model == nullptr) {
-    LoadOptions o;
-    o.kv_tokens = 4096;
-    o.threads = threads;
-    auto source = MakeRandomSource(BuiltinConfigNamed("gpt2-small").value(), 1);
-    model = Model::FromSource(*source, o).value().release();
-  }
-  return *model;
-}
 
 std::vector<int32_t> Prompt(int n) {
   std::vector<int32_t> ids(n);
@@ -33,7 +17,7 @@ std::vector<int32_t> Prompt(int n) {
 }
 
 void BM_Prefill(benchmark::State& state) {
-  Model& m = SharedModel(static_cast<int>(state.range(0)));
+  Model& m = Gpt2SmallModel(static_cast<int>(state.range(0)));
   const auto ids = Prompt(static_cast<int>(state.range(1)));
   std::vector<int32_t> table;
   m.blocks().Reserve(table, static_cast<int>(ids.size()));
@@ -47,7 +31,7 @@ void BM_Prefill(benchmark::State& state) {
 }
 
 void BM_Decode(benchmark::State& state) {
-  Model& m = SharedModel(static_cast<int>(state.range(0)));
+  Model& m = Gpt2SmallModel(static_cast<int>(state.range(0)));
   const auto ids = Prompt(64);
   std::vector<int32_t> table;
   m.blocks().Reserve(table, 1024);

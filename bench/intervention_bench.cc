@@ -8,28 +8,12 @@
 
 #include <random>
 
-#include <map>
-
-#include "engine/model/weights.h"
+#include "bench/bench_model.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
 
 namespace lensd {
 namespace {
-
-// One model per thread count (the CPU backend's compute threads are fixed at load).
-Model& SharedModel(int threads) {
-  static std::map<int, Model*>* models = new std::map<int, Model*>();
-  Model*& model = (*models)[threads];
-  if (model == nullptr) {
-    LoadOptions o;
-    o.kv_tokens = 4096;
-    o.threads = threads;
-    auto source = MakeRandomSource(BuiltinConfigNamed("gpt2-small").value(), 1);
-    model = Model::FromSource(*source, o).value().release();
-  }
-  return *model;
-}
 
 std::vector<std::vector<int32_t>> Prompts() {
   std::vector<std::vector<int32_t>> p(2, std::vector<int32_t>(64));
@@ -74,7 +58,7 @@ std::vector<Intervention> Mixed(const ModelConfig& c) {
 }
 
 void BM_RunWithCache(benchmark::State& state) {
-  Model& m = SharedModel(static_cast<int>(state.range(0)));
+  Model& m = Gpt2SmallModel(static_cast<int>(state.range(0)));
   const ModelConfig& c = m.config();
   const auto prompts = Prompts();
   const HookSelection hooks = HookSelection::Parse(c, {"blocks.*.hook_resid_post"}).value();

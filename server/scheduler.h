@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "engine/runtime/model.h"
 #include "server/job.h"
@@ -110,8 +111,8 @@ class Scheduler {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> inbox_;  // guarded by mu_
-  bool stop_ = false;      // guarded by mu_
+  std::deque<Job> inbox_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int> accepted_{0};  // jobs submitted and not finished
 
   // Owned by the scheduler thread.

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "lensd/v1/lensd.grpc.pb.h"
 #include "server/request_edge.h"
 #include "server/scheduler.h"
@@ -84,8 +85,8 @@ class LensdService final : public v1::Lensd::CallbackService {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                               // guarded by mu_
-  std::vector<std::weak_ptr<StreamState>> streams_;  // guarded by mu_
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::weak_ptr<StreamState>> streams_ ABSL_GUARDED_BY(mu_);
   std::thread watchdog_;
 };
 

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "engine/core/fifo_ring.h"
 #include "engine/core/tensor.h"
@@ -55,11 +56,11 @@ class CaptureStream {
   PinnedPtr host_ring_;
   std::mutex mu_;
   std::condition_variable cv_;
-  FifoRing space_;                        // guarded by mu_; same offsets in both rings
-  std::deque<Pending> pending_;           // guarded by mu_; oldest first
-  std::vector<cudaEvent_t> free_events_;  // guarded by mu_
+  FifoRing space_ ABSL_GUARDED_BY(mu_);  // same offsets in both rings
+  std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);  // oldest first
+  std::vector<cudaEvent_t> free_events_ ABSL_GUARDED_BY(mu_);
   std::vector<EventPtr> events_;          // every event made, for destruction
-  bool stop_ = false;                     // guarded by mu_
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/core/hash.h"
 #include "engine/core/status.h"
 #include "engine/runtime/interventions_internal.h"
 
@@ -401,10 +402,7 @@ absl::Status CheckPatchCycles(const std::vector<Intervention>& list,
 class Hasher {
  public:
   void Add(uint64_t v) {
-    h_ += 0x9e3779b97f4a7c15ULL ^ v;
-    h_ = (h_ ^ (h_ >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    h_ = (h_ ^ (h_ >> 27)) * 0x94d049bb133111ebULL;
-    h_ ^= h_ >> 31;
+    h_ = Mix64(h_ + (kGoldenGamma ^ v));
   }
   void Add(float f) {
     uint32_t bits;

@@ -2,15 +2,10 @@
 
 #include <algorithm>
 
+#include "engine/core/hash.h"
+
 namespace lensd {
 namespace {
-
-uint64_t Mix(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 uint64_t KeyOf(PrefixKey key, int block, int block_size) {
   return (block + 1) * block_size <= key.first_position ? 0 : key.key;
@@ -25,8 +20,8 @@ BlockAllocator::BlockAllocator(int num_blocks, int block_size)
 }
 
 uint64_t BlockAllocator::HashOf(uint64_t parent, const int32_t* tokens, uint64_t key) const {
-  uint64_t h = Mix(parent ^ Mix(key));
-  for (int i = 0; i < block_size_; ++i) h = Mix(h ^ static_cast<uint32_t>(tokens[i]));
+  uint64_t h = SplitMix64(parent ^ SplitMix64(key));
+  for (int i = 0; i < block_size_; ++i) h = SplitMix64(h ^ static_cast<uint32_t>(tokens[i]));
   return h == 0 ? 1 : h;  // 0 means unpublished
 }
 

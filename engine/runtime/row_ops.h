@@ -13,11 +13,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__CUDACC__)
-#define LENSD_HOST_DEVICE __host__ __device__
-#else
-#define LENSD_HOST_DEVICE
-#endif
+#include "engine/core/hash.h"
 
 namespace lensd {
 
@@ -72,13 +68,6 @@ void ApplyRowOpsHost(float* x, const float* source, const RowOpPlan& plan);
 
 // A standard normal sample from the counter-based key (Philox-free: splitmix64 hashing and
 // Box-Muller in double precision), identical on host and device up to libm rounding.
-LENSD_HOST_DEVICE inline uint64_t SplitMix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 LENSD_HOST_DEVICE inline float NoiseSample(uint64_t seed, int32_t prompt, int32_t position,
                                            int64_t element) {
   uint64_t h = SplitMix64(seed);

@@ -1,5 +1,6 @@
 #include <cfloat>
 
+#include "engine/cuda/kernels/block_reduce.cuh"
 #include "engine/cuda/kernels/launchers.h"
 
 namespace lensd::cuda {
@@ -7,25 +8,6 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kMaxHeadDim = 256;
-
-__device__ float BlockReduce(float v, float* shared, bool is_max) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float other = __shfl_xor_sync(0xffffffff, v, o);
-    v = is_max ? fmaxf(v, other) : v + other;
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float r = shared[0];
-    for (int w = 1; w < blockDim.x / 32; ++w) r = is_max ? fmaxf(r, shared[w]) : r + shared[w];
-    shared[0] = r;
-  }
-  __syncthreads();
-  const float r = shared[0];
-  __syncthreads();
-  return r;
-}
 
 // One block per (query row, head), three passes over the keys (no per-key scratch, so any
 // context length fits): max score, sum of exponentials, then probabilities · V in chunks of
@@ -72,13 +54,13 @@ __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool
   for (int j = threadIdx.x; input != 2 && j < n_used; j += blockDim.x) {
     local_max = fmaxf(local_max, score_of(j));
   }
-  const float max_score = BlockReduce(local_max, reduce, true);
+  const float max_score = BlockReduce(local_max, reduce, MaxOp{});
   float local_sum = 0.0f;
   for (int j = threadIdx.x; input != 2 && j < n_used; j += blockDim.x) {
     const float s = score_of(j);
     local_sum += s == -INFINITY ? 0.0f : expf(s - max_score);
   }
-  const float sum = BlockReduce(local_sum, reduce, false);
+  const float sum = BlockSum(local_sum, reduce);
   float acc[kMaxHeadDim / kThreads + 1] = {};
   for (int base = 0; base < n_cols; base += kThreads) {
     const int j = base + threadIdx.x;

@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "engine/cuda/kernels/block_reduce.cuh"
 #include "engine/cuda/kernels/norm.h"
 
 namespace lensd::cuda {
@@ -19,22 +20,6 @@ template <>
 __device__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-__device__ float BlockSum(float v, float* shared) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < blockDim.x / 32 ? shared[threadIdx.x] : 0.0f;
-  if (warp == 0) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    if (lane == 0) shared[0] = v;
-  }
-  __syncthreads();
-  float total = shared[0];
-  __syncthreads();
-  return total;
-}
 
 // One block per row: mean (LayerNorm only), then sum of squares, then the outputs.
 template <typename T>

@@ -1,6 +1,7 @@
 // Intervention row ops (engine/runtime/row_ops.h) on the device, mirroring ApplyRowOpsHost:
 // copies' sources are gathered first (the tensor before any op); then one block per row runs
 // that row's ops in order, each gathering its elements into scratch, applying, scattering.
+#include "engine/cuda/kernels/block_reduce.cuh"
 #include "engine/cuda/kernels/launchers.h"
 #include "engine/runtime/row_ops.h"
 
@@ -8,22 +9,6 @@ namespace lensd::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ float BlockSum(float v, float* shared) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float r = 0;
-    for (int w = 0; w < blockDim.x / 32; ++w) r += shared[w];
-    shared[0] = r;
-  }
-  __syncthreads();
-  const float r = shared[0];
-  __syncthreads();
-  return r;
-}
 
 // buf[0, n) <-> the elements under segments [begin, end) of base.
 __device__ void GatherSegments(const float* base, const RowSegment* segs, int begin, int end,
