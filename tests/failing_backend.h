@@ -1,7 +1,9 @@
 // A backend decorator for tests that fails like CudaBackend when device memory runs out: the
 // armed Allocate fails with RESOURCE_EXHAUSTED, records the error and every later op is
-// skipped until TakeError (Backend::TakeError's contract). Installed with
-// LoadOptions::wrap_backend.
+// skipped until TakeError (Backend::TakeError's contract). With `captures`, it also accepts
+// every graph step and then reports its recording failed, as a CUDA graph capture that was
+// invalidated does (Backend::EndGraphStep false: the step must run again normally). Installed
+// with LoadOptions::wrap_backend.
 #ifndef LENSD_TESTS_FAILING_BACKEND_H_
 #define LENSD_TESTS_FAILING_BACKEND_H_
 
@@ -18,8 +20,9 @@ namespace lensd::testing {
 class FailingBackend final : public Backend {
  public:
   // When *fail_in is n > 0, the n-th Allocate from then on (on any backend sharing it) fails.
-  FailingBackend(std::unique_ptr<Backend> inner, std::shared_ptr<std::atomic<int>> fail_in)
-      : inner_(std::move(inner)), fail_in_(std::move(fail_in)) {}
+  FailingBackend(std::unique_ptr<Backend> inner, std::shared_ptr<std::atomic<int>> fail_in,
+                 std::shared_ptr<std::atomic<int>> captures = nullptr)
+      : inner_(std::move(inner)), fail_in_(std::move(fail_in)), captures_(std::move(captures)) {}
 
   // LoadOptions::wrap_backend for backends sharing `fail_in`.
   static std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> Wrapper(
@@ -29,7 +32,24 @@ class FailingBackend final : public Backend {
     };
   }
 
+  // LoadOptions::wrap_backend whose graph steps all fail to record; counts them in `captures`.
+  static std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> CaptureFailing(
+      std::shared_ptr<std::atomic<int>> captures) {
+    return [captures](std::unique_ptr<Backend> inner) -> std::unique_ptr<Backend> {
+      return std::make_unique<FailingBackend>(std::move(inner),
+                                              std::make_shared<std::atomic<int>>(0), captures);
+    };
+  }
+
   std::string Name() const override { return inner_->Name(); }
+  bool BeginGraphStep(const GraphKey& key) override {
+    if (captures_ == nullptr) return inner_->BeginGraphStep(key);
+    ++*captures_;
+    return true;  // the ops run (on the CPU, for real) as if recorded...
+  }
+  bool EndGraphStep() override {
+    return captures_ == nullptr && inner_->EndGraphStep();  // ...and the recording failed
+  }
   absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {
     if (!error_.ok()) return error_;
     if (fail_in_->load() > 0 && fail_in_->fetch_sub(1) == 1) {
@@ -97,6 +117,7 @@ class FailingBackend final : public Backend {
  private:
   std::unique_ptr<Backend> inner_;
   std::shared_ptr<std::atomic<int>> fail_in_;
+  std::shared_ptr<std::atomic<int>> captures_;
   absl::Status error_;
 };
 

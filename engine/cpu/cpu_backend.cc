@@ -224,8 +224,14 @@ void CpuBackend::AttendOne(const float* q, const KvRows& rows, int64_t dh, const
   if (s.input != Input::kPattern) {
     float max_score = -inf;
     for (int j = 0; j < n_k; ++j) max_score = std::max(max_score, probs[j]);
-    const float sum = ops_.exp_shift_sum(probs, max_score, n_k);
-    for (int j = 0; j < n_k; ++j) probs[j] /= sum;
+    if (max_score == -inf) {
+      // No admissible key (every given score masked): pattern 0 and z 0, as the reference
+      // implementations give, rather than 0/0.
+      std::fill(probs, probs + n_k, 0.0f);
+    } else {
+      const float sum = ops_.exp_shift_sum(probs, max_score, n_k);
+      for (int j = 0; j < n_k; ++j) probs[j] /= sum;
+    }
     if (!s.pattern.empty()) std::memcpy(s.pattern.As<float>() + map_row, probs, n_k * 4);
   }
   std::fill(z, z + dh, 0.0f);

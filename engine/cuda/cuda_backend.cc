@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "engine/cuda/capture_stream.h"
@@ -298,7 +299,14 @@ class CudaBackend final : public Backend {
   // After an op's inputs are staged: nothing to launch (graph replay) or the step has failed.
   bool Skip() const { return Replaying() || !error_.ok(); }
   void Fail(absl::Status status) {
-    if (!status.ok() && error_.ok()) {
+    if (status.ok()) return;
+    if (graphs_ && graphs_->mode() == cuda::GraphSteps::Mode::kCapture) {
+      // Only the recording fails (End then refuses to instantiate it); the step runs again
+      // normally, where a real error fails it.
+      graphs_->MarkFailed(status.ToString());
+      return;
+    }
+    if (error_.ok()) {
       spdlog::warn("{}: step failed: {}", Name(), status.ToString());
       error_ = std::move(status);
     }
@@ -367,7 +375,7 @@ class CudaBackend final : public Backend {
   cuda::BlasLtPtr blas_;
   Buffer workspace_;
   cuda::Gemm gemm_;
-  cuda::PinnedPtr staging_host_;  // kStaging bytes, guarded by transfer_mu_
+  cuda::PinnedPtr staging_host_ ABSL_GUARDED_BY(transfer_mu_);  // kStaging bytes
   std::mutex transfer_mu_;
   Buffer staging_[11];  // 0-5: ops' inputs; 6-10: intervention plans
   cuda::PinnedPtr inputs_host_;  // kInputs bytes; [0, inputs_used_) may be in flight

@@ -97,8 +97,11 @@ const void* GraphSteps::Input(const void* host, size_t bytes, cudaStream_t strea
   mirror_used_ += size;
   std::memcpy(pinned, host, bytes);
   if (mode_ == Mode::kCapture && bytes > 0) {  // becomes the graph's copy node
-    CheckCuda(cudaMemcpyAsync(device, pinned, bytes, cudaMemcpyHostToDevice, stream),
-              "graph input");
+    const cudaError_t err = cudaMemcpyAsync(device, pinned, bytes, cudaMemcpyHostToDevice, stream);
+    if (err != cudaSuccess) {  // e.g. cudaErrorStreamCaptureInvalidated: only the recording fails
+      cudaGetLastError();
+      MarkFailed(std::string("graph input: ") + cudaGetErrorString(err));
+    }
   }
   return device;
 }

@@ -26,7 +26,7 @@ struct AttentionSeq {
   // from there. Given scores are used as they are, -inf meaning weight 0.
   enum class Input {
     kQueries,  // scores = scale · q·k (causal, window); writes scores/pattern if present
-    kScores,   // pattern = softmax(scores); writes pattern if present
+    kScores,   // pattern = softmax(scores); a row of only -inf: pattern 0, z 0
     kPattern,  // z = pattern · v only
   };
   int q_begin = 0;

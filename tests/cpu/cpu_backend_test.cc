@@ -4,7 +4,9 @@
 // (its pairs accumulate odd then even, as vdpbf16ps does); independently of the batch.
 #include "engine/cpu/cpu_backend.h"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -92,6 +94,42 @@ TEST(CpuBackend, NarrowKvPoolEqualsFloat32PoolOfRoundedValues) {
     };
     Buffer narrow = attend(dtype, k, v), wide = attend(DType::kF32, Rounded(k, dtype), Rounded(v, dtype));
     EXPECT_TRUE(testing::AllClose("z", narrow.view(), wide.view(), 0)) << DTypeName(dtype);
+  }
+}
+
+// A query whose every key is masked (interventions may give such scores) attends to nothing:
+// pattern 0 and z 0, never NaN; the other rows are unaffected.
+TEST(CpuBackend, FullyMaskedScoreRowGivesZeroPatternAndZ) {
+  auto cpu = MakeCpuBackend(0);
+  std::mt19937 rng(9);
+  const int T = 3, H = 2, dh = 8, bs = 4;
+  const std::vector<float> k = RandomVector(size_t(T) * dh, rng), v = RandomVector(k.size(), rng);
+  std::vector<int32_t> table = {0}, slots = {0, 1, 2};
+  Buffer kp = *cpu->Allocate(DType::kF32, {bs, 1, dh}), vp = *cpu->Allocate(DType::kF32, {bs, 1, dh});
+  KvLayerView kv{kp.view(), vp.view(), bs};
+  cpu->WriteKv({const_cast<float*>(k.data()), DType::kF32, {T, 1, dh}},
+               {const_cast<float*>(v.data()), DType::kF32, {T, 1, dh}}, slots.data(), kv);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> scores(size_t(H) * T * T, -inf);
+  for (int h = 0; h < H; ++h) {
+    for (int i = 0; i < T; ++i) {
+      for (int j = 0; j <= i; ++j) scores[(h * T + i) * T + j] = 0.5f * (j + 1);
+    }
+  }
+  for (int j = 0; j < T; ++j) scores[(1 * T + 2) * T + j] = -inf;  // head 1, query 2: nothing
+  Buffer pattern = *cpu->Allocate(DType::kF32, {H, T, T}), z = *cpu->Allocate(DType::kF32, {T, H, dh});
+  AttentionSeq seq{0, T, 0, table.data(), {scores.data(), DType::kF32, {H, T, T}}, pattern.view(),
+                   AttentionSeq::Input::kScores};
+  std::vector<float> q(size_t(T) * H * dh, 1.0f);
+  cpu->Attention({q.data(), DType::kF32, {T, H, dh}}, kv, {seq}, {1.0f, 0}, z.view());
+  for (int j = 0; j < T; ++j) EXPECT_EQ(pattern.As<float>()[(1 * T + 2) * T + j], 0.0f);
+  for (int d = 0; d < dh; ++d) EXPECT_EQ(z.As<float>()[(2 * H + 1) * dh + d], 0.0f);
+  // Head 0 of the same query still attends: its pattern row sums to 1.
+  float sum = 0;
+  for (int j = 0; j < T; ++j) sum += pattern.As<float>()[(0 * T + 2) * T + j];
+  EXPECT_NEAR(sum, 1.0f, 1e-6);
+  for (float x : std::vector<float>(z.As<float>(), z.As<float>() + T * H * dh)) {
+    EXPECT_FALSE(std::isnan(x));
   }
 }
 

@@ -3,6 +3,7 @@
 // model that never failed, on one device and on pipelined stages.
 #include <cstring>
 
+#include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
 #include "tests/failing_backend.h"
 #include "tests/test_util.h"
@@ -55,6 +56,31 @@ TEST_P(StepFailure, FailsTheStepAndTheModelGoesOn) {
 
 INSTANTIATE_TEST_SUITE_P(Devices, StepFailure, ::testing::Values("cpu", "cpu:0,cpu:1"),
                          [](const auto& info) { return info.param == "cpu" ? "One" : "Pipelined"; });
+
+// A decode step whose CUDA graph recording fails (an invalidated capture, a cuBLASLt error while
+// recording) runs again normally: generation gives the tokens of a model without graphs.
+TEST(StepFailure, AFailedGraphCaptureRunsTheStepAgainNormally) {
+  auto captures = std::make_shared<std::atomic<int>>(0);
+  LoadOptions o;
+  o.devices = "cpu";
+  o.kv_tokens = 256;
+  o.cuda_graphs = true;
+  o.wrap_backend = testing::FailingBackend::CaptureFailing(captures);
+  auto model = Model::Load(o);
+  ASSERT_TRUE(model.ok()) << model.status();
+  o.cuda_graphs = false;
+  o.wrap_backend = nullptr;
+  auto plain = Model::Load(o);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  SamplingParams sp;
+  sp.max_new_tokens = 8, sp.ignore_eos = true;
+  auto got = Generate(**model, {5, 6, 7}, sp);
+  auto want = Generate(**plain, {5, 6, 7}, sp);
+  ASSERT_TRUE(got.ok() && want.ok()) << got.status() << want.status();
+  EXPECT_EQ(got->tokens, want->tokens);
+  EXPECT_EQ(captures->load(), 7);  // every decode step tried a graph (not the prefill)
+  EXPECT_EQ((*model)->blocks().num_free(), (*model)->blocks().num_blocks());
+}
 
 }  // namespace
 }  // namespace lensd
