@@ -12,7 +12,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 namespace lensd {
 

@@ -22,7 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/cuda/cuda_handles.h"
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 namespace lensd::cuda {
 

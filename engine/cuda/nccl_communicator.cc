@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "engine/cuda/cuda_handles.h"
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 namespace lensd {
 namespace {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/runtime/communicator.h"
+#include "engine/backend/communicator.h"
 
 namespace lensd {
 

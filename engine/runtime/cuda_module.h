@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/runtime/backend.h"
-#include "engine/runtime/communicator.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/communicator.h"
 
 namespace lensd {
 

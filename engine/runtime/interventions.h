@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model/config.h"
 #include "engine/runtime/hooks.h"
-#include "engine/runtime/row_ops.h"
+#include "engine/backend/row_ops.h"
 
 namespace lensd {
 

@@ -10,7 +10,7 @@
 
 #include "absl/status/status.h"
 #include "engine/model/weights.h"
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 namespace lensd {
 

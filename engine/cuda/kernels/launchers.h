@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "engine/runtime/row_ops.h"
+#include "engine/backend/row_ops.h"
 
 namespace lensd::cuda {
 

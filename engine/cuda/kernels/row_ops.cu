@@ -1,9 +1,9 @@
-// Intervention row ops (engine/runtime/row_ops.h) on the device, mirroring ApplyRowOpsHost:
+// Intervention row ops (engine/backend/row_ops.h) on the device, mirroring ApplyRowOpsHost:
 // copies' sources are gathered first (the tensor before any op); then one block per row runs
 // that row's ops in order, each gathering its elements into scratch, applying, scattering.
 #include "engine/cuda/kernels/block_reduce.cuh"
 #include "engine/cuda/kernels/launchers.h"
-#include "engine/runtime/row_ops.h"
+#include "engine/backend/row_ops.h"
 
 namespace lensd::cuda {
 namespace {

@@ -1,10 +1,10 @@
-#include "engine/runtime/communicator.h"
+#include "engine/backend/communicator.h"
 
 #include <barrier>
 #include <cstring>
 #include <vector>
 
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 namespace lensd {
 namespace {

@@ -1,6 +1,6 @@
 // Default implementations of the Backend operations that serve interventions: correct on any
 // device by a round trip through host memory. Backends override them where that matters.
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 #include <vector>
 

@@ -1,4 +1,4 @@
-#include "engine/runtime/row_ops.h"
+#include "engine/backend/row_ops.h"
 
 #include <algorithm>
 

@@ -6,8 +6,8 @@
 // row of an attention map). An op acts on `n` elements of its row, listed by segments
 // (memory runs) in slice order; ops of one row run in plan order; different rows never share
 // memory, so rows may run in parallel.
-#ifndef LENSD_ENGINE_RUNTIME_ROW_OPS_H_
-#define LENSD_ENGINE_RUNTIME_ROW_OPS_H_
+#ifndef LENSD_ENGINE_BACKEND_ROW_OPS_H_
+#define LENSD_ENGINE_BACKEND_ROW_OPS_H_
 
 #include <cmath>
 #include <cstdint>
@@ -82,4 +82,4 @@ LENSD_HOST_DEVICE inline float NoiseSample(uint64_t seed, int32_t prompt, int32_
 
 }  // namespace lensd
 
-#endif  // LENSD_ENGINE_RUNTIME_ROW_OPS_H_
+#endif  // LENSD_ENGINE_BACKEND_ROW_OPS_H_

@@ -2,8 +2,8 @@
 // instance per device; it is used by one compute thread at a time, except that Upload may
 // also be called concurrently by the offload prefetch thread (into memory no op is using).
 // All TensorViews passed to a backend live in that backend's memory unless stated otherwise.
-#ifndef LENSD_ENGINE_RUNTIME_BACKEND_H_
-#define LENSD_ENGINE_RUNTIME_BACKEND_H_
+#ifndef LENSD_ENGINE_BACKEND_BACKEND_H_
+#define LENSD_ENGINE_BACKEND_BACKEND_H_
 
 #include <cstdint>
 #include <functional>
@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/core/tensor.h"
 #include "engine/model/config.h"
-#include "engine/runtime/row_ops.h"
+#include "engine/backend/row_ops.h"
 
 namespace lensd {
 
@@ -106,7 +106,7 @@ class Backend {
   virtual void Add(TensorView a, TensorView b, TensorView y) = 0;
   // dst = src (same element count, float32).
   virtual void Copy(TensorView src, TensorView dst);
-  // Runs an intervention plan on float32 `x` (engine/runtime/row_ops.h); copies read
+  // Runs an intervention plan on float32 `x` (engine/backend/row_ops.h); copies read
   // `source`, or x before the call when `source` is empty. The default goes through host
   // memory with ApplyRowOpsHost, the reference semantics.
   virtual void ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan);
@@ -149,4 +149,4 @@ inline void Backend::CaptureAsync(TensorView src, const std::function<void(Tenso
 
 }  // namespace lensd
 
-#endif  // LENSD_ENGINE_RUNTIME_BACKEND_H_
+#endif  // LENSD_ENGINE_BACKEND_BACKEND_H_

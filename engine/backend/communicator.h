@@ -2,8 +2,8 @@
 // collective in the same order (SPMD); results are identical on all ranks. The CPU
 // implementation runs ranks as threads over virtual CPU devices, so tensor parallelism is
 // tested without GPUs; an NCCL implementation gives the same semantics on CUDA devices.
-#ifndef LENSD_ENGINE_RUNTIME_COMMUNICATOR_H_
-#define LENSD_ENGINE_RUNTIME_COMMUNICATOR_H_
+#ifndef LENSD_ENGINE_BACKEND_COMMUNICATOR_H_
+#define LENSD_ENGINE_BACKEND_COMMUNICATOR_H_
 
 #include <memory>
 
@@ -31,4 +31,4 @@ std::unique_ptr<Communicator> MakeThreadCommunicator(int size);
 
 }  // namespace lensd
 
-#endif  // LENSD_ENGINE_RUNTIME_COMMUNICATOR_H_
+#endif  // LENSD_ENGINE_BACKEND_COMMUNICATOR_H_
