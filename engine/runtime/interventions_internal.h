@@ -19,6 +19,9 @@ struct Geometry {
   int64_t a = 1, b = 0;  // b = 0 for maps: the key count varies by step
 };
 
+// Chained splitmix64 over every field of `list` (floats by their bits); never 0.
+uint64_t FingerprintOf(const std::vector<Intervention>& list);
+
 // From the hook-point registry (hook_points.h).
 inline Geometry GeometryOf(const ModelConfig& c, HookPoint p) {
   using K = Geometry::Kind;
