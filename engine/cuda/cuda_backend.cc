@@ -97,6 +97,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   RETURN_IF_ERROR(cuda::CudaStatus(
       cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "SM count"));
   ASSIGN_OR_RETURN(cuda::StreamPtr stream, cuda::NewStream());
+  ASSIGN_OR_RETURN(cuda::StreamPtr upload_stream, cuda::NewStream());
+  ASSIGN_OR_RETURN(cuda::EventPtr compute_done, cuda::NewEvent());
   ASSIGN_OR_RETURN(cuda::BlasLtPtr blas, cuda::NewBlasLt());
   ASSIGN_OR_RETURN(Buffer workspace, cuda::AllocateDevice(device, stream.get(), DType::kF32,
                                                           {int64_t(CudaBackend::kWorkspace / 4)}));
@@ -104,7 +106,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   ASSIGN_OR_RETURN(cuda::PinnedPtr inputs, cuda::PinnedAlloc(CudaBackend::kInputs));
   ASSIGN_OR_RETURN(auto capture, cuda::CaptureStream::Create(device, CudaBackend::kCaptureRing));
   return std::unique_ptr<Backend>(new CudaBackend(device, sm_count, std::move(stream),
-                                                  std::move(blas), std::move(workspace),
+                                                  std::move(upload_stream),
+                                                  std::move(compute_done), std::move(blas),
+                                                  std::move(workspace),
                                                   std::move(staging), std::move(inputs),
                                                   std::move(capture)));
 }

@@ -61,11 +61,14 @@ class CudaBackend final : public Backend {
   // kernel.
   static constexpr int kFlashMinQueries = 16;
 
-  CudaBackend(int device, int sm_count, cuda::StreamPtr stream, cuda::BlasLtPtr blas,
-              Buffer workspace, cuda::PinnedPtr staging, cuda::PinnedPtr inputs,
+  CudaBackend(int device, int sm_count, cuda::StreamPtr stream, cuda::StreamPtr upload_stream,
+              cuda::EventPtr compute_done, cuda::BlasLtPtr blas, Buffer workspace,
+              cuda::PinnedPtr staging, cuda::PinnedPtr inputs,
               std::unique_ptr<cuda::CaptureStream> capture)
       : device_(device),
         stream_(std::move(stream)),
+        upload_stream_(std::move(upload_stream)),
+        compute_done_(std::move(compute_done)),
         blas_(std::move(blas)),
         workspace_(std::move(workspace)),
         gemm_(blas_.get(), sm_count, workspace_.As<void>()),
@@ -84,6 +87,10 @@ class CudaBackend final : public Backend {
   // cuda_transfers.cc. Host <-> device through the bounded pinned staging buffer, one chunk at
   // a time, converting between float32 and the device tensor's dtype on the way: loading a
   // model never needs more pinned memory than kStaging, whatever the tensor size.
+  // Upload runs on a stream of its own, after the compute stream's work queued so far (the
+  // buffer may be one compute last read), and returns once the data is on the device; so the
+  // offload prefetch thread's uploads overlap compute. It touches no per-step state (error_,
+  // last_op_): only the compute thread does.
   void Upload(const float* host, TensorView dst) override;
   void Download(TensorView src, float* host) override;
   void CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) override;
@@ -196,6 +203,8 @@ class CudaBackend final : public Backend {
 
   int device_;
   cuda::StreamPtr stream_;
+  cuda::StreamPtr upload_stream_;
+  cuda::EventPtr compute_done_ ABSL_GUARDED_BY(transfer_mu_);  // what an upload waits for
   cuda::BlasLtPtr blas_;
   Buffer workspace_;
   cuda::Gemm gemm_;

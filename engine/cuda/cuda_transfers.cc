@@ -6,15 +6,19 @@ namespace lensd {
 void CudaBackend::Upload(const float* host, TensorView dst) {
   if (dst.data == nullptr) return;  // a failed step's buffer without memory (TakeError)
   std::lock_guard<std::mutex> lock(transfer_mu_);  // the offload prefetch thread uploads too
-  CheckCuda(cudaSetDevice(device_), "cudaSetDevice");
+  // Any failure here leaves the device unusable (the copies allocate nothing): fatal, named.
+  cuda::CheckCuda(cudaSetDevice(device_), "cudaSetDevice (upload)");
+  cuda::CheckCuda(cudaEventRecord(compute_done_.get(), stream_.get()), "cudaEventRecord (upload)");
+  cuda::CheckCuda(cudaStreamWaitEvent(upload_stream_.get(), compute_done_.get(), 0),
+                  "cudaStreamWaitEvent (upload)");
   const size_t elem = DTypeSize(dst.dtype), per_chunk = kStaging / elem;
   for (int64_t i = 0; i < dst.NumElements(); i += per_chunk) {
     const size_t n = std::min<size_t>(per_chunk, dst.NumElements() - i);
     ConvertFromF32(host + i, dst.dtype, staging_host_.get(), n);
-    CheckCuda(cudaMemcpyAsync(static_cast<char*>(dst.data) + i * elem, staging_host_.get(),
-                              n * elem, cudaMemcpyHostToDevice, stream_.get()),
-              "Upload");
-    CheckCuda(cudaStreamSynchronize(stream_.get()), "Upload sync");
+    cuda::CheckCuda(cudaMemcpyAsync(static_cast<char*>(dst.data) + i * elem, staging_host_.get(),
+                                    n * elem, cudaMemcpyHostToDevice, upload_stream_.get()),
+                    "Upload");
+    cuda::CheckCuda(cudaStreamSynchronize(upload_stream_.get()), "Upload sync");
   }
 }
 
