@@ -236,12 +236,13 @@ TEST_F(OpTest, OutOfMemoryFailsTheStepOnly) {
 
 // Prefill chunks without captured maps take the flash kernel (a fresh prompt, and a chunk
 // continuing at position 30); a decode step in the same call takes the per-query kernel. KV
-// pools in float32, bfloat16 and float16 (rounded when written, on both backends).
+// pools in float32, bfloat16 and float16 (rounded when written, on both backends); head dims
+// 64, 128 and 256 (Gemma's, with its shared-memory opt-in); grouped-query 1, 4 and 8.
 TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
-  const int H = 8, Hkv = 2, bs = 16, blocks = 24;
+  const int H = 8, bs = 16, blocks = 24;
   for (DType pool : {DType::kF32, DType::kBF16, DType::kF16}) {
-    for (int dh : {64, 128}) {
-      for (int window : {0, 24}) {
+    for (int dh : {64, 128, 256}) {
+      for (auto [window, Hkv] : {std::pair{0, 2}, {24, 2}, {0, 8}, {24, 1}}) {  // GQA 4, 1, 8
         const Shape ps{blocks * bs, Hkv, dh};
         Buffer ck = *cpu_->Allocate(pool, ps), cv = *cpu_->Allocate(pool, ps);
         Buffer gk = *gpu_->Allocate(pool, ps), gv = *gpu_->Allocate(pool, ps);
@@ -265,8 +266,9 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
         const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
         cpu_->Attention(q.first.view(), ckv, seqs, {scale, window}, z.first.view());
         gpu_->Attention(q.second.view(), gkv, seqs, {scale, window}, z.second.view());
-        EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh, " window=", window), z,
-                         1e-5));
+        EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh, " window=",
+                                      window, " kv heads=", Hkv),
+                         z, 1e-5));
       }
     }
   }

@@ -7,7 +7,7 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
-#include "engine/runtime/row_ops.h"
+#include "engine/backend/row_ops.h"
 #include "tests/test_util.h"
 
 namespace lensd {

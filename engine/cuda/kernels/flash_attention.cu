@@ -1,3 +1,4 @@
+#include <atomic>
 #include <cfloat>
 
 #include "engine/cuda/kernels/launchers.h"
@@ -8,15 +9,15 @@ namespace {
 constexpr int kBq = 32;  // queries per thread block
 constexpr int kBk = 16;  // keys per tile
 constexpr int kThreads = 128;
-constexpr int kRowThreads = kThreads / kBq;            // threads sharing one query row
-constexpr int kDims = kFlashMaxHeadDim / kRowThreads;  // accumulator dims per thread
+constexpr int kRowThreads = kThreads / kBq;  // threads sharing one query row
 
 // One block per (tile of kBq queries, head). Key tiles are gathered from the paged pool into
 // shared memory once per tile of queries (not once per query), scores of the tile are
 // computed in shared memory, and each query row keeps a running max / sum / output
 // (online softmax), so nothing of size [queries, keys] is ever stored. Masking as
-// CpuBackend: causal, and keys with q_pos - k_pos >= window when window > 0.
-template <typename T>
+// CpuBackend: causal, and keys with q_pos - k_pos >= window when window > 0. kMaxDh (128 or
+// 256) sizes each thread's accumulator registers: kMaxDh / kRowThreads dims.
+template <typename T, int kMaxDh>
 __global__ void FlashAttentionKernel(const float* q, const T* k_pool, const T* v_pool,
                                      const int32_t* table, int q_begin, int n_q, int start_pos,
                                      int heads, int kv_heads, int dh, int block_size, float scale,
@@ -33,6 +34,7 @@ __global__ void FlashAttentionKernel(const float* q, const T* k_pool, const T* v
     const int r = i / dh, d = i % dh;
     qs[i] = r < rows ? q[(static_cast<int64_t>(q_begin + q0 + r) * heads + h) * dh + d] : 0.0f;
   }
+  constexpr int kDims = kMaxDh / kRowThreads;
   const int r = threadIdx.x / kRowThreads, lane = threadIdx.x % kRowThreads;
   float acc[kDims];
 #pragma unroll
@@ -97,6 +99,29 @@ __global__ void FlashAttentionKernel(const float* q, const T* k_pool, const T* v
   }
 }
 
+// Launches the kernel for heads of up to kMaxDh dims. Above 48 KiB of shared memory (head dim
+// 256: 67,776 bytes) a kernel must opt in once; Hopper allows up to 227 KiB a block.
+template <typename T, int kMaxDh>
+cudaError_t Launch(const float* q, const T* k_pool, const T* v_pool, const int32_t* table,
+                   int q_begin, int n_q, int start_pos, int heads, int kv_heads, int dh,
+                   int block_size, float scale, int window, float* z, cudaStream_t stream) {
+  const size_t shared = sizeof(float) * (kBq * dh + kBk * (dh + 1) + kBk * dh + kBq * (kBk + 1));
+  static std::atomic<bool> opted_in{false};  // per instantiation; retried until it succeeds
+  if (!opted_in.load()) {
+    const int most = static_cast<int>(
+        sizeof(float) * (kBq * kMaxDh + kBk * (kMaxDh + 1) + kBk * kMaxDh + kBq * (kBk + 1)));
+    const cudaError_t err = cudaFuncSetAttribute(
+        FlashAttentionKernel<T, kMaxDh>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    if (err != cudaSuccess) return err;
+    opted_in.store(true);
+  }
+  const dim3 grid((n_q + kBq - 1) / kBq, heads);
+  FlashAttentionKernel<T, kMaxDh><<<grid, kThreads, shared, stream>>>(
+      q, k_pool, v_pool, table, q_begin, n_q, start_pos, heads, kv_heads, dh, block_size, scale,
+      window, z);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 template <typename T>
@@ -106,12 +131,9 @@ cudaError_t LaunchFlashAttention(const float* q, const T* k_pool, const T* v_poo
                                  int window, float* z, cudaStream_t stream) {
   if (n_q == 0) return cudaSuccess;
   if (dh > kFlashMaxHeadDim) return cudaErrorInvalidValue;
-  const size_t shared = sizeof(float) * (kBq * dh + kBk * (dh + 1) + kBk * dh + kBq * (kBk + 1));
-  const dim3 grid((n_q + kBq - 1) / kBq, heads);
-  FlashAttentionKernel<<<grid, kThreads, shared, stream>>>(q, k_pool, v_pool, table, q_begin, n_q,
-                                                           start_pos, heads, kv_heads, dh,
-                                                           block_size, scale, window, z);
-  return cudaGetLastError();
+  auto launch = dh <= 128 ? Launch<T, 128> : Launch<T, 256>;
+  return launch(q, k_pool, v_pool, table, q_begin, n_q, start_pos, heads, kv_heads, dh,
+                block_size, scale, window, z, stream);
 }
 
 #define LENSD_INSTANTIATE_(T)                                                                 \

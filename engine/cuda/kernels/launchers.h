@@ -60,7 +60,8 @@ cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool,
 // The same z for one sequence's queries rows [q_begin, q_begin + n_q) at positions
 // [start_pos, ...), flash-style: tiles of queries share each tile of keys, online softmax, no
 // attention maps. `table`: the sequence's block ids (device). For prefill chunks.
-inline constexpr int kFlashMaxHeadDim = 128;
+// Up to 256 dims (Gemma 2/3): above 128 a block takes 67,776 B of shared memory (opted in).
+inline constexpr int kFlashMaxHeadDim = 256;
 template <typename T>
 cudaError_t LaunchFlashAttention(const float* q, const T* k_pool, const T* v_pool,
                                  const int32_t* table, int q_begin, int n_q, int start_pos,
