@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 namespace lensd::testing {
 

@@ -7,7 +7,7 @@
 #include "engine/model/weights.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
-#include "engine/runtime/row_ops.h"
+#include "engine/backend/row_ops.h"
 #include "tests/test_util.h"
 
 namespace lensd {
