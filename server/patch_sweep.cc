@@ -46,6 +46,12 @@ absl::Status ToMetric(const v1::SweepMetric& m, int P, int vocab, SweepSpec& s) 
       s.metric = SweepSpec::Metric::kLogitDiff;
       RETURN_IF_ERROR(CheckIds(m.logit_diff().answer_ids(), "logit_diff.answer_ids", vocab, s.answer));
       RETURN_IF_ERROR(CheckIds(m.logit_diff().wrong_ids(), "logit_diff.wrong_ids", vocab, s.wrong));
+      if (std::set<int>(s.answer.begin(), s.answer.end()) ==
+          std::set<int>(s.wrong.begin(), s.wrong.end())) {
+        return Invalid(
+            "metric.logit_diff: answer_ids and wrong_ids name the same tokens, so every cell "
+            "would be 0 (is each answer a single token of this model's tokenizer?)");
+      }
       break;
     case v1::SweepMetric::kLogprob:
       s.metric = SweepSpec::Metric::kLogProb;

@@ -76,6 +76,8 @@ TEST_F(SweepSpecTest, Errors) {
   r = Request({1, 2}, {1, 3});
   r.mutable_metric()->mutable_logit_diff()->add_answer_ids(4);
   ExpectError(r, C::kInvalidArgument, "metric.logit_diff.wrong_ids is empty");
+  r.mutable_metric()->mutable_logit_diff()->add_wrong_ids(4);  // the answer again
+  ExpectError(r, C::kInvalidArgument, "answer_ids and wrong_ids name the same tokens");
   r.mutable_metric()->mutable_logprob()->add_ids(-2);
   ExpectError(r, C::kInvalidArgument, "metric.logprob.ids[0] = -2");
   r = Request({1, 2}, {1, 3});
