@@ -209,8 +209,10 @@ absl::Status ToIntervention(const json& j, const std::string& at, const std::str
   const std::set<std::string>& extra = OpFields().at(op);
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (!kCommonFields.count(it.key()) && !extra.count(it.key())) {
+      std::set<std::string> valid = kCommonFields;  // the selectors, then the op's own
+      valid.insert(extra.begin(), extra.end());
       return Invalid(at, absl::StrCat("has unknown field ", QuoteUserText(it.key()), " for op ", op,
-                                      " (its fields: ", absl::StrJoin(extra, ", "), ")"));
+                                      " (its fields: ", absl::StrJoin(valid, ", "), ")"));
     }
   }
   if (!j.contains("hook") || !j["hook"].is_string()) return Invalid(at + ".hook", "is required");

@@ -1,5 +1,6 @@
 #include "server/interventions_wire.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/dtype.h"
 #include "engine/core/status.h"
@@ -23,20 +24,34 @@ int64_t ValueBytes(const v1::Intervention& iv) {
   }
 }
 
-absl::Status CheckLimits(const WireInterventions& list, const InterventionLimits& limits) {
-  if (list.size() > limits.max_interventions) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "interventions has ", list.size(), " entries; this server allows ",
-        limits.max_interventions, " per request (--max-interventions)"));
+// `count` interventions carrying `bytes` of values; `expanded`: after globs and ranges were
+// expanded (each hook an op reaches holds its own copy of the values).
+absl::Status CheckLimits(int64_t count, int64_t bytes, bool expanded,
+                         const InterventionLimits& limits) {
+  const char* note = expanded ? " (hook patterns expanded)" : "";
+  if (count > limits.max_interventions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("interventions has ", count, " entries", note, "; this server allows ",
+                     limits.max_interventions, " per request (--max-interventions)"));
   }
-  int64_t bytes = 0;
-  for (const v1::Intervention& iv : list) bytes += ValueBytes(iv);
   if (bytes > limits.max_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "interventions carry ", bytes, " bytes of values; this server allows ", limits.max_bytes,
-        " per request (--max-intervention-mib)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("interventions carry ", bytes, " bytes of values", note,
+                     "; this server allows ", limits.max_bytes,
+                     " per request (--max-intervention-mib)"));
   }
   return absl::OkStatus();
+}
+
+// The hooks an intervention's `hook` names: an exact name, or a glob or layer range as in
+// names_filter ("blocks.*.hook_resid_post", "blocks.2-5.attn.hook_z"), in forward order.
+absl::StatusOr<std::vector<HookId>> HooksOf(const ModelConfig& c, const std::string& pattern) {
+  if (pattern.find_first_of("*?-") == std::string::npos) {  // no hook name has these
+    ASSIGN_OR_RETURN(HookId id, HookFromName(c, pattern));
+    return std::vector<HookId>{id};
+  }
+  ASSIGN_OR_RETURN(HookSelection selection, HookSelection::Parse(c, {pattern}));
+  return selection.hooks();
 }
 
 absl::StatusOr<FloatTensor> ToFloatTensor(const v1::Tensor& t, const std::string& field) {
@@ -150,29 +165,71 @@ absl::Status ToOp(const v1::Intervention& w, const std::string& at, Intervention
   return absl::OkStatus();
 }
 
+// Validation names "interventions[k]" by the expanded list; say which request entry and hook
+// that is.
+absl::Status NameTheRequestEntry(const absl::Status& status, const std::vector<int>& origin,
+                                 const std::vector<std::vector<HookId>>& hooks) {
+  const std::string message(status.message());
+  const size_t open = message.find("interventions[");
+  size_t k = 0, end = 0;
+  if (open == std::string::npos) return status;
+  const size_t digits = open + std::string_view("interventions[").size();
+  end = message.find(']', digits);
+  if (end == std::string::npos || !absl::SimpleAtoi(message.substr(digits, end - digits), &k) ||
+      k >= origin.size()) {
+    return status;
+  }
+  int first = 0;  // the expanded index of the entry's first hook
+  while (origin[first] != origin[k]) ++first;
+  const std::string hook = HookName(hooks[origin[k]][k - first]);
+  return absl::Status(status.code(),
+                      absl::StrCat(message.substr(0, open), "interventions[", origin[k], "] (at ",
+                                   hook, ")", message.substr(end + 1)));
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
     const WireInterventions& list, const ModelConfig& c, const std::vector<int>& prompt_lengths,
     bool generate, int max_tokens, const InterventionLimits& limits) {
   if (list.empty()) return nullptr;
-  RETURN_IF_ERROR(CheckLimits(list, limits));
+  // Before anything is expanded, so that a huge request costs nothing.
+  int64_t bytes = 0;
+  for (const v1::Intervention& w : list) bytes += ValueBytes(w);
+  RETURN_IF_ERROR(CheckLimits(list.size(), bytes, false, limits));
+  std::vector<std::vector<HookId>> hooks(list.size());
+  int64_t count = 0;
+  bytes = 0;
+  for (int i = 0; i < list.size(); ++i) {
+    absl::StatusOr<std::vector<HookId>> found = HooksOf(c, list[i].hook());
+    if (!found.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("interventions[", i, "].hook: ", found.status().message()));
+    }
+    hooks[i] = std::move(*found);
+    count += static_cast<int64_t>(hooks[i].size());
+    bytes += static_cast<int64_t>(hooks[i].size()) * ValueBytes(list[i]);
+  }
+  RETURN_IF_ERROR(CheckLimits(count, bytes, count != list.size(), limits));
   std::vector<Intervention> out;
+  std::vector<int> origin;  // the request's index of each expanded intervention
   for (int i = 0; i < list.size(); ++i) {
     const v1::Intervention& w = list[i];
-    const std::string at = absl::StrCat("interventions[", i, "]");
     Intervention iv;
-    absl::StatusOr<HookId> hook = HookFromName(c, w.hook());
-    if (!hook.ok()) return absl::InvalidArgumentError(absl::StrCat(at, ".hook: ", hook.status().message()));
-    iv.hook = *hook;
     iv.prompts.assign(w.prompts().begin(), w.prompts().end());
     iv.positions = ToSelector(w.positions());
     iv.heads.assign(w.heads().begin(), w.heads().end());
     iv.keys = ToSelector(w.keys());
-    RETURN_IF_ERROR(ToOp(w, at, iv));
-    out.push_back(std::move(iv));
+    RETURN_IF_ERROR(ToOp(w, absl::StrCat("interventions[", i, "]"), iv));
+    for (HookId id : hooks[i]) {
+      iv.hook = id;
+      out.push_back(iv);
+      origin.push_back(i);
+    }
   }
-  return InterventionSet::Create(c, std::move(out), prompt_lengths, generate, max_tokens);
+  auto set = InterventionSet::Create(c, std::move(out), prompt_lengths, generate, max_tokens);
+  if (set.ok() || count == list.size()) return set;
+  return NameTheRequestEntry(set.status(), origin, hooks);
 }
 
 }  // namespace lensd

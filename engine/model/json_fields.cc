@@ -1,5 +1,6 @@
 #include "engine/model/json_fields.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -7,6 +8,54 @@
 #include "absl/strings/str_cat.h"
 
 namespace lensd {
+
+namespace {
+
+// A SAX consumer that keeps nothing but where parsing failed (nlohmann reports it there
+// without exceptions).
+class ErrorPosition final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t byte, const std::string&,
+                   const nlohmann::detail::exception& e) override {
+    byte_ = byte, what_ = e.what();
+    return false;
+  }
+  size_t byte() const { return byte_; }
+  const std::string& what() const { return what_; }
+
+ private:
+  size_t byte_ = 0;
+  std::string what_;
+};
+
+}  // namespace
+
+std::string WhyNotJson(std::string_view text) {
+  ErrorPosition sax;
+  nlohmann::json::sax_parse(text.begin(), text.end(), &sax);
+  // 1-based line and column of the byte where parsing stopped.
+  const size_t at = std::min(sax.byte() > 0 ? sax.byte() - 1 : 0, text.size());
+  const size_t line_start = text.rfind('\n', at == 0 ? 0 : at - 1);
+  const size_t line = 1 + std::count(text.begin(), text.begin() + at, '\n');
+  const size_t column = line_start == std::string_view::npos || at == 0 ? at + 1 : at - line_start;
+  // nlohmann's text, less its "[json.exception.parse_error.N] parse error at ...: " prefix.
+  std::string detail = sax.what();
+  const size_t colon = detail.find(": ");
+  if (colon != std::string::npos) detail = detail.substr(colon + 2);
+  return absl::StrCat("not valid JSON at line ", line, ", column ", column, ": ", detail);
+}
 
 absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, int max_depth) {
   int depth = 0;
@@ -33,7 +82,7 @@ absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, int max_depth) {
     }
   }
   nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-  if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
+  if (j.is_discarded()) return absl::InvalidArgumentError(WhyNotJson(text));
   return j;
 }
 

@@ -14,9 +14,13 @@ namespace lensd {
 // Parses a file that a user handed us. Documents nested deeper than `max_depth` arrays or
 // objects are refused before parsing (nlohmann::json copies and destroys trees recursively,
 // and so do walkers of them: a crafted file would overflow the stack); no real model file
-// nests past a dozen levels. Errors say "not valid JSON" or "nested deeper than N levels".
+// nests past a dozen levels. Errors say "not valid JSON at line L, column C: ..." or "nested
+// deeper than N levels".
 inline constexpr int kMaxJsonDepth = 64;
 absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, int max_depth = kMaxJsonDepth);
+
+// Why `text` is not JSON: "not valid JSON at line L, column C: <what the parser expected>".
+std::string WhyNotJson(std::string_view text);
 
 // Absent or null gives `fallback`; a present value of the wrong type is an error.
 // Integers must lie in [lo, hi] (checked before any narrowing; also for `fallback`) and may be
