@@ -259,6 +259,7 @@ v1::FinishReason ToWire(FinishReason reason) {
   switch (reason) {
     case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
     case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kContext: return v1::FINISH_REASON_CONTEXT;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }

@@ -389,10 +389,10 @@ void Scheduler::Sample(Seq& s, const float* logits) {
     std::lock_guard<std::mutex> lock(counters_mu_);
     ++counters_.generated_tokens;
   }
-  const bool stop = IsStopToken(c, params, next);
-  if (stop || static_cast<int>(s.out_ints.size()) >= params.max_new_tokens ||
-      static_cast<int>(s.tokens.size()) >= c.max_positions) {
-    job.stats.finish = stop ? FinishReason::kStop : FinishReason::kLength;
+  if (std::optional<FinishReason> why = FinishAfter(c, params, next,
+                                                    static_cast<int>(s.out_ints.size()),
+                                                    static_cast<int>(s.tokens.size()))) {
+    job.stats.finish = *why;
     job.stats.generated.assign(s.out_ints.begin(), s.out_ints.end());
     s.done = true;
     FinishJob(job, absl::OkStatus());

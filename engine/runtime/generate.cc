@@ -91,6 +91,14 @@ bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_
          std::find(config.eos_ids.begin(), config.eos_ids.end(), token) != config.eos_ids.end();
 }
 
+std::optional<FinishReason> FinishAfter(const ModelConfig& config, const SamplingParams& params,
+                                        int32_t token, int generated, int length) {
+  if (IsStopToken(config, params, token)) return FinishReason::kStop;
+  if (generated >= params.max_new_tokens) return FinishReason::kLength;
+  if (length >= config.max_positions) return FinishReason::kContext;
+  return std::nullopt;
+}
+
 absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>& prompt,
                                         const SamplingParams& params,
                                         const std::function<void(int32_t)>& on_token,
@@ -98,27 +106,27 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>
   RETURN_IF_ERROR(ValidateSampling(params));
   const ModelConfig& c = model.config();
   const int P = static_cast<int>(prompt.size());
-  const int total = std::min(P + params.max_new_tokens, c.max_positions);
   BlockLease lease(model.blocks());
+  const int total = std::min(P + params.max_new_tokens, c.max_positions);
   RETURN_IF_ERROR(lease.Reserve(std::max(total, P)));
   Sampler sampler(params);
   GenerateResult result;
+  if (params.max_new_tokens == 0) return result;
   std::vector<int> prompt_ints(prompt.begin(), prompt.end()), out_ints;
   std::vector<SeqInput> batch = {{prompt, 0, lease.table(), false, interventions, 0}};
-  while (static_cast<int>(result.tokens.size()) < params.max_new_tokens) {
-    if (batch[0].start_pos + static_cast<int>(batch[0].tokens.size()) > c.max_positions) break;
+  while (true) {
     ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, nullptr));
     const int32_t next = sampler.Sample(fr.logits.As<float>(), c.vocab_size, prompt_ints, out_ints);
     result.tokens.push_back(next);
     out_ints.push_back(next);
     if (on_token) on_token(next);
-    if (IsStopToken(c, params, next)) {
-      result.finish = FinishReason::kStop;
+    const int n = static_cast<int>(result.tokens.size());
+    if (std::optional<FinishReason> why = FinishAfter(c, params, next, n, P + n)) {
+      result.finish = *why;
       break;
     }
     batch[0].start_pos += static_cast<int>(batch[0].tokens.size());
     batch[0].tokens = {next};
-    if (batch[0].start_pos + 1 > total) break;
   }
   return result;
 }

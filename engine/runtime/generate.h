@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,11 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
     Model& model, const std::vector<std::vector<int32_t>>& prompts,
     const HookSelection& selection, const InterventionSet* interventions);
 
-enum class FinishReason { kLength, kStop };
+enum class FinishReason {
+  kLength,   // max_new_tokens generated
+  kStop,     // an EOS or stop token was generated (it is included)
+  kContext,  // the sequence filled the model's context (max_positions tokens)
+};
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated tokens only
@@ -61,6 +66,13 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>
 
 // True when `token` ends generation under `params` for `config`.
 bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_t token);
+
+// The stop rule, the one place offline generation and the scheduler ask: after `token`, the
+// `generated`-th new token of a sequence now `length` tokens long (prompt included), why
+// generation ends, or nullopt when it goes on. A stop token wins, then max_new_tokens, then
+// the context.
+std::optional<FinishReason> FinishAfter(const ModelConfig& config, const SamplingParams& params,
+                                        int32_t token, int generated, int length);
 
 }  // namespace lensd
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -14,7 +15,7 @@ import lensd
 from lensd._grpc import reflection_pb2
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
 
-from conftest import LENSD
+from conftest import LENSD, run_cli
 
 
 def test_not_serving_until_loaded_then_serving(server_factory):
@@ -107,6 +108,39 @@ def test_reflection_v1_as_current_grpcurl_asks(builtin_server):
     assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
     assert "lensd.v1.Nope" in missing.error_response.error_message
     assert lensd.Client(builtin_server.addr).health() == "SERVING"
+
+
+def test_generation_stopped_by_the_context_says_so(builtin_server):
+    """finish_reason "context", distinct from "length" (max_new_tokens), when the sequence fills
+    the model's context; the same tokens as offline generation."""
+    client = lensd.Client(builtin_server.addr)
+    context = client.model_info()["max_positions"]
+    prompt = [65] * (context - 3)
+    done = list(client.generate(prompt, max_new_tokens=10, ignore_eos=True))[-1]
+    assert done.finish_reason == "context" and len(done.ids) == 3
+    assert list(client.generate([65, 66], max_new_tokens=2, ignore_eos=True))[-1].finish_reason \
+        == "length"
+    offline = run_cli(LENSD, "generate", "--token-ids", ",".join(map(str, prompt)),
+                      "--max-new-tokens", "10", "--ignore-eos")
+    assert offline.stdout.decode().splitlines()[0].split() == [str(i) for i in done.ids]
+
+
+def test_batched_results_pad_with_masked_scores_and_a_pad_id(builtin_server):
+    """Shorter prompts are left-padded: scores -inf (as masked entries are), pattern 0, tokens
+    PAD_ID (-1, never a real id); the real part equals the prompt run alone."""
+    client = lensd.Client(builtin_server.addr)
+    hooks = ["blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern", "hook_embed"]
+    _, batch = client.run_with_cache([[5, 6], [5, 6, 7, 8, 9]], names_filter=hooks)
+    _, alone = client.run_with_cache([5, 6], names_filter=hooks)
+    scores = batch["blocks.0.attn.hook_attn_scores"][0]  # [H, 5, 5], 3 padded rows and columns
+    assert np.all(scores[:, :3, :] == -np.inf) and np.all(scores[:, :, :3] == -np.inf)
+    assert np.array_equal(scores[:, 3:, 3:], alone["blocks.0.attn.hook_attn_scores"][0])
+    pattern = batch["blocks.0.attn.hook_pattern"][0]
+    assert np.all(pattern[:, :3, :] == 0) and np.all(pattern[:, :, :3] == 0)
+    assert not np.isnan(pattern).any()
+    assert lensd.PAD_ID == -1 and list(batch.tokens[0]) == [-1, -1, -1, 5, 6]
+    assert list(batch.mask[0]) == [False, False, False, True, True]
+    assert np.all(batch["hook_embed"][0, :3] == 0)
 
 
 def test_small_rpcs(builtin_server):

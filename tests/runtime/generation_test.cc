@@ -92,6 +92,13 @@ TEST(Generation, BuiltinModelRunsAndStopsAtLimits) {
   EXPECT_EQ(stopped->finish, FinishReason::kStop);
   EXPECT_LE(stopped->tokens.size(), 3u);
   EXPECT_EQ(Generate(**model, {300}, p).status().code(), absl::StatusCode::kInvalidArgument);
+  // A prompt 3 tokens short of the context: 3 new tokens fill it, and the reason says so.
+  const int room = 3;
+  std::vector<int32_t> near_full((*model)->config().max_positions - room, 65);
+  auto full = Generate(**model, near_full, p);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->tokens.size(), static_cast<size_t>(room));
+  EXPECT_EQ(full->finish, FinishReason::kContext);
   SamplingParams bad;
   bad.top_p = 0;
   EXPECT_EQ(Generate(**model, {5}, bad).status().code(), absl::StatusCode::kInvalidArgument);

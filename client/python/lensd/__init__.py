@@ -5,10 +5,10 @@
     logits, cache = client.run_with_cache("Hello world", names_filter="blocks.*.hook_resid_post")
     cache["blocks.0.hook_resid_post"].shape   # (1, P, d_model)
 """
-from lensd.client import ActivationCache, Client, GenerateDone, TokenEvent
+from lensd.client import PAD_ID, ActivationCache, Client, GenerateDone, TokenEvent
 from lensd.interventions import add, noise, patch, project, sae_clamp, scale, set, tensor, zero
 from lensd.sweep import SweepResult, kl, logit_diff, logits, logprob
 
-__all__ = ["ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl",
+__all__ = ["PAD_ID", "ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl",
            "logit_diff", "logits", "logprob", "noise", "patch", "project", "sae_clamp", "scale",
            "set", "tensor", "zero"]

@@ -39,7 +39,7 @@ class TokenEvent:
 class GenerateDone:
     ids: List[int]
     text: str
-    finish_reason: str  # "length" or "stop"
+    finish_reason: str  # "length" (max_new_tokens), "stop" (EOS / stop id) or "context" (full)
     prompt_ids: List[int]
     time_to_first_token_ms: float
     total_ms: float
@@ -49,8 +49,10 @@ class GenerateDone:
 class ActivationCache(dict):
     """hook name -> numpy array [batch, ...] (TransformerLens layout).
 
-    Prompts of unequal length are padded on the left along every position axis; `mask`
-    [batch, max_len] is True at real tokens and `tokens` holds the ids (0 where padded).
+    Prompts of unequal length are padded on the left along every position axis: with -inf in
+    hook_attn_scores (as masked scores are), 0 elsewhere (hook_pattern included). `mask`
+    [batch, max_len] is True at real tokens and `tokens` holds the ids, PAD_ID (-1, never a
+    token) where padded.
     """
 
     mask: np.ndarray
@@ -70,13 +72,16 @@ def _to_numpy(data: bytes, dtype: int, shape: Sequence[int]) -> np.ndarray:
     raise ValueError(f"unknown dtype {dtype}")
 
 
-def _pad_left(arrays: List[np.ndarray], axes: Sequence[int]) -> np.ndarray:
-    """Stacks [1, ...] arrays into [batch, ...], left-padding each axis in `axes` with zeros."""
+PAD_ID = -1  # ActivationCache.tokens where a shorter prompt is padded
+
+
+def _pad_left(arrays: List[np.ndarray], axes: Sequence[int], fill: float = 0) -> np.ndarray:
+    """Stacks [1, ...] arrays into [batch, ...], left-padding each axis in `axes` with `fill`."""
     target = list(arrays[0].shape)
     for a in arrays:
         for ax in axes:
             target[ax] = max(target[ax], a.shape[ax])
-    out = np.zeros([len(arrays)] + target[1:], dtype=arrays[0].dtype)
+    out = np.full([len(arrays)] + target[1:], fill, dtype=arrays[0].dtype)
     for i, a in enumerate(arrays):
         index = [i] + [slice(None)] * (a.ndim - 1)
         for ax in axes:
@@ -295,7 +300,7 @@ class Client:
         width = max(lengths)
         cache = ActivationCache()
         cache.mask = np.zeros((n_prompts, width), dtype=bool)
-        cache.tokens = np.zeros((n_prompts, width), dtype=np.int64)
+        cache.tokens = np.full((n_prompts, width), PAD_ID, dtype=np.int64)
         for i, p in enumerate(header.prompt_ids):
             cache.mask[i, width - len(p.ids):] = True
             cache.tokens[i, width - len(p.ids):] = list(p.ids)
@@ -307,8 +312,9 @@ class Client:
         for name in names:
             arrays = [_to_numpy(bytes(buffers[(name, i)]), infos[(name, i)].dtype,
                                 infos[(name, i)].shape) for i in range(n_prompts)]
-            pattern = name.endswith("hook_attn_scores") or name.endswith("hook_pattern")
-            stacked = _pad_left(arrays, (2, 3) if pattern else (1,))
+            scores = name.endswith("hook_attn_scores")
+            maps = scores or name.endswith("hook_pattern")
+            stacked = _pad_left(arrays, (2, 3) if maps else (1,), -np.inf if scores else 0)
             if name == "logits":
                 logits = stacked
             else:
