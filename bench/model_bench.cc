@@ -147,8 +147,9 @@ double GemmPeak(const std::string& devices, DType dtype) {
 
 int Main(const std::vector<std::string>& args) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("model_bench"));  // results on stdout
-  auto flags = Flags::Parse(args, FlagUnion({ModelFlagNames(), {"batches", "prefill", "mem-gbs",
-                                                                 "peak-tflops", "capture"}}));
+  auto flags = Flags::Parse(args, FlagUnion({FlagNames(ModelFlags()),
+                                             {"batches", "prefill", "mem-gbs", "peak-tflops",
+                                              "capture"}}));
   absl::StatusOr<LoadOptions> options =
       flags.ok() ? LoadOptionsFromFlags(*flags) : absl::StatusOr<LoadOptions>(flags.status());
   if (!options.ok()) {

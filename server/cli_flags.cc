@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/core/status.h"
 
 namespace lensd {
 
@@ -39,32 +40,86 @@ absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args,
   return f;
 }
 
-std::string Flags::Get(const std::string& name, const std::string& fallback) const {
+absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args, const FlagTable& table) {
+  std::set<std::string> known, booleans;
+  for (const FlagSpec& f : table) {
+    known.insert(f.name);
+    if (f.boolean) booleans.insert(f.name);
+  }
+  ASSIGN_OR_RETURN(Flags flags, Parse(args, known, booleans));
+  for (const FlagSpec& f : table) {
+    if (!f.default_value.empty()) flags.defaults_.emplace(f.name, f.default_value);
+  }
+  return flags;
+}
+
+const std::string* Flags::Value(const std::string& name) const {
   auto it = values_.find(name);
-  return it == values_.end() ? fallback : it->second;
+  if (it != values_.end()) return &it->second;
+  it = defaults_.find(name);
+  return it == defaults_.end() ? nullptr : &it->second;
+}
+
+std::string Flags::Get(const std::string& name, const std::string& fallback) const {
+  const std::string* v = Value(name);
+  return v == nullptr ? fallback : *v;
 }
 
 absl::StatusOr<int> Flags::GetInt(const std::string& name, int fallback) const {
-  if (!Has(name)) return fallback;
+  const std::string* s = Value(name);
+  if (s == nullptr) return fallback;
   int v;
-  if (!absl::SimpleAtoi(Get(name), &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer, got '", Get(name), "'"));
+  if (!absl::SimpleAtoi(*s, &v)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer, got '", *s, "'"));
   }
   return v;
 }
 
 absl::StatusOr<double> Flags::GetDouble(const std::string& name, double fallback) const {
-  if (!Has(name)) return fallback;
+  const std::string* s = Value(name);
+  if (s == nullptr) return fallback;
   double v;
-  if (!absl::SimpleAtod(Get(name), &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a number, got '", Get(name), "'"));
+  if (!absl::SimpleAtod(*s, &v)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a number, got '", *s, "'"));
   }
   return v;
 }
 
 absl::StatusOr<std::vector<int>> Flags::GetIntList(const std::string& name) const {
-  if (!Has(name)) return std::vector<int>{};
-  return ParseIntList(name, Get(name));
+  const std::string* s = Value(name);
+  if (s == nullptr) return std::vector<int>{};
+  return ParseIntList(name, *s);
+}
+
+FlagTable Concat(std::initializer_list<FlagTable> tables) {
+  FlagTable out;
+  std::set<std::string> seen;
+  for (const FlagTable& t : tables) {
+    for (const FlagSpec& f : t) {
+      if (seen.insert(f.name).second) out.push_back(f);
+    }
+  }
+  return out;
+}
+
+bool WantsHelp(const std::vector<std::string>& args) {
+  for (const std::string& a : args) {
+    if (a == "--help" || a == "-h") return true;
+  }
+  return false;
+}
+
+std::string HelpText(std::string_view usage, const FlagTable& table) {
+  std::string out(usage);
+  out += "\nflags:\n";
+  for (const FlagSpec& f : table) {
+    std::string left = absl::StrCat("  --", f.name, f.boolean ? "" : " VALUE");
+    if (left.size() < 30) left.resize(30, ' ');
+    absl::StrAppend(&out, left, " ", f.help,
+                    f.default_value.empty() ? "" : absl::StrCat(" (default: ", f.default_value, ")"),
+                    "\n");
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<int>> ParseIntList(const std::string& name, const std::string& value) {
@@ -89,8 +144,9 @@ std::vector<std::pair<std::string, std::string>> Flags::Occurrences(
 }
 
 std::vector<std::string> Flags::GetList(const std::string& name) const {
-  if (!Has(name)) return {};
-  return absl::StrSplit(Get(name), ',', absl::SkipEmpty());
+  const std::string* s = Value(name);
+  if (s == nullptr) return {};
+  return absl::StrSplit(*s, ',', absl::SkipEmpty());
 }
 
 }  // namespace lensd

@@ -35,6 +35,7 @@ constexpr char kUsage[] =
     "  generate  (--prompt TEXT | --token-ids 1,2,3) [--model DIR] [--max-new-tokens N]\n"
     "            [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
     "            [--interventions FILE.json] ...\n"
+    "`lensd COMMAND --help` lists every flag of a command with its meaning and default.\n"
     "Without --model the built-in model (deterministic random weights) is used;\n"
     "--model builtin:gpt2-small gives a GPT-2-small-shaped one.\n";
 
@@ -76,12 +77,34 @@ void ConfigureLogging() {
 
 int main(int argc, char** argv) {
   ConfigureLogging();
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" ||
+      std::string(argv[1]) == "help") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
+  if (lensd::WantsHelp(args)) {  // generated from the tables that parse the flags
+    if (command == "serve") {
+      std::cout << lensd::HelpText("usage: lensd serve [flags]\nLoads the model once and serves "
+                                   "lensd.v1 over gRPC until SIGTERM (then drains).",
+                                   lensd::ServeFlags());
+      return 0;
+    }
+    if (command == "run") {
+      std::cout << lensd::HelpText("usage: lensd run --out FILE.safetensors (--prompt TEXT | "
+                                   "--token-ids 1,2,3)... [flags]\nOffline run_with_cache: every "
+                                   "selected hook, the logits and the input ids.",
+                                   lensd::RunFlags());
+      return 0;
+    }
+    if (command == "generate") {
+      std::cout << lensd::HelpText("usage: lensd generate (--prompt TEXT | --token-ids 1,2,3) "
+                                   "[flags]\nPrints the generated ids on one line, then their text.",
+                                   lensd::GenerateFlags());
+      return 0;
+    }
+  }
   absl::Status status;
   if (command == "serve") {
     status = lensd::ServeCommand(args);

@@ -7,19 +7,77 @@
 
 namespace lensd {
 
-const std::set<std::string>& ModelFlagNames() {
-  static const auto* names = new std::set<std::string>{
-      "model", "devices", "split", "dtype", "processing", "threads", "kv-tokens",
-      "tensor-parallel", "device-memory-mib", "offload-layers", "gpu-memory-fraction",
-      "cuda-graphs", "activation-mib"};
-  return *names;
+const FlagTable& ModelFlags() {
+  static const auto* table = new FlagTable{
+      {"model", "", "Hugging Face directory or hub id (org/name[@rev], offline cache); "
+                    "builtin:tiny|gpt2-small|llama-1b for random weights (default: builtin:tiny)"},
+      {"tokenizer", "", "directory of tokenizer files to use instead of the model's (a built-in "
+                        "model's is bytes), e.g. GPT-2's for builtin:gpt2-small"},
+      {"devices", "auto", "auto (every CUDA device, else the CPU), cpu, cpu:0,cpu:1,... or "
+                          "cuda:0,cuda:1,..."},
+      {"split", "", "layers per device: transformer-lens (block i on floor(i*n/L)), memory, or "
+                    "explicit ranges 0-9,10-31 (default: transformer-lens)"},
+      {"dtype", "float32", "weight matrices and KV cache: float32, bfloat16 or float16"},
+      {"processing", "none", "none, or transformer-lens (fold_ln, center_writing_weights, "
+                             "center_unembed, fold_value_biases)"},
+      {"threads", "", "CPU compute threads (default: every core; serve: cores - 1)"},
+      {"kv-tokens", "", "paged KV cache in tokens (default: what the memory budget leaves after "
+                        "the weights, else 16384)"},
+      {"tensor-parallel", "1", "ranks per pipeline stage (consecutive devices)"},
+      {"device-memory-mib", "", "memory of each virtual device for --split memory, e.g. "
+                                "8000,24000 (default: host memory shared evenly)"},
+      {"offload-layers", "0", "the last K layers stay in host memory, streamed in ahead of use"},
+      {"gpu-memory-fraction", "0.9", "share of each GPU's memory lensd may use"},
+      {"cuda-graphs", "false", "replay decode steps on one GPU as CUDA graphs (true|false)"},
+      {"activation-mib", "2048", "GPU memory kept for one step's activations"},
+  };
+  return *table;
 }
 
-const std::set<std::string>& SamplingFlagNames() {
-  static const auto* names = new std::set<std::string>{
-      "max-new-tokens", "temperature", "top-k", "top-p", "min-p", "seed", "repetition-penalty",
-      "frequency-penalty", "presence-penalty", "stop-ids", "ignore-eos"};
-  return *names;
+const FlagTable& SamplingFlags() {
+  static const auto* table = new FlagTable{
+      {"max-new-tokens", "16", "tokens to generate at most"},
+      {"temperature", "0", "0 is greedy"},
+      {"top-k", "0", "keep the k most likely tokens (0: off)"},
+      {"top-p", "1", "nucleus sampling mass, in (0, 1]"},
+      {"min-p", "0", "drop tokens below min-p times the top probability"},
+      {"seed", "0", "sampling seed"},
+      {"repetition-penalty", "1", "Hugging Face semantics, over prompt and output"},
+      {"frequency-penalty", "0", "OpenAI semantics, over the output"},
+      {"presence-penalty", "0", "OpenAI semantics, over the output"},
+      {"stop-ids", "", "token ids that end generation (as well as the model's EOS), e.g. 13,198"},
+      {"ignore-eos", "", "keep generating past EOS", true},
+  };
+  return *table;
+}
+
+const FlagTable& PromptFlags() {
+  static const auto* table = new FlagTable{
+      {"prompt", "", "prompt text (repeat for several prompts)"},
+      {"token-ids", "", "prompt as token ids, e.g. 1,2,3 (repeatable, mixes with --prompt)"},
+  };
+  return *table;
+}
+
+FlagTable RunFlags() {
+  return Concat({ModelFlags(), PromptFlags(),
+                 {{"out", "", "the safetensors file to write (required)"},
+                  {"hooks", "", "hook names, globs and layer ranges, comma-separated, e.g. "
+                                "blocks.*.hook_resid_post,blocks.0-3.attn.hook_pattern "
+                                "(default: every hook)"},
+                  {"interventions", "", "a JSON list of interventions (README, Interventions)"},
+                  {"verbose", "", "print the CPU kernel families in use", true}}});
+}
+
+FlagTable GenerateFlags() {
+  return Concat({ModelFlags(), SamplingFlags(), PromptFlags(),
+                 {{"interventions", "", "a JSON list of interventions, applied at every step"}}});
+}
+
+std::set<std::string> FlagNames(const FlagTable& table) {
+  std::set<std::string> out;
+  for (const FlagSpec& f : table) out.insert(f.name);
+  return out;
 }
 
 std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> sets) {
@@ -31,6 +89,7 @@ std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> set
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   LoadOptions o;
   o.model_dir = flags.Get("model");
+  o.tokenizer_dir = flags.Get("tokenizer");
   o.devices = flags.Get("devices", "auto");
   o.split = flags.Get("split");
   ASSIGN_OR_RETURN(o.processing, ParseProcessing(flags.Get("processing", "none")));
@@ -148,9 +207,7 @@ std::string CacheSummary(const std::string& path, const std::vector<std::vector<
 }
 
 absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out) {
-  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(),
-                                                    {"prompt", "token-ids", "hooks", "out", "interventions", "verbose"}}),
-                                             {"verbose"}));
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, RunFlags()));
   if (!flags.Has("out")) return absl::InvalidArgumentError("--out FILE.safetensors is required");
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(auto model, Model::Load(options));
@@ -173,9 +230,7 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
 }
 
 absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream& out) {
-  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), SamplingFlagNames(),
-                                                    {"prompt", "token-ids", "interventions"}}),
-                                             {"ignore-eos"}));
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, GenerateFlags()));
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(SamplingParams params, SamplingFromFlags(flags));
   ASSIGN_OR_RETURN(auto model, Model::Load(options));

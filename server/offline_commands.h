@@ -19,9 +19,13 @@ namespace lensd {
 absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out);
 absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream& out);
 
-// Flag names shared by the commands of lensd and lensctl.
-const std::set<std::string>& ModelFlagNames();
-const std::set<std::string>& SamplingFlagNames();
+// Flags shared by the commands of lensd and lensctl (parsing and --help from one table).
+const FlagTable& ModelFlags();     // loading: --model, --devices, --dtype, ...
+const FlagTable& SamplingFlags();  // generation: --max-new-tokens, --temperature, ...
+const FlagTable& PromptFlags();    // --prompt, --token-ids (repeatable)
+FlagTable RunFlags();              // lensd run
+FlagTable GenerateFlags();         // lensd generate
+std::set<std::string> FlagNames(const FlagTable& table);
 std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> sets);
 
 // Shared by lensd and lensctl so both print and write exactly the same things.

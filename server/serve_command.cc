@@ -20,11 +20,34 @@
 namespace lensd {
 namespace {
 
-const std::set<std::string> kServeFlags = {
-    "host", "port", "max-batch-tokens", "max-running", "max-queue", "max-prompt-tokens",
-    "max-prompt-bytes", "max-new-tokens-limit", "max-capture-mib", "stall-timeout-s", "drain-timeout-s",
-    "auth-token", "tls-cert", "tls-key", "metrics-port", "metrics-host", "max-interventions",
-    "max-intervention-mib", "prefix-caching", "max-sweep-cells"};
+const FlagTable& ServeOnlyFlags() {
+  static const auto* table = new FlagTable{
+      {"host", "0.0.0.0", "address to listen on"},
+      {"port", "50051", "gRPC port (0: a free one, logged); a port in use is an error"},
+      {"max-batch-tokens", "256", "prompt tokens per forward step (decode tokens always run)"},
+      {"max-running", "64", "sequences holding KV blocks at once"},
+      {"max-queue", "256", "requests accepted and unfinished; more get UNAVAILABLE"},
+      {"max-prompt-tokens", "", "longer prompts get RESOURCE_EXHAUSTED (default: the model's "
+                                "context)"},
+      {"max-prompt-bytes", "", "longer text prompts get RESOURCE_EXHAUSTED before tokenizing "
+                               "(default: 16 x the prompt limit)"},
+      {"max-new-tokens-limit", "4096", "a larger max_new_tokens is INVALID_ARGUMENT"},
+      {"max-capture-mib", "4096", "RunWithCache bytes per request, checked before running"},
+      {"stall-timeout-s", "30", "a stream whose client stops reading this long is cancelled"},
+      {"drain-timeout-s", "30", "on SIGTERM, how long accepted requests may still run"},
+      {"auth-token", "", "require 'authorization: Bearer <token>' on every lensd.v1 call "
+                         "(default: LENSD_AUTH_TOKEN, else off)"},
+      {"tls-cert", "", "serve TLS with this PEM certificate (with --tls-key)"},
+      {"tls-key", "", "the PEM key of --tls-cert"},
+      {"metrics-port", "", "Prometheus /metrics on this port (default: off)"},
+      {"metrics-host", "", "address the metrics port binds (default: --host)"},
+      {"max-interventions", "256", "interventions per request, after hook patterns expand"},
+      {"max-intervention-mib", "64", "intervention value bytes per request"},
+      {"prefix-caching", "true", "share the KV blocks of common prefixes (true|false)"},
+      {"max-sweep-cells", "4096", "PatchSweep grid cells per request"},
+  };
+  return *table;
+}
 
 struct ServeOptions {
   std::string host;
@@ -39,7 +62,7 @@ struct ServeOptions {
 };
 
 absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& args) {
-  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, FlagUnion({ModelFlagNames(), kServeFlags})));
+  ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, ServeFlags()));
   ServeOptions o;
   ASSIGN_OR_RETURN(o.load, LoadOptionsFromFlags(flags));
   if (!flags.Has("threads")) {
@@ -174,6 +197,8 @@ sigset_t BlockShutdownSignals() {
 }
 
 }  // namespace
+
+FlagTable ServeFlags() { return Concat({ModelFlags(), ServeOnlyFlags()}); }
 
 absl::Status ServeCommand(const std::vector<std::string>& args) {
   const sigset_t signals = BlockShutdownSignals();

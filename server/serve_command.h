@@ -7,10 +7,13 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "server/cli_flags.h"
 
 namespace lensd {
 
 absl::Status ServeCommand(const std::vector<std::string>& args);
+// Every flag `lensd serve` takes (the model's and the server's).
+FlagTable ServeFlags();
 
 }  // namespace lensd
 

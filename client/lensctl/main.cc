@@ -31,22 +31,90 @@ constexpr char kUsage[] =
     "            [--layers START:STOP] [--positions each|all] [--heads each|all]\n"
     "            [--direction denoising|noising] [--metric logit_diff:A:W|logprob:IDS|kl]\n"
     "            --out grid.csv     a patching sweep (PatchSweep), one CSV row per cell\n"
+    "`lensctl COMMAND --help` lists every flag of a command with its meaning and default.\n"
     "--addr defaults to localhost:50051; dns:///NAME:PORT or HOST:PORT,HOST:PORT,... balance\n"
     "requests over every server (round robin). LENSD_AUTH_TOKEN is used when --auth-token is absent.\n";
 
-const std::set<std::string> kGlobalFlags = {"addr", "timeout-s", "auth-token", "tls-ca"};
+const lensd::FlagTable& GlobalFlags() {
+  static const auto* table = new lensd::FlagTable{
+      {"addr", "localhost:50051", "the server: HOST:PORT, dns:///NAME:PORT or HOST:PORT,HOST:PORT "
+                                  "(round robin over several)"},
+      {"timeout-s", "", "deadline of each call in seconds (default: none)"},
+      {"auth-token", "", "bearer token (default: LENSD_AUTH_TOKEN, else none)"},
+      {"tls-ca", "", "connect with TLS, trusting this PEM CA file"},
+  };
+  return *table;
+}
+
+struct Command {
+  const char* name;
+  const char* usage;
+  lensd::FlagTable flags;  // besides the global ones
+};
+
+const std::vector<Command>& Commands() {
+  using lensd::FlagTable;
+  static const auto* commands = new std::vector<Command>{
+      {"generate", "usage: lensctl generate (--prompt TEXT | --token-ids 1,2,3) [flags]\n"
+                   "Generates remotely; prints exactly what `lensd generate` prints.",
+       lensd::Concat({lensd::SamplingFlags(), lensd::PromptFlags(),
+                      {{"interventions", "", "a JSON list of interventions, applied at every "
+                                             "step"}}})},
+      {"cache", "usage: lensctl cache (--prompt TEXT | --token-ids 1,2,3)... --out FILE [flags]\n"
+                "RunWithCache remotely; writes exactly the file `lensd run` writes.",
+       lensd::Concat({lensd::PromptFlags(),
+                      {{"out", "", "the safetensors file to write (required)"},
+                       {"hooks", "", "hook names, globs and layer ranges, comma-separated "
+                                     "(default: every hook)"},
+                       {"interventions", "", "a JSON list of interventions"}}})},
+      {"info", "usage: lensctl info [--hooks]\nModel, devices, KV blocks and limits.",
+       {{"hooks", "", "also list every hook with its shape", true}}},
+      {"tokenize", "usage: lensctl tokenize --prompt TEXT\nPrints the token ids.",
+       {{"prompt", "", "the text (required)"}}},
+      {"health", "usage: lensctl health [--service NAME]\nPrints SERVING or NOT_SERVING; exit 1 "
+                 "unless SERVING.",
+       {{"service", "", "the grpc.health.v1 service name (default: the server as a whole)"}}},
+      {"sweep", "usage: lensctl sweep (--clean TEXT | --clean-ids ...) (--corrupted TEXT | "
+                "--corrupted-ids ...) --out grid.csv [flags]\nA patching sweep (PatchSweep), one "
+                "CSV row per cell.",
+       {{"clean", "", "the clean prompt's text"},
+        {"clean-ids", "", "the clean prompt as token ids"},
+        {"corrupted", "", "the corrupted prompt's text (as many tokens as the clean one)"},
+        {"corrupted-ids", "", "the corrupted prompt as token ids"},
+        {"component", "resid_pre", "resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, q, "
+                                   "k, v or pattern"},
+        {"layers", "", "START:STOP (default: every layer)"},
+        {"positions", "each", "each (one cell per position) or all (patched at once)"},
+        {"heads", "each", "per-head components: each or all"},
+        {"direction", "denoising", "denoising (clean into corrupted) or noising"},
+        {"metric", "kl", "logit_diff:A:W, logprob:IDS, kl or logits"},
+        {"out", "", "the CSV file to write (required)"}}},
+  };
+  return *commands;
+}
+
+const Command* FindCommand(const std::string& name) {
+  for (const Command& c : Commands()) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
 
 // Splits argv into the command and every flag (global flags may precede or follow it).
 bool SplitCommand(const std::vector<std::string>& argv, std::string* command,
                   std::vector<std::string>* flags) {
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
+    if (a == "-h") {
+      flags->push_back("--help");
+      continue;
+    }
     if (command->empty() && a.rfind("--", 0) != 0) {
       *command = a;
       continue;
     }
     flags->push_back(a);
-    const bool boolean = a == "--hooks" || a == "--ignore-eos";
+    const bool boolean = a == "--hooks" || a == "--ignore-eos" || a == "--help";
     if (command->empty() && a.find('=') == std::string::npos && !boolean && i + 1 < argv.size()) {
       flags->push_back(argv[++i]);
     }
@@ -72,28 +140,16 @@ absl::StatusOr<lensd::Connection> Connect(const lensd::Flags& flags, bool health
 }
 
 absl::Status RunCommand(const std::string& command, const std::vector<std::string>& args) {
-  std::set<std::string> known = kGlobalFlags, booleans;
-  if (command == "generate") {
-    known = lensd::FlagUnion({known, lensd::SamplingFlagNames(),
-                              {"prompt", "token-ids", "interventions"}});
-    booleans = {"ignore-eos"};
-  } else if (command == "cache") {
-    known = lensd::FlagUnion({known, {"prompt", "token-ids", "hooks", "out", "interventions"}});
-  } else if (command == "info") {
-    known = lensd::FlagUnion({known, {"hooks"}});
-    booleans = {"hooks"};
-  } else if (command == "tokenize") {
-    known = lensd::FlagUnion({known, {"prompt"}});
-  } else if (command == "health") {
-    known = lensd::FlagUnion({known, {"service"}});
-  } else if (command == "sweep") {
-    known = lensd::FlagUnion({known, {"clean", "clean-ids", "corrupted", "corrupted-ids",
-                                      "component", "layers", "positions", "heads", "direction",
-                                      "metric", "out"}});
-  } else {
+  const Command* spec = FindCommand(command);
+  if (spec == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
   }
-  ASSIGN_OR_RETURN(lensd::Flags flags, lensd::Flags::Parse(args, known, booleans));
+  const lensd::FlagTable table = lensd::Concat({GlobalFlags(), spec->flags});
+  if (lensd::WantsHelp(args)) {  // generated from the table that parses the flags
+    std::cout << lensd::HelpText(spec->usage, table);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(lensd::Flags flags, lensd::Flags::Parse(args, table));
   ASSIGN_OR_RETURN(lensd::Connection c, Connect(flags, /*health_checked=*/command != "health"));
   if (command == "generate") return lensd::GenerateRemote(c, flags, std::cout);
   if (command == "cache") return lensd::CacheRemote(c, flags, std::cout);
@@ -108,9 +164,10 @@ absl::Status RunCommand(const std::string& command, const std::vector<std::strin
 int main(int argc, char** argv) {
   std::string command;
   std::vector<std::string> flags;
-  if (!SplitCommand({argv + 1, argv + argc}, &command, &flags) || command == "help") {
+  const bool parsed = SplitCommand({argv + 1, argv + argc}, &command, &flags);
+  if (!parsed || command == "help") {  // `lensctl`, `lensctl -h`, `lensctl --help`, `lensctl help`
     std::cout << kUsage;
-    return command == "help" ? 0 : 2;
+    return command == "help" || lensd::WantsHelp(flags) ? 0 : 2;
   }
   const absl::Status status = RunCommand(command, flags);
   if (!status.ok()) {
