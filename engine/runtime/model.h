@@ -27,6 +27,9 @@ namespace lensd {
 
 struct LoadOptions {
   std::string model_dir;             // empty: the built-in model
+  // Tokenizer files (tokenizer.json, tokenizer.model or vocab.json + merges.txt) to use instead
+  // of the model's own (a built-in model's is bytes); its ids must fit the model's vocabulary.
+  std::string tokenizer_dir;
   // "auto" (every visible CUDA device, else the CPU), "cpu", "cpu:0,cpu:1,..." or
   // "cuda:0,cuda:1,..."
   std::string devices = "auto";

@@ -233,24 +233,46 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
   return ranges;
 }
 
+namespace {
+
+// LoadOptions::tokenizer_dir's tokenizer, whose ids must all be ids of the model.
+absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFrom(const std::string& dir,
+                                                         const ModelConfig& c) {
+  ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(dir));
+  if (tokenizer->VocabSize() > c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tokenizer ", dir, ": its ", tokenizer->VocabSize(), " tokens do not fit the model's "
+        "vocabulary of ", c.vocab_size));
+  }
+  spdlog::info("tokenizer from {}", dir);
+  return tokenizer;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
   absl::string_view builtin = options.model_dir;
+  std::unique_ptr<Model> model;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = absl::NotFoundError("no tokenizer");
   if (options.model_dir.empty() || absl::ConsumePrefix(&builtin, "builtin:")) {
     const std::string name = builtin.empty() ? "tiny" : std::string(builtin);
     ASSIGN_OR_RETURN(ModelConfig config, BuiltinConfigNamed(name));
     spdlog::info("loading the built-in model '{}' (deterministic random weights)", name);
     auto source = MakeRandomSource(config, 0x1e45d);
-    ASSIGN_OR_RETURN(auto model, FromSource(*source, options));
-    model->tokenizer_ = MakeByteTokenizer();
-    return model;
+    ASSIGN_OR_RETURN(model, FromSource(*source, options));
+    tokenizer = MakeByteTokenizer();  // bytes, whatever the model's shape
+  } else {
+    ASSIGN_OR_RETURN(const std::string dir,
+                     ResolveModelDir(options.model_dir, HubEnvironment::FromProcess()));
+    if (dir != options.model_dir) spdlog::info("model {}: {}", options.model_dir, dir);
+    ASSIGN_OR_RETURN(auto source, OpenCheckpointSource(dir));
+    if (options.tokenizer_dir.empty()) tokenizer = LoadTokenizer(dir);
+    if (!tokenizer.ok() && !absl::IsNotFound(tokenizer.status())) return tokenizer.status();
+    ASSIGN_OR_RETURN(model, FromSource(*source, options));
   }
-  ASSIGN_OR_RETURN(const std::string dir,
-                   ResolveModelDir(options.model_dir, HubEnvironment::FromProcess()));
-  if (dir != options.model_dir) spdlog::info("model {}: {}", options.model_dir, dir);
-  ASSIGN_OR_RETURN(auto source, OpenCheckpointSource(dir));
-  auto tokenizer = LoadTokenizer(dir);
-  if (!tokenizer.ok() && !absl::IsNotFound(tokenizer.status())) return tokenizer.status();
-  ASSIGN_OR_RETURN(auto model, FromSource(*source, options));
+  if (!options.tokenizer_dir.empty()) {
+    ASSIGN_OR_RETURN(tokenizer, TokenizerFrom(options.tokenizer_dir, model->config()));
+  }
   if (tokenizer.ok()) model->tokenizer_ = std::move(*tokenizer);
   return model;
 }
