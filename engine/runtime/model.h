@@ -17,6 +17,7 @@
 #include "engine/model/weights.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/communicator.h"
+#include "engine/runtime/devices.h"
 #include "engine/runtime/hooks.h"
 #include "engine/runtime/interventions.h"
 #include "engine/runtime/kv_cache.h"
@@ -90,15 +91,6 @@ struct DeviceLayout {
 // Block i -> device floor(i * n / L) (TransformerLens), or explicit "a-b,c-d" ranges.
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split,
                                                            int n_layers, int n_devices);
-
-// What --devices auto means, given the visible CUDA devices (or why there are none):
-// "cuda:0,...,cuda:N-1", else "cpu". Logs the choice and its reason.
-std::string AutoDevices(const absl::StatusOr<int>& cuda_devices);
-
-// The backend of one device ("cpu", "cpu:N" or "cuda:N"), made as Model::Load makes them
-// (`threads`: CPU compute threads, 0 for one per hardware thread).
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackendFor(const std::string& device,
-                                                        int threads = 0);
 
 class Model {
  public:

@@ -45,15 +45,29 @@ def test_the_marked_examples_exist():
     assert kinds.count("builtin") >= 2 and kinds.count("gpt2") >= 2, kinds
 
 
-def test_builtin_examples(tmp_path):
-    server = Server("--kv-tokens", "8192")
+def run_examples(kind, tmp_path, *server_flags):
+    """Every `kind` block against one server started with `server_flags`."""
+    server = Server(*server_flags, "--kv-tokens", "8192")
     try:
-        for kind, language, code in examples():
-            if kind == "builtin":
+        for block_kind, language, code in examples():
+            if block_kind == kind:
                 run_block(language, code, server.addr, tmp_path)
-        assert (tmp_path / "cache.safetensors").exists()
     finally:
         assert server.stop() == 0
+
+
+def test_builtin_examples(tmp_path):
+    run_examples("builtin", tmp_path)
+    assert (tmp_path / "cache.safetensors").exists()
+
+
+def test_gpt2_examples(tmp_path):
+    if not (GPT2_TOKENIZER / "vocab.json").exists():
+        pytest.skip(f"GPT-2's tokenizer is not at {GPT2_TOKENIZER}")
+    run_examples("gpt2", tmp_path, "--model", "builtin:gpt2-small", "--tokenizer", str(GPT2_TOKENIZER))
+    assert (tmp_path / "ioi_resid_pre.png").stat().st_size > 1000
+    rows = (tmp_path / "heads.csv").read_text().splitlines()
+    assert sum(not r.startswith("#") for r in rows) == 1 + 12 * 12  # header + layer x head
 
 
 def test_a_tokenizer_larger_than_the_model_is_refused():
