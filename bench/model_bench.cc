@@ -147,9 +147,13 @@ double GemmPeak(const std::string& devices, DType dtype) {
 
 int Main(const std::vector<std::string>& args) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("model_bench"));  // results on stdout
-  auto flags = Flags::Parse(args, FlagUnion({FlagNames(ModelFlags()),
-                                             {"batches", "prefill", "mem-gbs", "peak-tflops",
-                                              "capture"}}));
+  auto flags = Flags::Parse(
+      args, Concat({ModelFlags(),
+                    {{"batches", "", "decode batch sizes, e.g. 1,8,64"},
+                     {"prefill", "", "prefill PROMPTSxTOKENS, e.g. 8x1024"},
+                     {"mem-gbs", "4300", "memory bandwidth of the roofline, GB/s"},
+                     {"peak-tflops", "60", "GEMM peak for prefill, or 'measure'"},
+                     {"capture", "", "full-cache capture BATCHxTOKENS, e.g. 8x256"}}}));
   absl::StatusOr<LoadOptions> options =
       flags.ok() ? LoadOptionsFromFlags(*flags) : absl::StatusOr<LoadOptions>(flags.status());
   if (!options.ok()) {

@@ -42,8 +42,8 @@ class Flags {
   bool Has(const std::string& name) const { return values_.count(name) != 0; }
   // The value given, else the table's default, else `fallback`; likewise the typed getters.
   std::string Get(const std::string& name, const std::string& fallback = "") const;
-  absl::StatusOr<int> GetInt(const std::string& name, int fallback) const;
-  absl::StatusOr<double> GetDouble(const std::string& name, double fallback) const;
+  absl::StatusOr<int> GetInt(const std::string& name, int fallback = 0) const;
+  absl::StatusOr<double> GetDouble(const std::string& name, double fallback = 0) const;
   // "1,2,3" -> {1,2,3}; empty when absent.
   absl::StatusOr<std::vector<int>> GetIntList(const std::string& name) const;
   // "a,b" -> {"a","b"}.

@@ -74,38 +74,26 @@ FlagTable GenerateFlags() {
                  {{"interventions", "", "a JSON list of interventions, applied at every step"}}});
 }
 
-std::set<std::string> FlagNames(const FlagTable& table) {
-  std::set<std::string> out;
-  for (const FlagSpec& f : table) out.insert(f.name);
-  return out;
-}
-
-std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> sets) {
-  std::set<std::string> out;
-  for (const auto& s : sets) out.insert(s.begin(), s.end());
-  return out;
-}
-
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   LoadOptions o;
   o.model_dir = flags.Get("model");
   o.tokenizer_dir = flags.Get("tokenizer");
-  o.devices = flags.Get("devices", "auto");
+  o.devices = flags.Get("devices");
   o.split = flags.Get("split");
-  ASSIGN_OR_RETURN(o.processing, ParseProcessing(flags.Get("processing", "none")));
+  ASSIGN_OR_RETURN(o.processing, ParseProcessing(flags.Get("processing")));
   ASSIGN_OR_RETURN(o.threads, flags.GetInt("threads", 0));
   ASSIGN_OR_RETURN(o.kv_tokens, flags.GetInt("kv-tokens", 0));  // 0: from the memory budget
   ASSIGN_OR_RETURN(o.gpu_memory_fraction,
-                   flags.GetDouble("gpu-memory-fraction", o.gpu_memory_fraction));
-  ASSIGN_OR_RETURN(o.activation_mib, flags.GetInt("activation-mib", o.activation_mib));
-  const std::string graphs = flags.Get("cuda-graphs", "false");
+                   flags.GetDouble("gpu-memory-fraction"));
+  ASSIGN_OR_RETURN(o.activation_mib, flags.GetInt("activation-mib"));
+  const std::string graphs = flags.Get("cuda-graphs");
   if (graphs != "true" && graphs != "false") {
     return absl::InvalidArgumentError("--cuda-graphs must be true or false");
   }
   o.cuda_graphs = graphs == "true";
-  ASSIGN_OR_RETURN(o.dtype, ParseFloatDType(flags.Get("dtype", "float32")));
-  ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel", 1));
-  ASSIGN_OR_RETURN(o.offload_layers, flags.GetInt("offload-layers", 0));
+  ASSIGN_OR_RETURN(o.dtype, ParseFloatDType(flags.Get("dtype")));
+  ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel"));
+  ASSIGN_OR_RETURN(o.offload_layers, flags.GetInt("offload-layers"));
   ASSIGN_OR_RETURN(std::vector<int> device_mib, flags.GetIntList("device-memory-mib"));
   for (int mib : device_mib) o.device_memory.push_back(int64_t{mib} << 20);
   return o;
@@ -113,15 +101,15 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
 
 absl::StatusOr<SamplingParams> SamplingFromFlags(const Flags& flags) {
   SamplingParams p;
-  ASSIGN_OR_RETURN(p.max_new_tokens, flags.GetInt("max-new-tokens", 16));
-  ASSIGN_OR_RETURN(double t, flags.GetDouble("temperature", 0.0));
-  ASSIGN_OR_RETURN(p.top_k, flags.GetInt("top-k", 0));
-  ASSIGN_OR_RETURN(double top_p, flags.GetDouble("top-p", 1.0));
-  ASSIGN_OR_RETURN(double min_p, flags.GetDouble("min-p", 0.0));
-  ASSIGN_OR_RETURN(double rep, flags.GetDouble("repetition-penalty", 1.0));
-  ASSIGN_OR_RETURN(double freq, flags.GetDouble("frequency-penalty", 0.0));
-  ASSIGN_OR_RETURN(double pres, flags.GetDouble("presence-penalty", 0.0));
-  ASSIGN_OR_RETURN(int seed, flags.GetInt("seed", 0));
+  ASSIGN_OR_RETURN(p.max_new_tokens, flags.GetInt("max-new-tokens"));
+  ASSIGN_OR_RETURN(double t, flags.GetDouble("temperature"));
+  ASSIGN_OR_RETURN(p.top_k, flags.GetInt("top-k"));
+  ASSIGN_OR_RETURN(double top_p, flags.GetDouble("top-p"));
+  ASSIGN_OR_RETURN(double min_p, flags.GetDouble("min-p"));
+  ASSIGN_OR_RETURN(double rep, flags.GetDouble("repetition-penalty"));
+  ASSIGN_OR_RETURN(double freq, flags.GetDouble("frequency-penalty"));
+  ASSIGN_OR_RETURN(double pres, flags.GetDouble("presence-penalty"));
+  ASSIGN_OR_RETURN(int seed, flags.GetInt("seed"));
   ASSIGN_OR_RETURN(p.stop_ids, flags.GetIntList("stop-ids"));
   p.temperature = static_cast<float>(t), p.top_p = static_cast<float>(top_p);
   p.min_p = static_cast<float>(min_p), p.repetition_penalty = static_cast<float>(rep);

@@ -25,8 +25,6 @@ const FlagTable& SamplingFlags();  // generation: --max-new-tokens, --temperatur
 const FlagTable& PromptFlags();    // --prompt, --token-ids (repeatable)
 FlagTable RunFlags();              // lensd run
 FlagTable GenerateFlags();         // lensd generate
-std::set<std::string> FlagNames(const FlagTable& table);
-std::set<std::string> FlagUnion(std::initializer_list<std::set<std::string>> sets);
 
 // Shared by lensd and lensctl so both print and write exactly the same things.
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags);

@@ -70,14 +70,14 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
     // network threads cost more than they gain (measured in bench/serve_bench.sh).
     o.load.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
   }
-  ASSIGN_OR_RETURN(o.port, flags.GetInt("port", 50051));
-  o.host = flags.Get("host", "0.0.0.0");
+  ASSIGN_OR_RETURN(o.port, flags.GetInt("port"));
+  o.host = flags.Get("host");
   o.metrics_host = flags.Get("metrics-host", o.host);
-  ASSIGN_OR_RETURN(o.scheduler.max_batch_tokens, flags.GetInt("max-batch-tokens", 256));
-  ASSIGN_OR_RETURN(o.scheduler.max_running, flags.GetInt("max-running", 64));
+  ASSIGN_OR_RETURN(o.scheduler.max_batch_tokens, flags.GetInt("max-batch-tokens"));
+  ASSIGN_OR_RETURN(o.scheduler.max_running, flags.GetInt("max-running"));
   o.service.limits.max_running = o.scheduler.max_running;
-  ASSIGN_OR_RETURN(o.scheduler.max_queue, flags.GetInt("max-queue", 256));
-  const std::string prefix = flags.Get("prefix-caching", "true");
+  ASSIGN_OR_RETURN(o.scheduler.max_queue, flags.GetInt("max-queue"));
+  const std::string prefix = flags.Get("prefix-caching");
   if (prefix != "true" && prefix != "false") {
     return absl::InvalidArgumentError("--prefix-caching must be true or false");
   }
@@ -86,16 +86,16 @@ absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& arg
   ASSIGN_OR_RETURN(limits.max_prompt_tokens, flags.GetInt("max-prompt-tokens", 0));
   ASSIGN_OR_RETURN(int prompt_bytes, flags.GetInt("max-prompt-bytes", 0));
   limits.max_prompt_bytes = prompt_bytes;
-  ASSIGN_OR_RETURN(limits.max_new_tokens, flags.GetInt("max-new-tokens-limit", 4096));
-  ASSIGN_OR_RETURN(int capture_mib, flags.GetInt("max-capture-mib", 4096));
+  ASSIGN_OR_RETURN(limits.max_new_tokens, flags.GetInt("max-new-tokens-limit"));
+  ASSIGN_OR_RETURN(int capture_mib, flags.GetInt("max-capture-mib"));
   limits.max_capture_bytes = int64_t{capture_mib} << 20;
-  ASSIGN_OR_RETURN(limits.interventions.max_interventions, flags.GetInt("max-interventions", 256));
-  ASSIGN_OR_RETURN(int intervention_mib, flags.GetInt("max-intervention-mib", 64));
+  ASSIGN_OR_RETURN(limits.interventions.max_interventions, flags.GetInt("max-interventions"));
+  ASSIGN_OR_RETURN(int intervention_mib, flags.GetInt("max-intervention-mib"));
   limits.interventions.max_bytes = int64_t{intervention_mib} << 20;
-  ASSIGN_OR_RETURN(o.service.max_sweep_cells, flags.GetInt("max-sweep-cells", 4096));
-  ASSIGN_OR_RETURN(int stall_s, flags.GetInt("stall-timeout-s", 30));
+  ASSIGN_OR_RETURN(o.service.max_sweep_cells, flags.GetInt("max-sweep-cells"));
+  ASSIGN_OR_RETURN(int stall_s, flags.GetInt("stall-timeout-s"));
   o.service.stall_timeout = std::chrono::seconds(stall_s);
-  ASSIGN_OR_RETURN(o.drain_timeout_s, flags.GetInt("drain-timeout-s", 30));
+  ASSIGN_OR_RETURN(o.drain_timeout_s, flags.GetInt("drain-timeout-s"));
   ASSIGN_OR_RETURN(o.metrics_port, flags.GetInt("metrics-port", 0));
   const char* env_token = std::getenv("LENSD_AUTH_TOKEN");
   o.service.auth_token = flags.Get("auth-token", env_token ? env_token : "");

@@ -131,7 +131,7 @@ absl::StatusOr<lensd::Connection> Connect(const lensd::Flags& flags, bool health
     ASSIGN_OR_RETURN(ssl.pem_root_certs, lensd::ReadFileToString(flags.Get("tls-ca")));
     credentials = grpc::SslCredentials(ssl);
   }
-  ASSIGN_OR_RETURN(const std::string target, lensd::ChannelTarget(flags.Get("addr", "localhost:50051")));
+  ASSIGN_OR_RETURN(const std::string target, lensd::ChannelTarget(flags.Get("addr")));
   c.channel = lensd::MakeChannel(target, credentials, health_checked);
   const char* env_token = std::getenv("LENSD_AUTH_TOKEN");
   c.auth_token = flags.Get("auth-token", env_token ? env_token : "");

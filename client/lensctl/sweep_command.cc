@@ -65,7 +65,7 @@ absl::StatusOr<v1::PatchSweepRequest> SweepRequest(const Flags& flags) {
   v1::PatchSweepRequest r;
   ASSIGN_OR_RETURN(*r.mutable_clean(), SweepPrompt(flags, "clean"));
   ASSIGN_OR_RETURN(*r.mutable_corrupted(), SweepPrompt(flags, "corrupted"));
-  ASSIGN_OR_RETURN(v1::SweepComponent component, Component(flags.Get("component", "resid_pre")));
+  ASSIGN_OR_RETURN(v1::SweepComponent component, Component(flags.Get("component")));
   r.set_component(component);
   if (flags.Has("layers")) {  // START:STOP
     std::vector<std::string> ends = absl::StrSplit(flags.Get("layers"), ':');
@@ -74,10 +74,10 @@ absl::StatusOr<v1::PatchSweepRequest> SweepRequest(const Flags& flags) {
     if (!ends[0].empty() && absl::SimpleAtoi(ends[0], &v)) r.mutable_layers()->set_start(v);
     if (!ends[1].empty() && absl::SimpleAtoi(ends[1], &v)) r.mutable_layers()->set_stop(v);
   }
-  r.set_all_positions(flags.Get("positions", "each") == "all");
-  r.set_all_heads(flags.Get("heads", "each") == "all");
-  r.set_noising(flags.Get("direction", "denoising") == "noising");
-  RETURN_IF_ERROR(ParseMetric(flags.Get("metric", "kl"), r.mutable_metric()));
+  r.set_all_positions(flags.Get("positions") == "all");
+  r.set_all_heads(flags.Get("heads") == "all");
+  r.set_noising(flags.Get("direction") == "noising");
+  RETURN_IF_ERROR(ParseMetric(flags.Get("metric"), r.mutable_metric()));
   return r;
 }
 
