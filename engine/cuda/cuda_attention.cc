@@ -12,8 +12,9 @@ bool CudaBackend::Flash(const AttentionSeq& a, int dh) {
 }
 
 // Prefill chunks of at least kFlashMinQueries queries whose attention maps are not captured
-// take the flash kernel (one launch per sequence); the other queries — decode steps,
-// captured maps — take the per-query kernel in one launch.
+// take the flash kernel (one launch per sequence); the other queries whose maps nobody reads or
+// gives (decode steps) take the decode kernel, the rest (captured or edited maps) the per-query
+// kernel, one launch each.
 void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<AttentionSeq>& seqs,
                             const AttentionParams& params, TensorView z) {
   const float scale = params.scale;
@@ -21,7 +22,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   if (!Use()) return;
   const int heads = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
   const int kv_heads = static_cast<int>(kv.k.shape[1]);
-  std::vector<cuda::AttentionQuery> queries;
+  std::vector<cuda::AttentionQuery> queries, plain;  // plain: no maps read or given
   std::vector<int32_t> tables;
   std::vector<float*> scores, patterns;
   std::vector<int> n_q, offsets;
@@ -32,9 +33,12 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
     tables.insert(tables.end(), a.block_table, a.block_table + n_blocks);
     if (GraphStep()) tables.resize(offsets.back() + graphs_->key().table_width, 0);  // fixed size
     if (!Flash(a, dh)) {
+      const bool maps = a.input != AttentionSeq::Input::kQueries || !a.scores.empty() ||
+                        !a.pattern.empty();
       for (int i = 0; i < a.n_q; ++i) {
-        queries.push_back({a.q_begin + i, a.start_pos + i, offsets.back(), static_cast<int>(s), i,
-                           static_cast<int>(a.input)});
+        (maps ? queries : plain)
+            .push_back({a.q_begin + i, a.start_pos + i, offsets.back(), static_cast<int>(s), i,
+                        static_cast<int>(a.input)});
       }
     }
     scores.push_back(a.scores.empty() ? nullptr : F(a.scores));
@@ -46,7 +50,16 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   float* const* dscores = Stage(3, scores.data(), scores.size());
   float* const* dpatterns = Stage(4, patterns.data(), patterns.size());
   const int* dnq = Stage(5, n_q.data(), n_q.size());
+  const auto* dplain = Stage(11, plain.data(), plain.size());
   if (Skip()) return;
+  CheckCuda(OnKvPools(kv,
+                      [&](auto* k_pool, auto* v_pool) {
+                        return cuda::LaunchDecodeAttention(
+                            F(q), k_pool, v_pool, dtables, dplain, static_cast<int>(plain.size()),
+                            heads, kv_heads, dh, kv.block_size, scale, window, F(z),
+                            stream_.get());
+                      }),
+            "DecodeAttention");
   CheckCuda(OnKvPools(kv,
                       [&](auto* k_pool, auto* v_pool) {
                         return cuda::LaunchAttention(

@@ -13,53 +13,11 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
+#include "tests/cuda/op_test.h"
 #include "tests/test_util.h"
 
 namespace lensd {
 namespace {
-
-#define LENSD_REQUIRE_GPU() \
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device"
-
-class OpTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-    cpu_ = MakeCpuBackend(0);
-    gpu_ = std::move(MakeCudaBackend(0)).value();
-  }
-  // The same random tensor on both backends.
-  std::pair<Buffer, Buffer> Random(Shape s, float scale = 1.0f) {
-    std::vector<float> host(static_cast<size_t>(s.NumElements()));
-    std::normal_distribution<float> dist(0.0f, scale);
-    for (float& v : host) v = dist(rng_);
-    Buffer c = *cpu_->Allocate(DType::kF32, s), g = *gpu_->Allocate(DType::kF32, s);
-    cpu_->Upload(host.data(), c.view());
-    gpu_->Upload(host.data(), g.view());
-    return {std::move(c), std::move(g)};
-  }
-  // A weight matrix for Linear on both backends (AllocateMatrix + UploadMatrix).
-  std::pair<Buffer, Buffer> RandomMatrix(Shape s, float scale, DType dtype = DType::kF32) {
-    std::vector<float> host(static_cast<size_t>(s.NumElements()));
-    std::normal_distribution<float> dist(0.0f, scale);
-    for (float& v : host) v = dist(rng_);
-    Buffer c = *cpu_->AllocateMatrix(dtype, s), g = *gpu_->AllocateMatrix(dtype, s);
-    cpu_->UploadMatrix(host.data(), c.view());
-    gpu_->UploadMatrix(host.data(), g.view());
-    return {std::move(c), std::move(g)};
-  }
-  std::pair<Buffer, Buffer> Zeros(Shape s) {
-    return {*cpu_->Allocate(DType::kF32, s), *gpu_->Allocate(DType::kF32, s)};
-  }
-  ::testing::AssertionResult Same(const std::string& what, const std::pair<Buffer, Buffer>& t,
-                                  double tol = 1e-5) {
-    Buffer host = Buffer::Host(DType::kF32, t.second.shape());
-    gpu_->Download(t.second.view(), host.As<float>());
-    return testing::AllClose(what, host.view(), t.first.view(), tol);
-  }
-  std::unique_ptr<Backend> cpu_, gpu_;
-  std::mt19937 rng_{7};
-};
 
 TEST_F(OpTest, LinearWithAndWithoutBias) {
   for (auto [t, n, k] : {std::tuple{1, 64, 64}, {5, 100, 37}, {16, 768, 768}, {33, 3072, 768},
@@ -150,69 +108,6 @@ TEST_F(OpTest, RopeIncludingPartialRotary) {
   }
 }
 
-TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
-  const int H = 8, Hkv = 2, dh = 64, bs = 16, blocks = 12;
-  auto kpool = Zeros({blocks * bs, Hkv, dh}), vpool = Zeros({blocks * bs, Hkv, dh});
-  // Two sequences: a 40-token prefill and a decode step at position 70 (blocks out of order).
-  std::vector<int32_t> table0 = {3, 0, 7}, table1 = {1, 9, 2, 11, 5};
-  for (int window : {0, 24}) {
-    auto k = Random({40 + 71, Hkv, dh}), v = Random({40 + 71, Hkv, dh});
-    std::vector<int32_t> slots;
-    for (int p = 0; p < 40; ++p) slots.push_back(table0[p / bs] * bs + p % bs);
-    for (int p = 0; p < 71; ++p) slots.push_back(table1[p / bs] * bs + p % bs);
-    KvLayerView ckv{kpool.first.view(), vpool.first.view(), bs}, gkv{kpool.second.view(), vpool.second.view(), bs};
-    cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
-    gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
-    EXPECT_TRUE(Same("k pool", kpool, 0) && Same("v pool", vpool, 0));
-    auto q = Random({41, H, dh}), z = Zeros({41, H, dh});
-    auto s0 = Zeros({H, 40, 40}), p0 = Zeros({H, 40, 40}), s1 = Zeros({H, 1, 71}), p1 = Zeros({H, 1, 71});
-    std::vector<AttentionSeq> cs = {{0, 40, 0, table0.data(), s0.first.view(), p0.first.view()},
-                                    {40, 1, 70, table1.data(), s1.first.view(), p1.first.view()}};
-    std::vector<AttentionSeq> gs = {{0, 40, 0, table0.data(), s0.second.view(), p0.second.view()},
-                                    {40, 1, 70, table1.data(), s1.second.view(), p1.second.view()}};
-    cpu_->Attention(q.first.view(), ckv, cs, {0.125f, window}, z.first.view());
-    gpu_->Attention(q.second.view(), gkv, gs, {0.125f, window}, z.second.view());
-    EXPECT_TRUE(Same("z", z, 1e-5));
-    EXPECT_TRUE(Same("scores 0", s0, 1e-5) && Same("pattern 0", p0, 1e-5));
-    EXPECT_TRUE(Same("scores 1", s1, 1e-5) && Same("pattern 1", p1, 1e-5));
-  }
-}
-
-// A decode step over 300 keys (many chunks of the per-query kernel's key loop) with scores and
-// pattern captured, beside a 40-token prefill; head dim 64 (prefill on the flash kernel) and
-// 256 (beyond the flash kernel: the per-query kernel for everything); with and without window.
-TEST_F(OpTest, LongDecodeAndHeadDim256) {
-  const int H = 8, Hkv = 2, bs = 16, len = 300, blocks = 24;
-  std::vector<int32_t> table0 = {23, 1, 4}, table1;
-  for (int b = 0; b < (len + bs - 1) / bs; ++b) table1.push_back((b * 7 + 5) % 19 + 5);
-  for (int dh : {64, 256}) {
-    for (int window : {0, 100}) {
-      auto kpool = Zeros({blocks * bs, Hkv, dh}), vpool = Zeros({blocks * bs, Hkv, dh});
-      KvLayerView ckv{kpool.first.view(), vpool.first.view(), bs};
-      KvLayerView gkv{kpool.second.view(), vpool.second.view(), bs};
-      std::vector<int32_t> slots;
-      for (int p = 0; p < 40; ++p) slots.push_back(table0[p / bs] * bs + p % bs);
-      for (int p = 0; p < len; ++p) slots.push_back(table1[p / bs] * bs + p % bs);
-      const int64_t n = static_cast<int64_t>(slots.size());
-      auto k = Random({n, Hkv, dh}), v = Random({n, Hkv, dh});
-      cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
-      gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
-      auto q = Random({41, H, dh}), z = Zeros({41, H, dh});
-      auto s1 = Zeros({H, 1, len}), p1 = Zeros({H, 1, len});
-      std::vector<AttentionSeq> cs = {{0, 40, 0, table0.data(), {}, {}},
-                                      {40, 1, len - 1, table1.data(), s1.first.view(), p1.first.view()}};
-      std::vector<AttentionSeq> gs = {{0, 40, 0, table0.data(), {}, {}},
-                                      {40, 1, len - 1, table1.data(), s1.second.view(), p1.second.view()}};
-      const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-      cpu_->Attention(q.first.view(), ckv, cs, {scale, window}, z.first.view());
-      gpu_->Attention(q.second.view(), gkv, gs, {scale, window}, z.second.view());
-      const std::string at = absl::StrCat(" dh=", dh, " window=", window);
-      EXPECT_TRUE(Same("z" + at, z, 1e-5));
-      EXPECT_TRUE(Same("scores" + at, s1, 1e-5) && Same("pattern" + at, p1, 1e-5));
-    }
-  }
-}
-
 // Device memory running out inside a step fails that step only (Backend::TakeError): the
 // allocation returns RESOURCE_EXHAUSTED, later ops of the step are skipped, and once the
 // error is taken the backend computes as before.
@@ -232,46 +127,6 @@ TEST_F(OpTest, OutOfMemoryFailsTheStepOnly) {
   gpu_->Linear(x.second.view(), w.second.view(), {}, y.second.view());
   EXPECT_TRUE(Same("linear after the failure", y, 1e-5));
   EXPECT_TRUE(gpu_->TakeError().ok());
-}
-
-// Prefill chunks without captured maps take the flash kernel (a fresh prompt, and a chunk
-// continuing at position 30); a decode step in the same call takes the per-query kernel. KV
-// pools in float32, bfloat16 and float16 (rounded when written, on both backends); head dims
-// 64, 128 and 256 (Gemma's, with its shared-memory opt-in); grouped-query 1, 4 and 8.
-TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
-  const int H = 8, bs = 16, blocks = 24;
-  for (DType pool : {DType::kF32, DType::kBF16, DType::kF16}) {
-    for (int dh : {64, 128, 256}) {
-      for (auto [window, Hkv] : {std::pair{0, 2}, {24, 2}, {0, 8}, {24, 1}}) {  // GQA 4, 1, 8
-        const Shape ps{blocks * bs, Hkv, dh};
-        Buffer ck = *cpu_->Allocate(pool, ps), cv = *cpu_->Allocate(pool, ps);
-        Buffer gk = *gpu_->Allocate(pool, ps), gv = *gpu_->Allocate(pool, ps);
-        KvLayerView ckv{ck.view(), cv.view(), bs}, gkv{gk.view(), gv.view(), bs};
-        // Tables out of order; sequence lengths 100, 70 (30 cached + 40 new), 71 (decode).
-        std::vector<std::vector<int32_t>> tables = {{3, 0, 7, 12, 20, 21, 22}, {1, 9, 2, 11, 5},
-                                                    {4, 6, 8, 10, 13}};
-        const int lengths[] = {100, 70, 71};
-        std::vector<int32_t> slots;
-        for (int s = 0; s < 3; ++s) {
-          for (int p = 0; p < lengths[s]; ++p) slots.push_back(tables[s][p / bs] * bs + p % bs);
-        }
-        const int64_t n = static_cast<int64_t>(slots.size());
-        auto k = Random({n, Hkv, dh}), v = Random({n, Hkv, dh});
-        cpu_->WriteKv(k.first.view(), v.first.view(), slots.data(), ckv);
-        gpu_->WriteKv(k.second.view(), v.second.view(), slots.data(), gkv);
-        auto q = Random({141, H, dh}), z = Zeros({141, H, dh});
-        std::vector<AttentionSeq> seqs = {{0, 100, 0, tables[0].data(), {}, {}},
-                                          {100, 40, 30, tables[1].data(), {}, {}},
-                                          {140, 1, 70, tables[2].data(), {}, {}}};
-        const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-        cpu_->Attention(q.first.view(), ckv, seqs, {scale, window}, z.first.view());
-        gpu_->Attention(q.second.view(), gkv, seqs, {scale, window}, z.second.view());
-        EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh, " window=",
-                                      window, " kv heads=", Hkv),
-                         z, 1e-5));
-      }
-    }
-  }
 }
 
 // bfloat16 / float16 weights: both backends round the GEMM inputs to the weights' dtype and

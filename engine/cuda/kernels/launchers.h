@@ -57,6 +57,15 @@ cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool,
                             int window, float* const* score_ptrs, float* const* pattern_ptrs,
                             const int* seq_n_q, float* z, cudaStream_t stream);
 
+// The same z for queries whose scores and pattern nobody reads (input 0, no maps): one block
+// per (query, key/value head, up to 8 of its query heads), each K/V row read once per group,
+// the keys split over the block's warps. Head dims up to 256.
+template <typename T>
+cudaError_t LaunchDecodeAttention(const float* q, const T* k_pool, const T* v_pool,
+                                  const int32_t* tables, const AttentionQuery* queries,
+                                  int n_queries, int heads, int kv_heads, int dh, int block_size,
+                                  float scale, int window, float* z, cudaStream_t stream);
+
 // The same z for one sequence's queries rows [q_begin, q_begin + n_q) at positions
 // [start_pos, ...), flash-style: tiles of queries share each tile of keys, online softmax, no
 // attention maps. `table`: the sequence's block ids (device). For prefill chunks.
