@@ -183,7 +183,6 @@ class Model {
   // Embedding (stage 0) or the residual's move, the stage's blocks, the head (last stage).
   void RunStage(Step& step, int stage, int stages);
   ForwardResult MergeResults(const std::vector<Step>& steps) const;
-  void BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* hooks) const;
   ForwardResult ForwardPipelined(const std::vector<SeqInput>& batch, HookSink* hooks, int stages);
   // Every tensor-parallel rank of every stage in turn (SPMD threads when tp_ > 1).
   ForwardResult ForwardRanks(const std::vector<SeqInput>& batch, HookSink* hooks);

@@ -28,8 +28,8 @@ absl::Status Model::Validate(const std::vector<SeqInput>& batch) const {
     }
     for (int32_t id : in.tokens) {
       if (id < 0 || id >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary [0, ",
-                                                       config_.vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " outside the vocabulary [0, ", config_.vocab_size, ")"));
       }
     }
   }
@@ -56,23 +56,25 @@ class MicroBatchSink : public HookSink {
 
 }  // namespace
 
-void Model::BuildStep(Step& step, const std::vector<SeqInput>& batch, HookSink* hooks) const {
-  step.batch = &batch;
-  step.hooks = hooks;
-  const int bs = blocks_->block_size();
+StepPlan BuildStepPlan(const std::vector<SeqInput>& batch, HookSink* hooks, int block_size) {
+  StepPlan plan;
+  plan.batch = &batch;
+  plan.hooks = hooks;
+  const int bs = block_size;
   for (const SeqInput& in : batch) {
-    step.plan_seqs.push_back({step.tokens, static_cast<int>(in.tokens.size()), in.start_pos,
+    plan.plan_seqs.push_back({plan.tokens, static_cast<int>(in.tokens.size()), in.start_pos,
                               in.interventions, in.prompt_index});
-    step.any_interventions |= in.interventions != nullptr;
-    step.q_begin.push_back(step.tokens);
+    plan.any_interventions |= in.interventions != nullptr;
+    plan.q_begin.push_back(plan.tokens);
     for (size_t i = 0; i < in.tokens.size(); ++i) {
       const int pos = in.start_pos + static_cast<int>(i);
-      step.ids.push_back(in.tokens[i]);
-      step.positions.push_back(pos);
-      step.slots.push_back((*in.block_table)[pos / bs] * bs + pos % bs);
+      plan.ids.push_back(in.tokens[i]);
+      plan.positions.push_back(pos);
+      plan.slots.push_back((*in.block_table)[pos / bs] * bs + pos % bs);
     }
-    step.tokens += static_cast<int>(in.tokens.size());
+    plan.tokens += static_cast<int>(in.tokens.size());
   }
+  return plan;
 }
 
 absl::StatusOr<ForwardResult> Model::Forward(const std::vector<SeqInput>& batch, HookSink* hooks) {
@@ -125,19 +127,15 @@ std::optional<GraphKey> Model::GraphKeyFor(const std::vector<SeqInput>& batch,
 }
 
 ForwardResult Model::ForwardRanks(const std::vector<SeqInput>& batch, HookSink* hooks) {
+  const StepPlan plan = BuildStepPlan(batch, hooks, blocks_->block_size());
   std::vector<Step> steps(tp_);
+  for (int r = 0; r < tp_; ++r) steps[r].plan = &plan, steps[r].rank = r;
   Step& step = steps[0];
-  BuildStep(step, batch, hooks);
   // Tensor parallel: one thread per rank runs the same program on its devices (SPMD); the
   // ranks meet in the communicator's collectives.
   std::vector<std::thread> ranks;
   for (int r = 1; r < tp_; ++r) {
-    Step& other = steps[r];
-    other.rank = r, other.batch = &batch, other.hooks = hooks, other.tokens = step.tokens;
-    other.ids = step.ids, other.positions = step.positions, other.slots = step.slots;
-    other.q_begin = step.q_begin;
-    other.plan_seqs = step.plan_seqs, other.any_interventions = step.any_interventions;
-    ranks.emplace_back([this, &other] { RunRank(other); });
+    ranks.emplace_back([this, &steps, r] { RunRank(steps[r]); });
   }
   RunRank(step);
   for (std::thread& t : ranks) t.join();
@@ -157,16 +155,20 @@ ForwardResult Model::ForwardPipelined(const std::vector<SeqInput>& batch, HookSi
     micro[m].assign(batch.begin() + offset[m], batch.begin() + (m + 1) * n / parts);
   }
   std::vector<std::unique_ptr<MicroBatchSink>> sinks;
+  std::vector<StepPlan> plans;
   std::vector<Step> steps(parts);
   for (int m = 0; m < parts; ++m) {
     sinks.push_back(hooks ? std::make_unique<MicroBatchSink>(hooks, offset[m]) : nullptr);
-    BuildStep(steps[m], micro[m], sinks[m].get());
+    plans.push_back(BuildStepPlan(micro[m], sinks[m].get(), blocks_->block_size()));
+  }
+  for (int m = 0; m < parts; ++m) {
+    steps[m].plan = &plans[m];
     // Each later stage's buffer for the incoming residual, allocated here while no stage
     // thread runs (a sending thread must not allocate on the receiver's backend).
     steps[m].incoming.resize(stages);
     for (int s = 1; s < stages; ++s) {
       steps[m].incoming[s] =
-          AllocateInStep(*ShardAt(s, 0).backend, DType::kF32, {steps[m].tokens, config_.d_model});
+          AllocateInStep(*ShardAt(s, 0).backend, DType::kF32, {plans[m].tokens, config_.d_model});
     }
   }
   std::mutex mu;
@@ -205,7 +207,8 @@ ForwardResult Model::MergeResults(const std::vector<Step>& steps) const {
   result.logits = Buffer::Host(DType::kF32, {rows, V});
   int64_t at = 0;
   for (const Step& step : steps) {
-    for (int first : step.result.first_row) result.first_row.push_back(static_cast<int>(at) + first);
+    for (int first : step.result.first_row)
+      result.first_row.push_back(static_cast<int>(at) + first);
     std::memcpy(result.logits.As<float>() + at * V, step.result.logits.As<float>(),
                 step.result.logits.NumBytes());
     at += step.result.logits.shape()[0];
@@ -215,7 +218,8 @@ ForwardResult Model::MergeResults(const std::vector<Step>& steps) const {
 
 void Model::RunRank(Step& step) {
   const int stages = static_cast<int>(shards_.size()) / tp_;
-  for (int s = 0; s < stages; ++s) ShardAt(s, step.rank).layers.BeginPass(*ShardAt(s, step.rank).backend);
+  for (int s = 0; s < stages; ++s)
+    ShardAt(s, step.rank).layers.BeginPass(*ShardAt(s, step.rank).backend);
   for (int s = 0; s < stages; ++s) RunStage(step, s, stages);
 }
 
@@ -238,12 +242,12 @@ void Model::RunStage(Step& step, int stage, int stages) {
 void Model::RunEmbed(Step& step) {
   Shard& shard = *step.shard;
   Backend& b = *shard.backend;
-  step.x = AllocateInStep(b, DType::kF32, {step.tokens, config_.d_model});
-  b.Gather(shard.embed.w_e.view(), step.ids.data(), step.x.view());
+  step.x = AllocateInStep(b, DType::kF32, {step.plan->tokens, config_.d_model});
+  b.Gather(shard.embed.w_e.view(), step.plan->ids.data(), step.x.view());
   Hook(step, b, {HookPoint::kEmbed, -1}, step.x.view());
   if (!shard.embed.w_pos.empty()) {
-    TensorView pe = step.Scratch(b, {step.tokens, config_.d_model});
-    b.Gather(shard.embed.w_pos.view(), step.positions.data(), pe);
+    TensorView pe = step.Scratch(b, {step.plan->tokens, config_.d_model});
+    b.Gather(shard.embed.w_pos.view(), step.plan->positions.data(), pe);
     Hook(step, b, {HookPoint::kPosEmbed, -1}, pe);
     b.Add(step.x.view(), pe, step.x.view());
   }
@@ -282,8 +286,8 @@ void Model::RunBlock(Step& step, Shard& shard, int layer) {
   TensorView x = step.x.view();
   Hook(step, b, {HookPoint::kResidPre, layer}, x);
   TensorView attn_in = PreNorm(step, shard, w, x, layer, 1);
-  TensorView attn_out = PostNorm(step, shard, w, RunAttention(step, shard, w, layer, attn_in),
-                                 layer, 1);
+  TensorView attn_out =
+      PostNorm(step, shard, w, RunAttention(step, shard, w, layer, attn_in), layer, 1);
   Hook(step, b, {HookPoint::kAttnOut, layer}, attn_out);
   TensorView mlp_out;
   if (spec.parallel_residual) {
@@ -300,8 +304,8 @@ void Model::RunBlock(Step& step, Shard& shard, int layer) {
   Hook(step, b, {HookPoint::kResidPost, layer}, x);
 }
 
-TensorView Model::PreNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView x,
-                          int layer, int which) {
+TensorView Model::PreNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView x, int layer,
+                          int which) {
   if (!HasPreNorms(config_.layers[layer].norms)) return x;  // the sublayer reads the residual
   return which == 1 ? NormWithHooks(step, shard, x, w.ln1_w, w.ln1_b, HookPoint::kLn1Scale,
                                     HookPoint::kLn1Normalized, layer)
@@ -324,13 +328,18 @@ Model::LayerMaps Model::PrepareMaps(Step& step, Backend& b, int layer, int64_t h
   const HookId ids[2] = {{HookPoint::kAttnScores, layer}, {HookPoint::kPattern, layer}};
   LayerMaps maps;
   int64_t sizes[2] = {0, 0};
-  for (size_t s = 0; s < step.batch->size(); ++s) {
-    const SeqInput& in = (*step.batch)[s];
-    maps.seqs.push_back({step.q_begin[s], static_cast<int>(in.tokens.size()), in.start_pos,
-                         in.block_table->data(), {}, {}});
+  for (size_t s = 0; s < step.plan->batch->size(); ++s) {
+    const SeqInput& in = (*step.plan->batch)[s];
+    maps.seqs.push_back({step.plan->q_begin[s],
+                         static_cast<int>(in.tokens.size()),
+                         in.start_pos,
+                         in.block_table->data(),
+                         {},
+                         {}});
     const int64_t n = heads * in.tokens.size() * (in.start_pos + in.tokens.size());
     for (int m = 0; m < 2; ++m) {
-      const bool wanted = step.hooks != nullptr && step.hooks->Wants(static_cast<int>(s), ids[m]);
+      const bool wanted =
+          step.plan->hooks != nullptr && step.plan->hooks->Wants(static_cast<int>(s), ids[m]);
       const bool edited = in.interventions != nullptr && in.interventions->Touches(ids[m]);
       maps.offsets[m].push_back(wanted || edited ? sizes[m] : -1);
       if (wanted || edited) sizes[m] += n;
@@ -344,7 +353,8 @@ Model::LayerMaps Model::PrepareMaps(Step& step, Backend& b, int layer, int64_t h
       if (maps.offsets[m][s] < 0) continue;
       AttentionSeq& a = maps.seqs[s];
       TensorView& view = m == 0 ? a.scores : a.pattern;
-      view = {maps.buffers[m].As<float>() + maps.offsets[m][s], DType::kF32,
+      view = {maps.buffers[m].As<float>() + maps.offsets[m][s],
+              DType::kF32,
               {heads, a.n_q, a.start_pos + a.n_q}};
     }
   }
@@ -354,7 +364,8 @@ Model::LayerMaps Model::PrepareMaps(Step& step, Backend& b, int layer, int64_t h
 TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, int layer,
                                TensorView n1) {
   Backend& b = *shard.backend;
-  const int64_t T = step.tokens, H = shard.n_heads, Hkv = shard.n_kv_heads, dh = config_.d_head;
+  const int64_t T = step.plan->tokens, H = shard.n_heads, Hkv = shard.n_kv_heads,
+                dh = config_.d_head;
   TensorView q = step.Scratch(b, {T, H, dh}), k = step.Scratch(b, {T, Hkv, dh});
   TensorView v = step.Scratch(b, {T, Hkv, dh});
   b.Linear(n1, w.wq.view(), w.bq.view(), q.Reshaped({T, H * dh}));
@@ -367,13 +378,13 @@ TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, 
   const int local = layer - shard.first;
   if (!config_.learned_positions) {
     const TensorView freq = shard.inv_freq[local].view();
-    b.Rope(q, freq, spec.rope.rotary_dim, step.positions.data());
-    b.Rope(k, freq, spec.rope.rotary_dim, step.positions.data());
+    b.Rope(q, freq, spec.rope.rotary_dim, step.plan->positions.data());
+    b.Rope(k, freq, spec.rope.rotary_dim, step.plan->positions.data());
     HookSplit(step, b, {HookPoint::kRotQ, layer}, q);
     HookSplit(step, b, {HookPoint::kRotK, layer}, k);
   }
   KvLayerView kv{shard.k_pool[local].view(), shard.v_pool[local].view(), blocks_->block_size()};
-  b.WriteKv(k, v, step.slots.data(), kv);
+  b.WriteKv(k, v, step.plan->slots.data(), kv);
   LayerMaps maps = PrepareMaps(step, b, layer, H);
   TensorView z = step.Scratch(b, {T, H, dh});
   b.Attention(q, kv, maps.seqs, spec.attention, z);
@@ -389,7 +400,7 @@ TensorView Model::RunAttention(Step& step, Shard& shard, const LayerWeights& w, 
 TensorView Model::RunMlp(Step& step, Shard& shard, const LayerWeights& w, int layer,
                          TensorView n2) {
   Backend& b = *shard.backend;
-  const int64_t T = step.tokens, M = shard.d_mlp;
+  const int64_t T = step.plan->tokens, M = shard.d_mlp;
   TensorView pre = step.Scratch(b, {T, M}), post = step.Scratch(b, {T, M});
   b.Linear(n2, w.w_in.view(), w.b_in.view(), pre);
   HookSplit(step, b, {HookPoint::kMlpPre, layer}, pre);
@@ -417,11 +428,11 @@ ForwardResult Model::RunHead(Step& step) {
   Hook(step, b, {HookPoint::kUnembedIn, -1}, y);
   ForwardResult result;
   std::vector<int32_t> rows;
-  for (size_t s = 0; s < step.batch->size(); ++s) {
-    const SeqInput& in = (*step.batch)[s];
+  for (size_t s = 0; s < step.plan->batch->size(); ++s) {
+    const SeqInput& in = (*step.plan->batch)[s];
     const int n = static_cast<int>(in.tokens.size());
     result.first_row.push_back(static_cast<int>(rows.size()));
-    for (int i = in.all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(step.q_begin[s] + i);
+    for (int i = in.all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(step.plan->q_begin[s] + i);
   }
   const int64_t R = static_cast<int64_t>(rows.size()), V = config_.vocab_size;
   TensorView selected = step.Scratch(b, {R, config_.d_model});
@@ -430,9 +441,10 @@ ForwardResult Model::RunHead(Step& step) {
   b.Linear(selected, shard.head.w_u.view(), shard.head.b_u.view(), logits);
   EditLogits(step, b, logits, result.first_row);
   const HookId out_id{HookPoint::kUnembedOut, -1};
-  for (size_t s = 0; s < step.batch->size(); ++s) {
-    const SeqInput& in = (*step.batch)[s];
-    if (!in.all_logits || step.hooks == nullptr || !step.hooks->Wants(int(s), out_id)) continue;
+  for (size_t s = 0; s < step.plan->batch->size(); ++s) {
+    const SeqInput& in = (*step.plan->batch)[s];
+    if (!in.all_logits || step.plan->hooks == nullptr || !step.plan->hooks->Wants(int(s), out_id))
+      continue;
     const int64_t first = result.first_row[s];
     Capture(step, b, int(s), out_id, logits.Rows(first, first + in.tokens.size()));
   }

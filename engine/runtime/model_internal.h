@@ -15,14 +15,14 @@ struct Model::Shard {
   std::unique_ptr<Backend> backend;
   int first = 0;
   int end = 0;
-  int rank = 0;  // tensor-parallel rank within the stage
-  Communicator* comm = nullptr;  // the stage's tensor-parallel group (tp > 1)
+  int rank = 0;                                // tensor-parallel rank within the stage
+  Communicator* comm = nullptr;                // the stage's tensor-parallel group (tp > 1)
   int n_heads = 0, n_kv_heads = 0, d_mlp = 0;  // this rank's part
-  LayerStore layers;                 // index: layer - first
-  EmbedWeights embed;                // first shard only
-  HeadWeights head;                  // last shard only
-  std::vector<Buffer> inv_freq;      // per local layer [rotary_dim / 2], rotary models
-  std::vector<Buffer> k_pool;        // per local layer [blocks * block_size, Hkv, dh]
+  LayerStore layers;                           // index: layer - first
+  EmbedWeights embed;                          // first shard only
+  HeadWeights head;                            // last shard only
+  std::vector<Buffer> inv_freq;                // per local layer [rotary_dim / 2], rotary models
+  std::vector<Buffer> k_pool;                  // per local layer [blocks * block_size, Hkv, dh]
   std::vector<Buffer> v_pool;
   size_t weight_bytes = 0;
   size_t kv_bytes = 0;
@@ -36,16 +36,32 @@ inline Buffer AllocateInStep(Backend& b, DType dtype, Shape shape) {
   return made.ok() ? std::move(*made) : Buffer(nullptr, dtype, shape, nullptr);
 }
 
-// Per-call state of Forward.
-struct Model::Step {
-  int rank = 0;  // tensor-parallel rank this step runs (one Step per rank)
+// What one step computes, laid out once (BuildStepPlan) and then only read: every rank and
+// stage of the step shares it.
+struct StepPlan {
   const std::vector<SeqInput>* batch = nullptr;
   HookSink* hooks = nullptr;
   int tokens = 0;
   std::vector<int32_t> ids, positions, slots;  // [tokens], host
-  std::vector<int> q_begin;                    // per sequence
-  Shard* shard = nullptr;                      // where the residual lives
-  Buffer x;                                    // residual [tokens, D] on `shard`
+  std::vector<int> q_begin;                    // per sequence: its first row
+  std::vector<PlanSeq> plan_seqs;              // per sequence, for intervention plans
+  bool any_interventions = false;
+
+  // True when some sequence of the step has interventions at `id`.
+  bool Intervened(HookId id) const;
+  // True when some sequence of the step captures `id`.
+  bool Wants(HookId id) const;
+};
+
+// The plan of `batch` (token rows in batch order; KV slots from the block tables).
+StepPlan BuildStepPlan(const std::vector<SeqInput>& batch, HookSink* hooks, int block_size);
+
+// Per-call state of Forward on one rank: the shared plan, the residual and its moves.
+struct Model::Step {
+  const StepPlan* plan = nullptr;
+  int rank = 0;            // tensor-parallel rank this step runs (one Step per rank)
+  Shard* shard = nullptr;  // where the residual lives
+  Buffer x;                // residual [tokens, D] on `shard`
   // The residual's move to the next stage, in two halves so that each backend is only used
   // by its own thread: the sending stage fills `x` (now on the next stage) through a peer
   // copy it queued (`ready`: what the receiver waits for) or through `host`; the receiving
@@ -54,24 +70,14 @@ struct Model::Step {
   std::vector<Buffer> incoming;
   std::shared_ptr<void> ready;
   std::vector<float> host;
-  std::vector<Buffer> scratch;                 // freed at each block boundary
-  ForwardResult result;                        // rank 0
-  std::vector<PlanSeq> plan_seqs;              // per sequence, for intervention plans
-  bool any_interventions = false;
+  std::vector<Buffer> scratch;  // freed at each block boundary
+  ForwardResult result;         // rank 0
 
-  // True when some sequence of the step has interventions at `id`.
-  bool Intervened(HookId id) const;
-
+  bool Intervened(HookId id) const { return plan->Intervened(id); }
+  bool Wants(HookId id) const { return plan->Wants(id); }
   TensorView Scratch(Backend& b, Shape s) {
     scratch.push_back(AllocateInStep(b, DType::kF32, s));
     return scratch.back().view();
-  }
-  bool Wants(HookId id) const {
-    if (hooks == nullptr) return false;
-    for (size_t s = 0; s < q_begin.size(); ++s) {
-      if (hooks->Wants(static_cast<int>(s), id)) return true;
-    }
-    return false;
   }
 };
 
