@@ -1,6 +1,8 @@
 #include "client/lensctl/commands.h"
 
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -198,17 +200,27 @@ absl::Status TokenizeRemote(const Connection& c, const Flags& flags, std::ostrea
 
 absl::Status HealthRemote(const Connection& c, const Flags& flags, std::ostream& out) {
   auto stub = grpc::health::v1::Health::NewStub(c.channel);
-  auto ctx = c.NewContext();
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(flags.Get("service"));
-  grpc::health::v1::HealthCheckResponse response;
-  RETURN_IF_ERROR(FromGrpc(stub->Check(ctx.get(), request, &response)));
-  const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
-  out << name << "\n";
-  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    return absl::UnavailableError(absl::StrCat("the server reports ", name));
+  ASSIGN_OR_RETURN(const double wait_s, flags.GetDouble("wait"));
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000));
+  while (true) {  // once, or until SERVING or --wait seconds have passed
+    auto ctx = c.NewContext();
+    grpc::health::v1::HealthCheckResponse response;
+    const absl::Status status = FromGrpc(stub->Check(ctx.get(), request, &response));
+    const bool serving =
+        status.ok() && response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    if (serving || std::chrono::steady_clock::now() >= deadline) {
+      RETURN_IF_ERROR(status);
+      const std::string name =
+          grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+      out << name << "\n";
+      if (!serving) return absl::UnavailableError(absl::StrCat("the server reports ", name));
+      return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return absl::OkStatus();
 }
 
 }  // namespace lensd

@@ -25,7 +25,8 @@ constexpr char kUsage[] =
     "            several prompts: tensors named p0.<name>, p1.<name>, ...)\n"
     "  info      [--hooks]      model, devices, KV and limits (--hooks lists every hook)\n"
     "  tokenize  --prompt TEXT  prints the token ids\n"
-    "  health    [--service NAME]  prints SERVING or NOT_SERVING (exit 1 unless SERVING)\n"
+    "  health    [--service NAME] [--wait S]  prints SERVING or NOT_SERVING (exit 1 unless\n"
+    "            SERVING; --wait: poll up to S seconds for SERVING)\n"
     "  sweep     (--clean TEXT | --clean-ids ...) (--corrupted TEXT | --corrupted-ids ...)\n"
     "            [--component resid_pre|resid_mid|resid_post|attn_out|mlp_out|z|q|k|v|pattern]\n"
     "            [--layers START:STOP] [--positions each|all] [--heads each|all]\n"
@@ -71,9 +72,10 @@ const std::vector<Command>& Commands() {
        {{"hooks", "", "also list every hook with its shape", true}}},
       {"tokenize", "usage: lensctl tokenize --prompt TEXT\nPrints the token ids.",
        {{"prompt", "", "the text (required)"}}},
-      {"health", "usage: lensctl health [--service NAME]\nPrints SERVING or NOT_SERVING; exit 1 "
+      {"health", "usage: lensctl health [--service NAME] [--wait S]\nPrints SERVING or NOT_SERVING; exit 1 "
                  "unless SERVING.",
-       {{"service", "", "the grpc.health.v1 service name (default: the server as a whole)"}}},
+       {{"service", "", "the grpc.health.v1 service name (default: the server as a whole)"},
+        {"wait", "0", "seconds to wait for SERVING (a server still loading or starting)"}}},
       {"sweep", "usage: lensctl sweep (--clean TEXT | --clean-ids ...) (--corrupted TEXT | "
                 "--corrupted-ids ...) --out grid.csv [flags]\nA patching sweep (PatchSweep), one "
                 "CSV row per cell.",

@@ -6,9 +6,16 @@
     cache["blocks.0.hook_resid_post"].shape   # (1, P, d_model)
 """
 from lensd.client import PAD_ID, ActivationCache, Client, GenerateDone, TokenEvent
+from lensd.errors import ERRORS, Error
 from lensd.interventions import add, noise, patch, project, sae_clamp, scale, set, tensor, zero
 from lensd.sweep import SweepResult, kl, logit_diff, logits, logprob
 
 __all__ = ["PAD_ID", "ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl",
            "logit_diff", "logits", "logprob", "noise", "patch", "project", "sae_clamp", "scale",
-           "set", "tensor", "zero"]
+           "set", "tensor", "zero", "Error"]
+
+# lensd.InvalidArgument, lensd.ResourceExhausted, lensd.Unavailable, ...: one per status code.
+for _error in ERRORS.values():
+    globals()[_error.__name__] = _error
+    __all__.append(_error.__name__)
+del _error

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import pathlib
 import socket
+import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -14,6 +15,7 @@ from google.protobuf import descriptor
 
 from lensd import sweep
 from lensd._grpc import health_pb2
+from lensd.errors import ERRORS, Error, Stream, translate
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
 
 Prompt = Union[str, Sequence[int]]
@@ -159,19 +161,40 @@ class Client:
     """Connects to a lensd server, or to several, balanced request by request (round robin):
     `addr` "host:port", "dns:///name:port" (every address of the name, e.g. a Kubernetes
     headless Service), "h1:p1,h2:p2" or a list of addresses; servers not SERVING are skipped.
-    Idempotent RPCs are retried on UNAVAILABLE. RPC errors raise grpc.RpcError (see .code(),
-    .details())."""
+    Idempotent RPCs are retried on UNAVAILABLE. Failed calls raise lensd.Error subclasses, one
+    per status code (lensd.InvalidArgument, lensd.ResourceExhausted, ...; still grpc.RpcErrors)
+    with the server's message. `wait_for_ready` (seconds) waits until a server answers SERVING
+    (lensd.Unavailable after that long)."""
 
     def __init__(self, addr: Union[str, Sequence[str]] = "localhost:50051", *,
                  token: Optional[str] = None,
                  credentials: Optional[grpc.ChannelCredentials] = None,
-                 timeout: Optional[float] = None):
+                 timeout: Optional[float] = None, wait_for_ready: Optional[float] = None):
         self._target, self._credentials = channel_target(addr), credentials
         self._channel = self._open(service_config(self._target))
         self._probe = None  # health(): a channel without health checks (they would hide the answer)
         self._stub = lensd_pb2_grpc.LensdStub(self._channel)
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
         self._timeout = timeout
+        if wait_for_ready is not None:
+            self.wait_until_serving(wait_for_ready)
+
+    def wait_until_serving(self, seconds: float) -> None:
+        """Returns once a server answers SERVING; lensd.Unavailable after `seconds`."""
+        deadline = time.monotonic() + seconds
+        last = "no answer"
+        while True:
+            try:
+                last = self.health()
+                if last == "SERVING":
+                    return
+            except Error as e:
+                last = str(e)
+            if time.monotonic() >= deadline:
+                raise ERRORS[grpc.StatusCode.UNAVAILABLE](
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{self._target}: not SERVING after {seconds} s (last: {last})")
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _open(self, config: str) -> grpc.Channel:
         options = [("grpc.max_receive_message_length", 64 << 20),
@@ -192,7 +215,11 @@ class Client:
         self.close()
 
     def _call(self, method, request):
-        return method(request, metadata=self._metadata, timeout=self._timeout)
+        try:
+            result = method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as e:
+            raise translate(e) from None
+        return Stream(result) if hasattr(result, "__next__") else result
 
     # -- generation -------------------------------------------------------------------
     def generate(self, prompt: Prompt, max_new_tokens: int = 16, *,
@@ -379,6 +406,5 @@ class Client:
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
-        response = check(health_pb2.HealthCheckRequest(service=service), metadata=self._metadata,
-                         timeout=self._timeout)
+        response = self._call(check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
