@@ -18,6 +18,8 @@ const FlagTable& ModelFlags() {
       {"split", "", "layers per device: transformer-lens (block i on floor(i*n/L)), memory, or "
                     "explicit ranges 0-9,10-31 (default: transformer-lens)"},
       {"dtype", "float32", "weight matrices and KV cache: float32, bfloat16 or float16"},
+      {"kv-dtype", "", "KV cache storage when it should differ from --dtype: float32, bfloat16 "
+                       "or float16 (default: --dtype)"},
       {"processing", "none", "none, or transformer-lens (fold_ln, center_writing_weights, "
                              "center_unembed, fold_value_biases)"},
       {"threads", "", "CPU compute threads (default: every core; serve: cores - 1)"},
@@ -92,6 +94,10 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   }
   o.cuda_graphs = graphs == "true";
   ASSIGN_OR_RETURN(o.dtype, ParseFloatDType(flags.Get("dtype")));
+  if (flags.Has("kv-dtype")) {
+    ASSIGN_OR_RETURN(DType kv, ParseFloatDType(flags.Get("kv-dtype")));
+    o.kv_dtype = kv;
+  }
   ASSIGN_OR_RETURN(o.tensor_parallel, flags.GetInt("tensor-parallel"));
   ASSIGN_OR_RETURN(o.offload_layers, flags.GetInt("offload-layers"));
   ASSIGN_OR_RETURN(std::vector<int> device_mib, flags.GetIntList("device-memory-mib"));

@@ -40,13 +40,14 @@ int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<in
 absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
                                       const std::vector<std::pair<int, int>>& ranges,
                                       const std::vector<int64_t>& budget, int offloaded,
-                                      int block_size) {
+                                      int block_size, std::optional<DType> kv_dtype) {
   if (budget.size() != ranges.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat(budget.size(), " memory budgets for ", ranges.size(), " pipeline stages"));
   }
   const int64_t per_token_layer =
-      int64_t{2} * KvHeadsPerRank(c, tp) * c.d_head * static_cast<int64_t>(DTypeSize(dtype));
+      int64_t{2} * KvHeadsPerRank(c, tp) * c.d_head *
+      static_cast<int64_t>(DTypeSize(kv_dtype.value_or(dtype)));
   int64_t tokens = int64_t{1} << 24;  // a cap far beyond any context, to stay in int
   for (size_t s = 0; s < ranges.size(); ++s) {
     const int64_t layers = ranges[s].second - ranges[s].first;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <utility>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,13 +29,13 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanMemorySplit(
 int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
                          int first_offloaded, bool first_stage, bool last_stage);
 
-// The largest KV capacity (a multiple of `block_size` tokens) whose pools (in `dtype`, like the
-// weight matrices) fit every stage's `budget` bytes next to its weights; RESOURCE_EXHAUSTED
-// when a stage has no room for a block.
+// The largest KV capacity (a multiple of `block_size` tokens) whose pools (in `kv_dtype`,
+// default `dtype`, the weight matrices') fit every stage's `budget` bytes next to its weights;
+// RESOURCE_EXHAUSTED when a stage has no room for a block.
 absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
                                       const std::vector<std::pair<int, int>>& ranges,
                                       const std::vector<int64_t>& budget, int offloaded,
-                                      int block_size);
+                                      int block_size, std::optional<DType> kv_dtype = {});
 
 // An upper bound on the activation bytes live at once on one device during a step of `tokens`
 // rows, of which `map_tokens` belong to sequences capturing attention maps: one block's

@@ -39,6 +39,10 @@ struct LoadOptions {
   // rounded to it, float32 accumulation; K/V rounded when written); activations, norms and
   // biases stay float32.
   DType dtype = DType::kF32;
+  // Storage of the KV cache when it should differ from `dtype` (K/V rounded when written;
+  // captured hook_k / hook_v stay the computed values).
+  std::optional<DType> kv_dtype;
+  DType KvDType() const { return kv_dtype.value_or(dtype); }
   int tensor_parallel = 1;           // ranks per pipeline stage (consecutive devices)
   int offload_layers = 0;            // the last K layers stay in host memory, streamed in
   std::vector<int64_t> device_memory;  // per device bytes for --split=memory (virtual CPUs)

@@ -263,7 +263,8 @@ absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
   if (o.device_memory.empty() && !cuda) return kDefaultKvTokens;
   ASSIGN_OR_RETURN(std::vector<int64_t> budget, StageBudgets(o, devices, tp));
   ASSIGN_OR_RETURN(int fit,
-                   KvTokensForBudget(c, o.dtype, tp, ranges, budget, offload, o.block_size));
+                   KvTokensForBudget(c, o.dtype, tp, ranges, budget, offload, o.block_size,
+                                     o.KvDType()));
   if (o.kv_tokens == 0) {
     spdlog::info("KV cache: {} tokens (what the memory budget leaves after the weights)", fit);
     return fit;
@@ -278,9 +279,11 @@ absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
 
 // The options' own ranges (those that need no device).
 absl::Status CheckLoadOptions(const ModelConfig& c, const LoadOptions& options) {
-  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16 &&
-      options.dtype != DType::kF16) {
-    return absl::InvalidArgumentError("weights must be float32, bfloat16 or float16");
+  for (DType d : {options.dtype, options.KvDType()}) {
+    if (d != DType::kF32 && d != DType::kBF16 && d != DType::kF16) {
+      return absl::InvalidArgumentError(
+          "weights and KV cache must be float32, bfloat16 or float16");
+    }
   }
   if (options.block_size <= 0 ||
       (options.kv_tokens != 0 && options.kv_tokens < options.block_size)) {
@@ -316,7 +319,8 @@ absl::StatusOr<Model::Placement> Model::Place(const ModelConfig& c, const LoadOp
   if (options.split == "memory") {
     const int64_t planned = options.kv_tokens > 0 ? options.kv_tokens : kPlanningKvTokens;
     const int64_t kv_per_layer =
-        2 * planned * c.n_kv_heads * c.d_head * static_cast<int64_t>(DTypeSize(options.dtype));
+        2 * planned * c.n_kv_heads * c.d_head *
+        static_cast<int64_t>(DTypeSize(options.KvDType()));
     ASSIGN_OR_RETURN(p.ranges, PlanMemoryWithOffload(c, options, p.devices, p.tp, kv_per_layer,
                                                      &p.offload));
   } else {
@@ -342,8 +346,8 @@ absl::Status Model::LoadLayers(const WeightSource& source, const LoadOptions& op
       ASSIGN_OR_RETURN(LayerWeights dw, UploadLayer(b, w, options.dtype, shard.weight_bytes));
       shard.layers.AddResident(std::move(dw));
     }
-    ASSIGN_OR_RETURN(Buffer k, b.Allocate(options.dtype, p.pool_shape));
-    ASSIGN_OR_RETURN(Buffer v, b.Allocate(options.dtype, p.pool_shape));
+    ASSIGN_OR_RETURN(Buffer k, b.Allocate(options.KvDType(), p.pool_shape));
+    ASSIGN_OR_RETURN(Buffer v, b.Allocate(options.KvDType(), p.pool_shape));
     shard.kv_bytes += k.NumBytes() + v.NumBytes();
     shard.k_pool.push_back(std::move(k));
     shard.v_pool.push_back(std::move(v));

@@ -158,5 +158,41 @@ INSTANTIATE_TEST_SUITE_P(
       return info.param.family + "_" + std::string(DTypeName(info.param.dtype));
     });
 
+// --kv-dtype narrows the KV cache alone: float32 weights with a bfloat16 cache hold half the KV
+// bytes, stay within bfloat16's tolerance of the reference, and differ from the float32 cache
+// only because of the cache (hook_k / hook_v, computed before it, are bit-identical); cached
+// decode reads the narrowed keys, so greedy generation runs on them.
+TEST(KvDType, Bfloat16CacheBesideFloat32Weights) {
+  const std::string dir = testing::GoldenDir() + "/llama";
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  LoadOptions options;
+  options.model_dir = dir, options.devices = "cpu";
+  auto wide = Model::Load(options);
+  options.kv_dtype = DType::kBF16;
+  auto narrow = Model::Load(options);
+  ASSERT_TRUE(wide.ok() && narrow.ok()) << wide.status() << narrow.status();
+  EXPECT_EQ((*narrow)->dtype(), DType::kF32);
+  EXPECT_EQ(2 * (*narrow)->Devices()[0].kv_bytes, (*wide)->Devices()[0].kv_bytes);
+  const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find("p1.input_ids"));
+  auto a = RunWithCache(**wide, ids, HookSelection::All((*wide)->config()));
+  auto b = RunWithCache(**narrow, ids, HookSelection::All((*narrow)->config()));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(AllClose("logits", b->logits.view(),
+                       testing::ToF32(*(*ref)->Find("p1.logits")).view(), 6e-2));
+  EXPECT_TRUE(AllClose("blocks.0.attn.hook_k", b->cache["blocks.0.attn.hook_k"].view(),
+                       a->cache["blocks.0.attn.hook_k"].view(), 0));
+  EXPECT_FALSE(AllClose("blocks.0.attn.hook_z", b->cache["blocks.0.attn.hook_z"].view(),
+                        a->cache["blocks.0.attn.hook_z"].view(), 0));
+  SamplingParams sp;
+  sp.max_new_tokens = 6, sp.ignore_eos = true;
+  auto gen = Generate(**narrow, ids, sp);
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  EXPECT_EQ(gen->tokens.size(), 6u);
+  options.kv_dtype = DType::kI32;
+  EXPECT_TRUE(testing::FailsWith(Model::Load(options).status(), absl::StatusCode::kInvalidArgument,
+                                 "KV cache must be float32, bfloat16 or float16"));
+}
+
 }  // namespace
 }  // namespace lensd
