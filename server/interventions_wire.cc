@@ -1,6 +1,5 @@
 #include "server/interventions_wire.h"
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/dtype.h"
 #include "engine/core/status.h"
@@ -165,28 +164,6 @@ absl::Status ToOp(const v1::Intervention& w, const std::string& at, Intervention
   return absl::OkStatus();
 }
 
-// Validation names "interventions[k]" by the expanded list; say which request entry and hook
-// that is.
-absl::Status NameTheRequestEntry(const absl::Status& status, const std::vector<int>& origin,
-                                 const std::vector<std::vector<HookId>>& hooks) {
-  const std::string message(status.message());
-  const size_t open = message.find("interventions[");
-  size_t k = 0, end = 0;
-  if (open == std::string::npos) return status;
-  const size_t digits = open + std::string_view("interventions[").size();
-  end = message.find(']', digits);
-  if (end == std::string::npos || !absl::SimpleAtoi(message.substr(digits, end - digits), &k) ||
-      k >= origin.size()) {
-    return status;
-  }
-  int first = 0;  // the expanded index of the entry's first hook
-  while (origin[first] != origin[k]) ++first;
-  const std::string hook = HookName(hooks[origin[k]][k - first]);
-  return absl::Status(status.code(),
-                      absl::StrCat(message.substr(0, open), "interventions[", origin[k], "] (at ",
-                                   hook, ")", message.substr(end + 1)));
-}
-
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
@@ -212,7 +189,6 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
   }
   RETURN_IF_ERROR(CheckLimits(count, bytes, count != list.size(), limits));
   std::vector<Intervention> out;
-  std::vector<int> origin;  // the request's index of each expanded intervention
   for (int i = 0; i < list.size(); ++i) {
     const v1::Intervention& w = list[i];
     Intervention iv;
@@ -221,15 +197,16 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
     iv.heads.assign(w.heads().begin(), w.heads().end());
     iv.keys = ToSelector(w.keys());
     RETURN_IF_ERROR(ToOp(w, absl::StrCat("interventions[", i, "]"), iv));
+    const bool pattern = hooks[i].size() != 1 || HookName(hooks[i][0]) != w.hook();
     for (HookId id : hooks[i]) {
       iv.hook = id;
+      // Errors name the request's entry, and the hook when a pattern reached it.
+      iv.name = pattern ? absl::StrCat("interventions[", i, "] (at ", HookName(id), ")")
+                        : absl::StrCat("interventions[", i, "]");
       out.push_back(iv);
-      origin.push_back(i);
     }
   }
-  auto set = InterventionSet::Create(c, std::move(out), prompt_lengths, generate, max_tokens);
-  if (set.ok() || count == list.size()) return set;
-  return NameTheRequestEntry(set.status(), origin, hooks);
+  return InterventionSet::Create(c, std::move(out), prompt_lengths, generate, max_tokens);
 }
 
 }  // namespace lensd

@@ -23,13 +23,16 @@ bool AllFinite(const std::vector<float>& v) {
   return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
 }
 
-// Error context: "interventions[i]" and, per prompt, "prompts[p] (P tokens)".
+// How errors name intervention `index` of `list` (Intervention::name).
+std::string NameOf(const std::vector<Intervention>& list, size_t index) {
+  return list[index].name.empty() ? absl::StrCat("interventions[", index, "]") : list[index].name;
+}
+
+// Error context: the intervention's name and, per prompt, "prompts[p] (P tokens)".
 struct Where {
-  int index;
+  std::string name;
   bool generate;
-  std::string Field(const char* field) const {
-    return absl::StrCat("interventions[", index, "].", field);
-  }
+  std::string Field(const char* field) const { return absl::StrCat(name, ".", field); }
   std::string Prompt(int p, int len) const {
     return generate ? absl::StrCat("the prompt (", len, " tokens)")
                     : absl::StrCat("prompts[", p, "] (", len, " tokens)");
@@ -387,7 +390,7 @@ absl::Status CheckPatchCycles(const std::vector<Intervention>& list,
         }
         const auto [to, index] = from[at][next++];
         if (colour[to] == 1) {
-          return Invalid(absl::StrCat("interventions[", index, "]: patches at ", HookName(hook),
+          return Invalid(absl::StrCat(NameOf(list, index), ": patches at ", HookName(hook),
                                       " form a cycle through prompts[", to, "]"));
         }
         if (colour[to] == 0) stack.push_back({to, 0}), colour[to] = 1;
@@ -409,7 +412,7 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionSet::Create(
   const std::vector<HookId> hooks = AllHooks(c);
   for (size_t i = 0; i < list.size(); ++i) {
     const Intervention& iv = list[i];
-    const Where w{static_cast<int>(i), generate};
+    const Where w{NameOf(list, i), generate};
     if (std::find(hooks.begin(), hooks.end(), iv.hook) == hooks.end()) {
       return Invalid(absl::StrCat(w.Field("hook"), ": this model has no ", HookName(iv.hook)));
     }

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -49,6 +50,10 @@ struct FloatTensor {
 };
 
 struct Intervention {
+  // How errors name it, e.g. "interventions[2] (at blocks.0.attn.hook_z)" for one of the hooks a
+  // request's pattern reached; empty: "interventions[i]", i its index in the list. Not part of
+  // its meaning (fingerprints leave it out).
+  std::string name;
   HookId hook{HookPoint::kEmbed, -1};
   std::vector<int> prompts;  // RunWithCache prompt indices; empty: every prompt
   PositionSelector positions;
