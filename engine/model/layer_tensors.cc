@@ -1,7 +1,5 @@
 #include "engine/model/layer_tensors.h"
 
-#include <cstdlib>
-
 namespace lensd {
 namespace {
 
@@ -11,44 +9,33 @@ using Role = ProcessingRole;
 using Split = TpSplit;
 
 constexpr LayerTensorSpec kSpecs[] = {
-    {&W::ln1_w, "ln1_w", Split::kReplicated, Role::kNorm, nullptr, Init::kNormWeight, 1},
-    {&W::ln1_b, "ln1_b", Split::kReplicated, Role::kNorm, nullptr, Init::kBias, 3},
-    {&W::wq, "wq", Split::kQueryRows, Role::kReadsNorm1, &W::bq, Init::kFanIn, 5},
-    {&W::bq, "bq", Split::kQueryRows, Role::kOther, nullptr, Init::kBias, 12},
-    {&W::wk, "wk", Split::kKvRows, Role::kReadsNorm1, &W::bk, Init::kFanIn, 6},
-    {&W::bk, "bk", Split::kKvRows, Role::kOther, nullptr, Init::kBias, 13},
-    {&W::wv, "wv", Split::kKvRows, Role::kReadsNorm1, &W::bv, Init::kFanIn, 7},
-    {&W::bv, "bv", Split::kKvRows, Role::kOther, nullptr, Init::kBias, 14},
-    {&W::wo, "wo", Split::kQueryCols, Role::kWritesResidual, nullptr, Init::kFanIn, 8},
-    {&W::bo, "bo", Split::kRankZero, Role::kWritesResidual, nullptr, Init::kBias, 15},
-    {&W::ln2_w, "ln2_w", Split::kReplicated, Role::kNorm, nullptr, Init::kNormWeight, 2},
-    {&W::ln2_b, "ln2_b", Split::kReplicated, Role::kNorm, nullptr, Init::kBias, 4},
-    {&W::w_in, "w_in", Split::kMlpRows, Role::kReadsNorm2, &W::b_in, Init::kFanIn, 9},
-    {&W::b_in, "b_in", Split::kMlpRows, Role::kOther, nullptr, Init::kBias, 16},
-    {&W::w_up, "w_up", Split::kMlpRows, Role::kReadsNorm2, &W::b_up, Init::kFanIn, 10},
-    {&W::b_up, "b_up", Split::kMlpRows, Role::kOther, nullptr, Init::kBias, 18},
-    {&W::w_out, "w_out", Split::kMlpCols, Role::kWritesResidual, nullptr, Init::kFanIn, 11},
-    {&W::b_out, "b_out", Split::kRankZero, Role::kWritesResidual, nullptr, Init::kBias, 17},
-    {&W::ln1_post_w, "ln1_post_w", Split::kReplicated, Role::kPostNorm, nullptr,
-     Init::kNormWeight, 19},
-    {&W::ln1_post_b, "ln1_post_b", Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias,
-     20},
-    {&W::ln2_post_w, "ln2_post_w", Split::kReplicated, Role::kPostNorm, nullptr,
-     Init::kNormWeight, 21},
-    {&W::ln2_post_b, "ln2_post_b", Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias,
-     22},
+    {&W::ln1_w, Split::kReplicated, Role::kNorm, nullptr, Init::kNormWeight, 1},
+    {&W::ln1_b, Split::kReplicated, Role::kNorm, nullptr, Init::kBias, 3},
+    {&W::wq, Split::kQueryRows, Role::kReadsNorm1, &W::bq, Init::kFanIn, 5},
+    {&W::bq, Split::kQueryRows, Role::kOther, nullptr, Init::kBias, 12},
+    {&W::wk, Split::kKvRows, Role::kReadsNorm1, &W::bk, Init::kFanIn, 6},
+    {&W::bk, Split::kKvRows, Role::kOther, nullptr, Init::kBias, 13},
+    {&W::wv, Split::kKvRows, Role::kReadsNorm1, &W::bv, Init::kFanIn, 7},
+    {&W::bv, Split::kKvRows, Role::kOther, nullptr, Init::kBias, 14},
+    {&W::wo, Split::kQueryCols, Role::kWritesResidual, nullptr, Init::kFanIn, 8},
+    {&W::bo, Split::kRankZero, Role::kWritesResidual, nullptr, Init::kBias, 15},
+    {&W::ln2_w, Split::kReplicated, Role::kNorm, nullptr, Init::kNormWeight, 2},
+    {&W::ln2_b, Split::kReplicated, Role::kNorm, nullptr, Init::kBias, 4},
+    {&W::w_in, Split::kMlpRows, Role::kReadsNorm2, &W::b_in, Init::kFanIn, 9},
+    {&W::b_in, Split::kMlpRows, Role::kOther, nullptr, Init::kBias, 16},
+    {&W::w_up, Split::kMlpRows, Role::kReadsNorm2, &W::b_up, Init::kFanIn, 10},
+    {&W::b_up, Split::kMlpRows, Role::kOther, nullptr, Init::kBias, 18},
+    {&W::w_out, Split::kMlpCols, Role::kWritesResidual, nullptr, Init::kFanIn, 11},
+    {&W::b_out, Split::kRankZero, Role::kWritesResidual, nullptr, Init::kBias, 17},
+    {&W::ln1_post_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 19},
+    {&W::ln1_post_b, Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias, 20},
+    {&W::ln2_post_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 21},
+    {&W::ln2_post_b, Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias, 22},
 };
 
 }  // namespace
 
 std::span<const LayerTensorSpec> LayerTensorSpecs() { return kSpecs; }
-
-const LayerTensorSpec& SpecOf(LayerTensor field) {
-  for (const LayerTensorSpec& s : kSpecs) {
-    if (s.field == field) return s;
-  }
-  std::abort();  // every LayerWeights member is in the table
-}
 
 bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor f) {
   const LayerSpec& spec = c.layers[layer];

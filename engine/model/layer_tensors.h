@@ -62,7 +62,6 @@ enum class RandomInit {
 
 struct LayerTensorSpec {
   LayerTensor field;
-  const char* name;      // as in error messages and memory reports: "wq", "ln1_b", ...
   TpSplit split;
   ProcessingRole role;
   LayerTensor bias;      // a matrix's bias (kReadsNorm*: folding writes it), else nullptr
@@ -72,9 +71,6 @@ struct LayerTensorSpec {
 
 // Every layer tensor, in one fixed order (upload, slicing and byte counts follow it).
 std::span<const LayerTensorSpec> LayerTensorSpecs();
-
-// The spec of `field` (a programmer error if it is not a layer tensor).
-const LayerTensorSpec& SpecOf(LayerTensor field);
 
 // Whether layer `layer` of `c` has the tensor at all (biases, LayerNorm biases, the up
 // projection of gated MLPs, pre- and post-norms by the layer's placement).
