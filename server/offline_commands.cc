@@ -61,19 +61,31 @@ const FlagTable& PromptFlags() {
   return *table;
 }
 
+const FlagTable& InterventionFlags() {
+  static const auto* table = new FlagTable{
+      {"interventions", "", "a JSON list of interventions (README, Interventions); generation "
+                            "applies them at every step"},
+  };
+  return *table;
+}
+
+const FlagTable& CacheFlags() {
+  static const auto* table = new FlagTable(Concat(
+      {PromptFlags(),
+       {{"out", "", "the safetensors file to write (required)"},
+        {"hooks", "", "hook names, globs and layer ranges, comma-separated, e.g. "
+                      "blocks.*.hook_resid_post,blocks.0-3.attn.hook_pattern (default: every hook)"}},
+       InterventionFlags()}));
+  return *table;
+}
+
 FlagTable RunFlags() {
-  return Concat({ModelFlags(), PromptFlags(),
-                 {{"out", "", "the safetensors file to write (required)"},
-                  {"hooks", "", "hook names, globs and layer ranges, comma-separated, e.g. "
-                                "blocks.*.hook_resid_post,blocks.0-3.attn.hook_pattern "
-                                "(default: every hook)"},
-                  {"interventions", "", "a JSON list of interventions (README, Interventions)"},
-                  {"verbose", "", "print the CPU kernel families in use", true}}});
+  return Concat({ModelFlags(), CacheFlags(),
+                 {{"verbose", "", "print the CPU kernel families in use", true}}});
 }
 
 FlagTable GenerateFlags() {
-  return Concat({ModelFlags(), SamplingFlags(), PromptFlags(),
-                 {{"interventions", "", "a JSON list of interventions, applied at every step"}}});
+  return Concat({ModelFlags(), SamplingFlags(), PromptFlags(), InterventionFlags()});
 }
 
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {

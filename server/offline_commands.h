@@ -23,6 +23,8 @@ absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream&
 const FlagTable& ModelFlags();     // loading: --model, --devices, --dtype, ...
 const FlagTable& SamplingFlags();  // generation: --max-new-tokens, --temperature, ...
 const FlagTable& PromptFlags();    // --prompt, --token-ids (repeatable)
+const FlagTable& InterventionFlags();  // --interventions FILE.json
+const FlagTable& CacheFlags();     // a cache request: prompts, --out, --hooks, --interventions
 FlagTable RunFlags();              // lensd run
 FlagTable GenerateFlags();         // lensd generate
 

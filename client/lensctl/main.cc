@@ -54,26 +54,20 @@ struct Command {
 };
 
 const std::vector<Command>& Commands() {
-  using lensd::FlagTable;
   static const auto* commands = new std::vector<Command>{
       {"generate", "usage: lensctl generate (--prompt TEXT | --token-ids 1,2,3) [flags]\n"
                    "Generates remotely; prints exactly what `lensd generate` prints.",
-       lensd::Concat({lensd::SamplingFlags(), lensd::PromptFlags(),
-                      {{"interventions", "", "a JSON list of interventions, applied at every "
-                                             "step"}}})},
+       lensd::Concat(
+           {lensd::SamplingFlags(), lensd::PromptFlags(), lensd::InterventionFlags()})},
       {"cache", "usage: lensctl cache (--prompt TEXT | --token-ids 1,2,3)... --out FILE [flags]\n"
                 "RunWithCache remotely; writes exactly the file `lensd run` writes.",
-       lensd::Concat({lensd::PromptFlags(),
-                      {{"out", "", "the safetensors file to write (required)"},
-                       {"hooks", "", "hook names, globs and layer ranges, comma-separated "
-                                     "(default: every hook)"},
-                       {"interventions", "", "a JSON list of interventions"}}})},
+       lensd::CacheFlags()},
       {"info", "usage: lensctl info [--hooks]\nModel, devices, KV blocks and limits.",
        {{"hooks", "", "also list every hook with its shape", true}}},
       {"tokenize", "usage: lensctl tokenize --prompt TEXT\nPrints the token ids.",
        {{"prompt", "", "the text (required)"}}},
-      {"health", "usage: lensctl health [--service NAME] [--wait S]\nPrints SERVING or NOT_SERVING; exit 1 "
-                 "unless SERVING.",
+      {"health", "usage: lensctl health [--service NAME] [--wait S]\n"
+                 "Prints SERVING or NOT_SERVING; exit 1 unless SERVING.",
        {{"service", "", "the grpc.health.v1 service name (default: the server as a whole)"},
         {"wait", "0", "seconds to wait for SERVING (a server still loading or starting)"}}},
       {"sweep", "usage: lensctl sweep (--clean TEXT | --clean-ids ...) (--corrupted TEXT | "
@@ -102,6 +96,17 @@ const Command* FindCommand(const std::string& name) {
   return nullptr;
 }
 
+// Takes no value: --help, or a boolean flag of some command (the tables say which).
+bool IsBooleanFlag(const std::string& arg) {
+  if (arg == "--help") return true;
+  for (const Command& c : Commands()) {
+    for (const lensd::FlagSpec& f : c.flags) {
+      if (f.boolean && arg == "--" + f.name) return true;
+    }
+  }
+  return false;
+}
+
 // Splits argv into the command and every flag (global flags may precede or follow it).
 bool SplitCommand(const std::vector<std::string>& argv, std::string* command,
                   std::vector<std::string>* flags) {
@@ -116,8 +121,8 @@ bool SplitCommand(const std::vector<std::string>& argv, std::string* command,
       continue;
     }
     flags->push_back(a);
-    const bool boolean = a == "--hooks" || a == "--ignore-eos" || a == "--help";
-    if (command->empty() && a.find('=') == std::string::npos && !boolean && i + 1 < argv.size()) {
+    if (command->empty() && a.find('=') == std::string::npos && !IsBooleanFlag(a) &&
+        i + 1 < argv.size()) {
       flags->push_back(argv[++i]);
     }
   }
