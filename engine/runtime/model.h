@@ -96,6 +96,8 @@ struct DeviceLayout {
 absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& split,
                                                            int n_layers, int n_devices);
 
+struct RankContext;
+
 class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Load(const LoadOptions& options);
@@ -135,55 +137,15 @@ class Model {
   absl::Status Validate(const std::vector<SeqInput>& batch) const;
   // Forward after validation: the pipelined, graph or rank-parallel pass.
   ForwardResult ForwardDevices(const std::vector<SeqInput>& batch, HookSink* hooks);
-  void RunEmbed(Step& step);
-  void RunBlock(Step& step, Shard& shard, int layer);
-  TensorView RunAttention(Step& step, Shard& shard, const LayerWeights& w, int layer,
-                          TensorView n1);
-  TensorView RunMlp(Step& step, Shard& shard, const LayerWeights& w, int layer, TensorView n2);
-  // Captured attn_scores / pattern of each sequence (gathered across ranks).
-  void EmitAttentionMaps(Step& step, Backend& b, const std::vector<AttentionSeq>& seqs, int layer);
-  ForwardResult RunHead(Step& step);
-  TensorView NormWithHooks(Step& step, Shard& shard, TensorView x, const Buffer& w, const Buffer& b,
-                           HookPoint scale_point, HookPoint normalized_point, int layer);
-  // ln1 (`which` 1) or ln2 (2) of `layer` on the residual `x`, with its hooks; `x` itself when
-  // the layer has no pre-norms (LayerSpec::norms).
-  TensorView PreNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView x, int layer,
-                     int which);
-  // ln1_post / ln2_post on a sublayer's output when the layer has post-norms, else `out`.
-  TensorView PostNorm(Step& step, Shard& shard, const LayerWeights& w, TensorView out, int layer,
-                      int which);
-  void Emit(Step& step, Backend& backend, HookId id, TensorView rows);
-  // Interventions at `id` on the step's token-major `rows`, then Emit.
-  void Hook(Step& step, Backend& backend, HookId id, TensorView rows);
-  // Interventions at attention map `id` on the maps of the step's sequences, which live in
-  // `maps` (this rank's heads), sequence s's at element offsets[s] (-1: none).
-  void EditMaps(Step& step, Backend& b, HookId id, TensorView maps,
-                const std::vector<int64_t>& offsets);
-  // A layer's attention calls, with the score and pattern maps (this rank's heads) of each
-  // sequence that captures or intervenes on them: all in one buffer per kind (scores,
-  // pattern), sequence s's at offsets[kind][s] (-1: none).
-  struct LayerMaps {
-    std::vector<AttentionSeq> seqs;
-    TensorView buffers[2];
-    std::vector<int64_t> offsets[2];
-  };
-  LayerMaps PrepareMaps(Step& step, Backend& b, int layer, int64_t heads);
-  // Interventions at unembed.hook_out on the computed logits rows (every row of sequences
-  // with all_logits, else only the last), sequence s's from first_row[s].
-  void EditLogits(Step& step, Backend& b, TensorView logits, const std::vector<int>& first_row);
-  // Interventions on the layer's scores, then attention again from the edited scores; the
-  // same for the pattern (the unfused attention path, for the sequences with such edits).
-  void RerunEditedAttention(Step& step, Backend& b, TensorView q, KvLayerView kv,
-                            const LayerMaps& maps, int layer, TensorView z);
-  // Hands sequence `seq`'s `value` (device memory of `backend`) to the sink with its
-  // TransformerLens shape, asynchronously; FlushCaptures waits for every device's deliveries.
-  void Capture(Step& step, Backend& backend, int seq, HookId id, TensorView value);
+  // Waits for every device's captures of the step.
   void FlushCaptures();
   // The residual's move between stages (Step::incoming): Send on the sending stage's thread,
   // Receive on the receiving one's.
   void SendResidual(Step& step, Shard& to, int to_stage);
   void ReceiveResidual(Step& step, Shard& to);
   void RunRank(Step& step);
+  // This rank's view of `step` on `shard`'s device (blocks.h, step_hooks.h).
+  RankContext ContextFor(Step& step, Shard& shard);
   // Embedding (stage 0) or the residual's move, the stage's blocks, the head (last stage).
   void RunStage(Step& step, int stage, int stages);
   ForwardResult MergeResults(const std::vector<Step>& steps) const;
@@ -193,13 +155,6 @@ class Model {
   // The graph key of a decode step that may be replayed (LoadOptions::cuda_graphs, one
   // device, one token per sequence, no hooks, no offloaded layers); nullopt otherwise.
   std::optional<GraphKey> GraphKeyFor(const std::vector<SeqInput>& batch, HookSink* hooks) const;
-  // A hook whose tensor is split across tensor-parallel ranks: gathered along the split
-  // dimension when captured or intervened (every rank calls it); interventions run on the
-  // full tensor on every rank, which keeps its own part; rank 0 emits.
-  void HookSplit(Step& step, Backend& backend, HookId id, TensorView local);
-  // `local` [outer, ...] of every rank concatenated per outer row into `full` (tp_ == 1:
-  // `local` itself); replicated key/value heads are taken once.
-  TensorView Gathered(Step& step, Backend& backend, TensorView local, int64_t outer, Shape full);
   Shard& ShardAt(int stage, int rank) { return *shards_[stage * tp_ + rank]; }
 
   ModelConfig config_;

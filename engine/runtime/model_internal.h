@@ -1,4 +1,4 @@
-// Private state of Model shared by model_load.cc and model_forward.cc.
+// Private state of Model shared by model_load.cc and forward_schedule.cc.
 #ifndef LENSD_ENGINE_RUNTIME_MODEL_INTERNAL_H_
 #define LENSD_ENGINE_RUNTIME_MODEL_INTERNAL_H_
 
@@ -7,6 +7,7 @@
 
 #include "engine/runtime/layer_store.h"
 #include "engine/runtime/model.h"
+#include "engine/runtime/step_context.h"
 
 namespace lensd {
 
@@ -28,34 +29,6 @@ struct Model::Shard {
   size_t kv_bytes = 0;
 };
 
-// b.Allocate inside a step. When it fails, the backend has recorded the error and skips every
-// later op (Backend::TakeError): the step runs to its end on a buffer of that shape without
-// memory, and Forward fails it.
-inline Buffer AllocateInStep(Backend& b, DType dtype, Shape shape) {
-  absl::StatusOr<Buffer> made = b.Allocate(dtype, shape);
-  return made.ok() ? std::move(*made) : Buffer(nullptr, dtype, shape, nullptr);
-}
-
-// What one step computes, laid out once (BuildStepPlan) and then only read: every rank and
-// stage of the step shares it.
-struct StepPlan {
-  const std::vector<SeqInput>* batch = nullptr;
-  HookSink* hooks = nullptr;
-  int tokens = 0;
-  std::vector<int32_t> ids, positions, slots;  // [tokens], host
-  std::vector<int> q_begin;                    // per sequence: its first row
-  std::vector<PlanSeq> plan_seqs;              // per sequence, for intervention plans
-  bool any_interventions = false;
-
-  // True when some sequence of the step has interventions at `id`.
-  bool Intervened(HookId id) const;
-  // True when some sequence of the step captures `id`.
-  bool Wants(HookId id) const;
-};
-
-// The plan of `batch` (token rows in batch order; KV slots from the block tables).
-StepPlan BuildStepPlan(const std::vector<SeqInput>& batch, HookSink* hooks, int block_size);
-
 // Per-call state of Forward on one rank: the shared plan, the residual and its moves.
 struct Model::Step {
   const StepPlan* plan = nullptr;
@@ -70,15 +43,8 @@ struct Model::Step {
   std::vector<Buffer> incoming;
   std::shared_ptr<void> ready;
   std::vector<float> host;
-  std::vector<Buffer> scratch;  // freed at each block boundary
-  ForwardResult result;         // rank 0
-
-  bool Intervened(HookId id) const { return plan->Intervened(id); }
-  bool Wants(HookId id) const { return plan->Wants(id); }
-  TensorView Scratch(Backend& b, Shape s) {
-    scratch.push_back(AllocateInStep(b, DType::kF32, s));
-    return scratch.back().view();
-  }
+  StepScratch scratch;  // freed at each block boundary
+  ForwardResult result;  // rank 0
 };
 
 }  // namespace lensd

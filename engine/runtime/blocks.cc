@@ -1,0 +1,171 @@
+#include "engine/runtime/blocks.h"
+
+#include "engine/runtime/step_hooks.h"
+
+namespace lensd {
+namespace {
+
+// ln1 (`which` 1) or ln2 (2) of the layer on the residual `x`, with its hooks; `x` itself when
+// the layer has no pre-norms (LayerSpec::norms).
+TensorView PreNorm(RankContext& c, const LayerInputs& in, TensorView x, int which) {
+  if (!HasPreNorms(c.config.layers[in.layer].norms)) return x;  // the sublayer reads x
+  const LayerWeights& w = in.w;
+  const int l = in.layer;
+  return which == 1 ? NormForward(c, x, w.ln1_w, w.ln1_b, {HookPoint::kLn1Scale, l},
+                                  {HookPoint::kLn1Normalized, l})
+                    : NormForward(c, x, w.ln2_w, w.ln2_b, {HookPoint::kLn2Scale, l},
+                                  {HookPoint::kLn2Normalized, l});
+}
+
+// ln1_post / ln2_post on a sublayer's output when the layer has post-norms, else `out`.
+TensorView PostNorm(RankContext& c, const LayerInputs& in, TensorView out, int which) {
+  if (!HasPostNorms(c.config.layers[in.layer].norms)) return out;
+  const LayerWeights& w = in.w;
+  const int l = in.layer;
+  return which == 1 ? NormForward(c, out, w.ln1_post_w, w.ln1_post_b,
+                                  {HookPoint::kLn1PostScale, l}, {HookPoint::kLn1PostNormalized, l})
+                    : NormForward(c, out, w.ln2_post_w, w.ln2_post_b,
+                                  {HookPoint::kLn2PostScale, l}, {HookPoint::kLn2PostNormalized, l});
+}
+
+// A sublayer's output projection, summed over the tensor-parallel ranks.
+void ReduceOverRanks(RankContext& c, TensorView out) {
+  if (c.tp > 1) c.comm->AllReduceSum(c.rank, out, c.b);
+}
+
+}  // namespace
+
+Buffer EmbedForward(RankContext& c, const EmbedWeights& e) {
+  const int64_t T = c.plan.tokens, D = c.config.d_model;
+  Buffer x = AllocateInStep(c.b, DType::kF32, {T, D});
+  c.b.Gather(e.w_e.view(), c.plan.ids.data(), x.view());
+  HookRows(c, {HookPoint::kEmbed, -1}, x.view());
+  if (!e.w_pos.empty()) {
+    TensorView pe = c.Scratch({T, D});
+    c.b.Gather(e.w_pos.view(), c.plan.positions.data(), pe);
+    HookRows(c, {HookPoint::kPosEmbed, -1}, pe);
+    c.b.Add(x.view(), pe, x.view());
+  }
+  return x;
+}
+
+void BlockForward(RankContext& c, const LayerInputs& in, TensorView x) {
+  const int l = in.layer;
+  HookRows(c, {HookPoint::kResidPre, l}, x);
+  TensorView attn_out =
+      PostNorm(c, in, AttentionForward(c, in, PreNorm(c, in, x, 1)), 1);
+  HookRows(c, {HookPoint::kAttnOut, l}, attn_out);
+  TensorView mlp_out;
+  if (c.config.layers[l].parallel_residual) {
+    mlp_out = MlpForward(c, in, PreNorm(c, in, x, 2));
+    c.b.Add(x, attn_out, x);
+  } else {
+    c.b.Add(x, attn_out, x);
+    HookRows(c, {HookPoint::kResidMid, l}, x);
+    mlp_out = MlpForward(c, in, PreNorm(c, in, x, 2));
+  }
+  mlp_out = PostNorm(c, in, mlp_out, 2);
+  HookRows(c, {HookPoint::kMlpOut, l}, mlp_out);
+  c.b.Add(x, mlp_out, x);
+  HookRows(c, {HookPoint::kResidPost, l}, x);
+}
+
+TensorView NormForward(RankContext& c, TensorView x, const Buffer& w, const Buffer& b,
+                       HookId scale_id, HookId normalized_id) {
+  const bool edit_scale = c.Intervened(scale_id), edit_norm = c.Intervened(normalized_id);
+  const bool outputs = edit_scale || edit_norm;
+  TensorView y = c.Scratch(x.shape);
+  TensorView normalized = c.Wants(normalized_id) || outputs ? c.Scratch(x.shape) : TensorView{};
+  TensorView scale = c.Wants(scale_id) || outputs ? c.Scratch({x.shape[0]}) : TensorView{};
+  c.b.Norm(c.config.norm, x, w.view(), b.view(), static_cast<float>(c.config.norm_eps), y,
+           normalized, scale);
+  if (!scale.empty()) {
+    // A changed scale changes the normalized value (x_c / scale) and the output.
+    TensorView before = edit_scale ? c.Scratch(scale.shape) : TensorView{};
+    if (edit_scale) c.b.Copy(scale, before);
+    HookRows(c, scale_id, scale);
+    if (edit_scale) c.b.Renormalize(normalized, before, scale, w.view(), b.view(), y);
+  }
+  if (!normalized.empty()) {
+    HookRows(c, normalized_id, normalized);
+    if (edit_norm) c.b.Renormalize(normalized, {}, {}, w.view(), b.view(), y);
+  }
+  return y;
+}
+
+TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView normed) {
+  const int64_t T = c.plan.tokens, H = c.n_heads, Hkv = c.n_kv_heads, dh = c.config.d_head;
+  const LayerWeights& w = in.w;
+  const int l = in.layer;
+  TensorView q = c.Scratch({T, H, dh}), k = c.Scratch({T, Hkv, dh}), v = c.Scratch({T, Hkv, dh});
+  c.b.Linear(normed, w.wq.view(), w.bq.view(), q.Reshaped({T, H * dh}));
+  c.b.Linear(normed, w.wk.view(), w.bk.view(), k.Reshaped({T, Hkv * dh}));
+  c.b.Linear(normed, w.wv.view(), w.bv.view(), v.Reshaped({T, Hkv * dh}));
+  HookSplitRows(c, {HookPoint::kQ, l}, q);
+  HookSplitRows(c, {HookPoint::kK, l}, k);
+  HookSplitRows(c, {HookPoint::kV, l}, v);
+  const LayerSpec& spec = c.config.layers[l];
+  if (!c.config.learned_positions) {
+    c.b.Rope(q, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());
+    c.b.Rope(k, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());
+    HookSplitRows(c, {HookPoint::kRotQ, l}, q);
+    HookSplitRows(c, {HookPoint::kRotK, l}, k);
+  }
+  c.b.WriteKv(k, v, c.plan.slots.data(), in.kv);
+  LayerMaps maps = PrepareMaps(c, l, H);
+  TensorView z = c.Scratch({T, H, dh});
+  c.b.Attention(q, in.kv, maps.seqs, spec.attention, z);
+  FinishMaps(c, q, in.kv, maps, l, z);
+  HookSplitRows(c, {HookPoint::kZ, l}, z);
+  TensorView out = c.Scratch({T, c.config.d_model});
+  c.b.Linear(z.Reshaped({T, H * dh}), w.wo.view(), w.bo.view(), out);
+  ReduceOverRanks(c, out);
+  return out;
+}
+
+TensorView MlpForward(RankContext& c, const LayerInputs& in, TensorView normed) {
+  const int64_t T = c.plan.tokens, M = c.d_mlp;
+  const LayerWeights& w = in.w;
+  const int l = in.layer;
+  TensorView pre = c.Scratch({T, M}), post = c.Scratch({T, M});
+  c.b.Linear(normed, w.w_in.view(), w.b_in.view(), pre);
+  HookSplitRows(c, {HookPoint::kMlpPre, l}, pre);
+  if (c.config.layers[l].mlp == MlpKind::kGated) {
+    TensorView lin = c.Scratch({T, M});
+    c.b.Linear(normed, w.w_up.view(), w.b_up.view(), lin);
+    HookSplitRows(c, {HookPoint::kMlpPreLinear, l}, lin);
+    c.b.GatedActivation(c.config.act, pre, lin, post);
+  } else {
+    c.b.Activation(c.config.act, pre, post);
+  }
+  HookSplitRows(c, {HookPoint::kMlpPost, l}, post);
+  TensorView out = c.Scratch({T, c.config.d_model});
+  c.b.Linear(post, w.w_out.view(), w.b_out.view(), out);
+  ReduceOverRanks(c, out);
+  return out;
+}
+
+ForwardResult HeadForward(RankContext& c, const HeadWeights& h, TensorView x) {
+  TensorView y = NormForward(c, x, h.lnf_w, h.lnf_b, {HookPoint::kLnFinalScale, -1},
+                             {HookPoint::kLnFinalNormalized, -1});
+  HookRows(c, {HookPoint::kUnembedIn, -1}, y);
+  ForwardResult result;
+  std::vector<int32_t> rows;
+  for (size_t s = 0; s < c.plan.batch->size(); ++s) {
+    const SeqInput& in = (*c.plan.batch)[s];
+    const int n = static_cast<int>(in.tokens.size());
+    result.first_row.push_back(static_cast<int>(rows.size()));
+    for (int i = in.all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(c.plan.q_begin[s] + i);
+  }
+  const int64_t R = static_cast<int64_t>(rows.size()), V = c.config.vocab_size;
+  TensorView selected = c.Scratch({R, c.config.d_model});
+  c.b.Gather(y, rows.data(), selected);
+  TensorView logits = c.Scratch({R, V});
+  c.b.Linear(selected, h.w_u.view(), h.b_u.view(), logits);
+  HookLogits(c, logits, result.first_row);
+  result.logits = Buffer::Host(DType::kF32, {R, V});
+  c.b.Download(logits, result.logits.As<float>());
+  return result;
+}
+
+}  // namespace lensd

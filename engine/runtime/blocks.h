@@ -1,0 +1,46 @@
+// The block math of the forward pass as free functions over one rank's context: embedding, a
+// transformer block (norms, attention, MLP) and the head. Each is the forward half of a pair;
+// a backward pass adds its twin beside it (llm.c's X_forward / X_backward). They know nothing
+// of stages, threads or sinks: hook points go through step_hooks.h, the schedule that calls
+// them is forward_schedule.cc.
+#ifndef LENSD_ENGINE_RUNTIME_BLOCKS_H_
+#define LENSD_ENGINE_RUNTIME_BLOCKS_H_
+
+#include "engine/model/weights.h"
+#include "engine/runtime/step_context.h"
+
+namespace lensd {
+
+// What layer `layer`'s math reads on this rank.
+struct LayerInputs {
+  int layer = 0;
+  const LayerWeights& w;
+  TensorView inv_freq;  // [rotary_dim / 2]; empty with learned positions
+  KvLayerView kv;       // the layer's K/V pools
+};
+
+// Token embeddings (plus learned positions) of the step's rows: the new residual [T, D].
+Buffer EmbedForward(RankContext& c, const EmbedWeights& e);
+
+// One transformer block on the residual `x` [T, D], in place.
+void BlockForward(RankContext& c, const LayerInputs& in, TensorView x);
+
+// LayerNorm / RMSNorm of `x` with weight `w` and bias `b`, with its scale and normalized
+// hooks (interventions on either change the output).
+TensorView NormForward(RankContext& c, TensorView x, const Buffer& w, const Buffer& b,
+                       HookId scale_id, HookId normalized_id);
+
+// Attention of the normalized residual `normed` [T, D]: q/k/v, rotary, K/V written to the
+// cache, attention over it, output projection (summed over ranks) [T, D].
+TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView normed);
+
+// The MLP (dense or gated) of `normed` [T, D], its output summed over ranks [T, D].
+TensorView MlpForward(RankContext& c, const LayerInputs& in, TensorView normed);
+
+// Final norm and unembedding of each sequence's last row (every row with all_logits): the
+// logits in host memory, rows in batch order.
+ForwardResult HeadForward(RankContext& c, const HeadWeights& h, TensorView x);
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_BLOCKS_H_

@@ -1,0 +1,49 @@
+// The forward pass at its hook points, on one rank: interventions on the hook's tensor, then
+// capture into the step's sink. The block math (blocks.h) calls these; nothing here knows
+// which layer math produced the tensor.
+#ifndef LENSD_ENGINE_RUNTIME_STEP_HOOKS_H_
+#define LENSD_ENGINE_RUNTIME_STEP_HOOKS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/runtime/step_context.h"
+
+namespace lensd {
+
+// Interventions at `id` on the step's token-major `rows` (the same on every rank), then
+// capture of each sequence that wants it (rank 0).
+void HookRows(RankContext& c, HookId id, TensorView rows);
+
+// A hook whose tensor is split across tensor-parallel ranks (heads, d_mlp): gathered along the
+// split dimension when captured or intervened (every rank calls it); interventions run on the
+// full tensor on every rank, which keeps its own part; rank 0 captures.
+void HookSplitRows(RankContext& c, HookId id, TensorView local);
+
+// Hands sequence `seq`'s `value` (device memory of c.b) to the sink with its TransformerLens
+// shape, asynchronously; the backend's FlushCaptures waits for the deliveries.
+void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value);
+
+// A layer's attention calls, with the score and pattern maps (this rank's heads) of each
+// sequence that captures or intervenes on them: all in one buffer per kind (scores,
+// pattern), sequence s's at offsets[kind][s] (-1: none).
+struct LayerMaps {
+  std::vector<AttentionSeq> seqs;
+  TensorView buffers[2];
+  std::vector<int64_t> offsets[2];
+};
+LayerMaps PrepareMaps(RankContext& c, int layer, int64_t heads);
+
+// Interventions on the layer's scores, then attention again from the edited scores; the same
+// for the pattern (the unfused attention path, for the sequences with such edits). Then the
+// captured maps of each sequence (gathered across ranks).
+void FinishMaps(RankContext& c, TensorView q, KvLayerView kv, const LayerMaps& maps, int layer,
+                TensorView z);
+
+// Interventions at unembed.hook_out on the computed logits rows (every row of sequences with
+// all_logits, else only the last), sequence s's from first_row[s]; then their capture.
+void HookLogits(RankContext& c, TensorView logits, const std::vector<int>& first_row);
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_RUNTIME_STEP_HOOKS_H_
