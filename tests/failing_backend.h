@@ -98,6 +98,9 @@ class FailingBackend final : public Backend {
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
     if (error_.ok()) inner_->GatedActivation(kind, gate, up, y);
   }
+  void ScaleAndCap(TensorView x, float scale, float cap) override {
+    if (error_.ok()) inner_->ScaleAndCap(x, scale, cap);
+  }
   void Add(TensorView a, TensorView b, TensorView y) override {
     if (error_.ok()) inner_->Add(a, b, y);
   }

@@ -22,6 +22,14 @@ std::string GoldenDir() {
   return env ? env : LENSD_GOLDEN_DIR;
 }
 
+std::string FamiliesDir() { return GoldenDir() + "/../families"; }
+
+std::string FamilyDir(const std::string& family) {
+  struct stat st;
+  const std::string newer = FamiliesDir() + "/" + family;
+  return ::stat(newer.c_str(), &st) == 0 ? newer : GoldenDir() + "/" + family;
+}
+
 bool SharedExists(const std::string& relative) {
   struct stat st;
   return ::stat((SharedDir() + "/" + relative).c_str(), &st) == 0;

@@ -21,6 +21,12 @@ std::string SharedDir();
 // Our golden models and activations, copied from ../shared/golden into tests/data/golden
 // (always present; $LENSD_GOLDEN_DIR overrides, e.g. in the GPU bundle).
 std::string GoldenDir();
+// tests/data/families: the newer families' models and references
+// (tools/reference/make_family_goldens.py), beside GoldenDir().
+std::string FamiliesDir();
+// The model directory of a test family: FamiliesDir()/family when it is one of those, else
+// GoldenDir()/family.
+std::string FamilyDir(const std::string& family);
 // Skips the calling test (GTEST_SKIP) when `relative` is absent under SharedDir().
 #define LENSD_REQUIRE_SHARED(relative)                                              \
   if (!::lensd::testing::SharedExists(relative))                                   \

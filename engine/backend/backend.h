@@ -102,6 +102,9 @@ class Backend {
   virtual void Activation(ActKind kind, TensorView x, TensorView y) = 0;
   // y = act(gate) * up, elementwise.
   virtual void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) = 0;
+  // x := x · scale, then x := cap · tanh(x / cap) when cap > 0, elementwise in place (Gemma's
+  // embedding scale and logit softcap).
+  virtual void ScaleAndCap(TensorView x, float scale, float cap) = 0;
   // y = a + b, elementwise (y may alias a).
   virtual void Add(TensorView a, TensorView b, TensorView y) = 0;
   // dst = src (same element count, float32).

@@ -74,6 +74,13 @@ class CpuBackend : public Backend {
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
     Elementwise(kind, gate, up, y);
   }
+  void ScaleAndCap(TensorView x, float scale, float cap) override {
+    float* v = x.As<float>();
+    for (int64_t i = 0; i < x.NumElements(); ++i) {
+      v[i] *= scale;
+      if (cap > 0.0f) v[i] = std::tanh(v[i] / cap) * cap;
+    }
+  }
   void Add(TensorView a, TensorView b, TensorView y) override {
     for (int64_t i = 0; i < a.NumElements(); ++i) {
       y.As<float>()[i] = a.As<float>()[i] + b.As<float>()[i];
@@ -215,6 +222,9 @@ void CpuBackend::AttendOne(const float* q, const KvRows& rows, int64_t dh, const
     for (int j = 0; j < n_k; ++j) {
       const bool visible = j <= pos && (params.window <= 0 || pos - j < params.window);
       probs[j] = visible ? ops_.dot(q, rows.k[j], dh) * params.scale : -inf;
+      if (visible && params.softcap > 0.0f) {
+        probs[j] = std::tanh(probs[j] / params.softcap) * params.softcap;
+      }
     }
     if (!s.scores.empty()) std::memcpy(s.scores.As<float>() + map_row, probs, n_k * 4);
   } else {

@@ -19,6 +19,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
                             const AttentionParams& params, TensorView z) {
   const float scale = params.scale;
   const int window = params.window;
+  const float softcap = params.softcap;
   if (!Use()) return;
   const int heads = static_cast<int>(q.shape[1]), dh = static_cast<int>(q.shape[2]);
   const int kv_heads = static_cast<int>(kv.k.shape[1]);
@@ -54,10 +55,10 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
   if (Skip()) return;
   CheckCuda(OnKvPools(kv,
                       [&](auto* k_pool, auto* v_pool) {
-                        return cuda::LaunchDecodeAttention(
-                            F(q), k_pool, v_pool, dtables, dplain, static_cast<int>(plain.size()),
-                            heads, kv_heads, dh, kv.block_size, scale, window, F(z),
-                            stream_.get());
+                        return cuda::LaunchDecodeAttention(F(q), k_pool, v_pool, dtables, dplain,
+                                                           static_cast<int>(plain.size()), heads,
+                                                           kv_heads, dh, kv.block_size, scale,
+                                                           window, softcap, F(z), stream_.get());
                       }),
             "DecodeAttention");
   CheckCuda(OnKvPools(kv,
@@ -65,7 +66,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
                         return cuda::LaunchAttention(
                             F(q), k_pool, v_pool, dtables, dqueries,
                             static_cast<int>(queries.size()), heads, kv_heads, dh, kv.block_size,
-                            scale, window, dscores, dpatterns, dnq, F(z), stream_.get());
+                            scale, window, softcap, dscores, dpatterns, dnq, F(z), stream_.get());
                       }),
             "Attention");
   for (size_t s = 0; s < seqs.size(); ++s) {
@@ -76,7 +77,7 @@ void CudaBackend::Attention(TensorView q, KvLayerView kv, const std::vector<Atte
                           return cuda::LaunchFlashAttention(
                               F(q), k_pool, v_pool, dtables + offsets[s], a.q_begin, a.n_q,
                               a.start_pos, heads, kv_heads, dh, kv.block_size, scale, window,
-                              F(z), stream_.get());
+                              softcap, F(z), stream_.get());
                         }),
               "FlashAttention");
   }

@@ -108,6 +108,7 @@ class CudaBackend final : public Backend {
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override;
   void Activation(ActKind kind, TensorView x, TensorView y) override;
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override;
+  void ScaleAndCap(TensorView x, float scale, float cap) override;
   void Add(TensorView a, TensorView b, TensorView y) override;
   void Copy(TensorView src, TensorView dst) override;
 

@@ -104,6 +104,12 @@ void CudaBackend::GatedActivation(ActKind kind, TensorView gate, TensorView up, 
             "GatedActivation");
 }
 
+void CudaBackend::ScaleAndCap(TensorView x, float scale, float cap) {
+  if (!Use() || Replaying()) return;
+  CheckCuda(cuda::LaunchScaleAndCap(F(x), scale, cap, x.NumElements(), stream_.get()),
+            "ScaleAndCap");
+}
+
 void CudaBackend::Add(TensorView a, TensorView b, TensorView y) {
   if (!Use() || Replaying()) return;
   CheckCuda(cuda::LaunchAdd(F(a), F(b), F(y), a.NumElements(), stream_.get()), "Add");

@@ -1,7 +1,7 @@
 // What each layer of a model is, as data (gemma.cpp's LayerConfig is the model): norm
-// placement, attention parameters (scale, window), rotary parameters and the MLP kind. The
-// family parsers (engine/model/families) fill one LayerSpec per layer; the forward pass,
-// hook enumeration, tensor presence and memory planning read them. Families that alternate
+// placement, attention parameters (scale, window, softcap), q/k norms, rotary parameters and the
+// MLP kind. The family parsers (engine/model/families) fill one LayerSpec per layer; the forward
+// pass, hook enumeration, tensor presence and memory planning read them. Families that alternate
 // layer kinds (sliding and global attention, a rope theta per kind) differ here only.
 #ifndef LENSD_ENGINE_MODEL_ARCHITECTURE_H_
 #define LENSD_ENGINE_MODEL_ARCHITECTURE_H_
@@ -26,6 +26,8 @@ struct RopeConfig {
 struct AttentionParams {
   float scale = 1.0f;  // multiplies q·k
   int window = 0;      // 0: every earlier key; else keys with q_pos − k_pos < window
+  // > 0: scores = softcap · tanh(scale · q·k / softcap) before masking (Gemma 2).
+  float softcap = 0.0f;
 };
 
 // q·k / √d_head: the scale of every family so far.
@@ -46,11 +48,19 @@ enum class NormPlacement { kPre, kPreAndPost, kPost };
 inline bool HasPreNorms(NormPlacement p) { return p != NormPlacement::kPost; }
 inline bool HasPostNorms(NormPlacement p) { return p != NormPlacement::kPre; }
 
+// RMSNorm of the queries and keys after their projections, before rotary.
+enum class QkNorm {
+  kNone,
+  kPerHead,  // over each head's d_head (Qwen3, Gemma 3): weights [d_head]
+  kWhole,    // over the whole projection (OLMo 2): weights [H·d_head], [Hkv·d_head]
+};
+
 struct LayerSpec {
   NormPlacement norms = NormPlacement::kPre;
   // GPT-NeoX: attention and MLP both read the block's input (no resid_mid).
   bool parallel_residual = false;
   AttentionParams attention;
+  QkNorm qk_norm = QkNorm::kNone;
   RopeConfig rope;  // rotary models (rotary_dim > 0)
   MlpKind mlp = MlpKind::kGated;
 };

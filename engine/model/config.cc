@@ -88,6 +88,30 @@ absl::StatusOr<RopeConfig> ParseRope(const json& j, double default_pct, int d_he
   return rope;
 }
 
+absl::StatusOr<std::vector<bool>> ParseSlidingLayers(const json& j, int n_layers,
+                                                     bool (*fallback)(const json& j, int layer)) {
+  std::vector<bool> sliding(n_layers);
+  if (!JsonHas(j, "layer_types")) {
+    for (int l = 0; l < n_layers; ++l) sliding[l] = fallback(j, l);
+    return sliding;
+  }
+  const json& types = j.at("layer_types");
+  if (!types.is_array() || static_cast<int>(types.size()) != n_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer_types must be a list of num_hidden_layers (", n_layers, ") names"));
+  }
+  for (int l = 0; l < n_layers; ++l) {
+    const std::string type = types[l].is_string() ? types[l].get<std::string>() : "";
+    if (type != "sliding_attention" && type != "full_attention") {
+      return absl::UnimplementedError(
+          absl::StrCat("layer_types[", l, "] = ", types[l].dump().substr(0, 64),
+                       ": supported are \"sliding_attention\" and \"full_attention\""));
+    }
+    sliding[l] = type == "sliding_attention";
+  }
+  return sliding;
+}
+
 void SetUniformLayers(ModelConfig& c, const LayerSpec& spec) { c.layers.assign(c.n_layers, spec); }
 
 absl::Status ParseRotaryGeometry(const json& j, const char* default_act, ModelConfig& c) {

@@ -35,6 +35,10 @@ struct ModelConfig {
   bool o_bias = false;
   bool mlp_bias = false;
   bool tied_embeddings = false;
+  // Token embeddings are multiplied by this (Gemma: √d_model, rounded to float32).
+  float embed_scale = 1.0f;
+  // > 0: logits = softcap · tanh(logits / softcap) (Gemma 2).
+  float final_softcap = 0.0f;
   std::vector<LayerSpec> layers;  // one per layer (architecture.h)
   int bos_id = -1;
   std::vector<int> eos_ids;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/model/config.h"
@@ -29,6 +30,13 @@ absl::Status ParseRotaryGeometry(const nlohmann::json& j, const char* default_ac
 // Rope fields from `rope_parameters` (transformers 5) or top level plus `rope_scaling`
 // (classic); rope_parameters wins where present. `default_pct`: the rotary share of d_head.
 absl::StatusOr<RopeConfig> ParseRope(const nlohmann::json& j, double default_pct, int d_head);
+
+// Which layers attend through a sliding window: config.json's layer_types
+// ("sliding_attention" / "full_attention", one per layer) when present, else `fallback(layer)`
+// (the older configs' rule of each family).
+absl::StatusOr<std::vector<bool>> ParseSlidingLayers(const nlohmann::json& j, int n_layers,
+                                                     bool (*fallback)(const nlohmann::json& j,
+                                                                      int layer));
 
 }  // namespace lensd
 

@@ -47,6 +47,9 @@ struct FamilySpec {
   // Checkpoints saved with the LM head nest the body under this (GPT-2: "transformer."):
   // each name is tried with it first, then without.
   const char* nested_prefix = "";
+  // Added to every norm weight read (Gemma stores RMSNorm weights as w − 1 and multiplies
+  // by 1 + w): the canonical weight is what multiplies the normalized value.
+  float norm_weight_offset = 0.0f;
 };
 
 // config.json text parsed by `family` (the registry's for its model_type when null), for

@@ -31,6 +31,10 @@ constexpr LayerTensorSpec kSpecs[] = {
     {&W::ln1_post_b, Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias, 20},
     {&W::ln2_post_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 21},
     {&W::ln2_post_b, Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias, 22},
+    // Whole-projection q/k norms are refused under tensor parallelism (model_load.cc), so
+    // every rank holding all of them is right for both kinds.
+    {&W::q_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 23},
+    {&W::k_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 24},
 };
 
 }  // namespace
@@ -46,6 +50,7 @@ bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor f) {
   if (f == &W::ln1_b || f == &W::ln2_b) return pre && layer_norm;
   if (f == &W::ln1_post_w || f == &W::ln2_post_w) return post;
   if (f == &W::ln1_post_b || f == &W::ln2_post_b) return post && layer_norm;
+  if (f == &W::q_norm_w || f == &W::k_norm_w) return spec.qk_norm != QkNorm::kNone;
   if (f == &W::bq || f == &W::bk || f == &W::bv) return c.qkv_bias;
   if (f == &W::bo) return c.o_bias;
   if (f == &W::w_up) return gated;
@@ -54,9 +59,18 @@ bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor f) {
   return true;
 }
 
-Shape LayerTensorShape(const ModelConfig& c, LayerTensor f) {
+bool IsNormWeight(LayerTensor f) {
+  return f == &W::ln1_w || f == &W::ln2_w || f == &W::ln1_post_w || f == &W::ln2_post_w ||
+         f == &W::q_norm_w || f == &W::k_norm_w;
+}
+
+Shape LayerTensorShape(const ModelConfig& c, int layer, LayerTensor f) {
   const int64_t D = c.d_model, M = c.d_mlp, Q = int64_t{c.n_heads} * c.d_head;
   const int64_t KV = int64_t{c.n_kv_heads} * c.d_head;
+  if (f == &W::q_norm_w || f == &W::k_norm_w) {
+    if (c.layers[layer].qk_norm == QkNorm::kPerHead) return {c.d_head};
+    return {f == &W::q_norm_w ? Q : KV};
+  }
   if (f == &W::wq) return {Q, D};
   if (f == &W::bq) return {Q};
   if (f == &W::wk || f == &W::wv) return {KV, D};

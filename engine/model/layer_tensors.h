@@ -28,6 +28,9 @@ struct LayerWeights {
   Buffer w_out, b_out;  // [D, M], [D]
   // Norms of the sublayer outputs (NormPlacement::kPreAndPost, kPost): [D]
   Buffer ln1_post_w, ln1_post_b, ln2_post_w, ln2_post_b;
+  // RMSNorm weights of queries and keys (LayerSpec::qk_norm): [dh] each per head, or
+  // [H*dh], [Hkv*dh] over the whole projection.
+  Buffer q_norm_w, k_norm_w;
 };
 
 using LayerTensor = Buffer LayerWeights::*;
@@ -45,12 +48,13 @@ enum class TpSplit {
 
 // What TransformerLens's weight processing does with a tensor (runtime/processing.cc).
 enum class ProcessingRole {
-  kNorm,           // a norm's weight or bias: folded into the matrices reading its output
-  kPostNorm,       // a norm of a sublayer's output: kept (TransformerLens folds pre-norms only)
-  kReadsNorm1,     // a matrix reading ln1's output (with its bias): ln1 folds into it
-  kReadsNorm2,     // a matrix reading ln2's output (with its bias): ln2 folds into it
-  kWritesResidual, // a matrix or bias adding to the residual stream: centred
-  kOther,          // biases handled with their matrix, the value bias (folded into b_O)
+  kNorm,            // a norm's weight or bias: folded into the matrices reading its output
+  kPostNorm,        // a norm of a sublayer's output or of q/k: kept (TransformerLens folds
+                    // pre-norms only)
+  kReadsNorm1,      // a matrix reading ln1's output (with its bias): ln1 folds into it
+  kReadsNorm2,      // a matrix reading ln2's output (with its bias): ln2 folds into it
+  kWritesResidual,  // a matrix or bias adding to the residual stream: centred
+  kOther,           // biases handled with their matrix, the value bias (folded into b_O)
 };
 
 // How RandomSource draws it (scaled like a trained model's initialisation).
@@ -76,8 +80,11 @@ std::span<const LayerTensorSpec> LayerTensorSpecs();
 // projection of gated MLPs, pre- and post-norms by the layer's placement).
 bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor field);
 
-// Its full (unsliced) shape for `c`.
-Shape LayerTensorShape(const ModelConfig& c, LayerTensor field);
+// Its full (unsliced) shape in layer `layer` of `c`.
+Shape LayerTensorShape(const ModelConfig& c, int layer, LayerTensor field);
+
+// A norm's weight (pre-, post- or q/k norm), which some checkpoints store as w − 1 (Gemma).
+bool IsNormWeight(LayerTensor field);
 
 }  // namespace lensd
 

@@ -45,6 +45,8 @@ class CheckpointSource : public WeightSource {
   // Reads `name` (under the family's nested prefix when the checkpoint has it there), checks
   // its shape and converts to float32.
   absl::StatusOr<Buffer> Read(const std::string& name, Shape expect) const;
+  // A norm weight as the forward pass multiplies by it (FamilySpec::norm_weight_offset).
+  void OffsetNormWeight(Buffer& w) const;
   // One table row: the checkpoint tensor, split into the canonical tensors it holds.
   absl::Status ReadSource(int layer, const TensorSource& source, LayerWeights& w) const;
 
@@ -73,13 +75,20 @@ absl::StatusOr<Buffer> CheckpointSource::Read(const std::string& name, Shape exp
   return out;
 }
 
+void CheckpointSource::OffsetNormWeight(Buffer& w) const {
+  if (family_.norm_weight_offset == 0.0f || w.empty()) return;
+  for (int64_t i = 0; i < w.shape().NumElements(); ++i) {
+    w.As<float>()[i] += family_.norm_weight_offset;
+  }
+}
+
 absl::Status CheckpointSource::ReadSource(int layer, const TensorSource& source,
                                           LayerWeights& w) const {
   if (!HasLayerTensor(config_, layer, source.parts[0])) return absl::OkStatus();
   // The parts stacked by rows: [rows, cols], or [rows] for vectors.
   int64_t rows = 0;
-  for (LayerTensor part : source.parts) rows += LayerTensorShape(config_, part)[0];
-  const Shape first = LayerTensorShape(config_, source.parts[0]);
+  for (LayerTensor part : source.parts) rows += LayerTensorShape(config_, layer, part)[0];
+  const Shape first = LayerTensorShape(config_, layer, source.parts[0]);
   const bool matrix = first.rank == 2;
   Shape stored = matrix ? Shape{rows, first[1]} : Shape{rows};
   if (matrix && source.layout == Layout::kConv1D) stored = {first[1], rows};
@@ -88,12 +97,13 @@ absl::Status CheckpointSource::ReadSource(int layer, const TensorSource& source,
   if (matrix && source.layout == Layout::kConv1D) all = Transpose(all);  // [rows, cols]
   if (source.parts.size() == 1) {
     w.*source.parts[0] = std::move(all);
+    if (IsNormWeight(source.parts[0])) OffsetNormWeight(w.*source.parts[0]);
     return absl::OkStatus();
   }
   if (source.layout != Layout::kHeadInterleaved) {
     int64_t begin = 0;
     for (LayerTensor part : source.parts) {
-      const int64_t n = LayerTensorShape(config_, part)[0];
+      const int64_t n = LayerTensorShape(config_, layer, part)[0];
       w.*part = SliceRows(all, begin, n);
       begin += n;
     }
@@ -104,7 +114,7 @@ absl::Status CheckpointSource::ReadSource(int layer, const TensorSource& source,
   const int64_t heads = rows / (parts * dh), row = matrix ? first[1] : 1;
   for (int64_t p = 0; p < parts; ++p) {
     Buffer& out = w.*source.parts[p];
-    out = HostF32(LayerTensorShape(config_, source.parts[p]));
+    out = HostF32(LayerTensorShape(config_, layer, source.parts[p]));
     for (int64_t h = 0; h < heads; ++h) {
       std::memcpy(out.As<float>() + h * dh * row, all.As<float>() + (h * parts + p) * dh * row,
                   static_cast<size_t>(dh * row) * 4);
@@ -129,6 +139,7 @@ absl::StatusOr<HeadWeights> CheckpointSource::Head() const {
   const Shape d{c.d_model};
   const std::string norm = family_.final_norm;
   ASSIGN_OR_RETURN(h.lnf_w, Read(norm + ".weight", d));
+  OffsetNormWeight(h.lnf_w);
   if (c.norm == NormKind::kLayerNorm) {
     ASSIGN_OR_RETURN(h.lnf_b, Read(norm + ".bias", d));
   }
@@ -160,7 +171,7 @@ class RandomSource : public WeightSource {
     LayerWeights w;
     for (const LayerTensorSpec& t : LayerTensorSpecs()) {
       if (!HasLayerTensor(config_, layer, t.field)) continue;
-      const Shape shape = LayerTensorShape(config_, t.field);
+      const Shape shape = LayerTensorShape(config_, layer, t.field);
       const uint64_t stream = streams + t.random_stream;
       switch (t.init) {
         case RandomInit::kNormWeight:

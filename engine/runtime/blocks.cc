@@ -33,12 +33,24 @@ void ReduceOverRanks(RankContext& c, TensorView out) {
   if (c.tp > 1) c.comm->AllReduceSum(c.rank, out, c.b);
 }
 
+// RMSNorm of queries or keys `x` [T, heads, dh] per head or over the whole projection: a new
+// tensor of the same shape.
+TensorView QkNormForward(RankContext& c, QkNorm kind, TensorView x, const Buffer& w) {
+  const int64_t rows = kind == QkNorm::kPerHead ? x.shape[0] * x.shape[1] : x.shape[0];
+  const Shape flat{rows, x.NumElements() / rows};
+  TensorView y = c.Scratch(x.shape);
+  c.b.Norm(NormKind::kRmsNorm, x.Reshaped(flat), w.view(), {},
+           static_cast<float>(c.config.norm_eps), y.Reshaped(flat), {}, {});
+  return y;
+}
+
 }  // namespace
 
 Buffer EmbedForward(RankContext& c, const EmbedWeights& e) {
   const int64_t T = c.plan.tokens, D = c.config.d_model;
   Buffer x = AllocateInStep(c.b, DType::kF32, {T, D});
   c.b.Gather(e.w_e.view(), c.plan.ids.data(), x.view());
+  if (c.config.embed_scale != 1.0f) c.b.ScaleAndCap(x.view(), c.config.embed_scale, 0.0f);
   HookRows(c, {HookPoint::kEmbed, -1}, x.view());
   if (!e.w_pos.empty()) {
     TensorView pe = c.Scratch({T, D});
@@ -105,6 +117,10 @@ TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView no
   HookSplitRows(c, {HookPoint::kK, l}, k);
   HookSplitRows(c, {HookPoint::kV, l}, v);
   const LayerSpec& spec = c.config.layers[l];
+  if (spec.qk_norm != QkNorm::kNone) {
+    q = QkNormForward(c, spec.qk_norm, q, w.q_norm_w);
+    k = QkNormForward(c, spec.qk_norm, k, w.k_norm_w);
+  }
   if (!c.config.learned_positions) {
     c.b.Rope(q, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());
     c.b.Rope(k, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());
@@ -163,6 +179,8 @@ ForwardResult HeadForward(RankContext& c, const HeadWeights& h, TensorView x) {
   TensorView logits = c.Scratch({R, V});
   c.b.Linear(selected, h.w_u.view(), h.b_u.view(), logits);
   HookLogits(c, logits, result.first_row);
+  // unembed.hook_out is the projection; the returned logits are softcapped (as TransformerLens).
+  if (c.config.final_softcap > 0.0f) c.b.ScaleAndCap(logits, 1.0f, c.config.final_softcap);
   result.logits = Buffer::Host(DType::kF32, {R, V});
   c.b.Download(logits, result.logits.As<float>());
   return result;

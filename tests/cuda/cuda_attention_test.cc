@@ -10,12 +10,13 @@
 namespace lensd {
 namespace {
 
-TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
+TEST_F(OpTest, PagedAttentionWithScoresPatternGqaWindowAndSoftcap) {
   const int H = 8, Hkv = 2, dh = 64, bs = 16, blocks = 12;
   auto kpool = Zeros({blocks * bs, Hkv, dh}), vpool = Zeros({blocks * bs, Hkv, dh});
   // Two sequences: a 40-token prefill and a decode step at position 70 (blocks out of order).
   std::vector<int32_t> table0 = {3, 0, 7}, table1 = {1, 9, 2, 11, 5};
-  for (int window : {0, 24}) {
+  // Softcap 2 (scores at scale 0.125 reach a few units, so tanh bends them): Gemma 2.
+  for (auto [window, softcap] : {std::pair{0, 0.0f}, {24, 0.0f}, {24, 2.0f}}) {
     auto k = Random({40 + 71, Hkv, dh}), v = Random({40 + 71, Hkv, dh});
     std::vector<int32_t> slots;
     for (int p = 0; p < 40; ++p) slots.push_back(table0[p / bs] * bs + p % bs);
@@ -30,8 +31,8 @@ TEST_F(OpTest, PagedAttentionWithScoresPatternGqaAndWindow) {
                                     {40, 1, 70, table1.data(), s1.first.view(), p1.first.view()}};
     std::vector<AttentionSeq> gs = {{0, 40, 0, table0.data(), s0.second.view(), p0.second.view()},
                                     {40, 1, 70, table1.data(), s1.second.view(), p1.second.view()}};
-    cpu_->Attention(q.first.view(), ckv, cs, {0.125f, window}, z.first.view());
-    gpu_->Attention(q.second.view(), gkv, gs, {0.125f, window}, z.second.view());
+    cpu_->Attention(q.first.view(), ckv, cs, {0.125f, window, softcap}, z.first.view());
+    gpu_->Attention(q.second.view(), gkv, gs, {0.125f, window, softcap}, z.second.view());
     EXPECT_TRUE(Same("z", z, 1e-5));
     EXPECT_TRUE(Same("scores 0", s0, 1e-5) && Same("pattern 0", p0, 1e-5));
     EXPECT_TRUE(Same("scores 1", s1, 1e-5) && Same("pattern 1", p1, 1e-5));
@@ -81,7 +82,9 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
   const int H = 8, bs = 16, blocks = 24;
   for (DType pool : {DType::kF32, DType::kBF16, DType::kF16}) {
     for (int dh : {64, 128, 256}) {
-      for (auto [window, Hkv] : {std::pair{0, 2}, {24, 2}, {0, 8}, {24, 1}}) {  // GQA 4, 1, 8
+      // GQA 4, 1, 8; softcap 2 on two of them (the flash and decode kernels' tanh).
+      for (auto [window, Hkv, softcap] : {std::tuple{0, 2, 0.0f}, {24, 2, 2.0f}, {0, 8, 2.0f},
+                                          {24, 1, 0.0f}}) {
         const Shape ps{blocks * bs, Hkv, dh};
         Buffer ck = *cpu_->Allocate(pool, ps), cv = *cpu_->Allocate(pool, ps);
         Buffer gk = *gpu_->Allocate(pool, ps), gv = *gpu_->Allocate(pool, ps);
@@ -103,10 +106,10 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
                                           {100, 40, 30, tables[1].data(), {}, {}},
                                           {140, 1, 70, tables[2].data(), {}, {}}};
         const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-        cpu_->Attention(q.first.view(), ckv, seqs, {scale, window}, z.first.view());
-        gpu_->Attention(q.second.view(), gkv, seqs, {scale, window}, z.second.view());
+        cpu_->Attention(q.first.view(), ckv, seqs, {scale, window, softcap}, z.first.view());
+        gpu_->Attention(q.second.view(), gkv, seqs, {scale, window, softcap}, z.second.view());
         EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh, " window=",
-                                      window, " kv heads=", Hkv),
+                                      window, " kv heads=", Hkv, " softcap=", softcap),
                          z, 1e-5));
       }
     }

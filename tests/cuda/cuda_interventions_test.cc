@@ -72,7 +72,7 @@ class GoldenInterventionsOnGpu : public ::testing::TestWithParam<std::string> {}
 TEST_P(GoldenInterventionsOnGpu, MatchCpuOnOneCardAndTensorParallel) {
   LENSD_REQUIRE_GPU();
   LoadOptions cpu, gpu, tp;
-  cpu.model_dir = gpu.model_dir = tp.model_dir = testing::GoldenDir() + "/" + GetParam();
+  cpu.model_dir = gpu.model_dir = tp.model_dir = testing::FamilyDir(GetParam());
   gpu.devices = "cuda:0";
   tp.devices = "cuda:0,cuda:0", tp.tensor_parallel = 2;
   auto a = Model::Load(cpu), b = Model::Load(gpu), c = Model::Load(tp);
@@ -115,7 +115,8 @@ TEST_P(GoldenInterventionsOnGpu, MatchCpuOnOneCardAndTensorParallel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, GoldenInterventionsOnGpu,
-                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox"));
+                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3",
+                                           "gemma2"));
 
 }  // namespace
 }  // namespace lensd

@@ -95,7 +95,7 @@ class BitIdentityTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(BitIdentityTest, EveryConfigurationEqualsTheSavedRun) {
   const std::string family = GetParam();
-  const std::string dir = testing::GoldenDir() + "/" + family;
+  const std::string dir = testing::FamilyDir(family);
   auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
   const std::vector<std::vector<int32_t>> prompts = {

@@ -29,7 +29,7 @@ class SplitTest : public ::testing::TestWithParam<SplitCase> {};
 TEST_P(SplitTest, EqualsSingleDevice) {
   const SplitCase& sc = GetParam();
   LoadOptions one, many;
-  one.model_dir = many.model_dir = testing::GoldenDir() + "/" + sc.family;
+  one.model_dir = many.model_dir = testing::FamilyDir(sc.family);
   many.devices = sc.devices;
   many.split = sc.split;
   auto a = Model::Load(one), b = Model::Load(many);
@@ -50,12 +50,17 @@ TEST_P(SplitTest, EqualsSingleDevice) {
   EXPECT_EQ(Generate(**a, ids, p)->tokens, Generate(**b, ids, p)->tokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Splits, SplitTest,
-    ::testing::Values(SplitCase{"gpt2", "cpu:0,cpu:1", ""}, SplitCase{"gpt2", "cpu:0,cpu:1,cpu:2", ""},
-                      SplitCase{"llama", "cpu:0,cpu:1", "0-0,1-2"},
-                      SplitCase{"llama", "cpu:0,cpu:1,cpu:2", "transformer-lens"},
-                      SplitCase{"qwen2", "cpu:0,cpu:1", ""}, SplitCase{"gpt_neox", "cpu:1,cpu:0", ""}));
+INSTANTIATE_TEST_SUITE_P(Splits, SplitTest,
+                         ::testing::Values(SplitCase{"gpt2", "cpu:0,cpu:1", ""},
+                                           SplitCase{"gpt2", "cpu:0,cpu:1,cpu:2", ""},
+                                           SplitCase{"llama", "cpu:0,cpu:1", "0-0,1-2"},
+                                           SplitCase{"llama", "cpu:0,cpu:1,cpu:2",
+                                                     "transformer-lens"},
+                                           SplitCase{"qwen2", "cpu:0,cpu:1", ""},
+                                           SplitCase{"gpt_neox", "cpu:1,cpu:0", ""},
+                                           SplitCase{"qwen3", "cpu:0,cpu:1", ""},
+                                           SplitCase{"olmo2", "cpu:0,cpu:1,cpu:2", ""},
+                                           SplitCase{"gemma2", "cpu:0,cpu:1", "0-2,3-3"}));
 
 TEST(DeviceMap, BadDeviceSpecsAreErrors) {
   LoadOptions o;

@@ -11,7 +11,7 @@ namespace {
 
 std::unique_ptr<Model> LoadGolden(const std::string& family, int block_size = 16) {
   LoadOptions o;
-  o.model_dir = testing::GoldenDir() + "/" + family;
+  o.model_dir = testing::FamilyDir(family);
   o.block_size = block_size;
   auto m = Model::Load(o);
   EXPECT_TRUE(m.ok()) << m.status();
@@ -73,7 +73,9 @@ TEST_P(PerFamily, BatchCompositionDoesNotChangeResults) {
   EXPECT_EQ(blocks.num_free(), blocks.num_blocks());
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, PerFamily, ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox"));
+INSTANTIATE_TEST_SUITE_P(Golden, PerFamily,
+                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
+                                           "gemma2"));
 
 TEST(Generation, BuiltinModelRunsAndStopsAtLimits) {
   LoadOptions o;

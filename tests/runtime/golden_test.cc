@@ -26,7 +26,7 @@ class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenTest, EveryHookLogitsAndGreedyMatchReference) {
   const GoldenCase& gc = GetParam();
-  const std::string dir = testing::GoldenDir() + "/" + gc.family;
+  const std::string dir = testing::FamilyDir(gc.family);
   auto ref = SafetensorsFile::Open(dir + (gc.processed ? "/processed.safetensors" : "/reference.safetensors"));
   ASSERT_TRUE(ref.ok()) << ref.status();
   LoadOptions options;
@@ -117,7 +117,7 @@ class ReducedPrecisionTest : public ::testing::TestWithParam<ReducedCase> {};
 
 TEST_P(ReducedPrecisionTest, EveryHookAndLogitsCloseToFloat32Reference) {
   const ReducedCase& rc = GetParam();
-  const std::string dir = testing::GoldenDir() + "/" + rc.family;
+  const std::string dir = testing::FamilyDir(rc.family);
   auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
   LoadOptions options;
@@ -153,7 +153,13 @@ INSTANTIATE_TEST_SUITE_P(
         ReducedCase{"gpt2", DType::kBF16, 6e-2}, ReducedCase{"gpt2", DType::kF16, 6e-3},
         ReducedCase{"llama", DType::kBF16, 6e-2}, ReducedCase{"llama", DType::kF16, 6e-3},
         ReducedCase{"qwen2", DType::kBF16, 6e-2}, ReducedCase{"qwen2", DType::kF16, 6e-3},
-        ReducedCase{"gpt_neox", DType::kBF16, 6e-2}, ReducedCase{"gpt_neox", DType::kF16, 6e-3}),
+        ReducedCase{"gpt_neox", DType::kBF16, 6e-2}, ReducedCase{"gpt_neox", DType::kF16, 6e-3},
+        ReducedCase{"qwen3", DType::kBF16, 6e-2}, ReducedCase{"qwen3", DType::kF16, 6e-3},
+        ReducedCase{"olmo2", DType::kBF16, 6e-2}, ReducedCase{"olmo2", DType::kF16, 6e-3},
+        // Gemma 2's post-norms rescale small sublayer outputs to unit RMS, which magnifies
+        // their rounding: measured worst bfloat16 0.062, float16 0.0061
+        // (blocks.3.ln1_post.hook_normalized, p1); about 2x margin.
+        ReducedCase{"gemma2", DType::kBF16, 1.2e-1}, ReducedCase{"gemma2", DType::kF16, 1.2e-2}),
     [](const auto& info) {
       return info.param.family + "_" + std::string(DTypeName(info.param.dtype));
     });

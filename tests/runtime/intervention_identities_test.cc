@@ -19,7 +19,7 @@ class IdentityTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     LoadOptions o;
-    o.model_dir = testing::GoldenDir() + "/" + GetParam();
+    o.model_dir = testing::FamilyDir(GetParam());
     auto m = Model::Load(o);
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
@@ -128,7 +128,7 @@ TEST_P(IdentityTest, AddAtResidPostEqualsAddAtTheNextResidPre) {
 }
 
 TEST_P(IdentityTest, ZeroAblatingAHeadEqualsRecomputingAttnOutByHand) {
-  auto source = OpenCheckpointSource(testing::GoldenDir() + "/" + GetParam());
+  auto source = OpenCheckpointSource(testing::FamilyDir(GetParam()));
   ASSERT_TRUE(source.ok());
   const int layer = c().n_layers - 1, head = c().n_heads - 1;
   auto weights = (*source)->Layer(layer);
@@ -143,13 +143,23 @@ TEST_P(IdentityTest, ZeroAblatingAHeadEqualsRecomputingAttnOutByHand) {
   for (int64_t t = 0; t < P; ++t) {
     for (int64_t e = 0; e < c().d_head; ++e) ASSERT_EQ(z.As<float>()[t * HD + head * c().d_head + e], 0.0f);
   }
-  // attn_out = W_O z + b_O, in double from the captured (ablated) z.
+  // attn_out = W_O z + b_O (then its post-norm), in double from the captured (ablated) z.
   Buffer by_hand = Buffer::Host(DType::kF32, {1, P, D});
   for (int64_t t = 0; t < P; ++t) {
     for (int64_t d = 0; d < D; ++d) {
       double sum = weights->bo.empty() ? 0.0 : weights->bo.As<float>()[d];
       for (int64_t k = 0; k < HD; ++k) sum += double{weights->wo.As<float>()[d * HD + k]} * z.As<float>()[t * HD + k];
       by_hand.As<float>()[t * D + d] = static_cast<float>(sum);
+    }
+    // Post-norm families (Gemma 2, OLMo 2): attn_out is ln1_post (RMSNorm) of that.
+    if (HasPostNorms(c().layers[layer].norms)) {
+      float* row = by_hand.As<float>() + t * D;
+      double squares = 0.0;
+      for (int64_t d = 0; d < D; ++d) squares += double{row[d]} * row[d];
+      const double inv = 1.0 / std::sqrt(squares / D + c().norm_eps);
+      for (int64_t d = 0; d < D; ++d) {
+        row[d] = static_cast<float>(row[d] * inv * weights->ln1_post_w.As<float>()[d]);
+      }
     }
   }
   EXPECT_TRUE(AllClose("attn_out", ablated[0].cache.at(L + ".hook_attn_out").view(), by_hand.view(), 1e-5));
@@ -166,11 +176,18 @@ TEST_P(IdentityTest, SettingEveryHookToItsCapturedValueChangesNothing) {
   for (HookId id : AllHooks(c())) {
     Intervention iv;
     iv.hook = id, iv.op = InterventionOp::kSet;
-    const Buffer& value = id.point == HookPoint::kUnembedOut ? plain[0].logits
-                                                             : plain[0].cache.at(HookName(id));
+    // unembed.hook_out is the projection, before any final softcap (Gemma 2).
+    const Buffer& value = plain[0].cache.at(HookName(id));
     iv.value.shape = value.shape().ToVector();
     iv.value.data.assign(value.As<float>(), value.As<float>() + value.view().NumElements());
-    // Masked attention scores are -inf: set only the visible keys (a one-key slice each).
+    // Masked attention scores are -inf: set only the visible keys (a one-key slice each) —
+    // the last query's row, which sees every key unless a sliding window hides some (then
+    // no row is finite and the scores are left out; the pattern still is set).
+    const int window = id.layer >= 0 ? c().layers[id.layer].attention.window : 0;
+    if (id.point == HookPoint::kAttnScores && window > 0 &&
+        window < static_cast<int>(clean_.size())) {
+      continue;
+    }
     if (id.point == HookPoint::kAttnScores) {
       iv.positions.kind = PositionSelector::Kind::kIndices, iv.positions.indices = {-1};
       iv.value.shape = {1, c().n_heads, 1, static_cast<int64_t>(clean_.size())};
@@ -305,7 +322,8 @@ TEST_P(IdentityTest, GenerationWithSteeringEqualsRecomputingWithTheSameOp) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, IdentityTest,
-                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox"));
+                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
+                                           "gemma2"));
 
 }  // namespace
 }  // namespace lensd

@@ -192,7 +192,7 @@ TEST(InterventionLayouts, PipelineAndTensorParallelEqualOneDevice) {
        {std::tuple{"llama", "cpu:0,cpu:1", 2}, std::tuple{"llama", "cpu:0,cpu:1,cpu:2,cpu:3", 4},
         std::tuple{"gpt2", "cpu:0,cpu:1", 1}, std::tuple{"gpt_neox", "cpu:0,cpu:1", 2}}) {
     LoadOptions one, many;
-    one.model_dir = many.model_dir = testing::GoldenDir() + "/" + family;
+    one.model_dir = many.model_dir = testing::FamilyDir(family);
     many.devices = devices, many.tensor_parallel = tp;
     auto a = Model::Load(one), b = Model::Load(many);
     ASSERT_TRUE(a.ok() && b.ok());

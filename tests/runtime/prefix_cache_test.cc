@@ -62,7 +62,7 @@ class PrefixHitTest : public ::testing::TestWithParam<std::string> {};
 // cold run of B, bit for bit.
 TEST_P(PrefixHitTest, AHitEqualsAColdRunBitForBit) {
   LoadOptions o;
-  o.model_dir = testing::GoldenDir() + "/" + GetParam();
+  o.model_dir = testing::FamilyDir(GetParam());
   o.block_size = 8;
   auto model = Model::Load(o);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -90,7 +90,8 @@ TEST_P(PrefixHitTest, AHitEqualsAColdRunBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, PrefixHitTest,
-                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox"));
+                         ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
+                                           "gemma2"));
 
 }  // namespace
 }  // namespace lensd

@@ -22,7 +22,7 @@ class ParallelTest : public ::testing::TestWithParam<ParallelCase> {};
 TEST_P(ParallelTest, MatchesSingleDevice) {
   const ParallelCase& pc = GetParam();
   LoadOptions one, many;
-  one.model_dir = many.model_dir = pc.family == "builtin" ? "" : testing::GoldenDir() + "/" + pc.family;
+  one.model_dir = many.model_dir = pc.family == "builtin" ? "" : testing::FamilyDir(pc.family);
   many.devices = pc.devices;
   many.tensor_parallel = pc.tp;
   many.split = pc.split;
@@ -53,26 +53,35 @@ TEST_P(ParallelTest, MatchesSingleDevice) {
 INSTANTIATE_TEST_SUITE_P(
     Parallel, ParallelTest,
     ::testing::Values(
-        ParallelCase{"gpt2", "cpu:0,cpu:1", 2, ""}, ParallelCase{"gpt2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"gpt2", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"gpt2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
         ParallelCase{"llama", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"llama", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},  // KV heads replicated
-        ParallelCase{"qwen2", "cpu:0,cpu:1", 2, ""}, ParallelCase{"qwen2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"qwen2", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"qwen2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
         ParallelCase{"gpt_neox", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"gpt_neox", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"qwen3", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"qwen3", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"gemma2", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"gemma2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"olmo2", "cpu:0,cpu:1,cpu:2", 1, ""},  // pipeline only: see below
         // Pipeline x tensor parallel: 2 stages of 2 ranks.
         ParallelCase{"gpt2", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},
         ParallelCase{"llama", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "0-0,1-2"},
         ParallelCase{"qwen2", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "memory"},
         ParallelCase{"gpt_neox", "cpu:3,cpu:2,cpu:1,cpu:0", 2, ""},
         // Pipeline alone over 2, 3, 4 devices with the memory split.
-        ParallelCase{"gpt2", "cpu:0,cpu:1", 1, "memory"}, ParallelCase{"llama", "cpu:0,cpu:1,cpu:2", 1, "memory"},
+        ParallelCase{"gpt2", "cpu:0,cpu:1", 1, "memory"},
+        ParallelCase{"llama", "cpu:0,cpu:1,cpu:2", 1, "memory"},
         ParallelCase{"builtin", "cpu:0,cpu:1,cpu:2,cpu:3", 1, "memory"},
         ParallelCase{"builtin", "cpu:0,cpu:1,cpu:2,cpu:3", 1, ""},
         ParallelCase{"builtin", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "memory"},
         // CPU offload: the last layers stream from host memory (1, 2 and every layer).
         ParallelCase{"gpt2", "cpu", 1, "", 1}, ParallelCase{"llama", "cpu", 1, "", 3},
-        ParallelCase{"qwen2", "cpu:0,cpu:1", 1, "", 1}, ParallelCase{"gpt_neox", "cpu:0,cpu:1", 2, "", 2},
-        ParallelCase{"builtin", "cpu", 1, "", 3}, ParallelCase{"builtin", "cpu:0,cpu:1", 1, "", 4}));
+        ParallelCase{"qwen2", "cpu:0,cpu:1", 1, "", 1},
+        ParallelCase{"gpt_neox", "cpu:0,cpu:1", 2, "", 2}, ParallelCase{"builtin", "cpu", 1, "", 3},
+        ParallelCase{"builtin", "cpu:0,cpu:1", 1, "", 4}));
 
 TEST(TensorParallel, RejectsIndivisibleShapes) {
   ModelConfig c = BuiltinConfig();  // 4 heads, 2 KV heads, d_mlp 344
@@ -84,6 +93,17 @@ TEST(TensorParallel, RejectsIndivisibleShapes) {
   o.devices = "cpu:0,cpu:1,cpu:2";
   o.tensor_parallel = 2;
   EXPECT_EQ(Model::Load(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// OLMo 2 normalizes the whole query/key projection, which a rank's heads alone cannot: a clear
+// load error rather than a different model.
+TEST(TensorParallel, RefusesWholeProjectionQkNorm) {
+  LoadOptions o;
+  o.model_dir = testing::FamilyDir("olmo2");
+  o.devices = "cpu:0,cpu:1";
+  o.tensor_parallel = 2;
+  EXPECT_TRUE(testing::FailsWith(Model::Load(o).status(), absl::StatusCode::kUnimplemented,
+                                 "olmo2 normalizes the whole query/key projection"));
 }
 
 TEST(MemorySplit, BalancesByCapacity) {

@@ -30,7 +30,7 @@ CliRun Lensd(const std::string& args) {
   return {WEXITSTATUS(status), out, err_text};
 }
 
-std::string Golden(const std::string& f) { return testing::GoldenDir() + "/" + f; }
+std::string Golden(const std::string& f) { return testing::FamilyDir(f); }
 
 TEST(Cli, GeneratePrintsGreedyIdsLikeTheReference) {
   auto ref = SafetensorsFile::Open(Golden("llama/reference.safetensors"));

@@ -18,7 +18,7 @@ template <typename T>
 __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool,
                                 const int32_t* tables, const AttentionQuery* queries, int heads,
                                 int kv_heads, int dh, int block_size, float scale, int window,
-                                float* const* score_ptrs, float* const* pattern_ptrs,
+                                float softcap, float* const* score_ptrs, float* const* pattern_ptrs,
                                 const int* seq_n_q, float* z) {
   __shared__ float q_row[kMaxHeadDim];
   __shared__ float probs[kThreads];
@@ -48,7 +48,8 @@ __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool
     const T* k = k_pool + (slot_of(j) * kv_heads + kv_head) * dh;
     float dot = 0.0f;
     for (int d = 0; d < dh; ++d) dot += q_row[d] * static_cast<float>(k[d]);
-    return dot * scale;
+    const float s = dot * scale;
+    return softcap > 0.0f ? tanhf(s / softcap) * softcap : s;
   };
   float local_max = -INFINITY;
   for (int j = threadIdx.x; input != 2 && j < n_used; j += blockDim.x) {
@@ -96,24 +97,23 @@ __global__ void AttentionKernel(const float* q, const T* k_pool, const T* v_pool
 }  // namespace
 
 template <typename T>
-cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool,
-                            const int32_t* tables, const AttentionQuery* queries, int n_queries,
-                            int heads, int kv_heads, int dh, int block_size, float scale,
-                            int window, float* const* score_ptrs, float* const* pattern_ptrs,
+cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool, const int32_t* tables,
+                            const AttentionQuery* queries, int n_queries, int heads, int kv_heads,
+                            int dh, int block_size, float scale, int window, float softcap,
+                            float* const* score_ptrs, float* const* pattern_ptrs,
                             const int* seq_n_q, float* z, cudaStream_t stream) {
   if (n_queries == 0) return cudaSuccess;
   if (dh > kMaxHeadDim) return cudaErrorInvalidValue;
   AttentionKernel<<<n_queries * heads, kThreads, 0, stream>>>(
-      q, k_pool, v_pool, tables, queries, heads, kv_heads, dh, block_size, scale, window,
+      q, k_pool, v_pool, tables, queries, heads, kv_heads, dh, block_size, scale, window, softcap,
       score_ptrs, pattern_ptrs, seq_n_q, z);
   return cudaGetLastError();
 }
 
-#define LENSD_INSTANTIATE_(T)                                                                   \
-  template cudaError_t LaunchAttention(const float*, const T*, const T*, const int32_t*,        \
-                                       const AttentionQuery*, int, int, int, int, int, float, \
-                                       int, float* const*, float* const*, const int*, float*,  \
-                                       cudaStream_t);
+#define LENSD_INSTANTIATE_(T)                                                                      \
+  template cudaError_t LaunchAttention(                                                            \
+      const float*, const T*, const T*, const int32_t*, const AttentionQuery*, int, int, int, int, \
+      int, float, int, float, float* const*, float* const*, const int*, float*, cudaStream_t);
 LENSD_INSTANTIATE_(float)
 LENSD_INSTANTIATE_(__nv_bfloat16)
 LENSD_INSTANTIATE_(__half)

@@ -20,7 +20,7 @@ template <typename T, int kMaxDh>
 __global__ void DecodeAttentionKernel(const float* q, const T* k_pool, const T* v_pool,
                                       const int32_t* tables, const AttentionQuery* queries,
                                       int heads, int kv_heads, int dh, int block_size, float scale,
-                                      int window, float* z) {
+                                      int window, float softcap, float* z) {
   constexpr int kPerLane = kMaxDh / 32;
   __shared__ float part_m[kWarps][kMaxGroup], part_l[kWarps][kMaxGroup];
   __shared__ float part_acc[kWarps][kMaxGroup][kMaxDh];
@@ -66,7 +66,8 @@ __global__ void DecodeAttentionKernel(const float* q, const T* k_pool, const T* 
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) dot += qr[g][i] * kr[i];
       for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffff, dot, o);
-      const float s = dot * scale;
+      float s = dot * scale;
+      if (softcap > 0.0f) s = tanhf(s / softcap) * softcap;
       const float m_new = fmaxf(m[g], s);
       const float correction = expf(m[g] - m_new);  // 0 while m is -inf
       const float p = expf(s - m_new);
@@ -105,11 +106,13 @@ __global__ void DecodeAttentionKernel(const float* q, const T* k_pool, const T* 
 template <typename T, int kMaxDh>
 cudaError_t Launch(const float* q, const T* k_pool, const T* v_pool, const int32_t* tables,
                    const AttentionQuery* queries, int n_queries, int heads, int kv_heads, int dh,
-                   int block_size, float scale, int window, float* z, cudaStream_t stream) {
+                   int block_size, float scale, int window, float softcap, float* z,
+                   cudaStream_t stream) {
   const int group = heads / kv_heads;
   const dim3 grid(n_queries, kv_heads, (group + kMaxGroup - 1) / kMaxGroup);
-  DecodeAttentionKernel<T, kMaxDh><<<grid, kThreads, 0, stream>>>(
-      q, k_pool, v_pool, tables, queries, heads, kv_heads, dh, block_size, scale, window, z);
+  DecodeAttentionKernel<T, kMaxDh>
+      <<<grid, kThreads, 0, stream>>>(q, k_pool, v_pool, tables, queries, heads, kv_heads, dh,
+                                      block_size, scale, window, softcap, z);
   return cudaGetLastError();
 }
 
@@ -119,18 +122,19 @@ template <typename T>
 cudaError_t LaunchDecodeAttention(const float* q, const T* k_pool, const T* v_pool,
                                   const int32_t* tables, const AttentionQuery* queries,
                                   int n_queries, int heads, int kv_heads, int dh, int block_size,
-                                  float scale, int window, float* z, cudaStream_t stream) {
+                                  float scale, int window, float softcap, float* z,
+                                  cudaStream_t stream) {
   if (n_queries == 0) return cudaSuccess;
   if (dh > 256) return cudaErrorInvalidValue;
   auto launch = dh <= 128 ? Launch<T, 128> : Launch<T, 256>;
   return launch(q, k_pool, v_pool, tables, queries, n_queries, heads, kv_heads, dh, block_size,
-                scale, window, z, stream);
+                scale, window, softcap, z, stream);
 }
 
 #define LENSD_INSTANTIATE_(T)                                                                  \
   template cudaError_t LaunchDecodeAttention(const float*, const T*, const T*, const int32_t*, \
                                              const AttentionQuery*, int, int, int, int, int,   \
-                                             float, int, float*, cudaStream_t);
+                                             float, int, float, float*, cudaStream_t);
 LENSD_INSTANTIATE_(float)
 LENSD_INSTANTIATE_(__nv_bfloat16)
 LENSD_INSTANTIATE_(__half)

@@ -20,6 +20,14 @@ __global__ void AddKernel(const float* a, const float* b, float* y, int64_t n) {
   if (i < n) y[i] = a[i] + b[i];
 }
 
+__global__ void ScaleAndCapKernel(float* x, float scale, float cap, int64_t n) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float v = x[i] * scale;
+  if (cap > 0.0f) v = tanhf(v / cap) * cap;
+  x[i] = v;
+}
+
 __global__ void ActKernel(int act, const float* x, float* y, int64_t n) {
   const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (i < n) y[i] = Act(act, x[i]);
@@ -37,6 +45,12 @@ unsigned Blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / k
 cudaError_t LaunchAdd(const float* a, const float* b, float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   AddKernel<<<Blocks(n), kThreads, 0, stream>>>(a, b, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScaleAndCap(float* x, float scale, float cap, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  ScaleAndCapKernel<<<Blocks(n), kThreads, 0, stream>>>(x, scale, cap, n);
   return cudaGetLastError();
 }
 

@@ -21,7 +21,7 @@ template <typename T, int kMaxDh>
 __global__ void FlashAttentionKernel(const float* q, const T* k_pool, const T* v_pool,
                                      const int32_t* table, int q_begin, int n_q, int start_pos,
                                      int heads, int kv_heads, int dh, int block_size, float scale,
-                                     int window, float* z) {
+                                     int window, float softcap, float* z) {
   extern __shared__ float smem[];
   const int k_stride = dh + 1;      // padded: the score loop reads K rows across a warp
   float* qs = smem;                 // [kBq, dh]
@@ -65,6 +65,7 @@ __global__ void FlashAttentionKernel(const float* q, const T* k_pool, const T* v
         float dot = 0.0f;
         for (int d = 0; d < dh; ++d) dot += qs[rr * dh + d] * ks[c * k_stride + d];
         s = dot * scale;
+        if (softcap > 0.0f) s = tanhf(s / softcap) * softcap;
       }
       ss[rr * (kBk + 1) + c] = s;
     }
@@ -104,7 +105,8 @@ __global__ void FlashAttentionKernel(const float* q, const T* k_pool, const T* v
 template <typename T, int kMaxDh>
 cudaError_t Launch(const float* q, const T* k_pool, const T* v_pool, const int32_t* table,
                    int q_begin, int n_q, int start_pos, int heads, int kv_heads, int dh,
-                   int block_size, float scale, int window, float* z, cudaStream_t stream) {
+                   int block_size, float scale, int window, float softcap, float* z,
+                   cudaStream_t stream) {
   const size_t shared = sizeof(float) * (kBq * dh + kBk * (dh + 1) + kBk * dh + kBq * (kBk + 1));
   static std::atomic<bool> opted_in{false};  // per instantiation; retried until it succeeds
   if (!opted_in.load()) {
@@ -116,9 +118,9 @@ cudaError_t Launch(const float* q, const T* k_pool, const T* v_pool, const int32
     opted_in.store(true);
   }
   const dim3 grid((n_q + kBq - 1) / kBq, heads);
-  FlashAttentionKernel<T, kMaxDh><<<grid, kThreads, shared, stream>>>(
-      q, k_pool, v_pool, table, q_begin, n_q, start_pos, heads, kv_heads, dh, block_size, scale,
-      window, z);
+  FlashAttentionKernel<T, kMaxDh>
+      <<<grid, kThreads, shared, stream>>>(q, k_pool, v_pool, table, q_begin, n_q, start_pos, heads,
+                                           kv_heads, dh, block_size, scale, window, softcap, z);
   return cudaGetLastError();
 }
 
@@ -128,17 +130,17 @@ template <typename T>
 cudaError_t LaunchFlashAttention(const float* q, const T* k_pool, const T* v_pool,
                                  const int32_t* table, int q_begin, int n_q, int start_pos,
                                  int heads, int kv_heads, int dh, int block_size, float scale,
-                                 int window, float* z, cudaStream_t stream) {
+                                 int window, float softcap, float* z, cudaStream_t stream) {
   if (n_q == 0) return cudaSuccess;
   if (dh > kFlashMaxHeadDim) return cudaErrorInvalidValue;
   auto launch = dh <= 128 ? Launch<T, 128> : Launch<T, 256>;
-  return launch(q, k_pool, v_pool, table, q_begin, n_q, start_pos, heads, kv_heads, dh,
-                block_size, scale, window, z, stream);
+  return launch(q, k_pool, v_pool, table, q_begin, n_q, start_pos, heads, kv_heads, dh, block_size,
+                scale, window, softcap, z, stream);
 }
 
-#define LENSD_INSTANTIATE_(T)                                                                 \
-  template cudaError_t LaunchFlashAttention(const float*, const T*, const T*, const int32_t*, \
-                                            int, int, int, int, int, int, int, float, int,    \
+#define LENSD_INSTANTIATE_(T)                                                                      \
+  template cudaError_t LaunchFlashAttention(const float*, const T*, const T*, const int32_t*, int, \
+                                            int, int, int, int, int, int, float, int, float,       \
                                             float*, cudaStream_t);
 LENSD_INSTANTIATE_(float)
 LENSD_INSTANTIATE_(__nv_bfloat16)

@@ -18,6 +18,8 @@ namespace lensd::cuda {
 // ActKind values (engine/model/config.h) are passed as int to keep this header CUDA-only.
 cudaError_t LaunchAdd(const float* a, const float* b, float* y, int64_t n, cudaStream_t stream);
 cudaError_t LaunchActivation(int act, const float* x, float* y, int64_t n, cudaStream_t stream);
+// x := x · scale, then cap · tanh(x / cap) when cap > 0.
+cudaError_t LaunchScaleAndCap(float* x, float scale, float cap, int64_t n, cudaStream_t stream);
 cudaError_t LaunchGatedActivation(int act, const float* gate, const float* up, float* y, int64_t n,
                                   cudaStream_t stream);
 // y[t, :] = table[ids[t], :], widened to float32 (T: float, __nv_bfloat16, __half).
@@ -51,10 +53,10 @@ struct AttentionQuery {
 // per sequence (`score_ptrs[seq]` / `pattern_ptrs[seq]`, [H, n_q, n_k], null when not
 // captured). Decode steps, and prefill whose attention maps are captured, come here.
 template <typename T>
-cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool,
-                            const int32_t* tables, const AttentionQuery* queries, int n_queries,
-                            int heads, int kv_heads, int dh, int block_size, float scale,
-                            int window, float* const* score_ptrs, float* const* pattern_ptrs,
+cudaError_t LaunchAttention(const float* q, const T* k_pool, const T* v_pool, const int32_t* tables,
+                            const AttentionQuery* queries, int n_queries, int heads, int kv_heads,
+                            int dh, int block_size, float scale, int window, float softcap,
+                            float* const* score_ptrs, float* const* pattern_ptrs,
                             const int* seq_n_q, float* z, cudaStream_t stream);
 
 // The same z for queries whose scores and pattern nobody reads (input 0, no maps): one block
@@ -64,7 +66,8 @@ template <typename T>
 cudaError_t LaunchDecodeAttention(const float* q, const T* k_pool, const T* v_pool,
                                   const int32_t* tables, const AttentionQuery* queries,
                                   int n_queries, int heads, int kv_heads, int dh, int block_size,
-                                  float scale, int window, float* z, cudaStream_t stream);
+                                  float scale, int window, float softcap, float* z,
+                                  cudaStream_t stream);
 
 // The same z for one sequence's queries rows [q_begin, q_begin + n_q) at positions
 // [start_pos, ...), flash-style: tiles of queries share each tile of keys, online softmax, no
@@ -75,7 +78,7 @@ template <typename T>
 cudaError_t LaunchFlashAttention(const float* q, const T* k_pool, const T* v_pool,
                                  const int32_t* table, int q_begin, int n_q, int start_pos,
                                  int heads, int kv_heads, int dh, int block_size, float scale,
-                                 int window, float* z, cudaStream_t stream);
+                                 int window, float softcap, float* z, cudaStream_t stream);
 
 // Runs a RowOpPlan on x (ApplyRowOpsHost's semantics). Ops are grouped by row: row r's ops
 // are [row_begin[r], row_begin[r + 1]) (n_rows + 1 entries). scratch holds every op's n

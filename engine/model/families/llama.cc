@@ -4,6 +4,7 @@
 // window is on when configured.
 #include "engine/core/status.h"
 #include "engine/model/config_parse.h"
+#include "engine/model/families/llama_layout.h"
 #include "engine/model/family.h"
 #include "engine/model/json_fields.h"
 
@@ -36,31 +37,40 @@ absl::Status ParseQwen2(const nlohmann::json& j, ModelConfig& c) {
   return ParseLlamaLike(j, c, true);
 }
 
-const std::vector<TensorSource> kLlamaLayer = {
-    {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
-    {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
-    {"self_attn.q_proj.weight", Layout::kLinear, {&W::wq}},
-    {"self_attn.k_proj.weight", Layout::kLinear, {&W::wk}},
-    {"self_attn.v_proj.weight", Layout::kLinear, {&W::wv}},
-    {"self_attn.o_proj.weight", Layout::kLinear, {&W::wo}},
-    {"self_attn.q_proj.bias", Layout::kLinear, {&W::bq}},
-    {"self_attn.k_proj.bias", Layout::kLinear, {&W::bk}},
-    {"self_attn.v_proj.bias", Layout::kLinear, {&W::bv}},
-    {"self_attn.o_proj.bias", Layout::kLinear, {&W::bo}},
-    {"mlp.gate_proj.weight", Layout::kLinear, {&W::w_in}},
-    {"mlp.up_proj.weight", Layout::kLinear, {&W::w_up}},
-    {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}},
-    {"mlp.gate_proj.bias", Layout::kLinear, {&W::b_in}},
-    {"mlp.up_proj.bias", Layout::kLinear, {&W::b_up}},
-    {"mlp.down_proj.bias", Layout::kLinear, {&W::b_out}},
-};
+}  // namespace
+
+std::vector<TensorSource> LlamaLayerWith(std::initializer_list<TensorSource> norms) {
+  std::vector<TensorSource> table = {
+      {"self_attn.q_proj.weight", Layout::kLinear, {&W::wq}},
+      {"self_attn.k_proj.weight", Layout::kLinear, {&W::wk}},
+      {"self_attn.v_proj.weight", Layout::kLinear, {&W::wv}},
+      {"self_attn.o_proj.weight", Layout::kLinear, {&W::wo}},
+      {"self_attn.q_proj.bias", Layout::kLinear, {&W::bq}},
+      {"self_attn.k_proj.bias", Layout::kLinear, {&W::bk}},
+      {"self_attn.v_proj.bias", Layout::kLinear, {&W::bv}},
+      {"self_attn.o_proj.bias", Layout::kLinear, {&W::bo}},
+      {"mlp.gate_proj.weight", Layout::kLinear, {&W::w_in}},
+      {"mlp.up_proj.weight", Layout::kLinear, {&W::w_up}},
+      {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}},
+      {"mlp.gate_proj.bias", Layout::kLinear, {&W::b_in}},
+      {"mlp.up_proj.bias", Layout::kLinear, {&W::b_up}},
+      {"mlp.down_proj.bias", Layout::kLinear, {&W::b_out}},
+  };
+  table.insert(table.end(), norms.begin(), norms.end());
+  return table;
+}
+
+namespace {
 
 FamilySpec LlamaLayout(const char* model_type,
                        absl::Status (*parse)(const nlohmann::json&, ModelConfig&)) {
   return {.model_type = model_type,
           .parse_config = parse,
           .layer_prefix = "model.layers.",
-          .layer = kLlamaLayer,
+          .layer = LlamaLayerWith({
+              {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
+              {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
+          }),
           .embed = "model.embed_tokens.weight",
           .position_embed = nullptr,
           .final_norm = "model.norm",

@@ -4,12 +4,14 @@
 
 namespace lensd {
 
-extern const FamilySpec kGpt2Family, kLlamaFamily, kMistralFamily, kQwen2Family, kGptNeoxFamily;
+extern const FamilySpec kGpt2Family, kLlamaFamily, kMistralFamily, kQwen2Family, kGptNeoxFamily,
+    kQwen3Family, kOlmo2Family, kGemma2Family;
 
 namespace {
 
-const FamilySpec* const kFamilies[] = {&kGpt2Family, &kLlamaFamily, &kMistralFamily,
-                                       &kQwen2Family, &kGptNeoxFamily};
+const FamilySpec* const kFamilies[] = {&kGpt2Family,  &kLlamaFamily,   &kMistralFamily,
+                                       &kQwen2Family, &kGptNeoxFamily, &kQwen3Family,
+                                       &kOlmo2Family, &kGemma2Family};
 
 }  // namespace
 

@@ -1,0 +1,23 @@
+// The projections of the Llama layout ("self_attn.{q,k,v,o}_proj", "mlp.{gate,up,down}_proj",
+// with their optional biases), which the families descended from Llama share; each adds its
+// own norms (llama.cc, qwen3.cc, olmo2.cc, gemma.cc).
+#ifndef LENSD_ENGINE_MODEL_FAMILIES_LLAMA_LAYOUT_H_
+#define LENSD_ENGINE_MODEL_FAMILIES_LLAMA_LAYOUT_H_
+
+#include <initializer_list>
+#include <vector>
+
+#include "engine/model/family.h"
+
+namespace lensd {
+
+// The Llama projections followed by `norms`.
+std::vector<TensorSource> LlamaLayerWith(std::initializer_list<TensorSource> norms);
+
+// "self_attn.q_norm.weight", "self_attn.k_norm.weight" (Qwen3, OLMo 2, Gemma 3).
+inline constexpr const char* kQNormName = "self_attn.q_norm.weight";
+inline constexpr const char* kKNormName = "self_attn.k_norm.weight";
+
+}  // namespace lensd
+
+#endif  // LENSD_ENGINE_MODEL_FAMILIES_LLAMA_LAYOUT_H_

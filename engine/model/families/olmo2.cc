@@ -1,0 +1,50 @@
+// OLMo 2 (model_type "olmo2"): the Llama layout with norms after attention and after the MLP
+// instead of before them (the sublayers read the residual itself), and an RMSNorm over the
+// whole query and key projections before rotary (weights [H·head_dim], [Hkv·head_dim]).
+#include "engine/core/status.h"
+#include "engine/model/config_parse.h"
+#include "engine/model/families/llama_layout.h"
+#include "engine/model/family.h"
+#include "engine/model/json_fields.h"
+
+namespace lensd {
+namespace {
+
+using W = LayerWeights;
+
+absl::Status ParseOlmo2(const nlohmann::json& j, ModelConfig& c) {
+  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
+  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-5));
+  ASSIGN_OR_RETURN(bool attn_bias, JsonBool(j, "attention_bias", false));
+  c.qkv_bias = c.o_bias = attn_bias;
+  if (JsonHas(j, "clip_qkv")) {
+    return absl::UnimplementedError("clip_qkv is not supported (OLMo 2 checkpoints have none)");
+  }
+  LayerSpec layer;
+  layer.norms = NormPlacement::kPost;
+  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
+  layer.attention = {DefaultAttentionScale(c.d_head), 0};
+  layer.qk_norm = QkNorm::kWhole;
+  layer.mlp = MlpKind::kGated;
+  SetUniformLayers(c, layer);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern const FamilySpec kOlmo2Family = {
+    .model_type = "olmo2",
+    .parse_config = ParseOlmo2,
+    .layer_prefix = "model.layers.",
+    .layer = LlamaLayerWith({
+        {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln1_post_w}},
+        {"post_feedforward_layernorm.weight", Layout::kLinear, {&W::ln2_post_w}},
+        {kQNormName, Layout::kLinear, {&W::q_norm_w}},
+        {kKNormName, Layout::kLinear, {&W::k_norm_w}},
+    }),
+    .embed = "model.embed_tokens.weight",
+    .position_embed = nullptr,
+    .final_norm = "model.norm",
+    .unembed = "lm_head.weight"};
+
+}  // namespace lensd

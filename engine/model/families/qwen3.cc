@@ -1,0 +1,56 @@
+// Qwen3 (model_type "qwen3"): the Llama layout with an RMSNorm over each head's queries and
+// keys before rotary (weights [head_dim]), an explicit head_dim, and a sliding window only on
+// layers configured for it.
+#include "engine/core/status.h"
+#include "engine/model/config_parse.h"
+#include "engine/model/families/llama_layout.h"
+#include "engine/model/family.h"
+#include "engine/model/json_fields.h"
+
+namespace lensd {
+namespace {
+
+using W = LayerWeights;
+
+// Older configs: sliding from layer max_window_layers on, when use_sliding_window.
+bool Qwen3Sliding(const nlohmann::json& j, int layer) {
+  const bool use = JsonBool(j, "use_sliding_window", false).value_or(false);
+  return use && layer >= JsonInt(j, "max_window_layers", 0, 0, kMaxLayers).value_or(0);
+}
+
+absl::Status ParseQwen3(const nlohmann::json& j, ModelConfig& c) {
+  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
+  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-6));
+  ASSIGN_OR_RETURN(bool attn_bias, JsonBool(j, "attention_bias", false));
+  c.qkv_bias = c.o_bias = attn_bias;
+  ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
+  ASSIGN_OR_RETURN(std::vector<bool> sliding, ParseSlidingLayers(j, c.n_layers, Qwen3Sliding));
+  LayerSpec layer;
+  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
+  layer.qk_norm = QkNorm::kPerHead;
+  layer.mlp = MlpKind::kGated;
+  SetUniformLayers(c, layer);
+  for (int l = 0; l < c.n_layers; ++l) {
+    c.layers[l].attention = {DefaultAttentionScale(c.d_head), sliding[l] ? window : 0};
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern const FamilySpec kQwen3Family = {
+    .model_type = "qwen3",
+    .parse_config = ParseQwen3,
+    .layer_prefix = "model.layers.",
+    .layer = LlamaLayerWith({
+        {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
+        {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
+        {kQNormName, Layout::kLinear, {&W::q_norm_w}},
+        {kKNormName, Layout::kLinear, {&W::k_norm_w}},
+    }),
+    .embed = "model.embed_tokens.weight",
+    .position_embed = nullptr,
+    .final_norm = "model.norm",
+    .unembed = "lm_head.weight"};
+
+}  // namespace lensd

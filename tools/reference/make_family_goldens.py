@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Reference data for the model families: a tiny random "sharpened" model per family, saved as
+`save_pretrained` writes it, and for two prompts Hugging Face logits, 12 greedy tokens by full
+recompute, and every hook of TransformerLens's bridge (`TransformerBridge.boot_transformers` +
+`enable_compatibility_mode(no_processing=True)`, the HookedTransformer-equivalent mode of
+transformer-lens 4.x).
+
+Run by hand inside .reference-venv (tools/reference/make-env.sh), never by CI:
+  .reference-venv/bin/python tools/reference/make_family_goldens.py [family ...]
+Writes tests/data/families/<family>/{config.json, model.safetensors, reference.safetensors}.
+"""
+import json
+import os
+import sys
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformer_lens.model_bridge import TransformerBridge
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "families")
+PROMPTS = {"p0": [1, 17, 293, 5, 804, 61, 12], "p1": [1, 45, 45, 45, 902, 3, 77, 150, 9, 600,
+                                                      31, 31, 8, 415, 999, 2, 64, 128, 256]}
+GREEDY = 12
+COMMON = dict(vocab_size=1000, hidden_size=64, intermediate_size=176, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+              pad_token_id=0)
+
+
+def qwen3():
+    return transformers.Qwen3Config(**COMMON, num_hidden_layers=3, head_dim=32,
+                                    rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False)
+
+
+def olmo2():
+    return transformers.Olmo2Config(**COMMON, num_hidden_layers=3, rope_theta=5e5,
+                                    rms_norm_eps=1e-6, tie_word_embeddings=False)
+
+
+def gemma2():
+    return transformers.Gemma2Config(**COMMON, num_hidden_layers=4, head_dim=32,
+                                     query_pre_attn_scalar=24, sliding_window=4,
+                                     attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                                     hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)
+
+
+FAMILIES = {"qwen3": qwen3, "olmo2": olmo2, "gemma2": gemma2}
+
+
+def sharpen(model, seed):
+    """Random weights large enough that attention is far from uniform and greedy choices are
+    separated; norm weights around their identity (1, or 0 for Gemma's stored w - 1)."""
+    g = torch.Generator().manual_seed(seed)
+    gemma = "gemma" in model.config.model_type
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name:
+                base = 0.0 if gemma else 1.0
+                p.copy_(base + 0.2 * torch.randn(p.shape, generator=g))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                std = 1.5 / p.shape[1] ** 0.5 if ("q_proj" in name or "k_proj" in name) else \
+                    1.0 / p.shape[1] ** 0.5
+                if "embed" in name:
+                    std = 1.0 if not gemma else 0.125
+                p.copy_(std * torch.randn(p.shape, generator=g))
+
+
+def canonical(name):
+    """The bridge's HookedTransformer names, without its module aliases (x.hook_in / x.hook_out,
+    rotary tables): the names lensd serves."""
+    if name in ("unembed.hook_in", "unembed.hook_out"):
+        return True
+    last = name.rsplit(".", 1)[-1]
+    return last not in ("hook_in", "hook_out", "hook_cos", "hook_sin", "hook_unembed") and \
+        not name.startswith("rotary_emb")
+
+
+def greedy(model, ids):
+    seq = list(ids)
+    for _ in range(GREEDY):
+        logits = model(torch.tensor([seq])).logits[0, -1]
+        seq.append(int(logits.argmax()))
+    return seq
+
+
+def make(family, seed):
+    torch.manual_seed(seed)
+    config = FAMILIES[family]()
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    sharpen(model, seed)
+    out = os.path.join(OUT, family)
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out)
+    # The bridge wants a tokenizer; ids are passed directly, so any will do (GPT-2's).
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "shared", "tokenizers", "gpt2",
+        "tokenizer.json"))
+    bridge = TransformerBridge.boot_transformers(out, hf_model=model, tokenizer=tokenizer)
+    bridge.enable_compatibility_mode(no_processing=True)
+    tensors = {}
+    with torch.no_grad():
+        for p, ids in PROMPTS.items():
+            x = torch.tensor([ids])
+            hf_logits = model(x).logits
+            tl_logits, cache = bridge.run_with_cache(x)
+            diff = (tl_logits - hf_logits).abs().max().item()
+            print(f"{family} {p}: bridge vs HF logits max |diff| {diff:.2e}")
+            tensors[f"{p}.input_ids"] = x.to(torch.int32)
+            tensors[f"{p}.logits"] = hf_logits.float()
+            tensors[f"{p}.greedy"] = torch.tensor([greedy(model, ids)], dtype=torch.int32)
+            for name, value in cache.items():
+                if canonical(name):
+                    tensors[f"{p}.{name}"] = value.float().clone().contiguous()
+    save_file(tensors, os.path.join(out, "reference.safetensors"),
+              metadata={"transformers": transformers.__version__, "torch": torch.__version__,
+                        "transformer_lens": "bridge, compatibility mode, no processing"})
+
+
+def main():
+    families = sys.argv[1:] or list(FAMILIES)
+    for i, family in enumerate(sorted(FAMILIES)):
+        if family in families:
+            make(family, 1000 + i)
+
+
+if __name__ == "__main__":
+    main()
