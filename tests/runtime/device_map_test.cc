@@ -60,7 +60,9 @@ INSTANTIATE_TEST_SUITE_P(Splits, SplitTest,
                                            SplitCase{"gpt_neox", "cpu:1,cpu:0", ""},
                                            SplitCase{"qwen3", "cpu:0,cpu:1", ""},
                                            SplitCase{"olmo2", "cpu:0,cpu:1,cpu:2", ""},
-                                           SplitCase{"gemma2", "cpu:0,cpu:1", "0-2,3-3"}));
+                                           SplitCase{"gemma2", "cpu:0,cpu:1", "0-2,3-3"},
+                      SplitCase{"gemma3_text", "cpu:0,cpu:1,cpu:2", ""},
+                      SplitCase{"phi3", "cpu:0,cpu:1", ""}));
 
 TEST(DeviceMap, BadDeviceSpecsAreErrors) {
   LoadOptions o;

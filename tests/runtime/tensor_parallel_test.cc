@@ -66,6 +66,9 @@ INSTANTIATE_TEST_SUITE_P(
         ParallelCase{"gemma2", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"gemma2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
         ParallelCase{"olmo2", "cpu:0,cpu:1,cpu:2", 1, ""},  // pipeline only: see below
+        ParallelCase{"gemma3_text", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"gemma3_text", "cpu:0,cpu:1,cpu:2,cpu:3", 4, "", 2},
+        ParallelCase{"phi3", "cpu:0,cpu:1", 2, ""}, ParallelCase{"phi3", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
         // Pipeline x tensor parallel: 2 stages of 2 ranks.
         ParallelCase{"gpt2", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},
         ParallelCase{"llama", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "0-0,1-2"},

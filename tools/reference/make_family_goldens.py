@@ -44,7 +44,21 @@ def gemma2():
                                      hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)
 
 
-FAMILIES = {"qwen3": qwen3, "olmo2": olmo2, "gemma2": gemma2}
+def gemma3_text():
+    # 7 layers: the 5 local : 1 global cycle and one more local; linear rope scaling on global.
+    return transformers.Gemma3TextConfig(**COMMON, num_hidden_layers=7, head_dim=32,
+                                         query_pre_attn_scalar=24, sliding_window=4,
+                                         rope_scaling={"rope_type": "linear", "factor": 8.0},
+                                         rms_norm_eps=1e-6)
+
+
+def phi3():
+    return transformers.Phi3Config(**COMMON, num_hidden_layers=3, rms_norm_eps=1e-5,
+                                   sliding_window=5, tie_word_embeddings=False)
+
+
+FAMILIES = {"qwen3": qwen3, "olmo2": olmo2, "gemma2": gemma2, "gemma3_text": gemma3_text,
+            "phi3": phi3}
 
 
 def sharpen(model, seed):

@@ -1,7 +1,9 @@
-// Gemma 2 (model_type "gemma2"): the Llama projections with norms before and after attention
-// and the MLP, RMSNorm weights stored as w − 1, embeddings scaled by √d_model, GeGLU
-// (gelu-tanh), attention scaled by query_pre_attn_scalar^-½, attention-score and final-logit
-// softcapping, and a sliding window on alternate layers.
+// Gemma 2 ("gemma2") and Gemma 3's text model ("gemma3_text"): the Llama projections with
+// norms before and after attention and the MLP, RMSNorm weights stored as w − 1, embeddings
+// scaled by √d_model, GeGLU (gelu-tanh), attention scaled by query_pre_attn_scalar^-½.
+// Gemma 2: attention-score and final-logit softcapping, a sliding window on alternate layers.
+// Gemma 3: per-head q/k RMSNorm, five local layers to one global, each kind with its own
+// rotary base (global layers may scale theirs linearly).
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -28,9 +30,14 @@ absl::StatusOr<float> ParseSoftcap(const nlohmann::json& j, const char* key) {
   return static_cast<float>(cap);
 }
 
-absl::Status ParseGemma2(const nlohmann::json& j, ModelConfig& c) {
+// What Gemma 2 and Gemma 3 share: geometry, GeGLU, tied embeddings scaled by √d_model, the
+// attention scale and softcaps, pre- and post-norms; `sliding` (per layer) from layer_types or
+// the family's older rule.
+absl::StatusOr<std::vector<bool>> ParseGemmaCommon(const nlohmann::json& j, ModelConfig& c,
+                                                   bool (*sliding_fallback)(const nlohmann::json&,
+                                                                            int)) {
   RETURN_IF_ERROR(ParseRotaryGeometry(j, "gelu_pytorch_tanh", c));
-  // Gemma 2's MLP reads hidden_activation (hidden_act is a leftover of Gemma 1's config).
+  // Gemma's MLP reads hidden_activation (hidden_act is a leftover of Gemma 1's config).
   ASSIGN_OR_RETURN(std::string act, JsonString(j, "hidden_activation", "gelu_pytorch_tanh"));
   ASSIGN_OR_RETURN(c.act, ParseAct(act));
   ASSIGN_OR_RETURN(c.tied_embeddings, JsonBool(j, "tie_word_embeddings", true));
@@ -47,35 +54,83 @@ absl::Status ParseGemma2(const nlohmann::json& j, ModelConfig& c) {
   ASSIGN_OR_RETURN(double scalar, JsonDouble(j, "query_pre_attn_scalar", 256.0));
   if (!(scalar > 0)) return absl::InvalidArgumentError("query_pre_attn_scalar must be positive");
   ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 4096, 1, kMaxPositions));
-  ASSIGN_OR_RETURN(std::vector<bool> sliding, ParseSlidingLayers(j, c.n_layers, Gemma2Sliding));
+  ASSIGN_OR_RETURN(std::vector<bool> sliding,
+                   ParseSlidingLayers(j, c.n_layers, sliding_fallback));
   LayerSpec layer;
   layer.norms = NormPlacement::kPreAndPost;
-  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
   layer.mlp = MlpKind::kGated;
   SetUniformLayers(c, layer);
   for (int l = 0; l < c.n_layers; ++l) {
     c.layers[l].attention = {static_cast<float>(std::pow(scalar, -0.5)), sliding[l] ? window : 0,
                              attn_softcap};
   }
+  return sliding;
+}
+
+absl::Status ParseGemma2(const nlohmann::json& j, ModelConfig& c) {
+  ASSIGN_OR_RETURN(std::vector<bool> sliding, ParseGemmaCommon(j, c, Gemma2Sliding));
+  ASSIGN_OR_RETURN(RopeConfig rope, ParseRope(j, 1.0, c.d_head));
+  for (LayerSpec& layer : c.layers) layer.rope = rope;
   return absl::OkStatus();
+}
+
+// Older Gemma 3 configs: every sliding_window_pattern-th layer (1-based) is global.
+bool Gemma3Sliding(const nlohmann::json& j, int layer) {
+  int pattern = JsonInt(j, "_sliding_window_pattern", 6, 1, kMaxLayers).value_or(6);
+  pattern = JsonInt(j, "sliding_window_pattern", pattern, 1, kMaxLayers).value_or(pattern);
+  return (layer + 1) % pattern != 0;
+}
+
+// Gemma 3's rotary parameters of a layer kind: rope_parameters keyed by layer type
+// (transformers 5), or rope_theta and rope_scaling for global layers and
+// rope_local_base_freq for local ones (older configs).
+absl::StatusOr<RopeConfig> Gemma3Rope(const nlohmann::json& j, bool sliding, int d_head) {
+  const char* kind = sliding ? "sliding_attention" : "full_attention";
+  if (JsonHas(j, "rope_parameters") && j.at("rope_parameters").is_object() &&
+      j.at("rope_parameters").contains(kind)) {
+    nlohmann::json one = j;
+    one["rope_parameters"] = j.at("rope_parameters").at(kind);
+    return ParseRope(one, 1.0, d_head);
+  }
+  if (!sliding) return ParseRope(j, 1.0, d_head);
+  ASSIGN_OR_RETURN(double theta, JsonDouble(j, "rope_local_base_freq", 10000.0));
+  return ParseRope(nlohmann::json{{"rope_theta", theta}}, 1.0, d_head);
+}
+
+absl::Status ParseGemma3Text(const nlohmann::json& j, ModelConfig& c) {
+  ASSIGN_OR_RETURN(std::vector<bool> sliding, ParseGemmaCommon(j, c, Gemma3Sliding));
+  ASSIGN_OR_RETURN(RopeConfig local, Gemma3Rope(j, true, c.d_head));
+  ASSIGN_OR_RETURN(RopeConfig global, Gemma3Rope(j, false, c.d_head));
+  for (int l = 0; l < c.n_layers; ++l) {
+    c.layers[l].rope = sliding[l] ? local : global;
+    c.layers[l].qk_norm = QkNorm::kPerHead;
+  }
+  return absl::OkStatus();
+}
+
+FamilySpec GemmaLayout(const char* model_type,
+                       absl::Status (*parse)(const nlohmann::json&, ModelConfig&)) {
+  return {.model_type = model_type,
+          .parse_config = parse,
+          .layer_prefix = "model.layers.",
+          .layer = LlamaLayerWith({
+              {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
+              {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln1_post_w}},
+              {"pre_feedforward_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
+              {"post_feedforward_layernorm.weight", Layout::kLinear, {&W::ln2_post_w}},
+              {kQNormName, Layout::kLinear, {&W::q_norm_w}},
+              {kKNormName, Layout::kLinear, {&W::k_norm_w}},
+          }),
+          .embed = "model.embed_tokens.weight",
+          .position_embed = nullptr,
+          .final_norm = "model.norm",
+          .unembed = "lm_head.weight",
+          .norm_weight_offset = 1.0f};
 }
 
 }  // namespace
 
-extern const FamilySpec kGemma2Family = {
-    .model_type = "gemma2",
-    .parse_config = ParseGemma2,
-    .layer_prefix = "model.layers.",
-    .layer = LlamaLayerWith({
-        {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
-        {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln1_post_w}},
-        {"pre_feedforward_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
-        {"post_feedforward_layernorm.weight", Layout::kLinear, {&W::ln2_post_w}},
-    }),
-    .embed = "model.embed_tokens.weight",
-    .position_embed = nullptr,
-    .final_norm = "model.norm",
-    .unembed = "lm_head.weight",
-    .norm_weight_offset = 1.0f};
+extern const FamilySpec kGemma2Family = GemmaLayout("gemma2", ParseGemma2);
+extern const FamilySpec kGemma3TextFamily = GemmaLayout("gemma3_text", ParseGemma3Text);
 
 }  // namespace lensd

@@ -5,13 +5,14 @@
 namespace lensd {
 
 extern const FamilySpec kGpt2Family, kLlamaFamily, kMistralFamily, kQwen2Family, kGptNeoxFamily,
-    kQwen3Family, kOlmo2Family, kGemma2Family;
+    kQwen3Family, kOlmo2Family, kGemma2Family, kGemma3TextFamily, kPhi3Family;
 
 namespace {
 
 const FamilySpec* const kFamilies[] = {&kGpt2Family,  &kLlamaFamily,   &kMistralFamily,
                                        &kQwen2Family, &kGptNeoxFamily, &kQwen3Family,
-                                       &kOlmo2Family, &kGemma2Family};
+                                       &kOlmo2Family, &kGemma2Family, &kGemma3TextFamily,
+                                       &kPhi3Family};
 
 }  // namespace
 

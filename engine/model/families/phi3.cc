@@ -1,0 +1,44 @@
+// Phi-3 (model_type "phi3"): the Llama block with the query, key and value projections fused
+// into one qkv_proj (rows [q; k; v]) and the gate and up projections into one gate_up_proj
+// (rows [gate; up]); a sliding window when configured. Long-context rope scaling ("longrope",
+// "su") is refused by name until it is implemented.
+#include "engine/core/status.h"
+#include "engine/model/config_parse.h"
+#include "engine/model/family.h"
+#include "engine/model/json_fields.h"
+
+namespace lensd {
+namespace {
+
+using W = LayerWeights;
+
+absl::Status ParsePhi3(const nlohmann::json& j, ModelConfig& c) {
+  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
+  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-5));
+  ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
+  LayerSpec layer;
+  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
+  layer.attention = {DefaultAttentionScale(c.d_head), window};
+  layer.mlp = MlpKind::kGated;
+  SetUniformLayers(c, layer);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern const FamilySpec kPhi3Family = {
+    .model_type = "phi3",
+    .parse_config = ParsePhi3,
+    .layer_prefix = "model.layers.",
+    .layer = {{"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
+              {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
+              {"self_attn.qkv_proj.weight", Layout::kLinear, {&W::wq, &W::wk, &W::wv}},
+              {"self_attn.o_proj.weight", Layout::kLinear, {&W::wo}},
+              {"mlp.gate_up_proj.weight", Layout::kLinear, {&W::w_in, &W::w_up}},
+              {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}}},
+    .embed = "model.embed_tokens.weight",
+    .position_embed = nullptr,
+    .final_norm = "model.norm",
+    .unembed = "lm_head.weight"};
+
+}  // namespace lensd
