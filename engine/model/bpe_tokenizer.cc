@@ -2,9 +2,11 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <queue>
 
@@ -84,7 +86,8 @@ class BpeTokenizer : public Tokenizer {
   int VocabSize() const override { return static_cast<int>(spec_.id_to_token.size()); }
 
  private:
-  absl::Status EncodeText(std::string_view text, std::vector<int>& out) const;
+  // One segment of text between added tokens; `at_start`: it begins the text.
+  absl::Status EncodeText(std::string_view text, bool at_start, std::vector<int>& out) const;
   absl::Status EncodePiece(const std::string& piece, std::vector<int>& out) const;
   std::vector<std::string> Merge(std::vector<std::string> symbols) const;
   std::string MergeKey(const std::string& a, const std::string& b) const {
@@ -198,13 +201,34 @@ absl::Status BpeTokenizer::EncodePiece(const std::string& piece, std::vector<int
   return absl::OkStatus();
 }
 
-absl::Status BpeTokenizer::EncodeText(std::string_view text, std::vector<int>& out) const {
+std::string Normalized(std::string_view text, TextNormalization form) {
+  if (form == TextNormalization::kNone) return std::string(text);
+  // utf8proc's NFC / NFKC, the normal forms Hugging Face tokenizers' normalizers apply.
+  const int options = UTF8PROC_STABLE | UTF8PROC_COMPOSE |
+                      (form == TextNormalization::kNfkc ? UTF8PROC_COMPAT : 0);
+  utf8proc_uint8_t* mapped = nullptr;
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                          static_cast<utf8proc_ssize_t>(text.size()), &mapped,
+                                          static_cast<utf8proc_option_t>(options));
+  if (n < 0) return std::string(text);  // invalid UTF-8 is refused before this
+  std::string out(reinterpret_cast<const char*>(mapped), static_cast<size_t>(n));
+  std::free(mapped);
+  return out;
+}
+
+absl::Status BpeTokenizer::EncodeText(std::string_view text, bool at_start,
+                                      std::vector<int>& out) const {
   if (text.empty()) return absl::OkStatus();
-  std::string normalized(text);
+  std::string normalized = Normalized(text, spec_.normalization);
   if (spec_.space_marker) {
     std::string r;
-    if (spec_.prepend_space_marker) r = kSpaceMarker;
     for (char c : normalized) r += (c == ' ') ? std::string(kSpaceMarker) : std::string(1, c);
+    const bool marked = r.rfind(kSpaceMarker, 0) == 0;
+    const SpacePrepend p = spec_.prepend;
+    if (p == SpacePrepend::kEverySegment || (p == SpacePrepend::kUnlessSpace && !marked) ||
+        (p == SpacePrepend::kFirstUnlessSpace && at_start && !marked)) {
+      r.insert(0, kSpaceMarker);
+    }
     normalized = std::move(r);
   }
   if (!regex_) return EncodePiece(normalized, out);
@@ -261,12 +285,12 @@ absl::StatusOr<std::vector<int>> BpeTokenizer::Encode(std::string_view text) con
       ++i;
       continue;
     }
-    RETURN_IF_ERROR(EncodeText(text.substr(start, i - start), ids));
+    RETURN_IF_ERROR(EncodeText(text.substr(start, i - start), start == 0, ids));
     ids.push_back(hit->second);
     i += hit->first.size();
     start = i;
   }
-  RETURN_IF_ERROR(EncodeText(text.substr(start), ids));
+  RETURN_IF_ERROR(EncodeText(text.substr(start), start == 0, ids));
   return ids;
 }
 
@@ -298,7 +322,7 @@ std::string BpeTokenizer::Decode(const std::vector<int>& ids) const {
       }
     }
   }
-  if (spec_.prepend_space_marker && !out.empty() && out[0] == ' ') out.erase(0, 1);
+  if (spec_.prepend != SpacePrepend::kNever && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
 

@@ -14,6 +14,18 @@
 
 namespace lensd {
 
+// Unicode normalization of each segment of text between added tokens (a tokenizer.json
+// normalizer).
+enum class TextNormalization { kNone, kNfc, kNfkc };
+
+// When a SentencePiece-style tokenizer puts "▁" before a segment of text (between added tokens):
+enum class SpacePrepend {
+  kNever,
+  kEverySegment,      // the Prepend normalizer: before every non-empty segment
+  kUnlessSpace,       // Metaspace "always": unless the segment starts with "▁" already
+  kFirstUnlessSpace,  // Metaspace "first": only the segment at the start of the text, likewise
+};
+
 struct BpeSpec {
   std::vector<std::string> id_to_token;
   std::vector<std::pair<std::string, std::string>> merges;  // in rank order
@@ -22,7 +34,8 @@ struct BpeSpec {
   bool add_prefix_space = false;    // byte-level: prepend " " when the text does not start with one
   bool byte_fallback = false;       // unknown symbols become <0xXX> tokens
   bool space_marker = false;        // SentencePiece style: " " -> "▁"
-  bool prepend_space_marker = false;  // SentencePiece style: text starts with "▁"
+  SpacePrepend prepend = SpacePrepend::kNever;  // SentencePiece style: "▁" before the text
+  TextNormalization normalization = TextNormalization::kNone;
   int unk_id = -1;
   int bos_id = -1;                  // prepended to every encoding when >= 0
   std::vector<std::pair<std::string, int>> added_tokens;  // matched verbatim before BPE

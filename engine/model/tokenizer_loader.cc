@@ -67,6 +67,11 @@ absl::Status ApplyComponent(const json& c, BpeSpec& spec, bool& byte_level_seen)
     if (use_regex) spec.split_pattern = kGpt2SplitPattern;
     return absl::OkStatus();
   }
+  if (type == "Split" && spec.space_marker && JsonHas(c, "pattern") &&
+      JsonString(c["pattern"], "String", "").value_or("") == " ") {
+    // Gemma's: after its Replace(" ", "▁") normalizer no space is left to split on.
+    return absl::OkStatus();
+  }
   if (type == "Split") {
     ASSIGN_OR_RETURN(std::string behavior, JsonString(c, "behavior", "Isolated"));
     ASSIGN_OR_RETURN(bool invert, JsonBool(c, "invert", false));
@@ -78,7 +83,7 @@ absl::Status ApplyComponent(const json& c, BpeSpec& spec, bool& byte_level_seen)
     return absl::OkStatus();
   }
   if (type == "Prepend") {
-    spec.prepend_space_marker = true;
+    spec.prepend = SpacePrepend::kEverySegment;
     return absl::OkStatus();
   }
   if (type == "Replace" || type == "Metaspace") {
@@ -86,11 +91,20 @@ absl::Status ApplyComponent(const json& c, BpeSpec& spec, bool& byte_level_seen)
     if (type == "Metaspace") {
       ASSIGN_OR_RETURN(std::string scheme, JsonString(c, "prepend_scheme", "always"));
       ASSIGN_OR_RETURN(bool add, JsonBool(c, "add_prefix_space", scheme != "never"));
-      spec.prepend_space_marker = add;
+      if (scheme != "always" && scheme != "first" && scheme != "never") {
+        return absl::UnimplementedError(
+            absl::StrCat("Metaspace prepend_scheme '", scheme.substr(0, 32), "'"));
+      }
+      spec.prepend = !add                ? SpacePrepend::kNever
+                     : scheme == "first" ? SpacePrepend::kFirstUnlessSpace
+                                         : SpacePrepend::kUnlessSpace;
     }
     return absl::OkStatus();
   }
-  if (type == "NFC" || type == "NFKC") return absl::OkStatus();  // a no-op on NFC text
+  if (type == "NFC" || type == "NFKC") {
+    spec.normalization = type == "NFC" ? TextNormalization::kNfc : TextNormalization::kNfkc;
+    return absl::OkStatus();
+  }
   return absl::UnimplementedError(absl::StrCat("unsupported tokenizer component '", type, "'"));
 }
 

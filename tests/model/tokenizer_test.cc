@@ -1,6 +1,8 @@
 // The 18 tricky texts of shared/tokenizers/cases.json, exactly, for every tokenizer format.
 #include "engine/model/tokenizer.h"
 
+#include <set>
+
 #include "engine/model/json_fields.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
@@ -140,6 +142,51 @@ TEST(Tokenizer, DeeplyNestedTokenizerJsonIsAnError) {
   EXPECT_FALSE(ParseJson(Repeat("[", 65) + Repeat("]", 65)).ok());
   EXPECT_TRUE(ParseJson(Repeat("[", 64) + Repeat("]", 64)).ok());
 }
+
+// The newer families' tokenizer pipelines (Gemma's spaces-to-▁ BPE with byte fallback, Qwen3's
+// NFC + split pattern + byte-level BPE, Phi-3's Metaspace BPE with byte fallback), trained anew
+// by tools/reference/make_family_tokenizers.py, against Hugging Face `tokenizers` on the shared
+// tricky texts and family-specific ones (tests/data/tokenizers/<family>/cases.json).
+class FamilyTokenizerTest : public ::testing::TestWithParam<std::pair<std::string, bool>> {};
+
+TEST_P(FamilyTokenizerTest, IdsAndDecodingMatchHuggingFaceTokenizers) {
+  const auto& [family, has_bos] = GetParam();
+  const std::string dir = testing::GoldenDir() + "/../tokenizers/" + family;
+  auto tok = LoadHfTokenizerJson(dir + "/tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto text = ReadFileToString(dir + "/cases.json");
+  ASSERT_TRUE(text.ok()) << text.status();
+  const auto cases = nlohmann::json::parse(*text)["cases"];
+  // The reference decodes with skip_special_tokens: drop the special added tokens (BOS too).
+  auto spec = ReadFileToString(dir + "/tokenizer.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  std::set<int> special;
+  const nlohmann::json parsed = nlohmann::json::parse(*spec);
+  for (const auto& a : parsed["added_tokens"]) {
+    if (a["special"].get<bool>()) special.insert(a["id"].get<int>());
+  }
+  ASSERT_GE(cases.size(), 27u);
+  for (const auto& c : cases) {
+    const std::string input = c["text"].get<std::string>();
+    auto ids = tok.value()->Encode(input);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int>>()) << family << ": " << input;
+    std::vector<int> body;
+    for (int id : *ids) {
+      if (!special.count(id)) body.push_back(id);
+    }
+    if (has_bos) {
+      EXPECT_TRUE(!ids->empty() && special.count(ids->front()) == 1) << family << ": BOS";
+    }
+    EXPECT_EQ(tok.value()->Decode(body), c["decoded"].get<std::string>()) << family << ": " << input;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, FamilyTokenizerTest,
+                         ::testing::Values(std::pair{std::string("gemma"), true},
+                                           std::pair{std::string("qwen3"), false},
+                                           std::pair{std::string("phi3"), true}),
+                         [](const auto& info) { return info.param.first; });
 
 }  // namespace
 }  // namespace lensd
