@@ -98,6 +98,13 @@ class FailingBackend final : public Backend {
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
     if (error_.ok()) inner_->GatedActivation(kind, gate, up, y);
   }
+  TensorView MatrixRows(TensorView w, int64_t begin, int64_t n) override {
+    return inner_->MatrixRows(w, begin, n);
+  }
+  void AddRowsScaled(TensorView src, const int32_t* rows, const float* scales,
+                     TensorView dst) override {
+    if (error_.ok()) inner_->AddRowsScaled(src, rows, scales, dst);
+  }
   void ScaleAndCap(TensorView x, float scale, float cap) override {
     if (error_.ok()) inner_->ScaleAndCap(x, scale, cap);
   }

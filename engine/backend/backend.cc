@@ -47,4 +47,11 @@ void Backend::Renormalize(TensorView normalized, TensorView before, TensorView a
   Upload(y_host.data(), y);
 }
 
+TensorView Backend::MatrixRows(TensorView w, int64_t begin, int64_t n) {
+  const int64_t k = w.shape[1];
+  return {static_cast<char*>(w.data) + begin * k * static_cast<int64_t>(DTypeSize(w.dtype)),
+          w.dtype,
+          {n, k}};
+}
+
 }  // namespace lensd

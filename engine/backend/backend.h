@@ -17,6 +17,9 @@
 
 namespace lensd {
 
+// MatrixRows's granularity (the CPU backend packs matrices in panels of 16 rows).
+inline constexpr int64_t kMatrixRowAlign = 16;
+
 // One sequence's share of an attention call. Queries are rows [q_begin, q_begin + n_q) of the
 // batch; they sit at positions [start_pos, start_pos + n_q) and attend to keys
 // [0, start_pos + n_q) read from the KV pool through `block_table`.
@@ -84,6 +87,14 @@ class Backend {
 
   // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when non-empty); w from AllocateMatrix.
   virtual void Linear(TensorView x, TensorView w, TensorView bias, TensorView y) = 0;
+  // Rows [begin, begin + n) of a matrix from AllocateMatrix, as a matrix Linear takes: one
+  // expert of a mixture whose experts are stacked by rows. begin and n are multiples of
+  // kMatrixRowAlign. The default: a row-major view.
+  virtual TensorView MatrixRows(TensorView w, int64_t begin, int64_t n);
+  // dst[rows[i], :] += scales[i] · src[i, :] for every row i of src (rows distinct; rows and
+  // scales in host memory): an expert's outputs added to its tokens' rows.
+  virtual void AddRowsScaled(TensorView src, const int32_t* rows, const float* scales,
+                             TensorView dst) = 0;
   // y[T,D] = table[ids[t], :]; ids in host memory, already range-checked.
   virtual void Gather(TensorView table, const int32_t* ids, TensorView y) = 0;
   // Normalises rows of x[T,D]. scale[T] = sqrt(mean(x_c²)+eps) (x_c centred for LayerNorm);

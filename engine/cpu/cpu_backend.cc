@@ -74,6 +74,23 @@ class CpuBackend : public Backend {
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override {
     Elementwise(kind, gate, up, y);
   }
+  // Panels of kPanel rows: rows [begin, begin + n) start at panel begin / kPanel.
+  TensorView MatrixRows(TensorView w, int64_t begin, int64_t n) override {
+    return {static_cast<char*>(w.data) + PackedBytes(w.dtype, begin, w.shape[1]), w.dtype,
+            {n, w.shape[1]}};
+  }
+  void AddRowsScaled(TensorView src, const int32_t* rows, const float* scales,
+                     TensorView dst) override {
+    const int64_t d = src.shape[1];
+    for (int64_t i = 0; i < src.shape[0]; ++i) {
+      float* out = dst.As<float>() + int64_t{rows[i]} * d;
+      const float* in = src.As<float>() + i * d;
+      for (int64_t j = 0; j < d; ++j) {
+        const float scaled = in[j] * scales[i];
+        out[j] += scaled;
+      }
+    }
+  }
   void ScaleAndCap(TensorView x, float scale, float cap) override {
     float* v = x.As<float>();
     for (int64_t i = 0; i < x.NumElements(); ++i) {

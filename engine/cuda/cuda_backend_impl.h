@@ -109,6 +109,8 @@ class CudaBackend final : public Backend {
   void Activation(ActKind kind, TensorView x, TensorView y) override;
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override;
   void ScaleAndCap(TensorView x, float scale, float cap) override;
+  void AddRowsScaled(TensorView src, const int32_t* rows, const float* scales,
+                     TensorView dst) override;
   void Add(TensorView a, TensorView b, TensorView y) override;
   void Copy(TensorView src, TensorView dst) override;
 
@@ -211,7 +213,7 @@ class CudaBackend final : public Backend {
   cuda::Gemm gemm_;
   cuda::PinnedPtr staging_host_ ABSL_GUARDED_BY(transfer_mu_);  // kStaging bytes
   std::mutex transfer_mu_;
-  Buffer staging_[12];  // 0-5, 11: ops' inputs; 6-10: intervention plans
+  Buffer staging_[14];  // 0-5, 11-13: ops' inputs; 6-10: intervention plans
   cuda::PinnedPtr inputs_host_;  // kInputs bytes; [0, inputs_used_) may be in flight
   size_t inputs_used_ = 0;
   Buffer narrow_;

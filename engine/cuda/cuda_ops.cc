@@ -104,6 +104,17 @@ void CudaBackend::GatedActivation(ActKind kind, TensorView gate, TensorView up, 
             "GatedActivation");
 }
 
+void CudaBackend::AddRowsScaled(TensorView src, const int32_t* rows, const float* scales,
+                                TensorView dst) {
+  if (!Use() || Replaying()) return;
+  const int n = static_cast<int>(src.shape[0]), d = static_cast<int>(src.shape[1]);
+  const int32_t* drows = Stage(12, rows, n);
+  const float* dscales = Stage(13, scales, n);
+  if (Skip()) return;
+  CheckCuda(cuda::LaunchAddRowsScaled(F(src), drows, dscales, n, d, F(dst), stream_.get()),
+            "AddRowsScaled");
+}
+
 void CudaBackend::ScaleAndCap(TensorView x, float scale, float cap) {
   if (!Use() || Replaying()) return;
   CheckCuda(cuda::LaunchScaleAndCap(F(x), scale, cap, x.NumElements(), stream_.get()),

@@ -38,6 +38,15 @@ inline float DefaultAttentionScale(int d_head) {
 enum class MlpKind {
   kDense,  // act(x·W_in + b_in)·W_out + b_out
   kGated,  // (act(x·W_gate) ⊙ x·W_up)·W_down (SwiGLU, GeGLU)
+  kMoe,    // a router picks top_k gated experts per token; their outputs weighted and summed
+};
+
+// A mixture-of-experts MLP (MlpKind::kMoe): router softmax over `experts`, the `top_k` largest
+// per token, renormalised to sum 1 when `normalize`; each expert is a gated MLP of d_mlp.
+struct MoeParams {
+  int experts = 0;
+  int top_k = 0;
+  bool normalize = false;
 };
 
 // Where a block normalises: before each sublayer (GPT-2, Llama), before and after (Gemma 2/3:
@@ -63,6 +72,7 @@ struct LayerSpec {
   QkNorm qk_norm = QkNorm::kNone;
   RopeConfig rope;  // rotary models (rotary_dim > 0)
   MlpKind mlp = MlpKind::kGated;
+  MoeParams moe;  // kMoe only
 };
 
 }  // namespace lensd

@@ -1,5 +1,7 @@
 #include "engine/model/config.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "engine/model/config_parse.h"
@@ -110,6 +112,28 @@ absl::StatusOr<std::vector<bool>> ParseSlidingLayers(const json& j, int n_layers
     sliding[l] = type == "sliding_attention";
   }
   return sliding;
+}
+
+absl::StatusOr<MoeParams> ParseMoe(const json& j, const char* experts_key, int default_experts,
+                                   bool normalize) {
+  MoeParams moe;
+  ASSIGN_OR_RETURN(moe.experts, JsonInt(j, "num_experts", default_experts, 1, 1 << 16));
+  ASSIGN_OR_RETURN(moe.experts, JsonInt(j, experts_key, moe.experts, 1, 1 << 16));
+  ASSIGN_OR_RETURN(moe.top_k, JsonInt(j, "num_experts_per_tok", 2, 1, moe.experts));
+  ASSIGN_OR_RETURN(moe.normalize, JsonBool(j, "norm_topk_prob", normalize));
+  for (const char* key : {"shared_expert_intermediate_size", "n_shared_experts"}) {
+    ASSIGN_OR_RETURN(int shared, JsonInt(j, key, 0, 0, kMaxDMlp));
+    if (shared > 0) {
+      return absl::UnimplementedError(absl::StrCat(key, " = ", shared,
+                                                   ": shared experts are not supported yet"));
+    }
+  }
+  return moe;
+}
+
+bool HasMoe(const ModelConfig& c) {
+  return std::any_of(c.layers.begin(), c.layers.end(),
+                     [](const LayerSpec& l) { return l.mlp == MlpKind::kMoe; });
 }
 
 void SetUniformLayers(ModelConfig& c, const LayerSpec& spec) { c.layers.assign(c.n_layers, spec); }

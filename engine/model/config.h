@@ -45,6 +45,9 @@ struct ModelConfig {
   DType dtype = DType::kF32;  // checkpoint dtype from config ("dtype" or "torch_dtype")
 };
 
+// Whether some layer's MLP is a mixture of experts.
+bool HasMoe(const ModelConfig& c);
+
 // c.layers: n_layers copies of `spec` (every family so far has one kind of layer).
 void SetUniformLayers(ModelConfig& c, const LayerSpec& spec);
 

@@ -31,6 +31,12 @@ absl::Status ParseRotaryGeometry(const nlohmann::json& j, const char* default_ac
 // (classic); rope_parameters wins where present. `default_pct`: the rotary share of d_head.
 absl::StatusOr<RopeConfig> ParseRope(const nlohmann::json& j, double default_pct, int d_head);
 
+// A mixture of experts' router: the expert count (`experts_key`, else "num_experts",
+// `default_experts` when neither), num_experts_per_tok, and norm_topk_prob (default
+// `normalize`). Shared experts are refused by name.
+absl::StatusOr<MoeParams> ParseMoe(const nlohmann::json& j, const char* experts_key,
+                                   int default_experts, bool normalize);
+
 // Which layers attend through a sliding window: config.json's layer_types
 // ("sliding_attention" / "full_attention", one per layer) when present, else `fallback(layer)`
 // (the older configs' rule of each family).

@@ -22,6 +22,8 @@ enum class Layout {
   kLinear,           // as nn.Linear stores it ([out, in], or a vector); parts stacked by rows
   kConv1D,           // GPT-2's Conv1D: stored transposed, [in, out]; parts stacked by columns
   kHeadInterleaved,  // GPT-NeoX's fused QKV: rows [heads, parts, d_head]
+  kPerExpert,        // one nn.Linear tensor per expert, "{e}" in the name standing for its index;
+                     // stacked by rows into the one canonical tensor
 };
 
 // One checkpoint tensor of a layer (`name` under the family's layer prefix) and the canonical

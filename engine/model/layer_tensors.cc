@@ -35,6 +35,8 @@ constexpr LayerTensorSpec kSpecs[] = {
     // every rank holding all of them is right for both kinds.
     {&W::q_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 23},
     {&W::k_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 24},
+    // Mixture-of-experts models refuse tensor parallelism and weight processing.
+    {&W::w_router, Split::kReplicated, Role::kOther, nullptr, Init::kFanIn, 25},
 };
 
 }  // namespace
@@ -44,13 +46,14 @@ std::span<const LayerTensorSpec> LayerTensorSpecs() { return kSpecs; }
 bool HasLayerTensor(const ModelConfig& c, int layer, LayerTensor f) {
   const LayerSpec& spec = c.layers[layer];
   const bool layer_norm = c.norm == NormKind::kLayerNorm;
-  const bool gated = spec.mlp == MlpKind::kGated;
+  const bool gated = spec.mlp != MlpKind::kDense;  // experts are gated too
   const bool pre = HasPreNorms(spec.norms), post = HasPostNorms(spec.norms);
   if (f == &W::ln1_w || f == &W::ln2_w) return pre;
   if (f == &W::ln1_b || f == &W::ln2_b) return pre && layer_norm;
   if (f == &W::ln1_post_w || f == &W::ln2_post_w) return post;
   if (f == &W::ln1_post_b || f == &W::ln2_post_b) return post && layer_norm;
   if (f == &W::q_norm_w || f == &W::k_norm_w) return spec.qk_norm != QkNorm::kNone;
+  if (f == &W::w_router) return spec.mlp == MlpKind::kMoe;
   if (f == &W::bq || f == &W::bk || f == &W::bv) return c.qkv_bias;
   if (f == &W::bo) return c.o_bias;
   if (f == &W::w_up) return gated;
@@ -71,14 +74,17 @@ Shape LayerTensorShape(const ModelConfig& c, int layer, LayerTensor f) {
     if (c.layers[layer].qk_norm == QkNorm::kPerHead) return {c.d_head};
     return {f == &W::q_norm_w ? Q : KV};
   }
+  // Experts' matrices stacked by rows (one "expert" for dense MLPs).
+  const int64_t E = c.layers[layer].mlp == MlpKind::kMoe ? c.layers[layer].moe.experts : 1;
+  if (f == &W::w_router) return {E, D};
+  if (f == &W::w_in || f == &W::w_up) return {E * M, D};
+  if (f == &W::w_out) return {E * D, M};
   if (f == &W::wq) return {Q, D};
   if (f == &W::bq) return {Q};
   if (f == &W::wk || f == &W::wv) return {KV, D};
   if (f == &W::bk || f == &W::bv) return {KV};
   if (f == &W::wo) return {D, Q};
-  if (f == &W::w_in || f == &W::w_up) return {M, D};
   if (f == &W::b_in || f == &W::b_up) return {M};
-  if (f == &W::w_out) return {D, M};
   return {D};  // norms, post-norms, bo, b_out
 }
 

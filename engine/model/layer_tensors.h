@@ -26,6 +26,9 @@ struct LayerWeights {
   Buffer w_up;          // [M, D] gated MLPs only
   Buffer b_up;          // [M] gated MLPs with mlp_bias only
   Buffer w_out, b_out;  // [D, M], [D]
+  // Mixture of experts (MlpKind::kMoe): w_in, w_up [E·M, D] and w_out [E·D, M] hold the E
+  // experts' matrices stacked by rows (expert e's rows from e·M, resp. e·D); the router:
+  Buffer w_router;  // [E, D]
   // Norms of the sublayer outputs (NormPlacement::kPreAndPost, kPost): [D]
   Buffer ln1_post_w, ln1_post_b, ln2_post_w, ln2_post_b;
   // RMSNorm weights of queries and keys (LayerSpec::qk_norm): [dh] each per head, or

@@ -47,6 +47,8 @@ class CheckpointSource : public WeightSource {
   absl::StatusOr<Buffer> Read(const std::string& name, Shape expect) const;
   // A norm weight as the forward pass multiplies by it (FamilySpec::norm_weight_offset).
   void OffsetNormWeight(Buffer& w) const;
+  // The experts' tensors of a kPerExpert row, stacked by rows into its one canonical tensor.
+  absl::Status ReadExperts(int layer, const TensorSource& source, LayerWeights& w) const;
   // One table row: the checkpoint tensor, split into the canonical tensors it holds.
   absl::Status ReadSource(int layer, const TensorSource& source, LayerWeights& w) const;
 
@@ -82,9 +84,26 @@ void CheckpointSource::OffsetNormWeight(Buffer& w) const {
   }
 }
 
+absl::Status CheckpointSource::ReadExperts(int layer, const TensorSource& source,
+                                           LayerWeights& w) const {
+  const Shape all = LayerTensorShape(config_, layer, source.parts[0]);
+  const int experts = config_.layers[layer].moe.experts;
+  const Shape one{all[0] / experts, all[1]};
+  const std::string name = absl::StrCat(family_.layer_prefix, layer, ".", source.name);
+  const size_t at = name.find("{e}");
+  Buffer& out = w.*source.parts[0];
+  out = HostF32(all);
+  for (int e = 0; e < experts; ++e) {
+    ASSIGN_OR_RETURN(Buffer part, Read(std::string(name).replace(at, 3, absl::StrCat(e)), one));
+    std::memcpy(out.As<float>() + e * one.NumElements(), part.As<float>(), part.NumBytes());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckpointSource::ReadSource(int layer, const TensorSource& source,
                                           LayerWeights& w) const {
   if (!HasLayerTensor(config_, layer, source.parts[0])) return absl::OkStatus();
+  if (source.layout == Layout::kPerExpert) return ReadExperts(layer, source, w);
   // The parts stacked by rows: [rows, cols], or [rows] for vectors.
   int64_t rows = 0;
   for (LayerTensor part : source.parts) rows += LayerTensorShape(config_, layer, part)[0];

@@ -1,5 +1,9 @@
 #include "engine/runtime/blocks.h"
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
 #include "engine/runtime/step_hooks.h"
 
 namespace lensd {
@@ -44,7 +48,66 @@ TensorView QkNormForward(RankContext& c, QkNorm kind, TensorView x, const Buffer
   return y;
 }
 
+// Each token's experts and their weights: softmax over the router's logits [T, E] (host),
+// the top_k largest (ties: the lower index), renormalised when the layer says so.
+struct Routing {
+  std::vector<std::vector<int32_t>> rows;   // per expert: its tokens, ascending
+  std::vector<std::vector<float>> weights;  // per expert: their weights
+};
+
+Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t tokens) {
+  const int E = moe.experts;
+  Routing r;
+  r.rows.resize(E), r.weights.resize(E);
+  std::vector<float> probs(E);
+  std::vector<int> order(E);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* l = logits.data() + t * E;
+    const float top = *std::max_element(l, l + E);
+    float sum = 0.0f;
+    for (int e = 0; e < E; ++e) sum += probs[e] = std::exp(l[e] - top);
+    for (int e = 0; e < E; ++e) probs[e] /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + moe.top_k, order.end(),
+                      [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+    float kept = 0.0f;
+    for (int i = 0; i < moe.top_k; ++i) kept += probs[order[i]];
+    for (int i = 0; i < moe.top_k; ++i) {
+      const int e = order[i];
+      r.rows[e].push_back(static_cast<int32_t>(t));
+      r.weights[e].push_back(moe.normalize ? probs[e] / kept : probs[e]);
+    }
+  }
+  return r;
+}
+
 }  // namespace
+
+TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) {
+  const MoeParams& moe = c.config.layers[in.layer].moe;
+  const int64_t T = c.plan.tokens, D = c.config.d_model, M = c.d_mlp;
+  TensorView logits = c.Scratch({T, moe.experts});
+  c.b.Linear(normed, in.w.w_router.view(), {}, logits);
+  std::vector<float> host(static_cast<size_t>(T * moe.experts));
+  c.b.Download(logits, host.data());  // routing is decided on the host, per step
+  const Routing r = Route(moe, host, T);
+  TensorView out = c.Scratch({T, D});
+  // Experts in index order, each over its tokens only: a token's sum runs over its experts
+  // in that order whatever else is in the batch.
+  for (int e = 0; e < moe.experts; ++e) {
+    const int64_t n = static_cast<int64_t>(r.rows[e].size());
+    if (n == 0) continue;
+    TensorView x = c.Scratch({n, D}), gate = c.Scratch({n, M}), up = c.Scratch({n, M});
+    TensorView act = c.Scratch({n, M}), y = c.Scratch({n, D});
+    c.b.Gather(normed, r.rows[e].data(), x);
+    c.b.Linear(x, c.b.MatrixRows(in.w.w_in.view(), e * M, M), {}, gate);
+    c.b.Linear(x, c.b.MatrixRows(in.w.w_up.view(), e * M, M), {}, up);
+    c.b.GatedActivation(c.config.act, gate, up, act);
+    c.b.Linear(act, c.b.MatrixRows(in.w.w_out.view(), e * D, D), {}, y);
+    c.b.AddRowsScaled(y, r.rows[e].data(), r.weights[e].data(), out);
+  }
+  return out;
+}
 
 Buffer EmbedForward(RankContext& c, const EmbedWeights& e) {
   const int64_t T = c.plan.tokens, D = c.config.d_model;
@@ -140,6 +203,7 @@ TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView no
 }
 
 TensorView MlpForward(RankContext& c, const LayerInputs& in, TensorView normed) {
+  if (c.config.layers[in.layer].mlp == MlpKind::kMoe) return MoeForward(c, in, normed);
   const int64_t T = c.plan.tokens, M = c.d_mlp;
   const LayerWeights& w = in.w;
   const int l = in.layer;

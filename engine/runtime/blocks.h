@@ -37,6 +37,11 @@ TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView no
 // The MLP (dense or gated) of `normed` [T, D], its output summed over ranks [T, D].
 TensorView MlpForward(RankContext& c, const LayerInputs& in, TensorView normed);
 
+// A mixture of experts on `normed` [T, D] (MlpKind::kMoe): the router's softmax picks each
+// token's top_k experts on the host; each expert runs on its tokens only and adds its
+// weighted output to their rows [T, D].
+TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed);
+
 // Final norm and unembedding of each sequence's last row (every row with all_logits): the
 // logits in host memory, rows in batch order.
 ForwardResult HeadForward(RankContext& c, const HeadWeights& h, TensorView x);

@@ -92,7 +92,9 @@ ForwardResult Model::ForwardDevices(const std::vector<SeqInput>& batch, HookSink
 
 std::optional<GraphKey> Model::GraphKeyFor(const std::vector<SeqInput>& batch,
                                            HookSink* hooks) const {
-  if (!cuda_graphs_ || shards_.size() != 1 || shards_[0]->layers.offloaded() > 0) {
+  // Mixtures of experts route on the host mid-step: no graph replays them.
+  if (!cuda_graphs_ || HasMoe(config_) || shards_.size() != 1 ||
+      shards_[0]->layers.offloaded() > 0) {
     return std::nullopt;
   }
   const int bs = blocks_->block_size();

@@ -15,6 +15,7 @@ bool LearnedPositions(const ModelConfig& c, int) { return c.learned_positions; }
 bool Rotary(const ModelConfig& c, int) { return !c.learned_positions; }
 bool SequentialResidual(const ModelConfig& c, int l) { return !c.layers[l].parallel_residual; }
 bool GatedMlp(const ModelConfig& c, int l) { return c.layers[l].mlp == MlpKind::kGated; }
+bool NotMoe(const ModelConfig& c, int l) { return c.layers[l].mlp != MlpKind::kMoe; }
 bool PreNorms(const ModelConfig& c, int l) { return HasPreNorms(c.layers[l].norms); }
 bool PostNorms(const ModelConfig& c, int l) { return HasPostNorms(c.layers[l].norms); }
 
@@ -43,9 +44,9 @@ constexpr HookPointInfo kPoints[] = {
     {P::kResidMid, "hook_resid_mid", G::kResidual, SequentialResidual},
     {P::kLn2Scale, "ln2.hook_scale", G::kScale, PreNorms},
     {P::kLn2Normalized, "ln2.hook_normalized", G::kResidual, PreNorms},
-    {P::kMlpPre, "mlp.hook_pre", G::kMlp, nullptr},
+    {P::kMlpPre, "mlp.hook_pre", G::kMlp, NotMoe},
     {P::kMlpPreLinear, "mlp.hook_pre_linear", G::kMlp, GatedMlp},
-    {P::kMlpPost, "mlp.hook_post", G::kMlp, nullptr},
+    {P::kMlpPost, "mlp.hook_post", G::kMlp, NotMoe},
     {P::kLn2PostScale, "ln2_post.hook_scale", G::kScale, PostNorms},
     {P::kLn2PostNormalized, "ln2_post.hook_normalized", G::kResidual, PostNorms},
     {P::kMlpOut, "hook_mlp_out", G::kResidual, nullptr},

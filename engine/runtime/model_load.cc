@@ -278,6 +278,23 @@ absl::StatusOr<int> SizeKv(const ModelConfig& c, const LoadOptions& o,
 }
 
 // The options' own ranges (those that need no device).
+// What mixtures of experts do not support yet, and the row alignment their stacked experts
+// need (Backend::MatrixRows).
+absl::Status CheckMoe(const ModelConfig& c, const LoadOptions& options) {
+  if (!HasMoe(c)) return absl::OkStatus();
+  const ProcessingOptions& p = options.processing;
+  if (p.fold_ln || p.center_writing_weights || p.center_unembed || p.fold_value_biases) {
+    return absl::UnimplementedError(absl::StrCat(
+        c.model_type, ": weight processing of mixture-of-experts models is not supported yet"));
+  }
+  if (c.d_model % kMatrixRowAlign != 0 || c.d_mlp % kMatrixRowAlign != 0) {
+    return absl::UnimplementedError(absl::StrCat(
+        c.model_type, ": mixture of experts needs d_model (", c.d_model,
+        ") and the expert size (", c.d_mlp, ") to be multiples of ", kMatrixRowAlign));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckLoadOptions(const ModelConfig& c, const LoadOptions& options) {
   for (DType d : {options.dtype, options.KvDType()}) {
     if (d != DType::kF32 && d != DType::kBF16 && d != DType::kF16) {
@@ -298,7 +315,7 @@ absl::Status CheckLoadOptions(const ModelConfig& c, const LoadOptions& options) 
   if (options.offload_layers < 0 || options.offload_layers > c.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("--offload-layers must be in [0, ", c.n_layers, "]"));
   }
-  return absl::OkStatus();
+  return CheckMoe(c, options);
 }
 
 }  // namespace

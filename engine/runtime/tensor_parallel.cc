@@ -45,6 +45,12 @@ absl::Status CheckTensorParallel(const ModelConfig& c, int tp) {
   const bool whole_qk_norm = std::any_of(c.layers.begin(), c.layers.end(), [](const LayerSpec& l) {
     return l.qk_norm == QkNorm::kWhole;
   });
+  if (tp > 1 && HasMoe(c)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--tensor-parallel ", tp, ": ", c.model_type,
+        " is a mixture of experts, which tensor parallelism does not split yet; use pipeline "
+        "stages (--devices without --tensor-parallel)"));
+  }
   if (tp > 1 && whole_qk_norm) {
     return absl::UnimplementedError(absl::StrCat(
         "--tensor-parallel ", tp, ": ", c.model_type,

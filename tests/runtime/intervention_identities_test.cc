@@ -252,7 +252,9 @@ TEST_P(IdentityTest, OpsAtOneHookComposeInRequestOrder) {
 }
 
 TEST_P(IdentityTest, NoiseIsReproducibleAndSeedsDiffer) {
-  const std::string hook = "blocks.0.mlp.hook_post";
+  // MoE layers have no hook_post (experts run on their tokens only): their output instead.
+  const bool moe = c().layers[0].mlp == MlpKind::kMoe;
+  const std::string hook = moe ? "blocks.0.hook_mlp_out" : "blocks.0.mlp.hook_post";
   Intervention noise = Make(hook, InterventionOp::kNoise);
   noise.std = 0.5f, noise.seed = 7;
   const auto a = Run({clean_}, {noise}), b = Run({clean_}, {noise});
@@ -323,7 +325,8 @@ TEST_P(IdentityTest, GenerationWithSteeringEqualsRecomputingWithTheSameOp) {
 
 INSTANTIATE_TEST_SUITE_P(Families, IdentityTest,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
-                                           "gemma2", "gemma3_text", "phi3"));
+                                           "gemma2", "gemma3_text", "phi3",
+                                           "mixtral", "qwen3_moe"));
 
 }  // namespace
 }  // namespace lensd

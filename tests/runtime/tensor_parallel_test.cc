@@ -109,6 +109,20 @@ TEST(TensorParallel, RefusesWholeProjectionQkNorm) {
                                  "olmo2 normalizes the whole query/key projection"));
 }
 
+// Mixtures of experts do not split across tensor-parallel ranks yet: a clear load error.
+TEST(TensorParallel, RefusesMixtureOfExperts) {
+  LoadOptions o;
+  o.model_dir = testing::FamilyDir("mixtral");
+  o.devices = "cpu:0,cpu:1";
+  o.tensor_parallel = 2;
+  EXPECT_TRUE(testing::FailsWith(Model::Load(o).status(), absl::StatusCode::kUnimplemented,
+                                 "mixtral is a mixture of experts"));
+  o.devices = "cpu", o.tensor_parallel = 1;
+  o.processing = *ParseProcessing("transformer-lens");
+  EXPECT_TRUE(testing::FailsWith(Model::Load(o).status(), absl::StatusCode::kUnimplemented,
+                                 "weight processing of mixture-of-experts models"));
+}
+
 TEST(MemorySplit, BalancesByCapacity) {
   ModelConfig c = BuiltinConfig();
   c.n_layers = 12;

@@ -28,6 +28,15 @@ __global__ void ScaleAndCapKernel(float* x, float scale, float cap, int64_t n) {
   x[i] = v;
 }
 
+__global__ void AddRowsScaledKernel(const float* src, const int32_t* rows, const float* scales,
+                                    int n, int d, float* dst) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= int64_t{n} * d) return;
+  const int64_t r = i / d, c = i % d;
+  const float scaled = src[i] * scales[r];
+  dst[int64_t{rows[r]} * d + c] += scaled;
+}
+
 __global__ void ActKernel(int act, const float* x, float* y, int64_t n) {
   const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (i < n) y[i] = Act(act, x[i]);
@@ -51,6 +60,14 @@ cudaError_t LaunchAdd(const float* a, const float* b, float* y, int64_t n, cudaS
 cudaError_t LaunchScaleAndCap(float* x, float scale, float cap, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   ScaleAndCapKernel<<<Blocks(n), kThreads, 0, stream>>>(x, scale, cap, n);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddRowsScaled(const float* src, const int32_t* rows, const float* scales, int n,
+                                int d, float* dst, cudaStream_t stream) {
+  const int64_t total = int64_t{n} * d;
+  if (total == 0) return cudaSuccess;
+  AddRowsScaledKernel<<<Blocks(total), kThreads, 0, stream>>>(src, rows, scales, n, d, dst);
   return cudaGetLastError();
 }
 

@@ -18,6 +18,9 @@ namespace lensd::cuda {
 // ActKind values (engine/model/config.h) are passed as int to keep this header CUDA-only.
 cudaError_t LaunchAdd(const float* a, const float* b, float* y, int64_t n, cudaStream_t stream);
 cudaError_t LaunchActivation(int act, const float* x, float* y, int64_t n, cudaStream_t stream);
+// dst[rows[i], :] += scales[i] · src[i, :] (src [n, d]; rows distinct; device arrays).
+cudaError_t LaunchAddRowsScaled(const float* src, const int32_t* rows, const float* scales, int n,
+                                int d, float* dst, cudaStream_t stream);
 // x := x · scale, then cap · tanh(x / cap) when cap > 0.
 cudaError_t LaunchScaleAndCap(float* x, float scale, float cap, int64_t n, cudaStream_t stream);
 cudaError_t LaunchGatedActivation(int act, const float* gate, const float* up, float* y, int64_t n,

@@ -1,6 +1,6 @@
 // Qwen3 (model_type "qwen3"): the Llama layout with an RMSNorm over each head's queries and
 // keys before rotary (weights [head_dim]), an explicit head_dim, and a sliding window only on
-// layers configured for it.
+// layers configured for it. Qwen3-MoE ("qwen3_moe"): the same attention, experts as MLPs.
 #include "engine/core/status.h"
 #include "engine/model/config_parse.h"
 #include "engine/model/families/llama_layout.h"
@@ -36,7 +36,50 @@ absl::Status ParseQwen3(const nlohmann::json& j, ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// Qwen3-MoE: Qwen3's attention with a mixture of experts in every layer (experts of
+// moe_intermediate_size; top-k renormalised when norm_topk_prob).
+absl::Status ParseQwen3Moe(const nlohmann::json& j, ModelConfig& c) {
+  RETURN_IF_ERROR(ParseQwen3(j, c));
+  ASSIGN_OR_RETURN(c.d_mlp, JsonInt(j, "moe_intermediate_size", 768, 1, kMaxDMlp));
+  ASSIGN_OR_RETURN(int step, JsonInt(j, "decoder_sparse_step", 1, 1, kMaxLayers));
+  const bool dense_layers = JsonHas(j, "mlp_only_layers") && j.at("mlp_only_layers").is_array() &&
+                            !j.at("mlp_only_layers").empty();
+  if (step != 1 || dense_layers) {
+    return absl::UnimplementedError(
+        "decoder_sparse_step / mlp_only_layers: dense MLP layers beside expert layers are not "
+        "supported yet");
+  }
+  ASSIGN_OR_RETURN(MoeParams moe, ParseMoe(j, "num_local_experts", 128, false));
+  for (LayerSpec& layer : c.layers) layer.mlp = MlpKind::kMoe, layer.moe = moe;
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+extern const FamilySpec kQwen3MoeFamily = {
+    .model_type = "qwen3_moe",
+    .parse_config = ParseQwen3Moe,
+    .layer_prefix = "model.layers.",
+    .layer = {{"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
+              {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
+              {"self_attn.q_proj.weight", Layout::kLinear, {&W::wq}},
+              {"self_attn.k_proj.weight", Layout::kLinear, {&W::wk}},
+              {"self_attn.v_proj.weight", Layout::kLinear, {&W::wv}},
+              {"self_attn.o_proj.weight", Layout::kLinear, {&W::wo}},
+              {"self_attn.q_proj.bias", Layout::kLinear, {&W::bq}},
+              {"self_attn.k_proj.bias", Layout::kLinear, {&W::bk}},
+              {"self_attn.v_proj.bias", Layout::kLinear, {&W::bv}},
+              {"self_attn.o_proj.bias", Layout::kLinear, {&W::bo}},
+              {kQNormName, Layout::kLinear, {&W::q_norm_w}},
+              {kKNormName, Layout::kLinear, {&W::k_norm_w}},
+              {"mlp.gate.weight", Layout::kLinear, {&W::w_router}},
+              {"mlp.experts.{e}.gate_proj.weight", Layout::kPerExpert, {&W::w_in}},
+              {"mlp.experts.{e}.up_proj.weight", Layout::kPerExpert, {&W::w_up}},
+              {"mlp.experts.{e}.down_proj.weight", Layout::kPerExpert, {&W::w_out}}},
+    .embed = "model.embed_tokens.weight",
+    .position_embed = nullptr,
+    .final_norm = "model.norm",
+    .unembed = "lm_head.weight"};
 
 extern const FamilySpec kQwen3Family = {
     .model_type = "qwen3",

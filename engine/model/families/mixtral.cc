@@ -1,0 +1,49 @@
+// Mixtral (model_type "mixtral"): the Llama attention with a mixture-of-experts MLP
+// ("block_sparse_moe": a router "gate" and experts w1 = gate, w3 = up, w2 = down), top-k
+// experts per token renormalised to sum 1.
+#include "engine/core/status.h"
+#include "engine/model/config_parse.h"
+#include "engine/model/families/llama_layout.h"
+#include "engine/model/family.h"
+#include "engine/model/json_fields.h"
+
+namespace lensd {
+namespace {
+
+using W = LayerWeights;
+
+absl::Status ParseMixtral(const nlohmann::json& j, ModelConfig& c) {
+  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
+  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-5));
+  ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
+  LayerSpec layer;
+  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
+  layer.attention = {DefaultAttentionScale(c.d_head), window};
+  ASSIGN_OR_RETURN(layer.moe, ParseMoe(j, "num_local_experts", 8, true));
+  layer.mlp = MlpKind::kMoe;
+  SetUniformLayers(c, layer);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern const FamilySpec kMixtralFamily = {
+    .model_type = "mixtral",
+    .parse_config = ParseMixtral,
+    .layer_prefix = "model.layers.",
+    .layer = {{"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
+              {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
+              {"self_attn.q_proj.weight", Layout::kLinear, {&W::wq}},
+              {"self_attn.k_proj.weight", Layout::kLinear, {&W::wk}},
+              {"self_attn.v_proj.weight", Layout::kLinear, {&W::wv}},
+              {"self_attn.o_proj.weight", Layout::kLinear, {&W::wo}},
+              {"block_sparse_moe.gate.weight", Layout::kLinear, {&W::w_router}},
+              {"block_sparse_moe.experts.{e}.w1.weight", Layout::kPerExpert, {&W::w_in}},
+              {"block_sparse_moe.experts.{e}.w3.weight", Layout::kPerExpert, {&W::w_up}},
+              {"block_sparse_moe.experts.{e}.w2.weight", Layout::kPerExpert, {&W::w_out}}},
+    .embed = "model.embed_tokens.weight",
+    .position_embed = nullptr,
+    .final_norm = "model.norm",
+    .unembed = "lm_head.weight"};
+
+}  // namespace lensd
