@@ -13,6 +13,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include "absl/strings/numbers.h"
@@ -32,6 +34,19 @@ std::vector<int32_t> Ids(int n, int seed, int vocab) {
   std::vector<int32_t> ids(n);
   for (int i = 0; i < n; ++i) ids[i] = 3 + (seed * 7919 + i * 131) % (vocab - 3);
   return ids;
+}
+
+// A /proc/self/status field ("VmRSS:", "VmHWM:") in GB; 0 where unavailable.
+double ProcStatusGb(const char* field) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  double kb = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, field, std::strlen(field)) == 0) kb = std::atof(line + std::strlen(field));
+  }
+  std::fclose(f);
+  return kb * 1024 / 1e9;
 }
 
 void Decode(Model& m, int batch, double mem_gbs, size_t weight_bytes) {
@@ -161,7 +176,9 @@ int Main(const std::vector<std::string>& args) {
     return 2;
   }
   const LoadOptions& o = *options;
+  const Clock::time_point load_start = Clock::now();
   auto model = Model::Load(o);
+  const double load_secs = Since(load_start);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;
@@ -173,6 +190,8 @@ int Main(const std::vector<std::string>& args) {
   std::printf("%s on %s: %.2f GB of %s weights\n", flags->Get("model", "builtin:tiny").c_str(),
               o.devices.c_str(),
               weight_bytes / 1e9, std::string(DTypeName(o.dtype)).c_str());
+  std::printf("load     %.2f s  resident %.2f GB (peak %.2f GB)\n", load_secs,
+              ProcStatusGb("VmRSS:"), ProcStatusGb("VmHWM:"));
   const double mem_gbs = flags->GetDouble("mem-gbs", 4300).value_or(4300);
   for (int b : flags->GetIntList("batches").value_or(std::vector<int>{})) Decode(m, b, mem_gbs, weight_bytes);
   if (flags->Has("prefill")) {

@@ -296,8 +296,41 @@ absl::StatusOr<ModelConfig> BuiltinConfigNamed(std::string_view name) {
     SetUniformLayers(c, RotaryLayer(c.d_head, 500000.0));
     return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown built-in model '", std::string(name),
-                                                 "' (have: tiny, gpt2-small, llama-1b)"));
+  // A Mixtral-shaped mixture (8 experts of 1792, 2 per token) and the dense model with the
+  // same active parameters (one gated MLP of 2 × 1792): MoE decode against its dense twin.
+  if (name == "mixtral-mini" || name == "dense-mini") {
+    ModelConfig c = BuiltinConfig();
+    c.model_type = name == "mixtral-mini" ? "mixtral" : "llama";
+    c.d_model = 1024, c.n_layers = 8, c.n_heads = 16, c.n_kv_heads = 4, c.d_head = 64;
+    c.vocab_size = 32000, c.max_positions = 4096;
+    LayerSpec layer = RotaryLayer(c.d_head, 1e6);
+    if (name == "mixtral-mini") {
+      c.d_mlp = 1792;
+      layer.mlp = MlpKind::kMoe, layer.moe = {8, 2, true};
+    } else {
+      c.d_mlp = 2 * 1792;
+    }
+    SetUniformLayers(c, layer);
+    return c;
+  }
+  if (name == "gemma2-2b") {  // Gemma-2-2B's geometry and layer pattern
+    ModelConfig c = BuiltinConfig();
+    c.model_type = "gemma2";
+    c.d_model = 2304, c.n_layers = 26, c.n_heads = 8, c.n_kv_heads = 4, c.d_head = 256;
+    c.d_mlp = 9216, c.vocab_size = 256000, c.max_positions = 8192, c.norm_eps = 1e-6;
+    c.act = ActKind::kGeluTanh, c.tied_embeddings = true;
+    c.embed_scale = static_cast<float>(std::sqrt(2304.0)), c.final_softcap = 30.0f;
+    SetUniformLayers(c, RotaryLayer(c.d_head, 10000.0));
+    for (int l = 0; l < c.n_layers; ++l) {
+      LayerSpec& layer = c.layers[l];
+      layer.norms = NormPlacement::kPreAndPost;
+      layer.attention = {static_cast<float>(std::pow(256.0, -0.5)), l % 2 == 0 ? 4096 : 0, 50.0f};
+    }
+    return c;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown built-in model '", std::string(name),
+                   "' (have: tiny, gpt2-small, llama-1b, mixtral-mini, dense-mini, gemma2-2b)"));
 }
 
 }  // namespace lensd

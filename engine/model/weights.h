@@ -59,8 +59,9 @@ std::unique_ptr<WeightSource> MakeRandomSource(const ModelConfig& config, uint64
 // The built-in model's architecture: Llama-style, byte vocabulary (259), 4 layers, d 128.
 ModelConfig BuiltinConfig();
 // Built-in architectures by name: "tiny" (BuiltinConfig), "gpt2-small" (GPT-2 small's
-// shape: 12 layers, d 768, vocab 50257) and "llama-1b" (Llama-3.2-1B's), for benchmarks
-// without a checkpoint on disk.
+// shape: 12 layers, d 768, vocab 50257), "llama-1b" (Llama-3.2-1B's), "mixtral-mini" and
+// "dense-mini" (a mixture of experts and its dense twin of equal active parameters) and
+// "gemma2-2b" (Gemma-2-2B's), for benchmarks without a checkpoint on disk.
 absl::StatusOr<ModelConfig> BuiltinConfigNamed(std::string_view name);
 
 }  // namespace lensd
