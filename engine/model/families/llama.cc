@@ -39,7 +39,7 @@ absl::Status ParseQwen2(const nlohmann::json& j, ModelConfig& c) {
 
 }  // namespace
 
-std::vector<TensorSource> LlamaLayerWith(std::initializer_list<TensorSource> norms) {
+std::vector<TensorSource> LlamaAttentionWith(std::initializer_list<TensorSource> rest) {
   std::vector<TensorSource> table = {
       {"self_attn.q_proj.weight", Layout::kLinear, {&W::wq}},
       {"self_attn.k_proj.weight", Layout::kLinear, {&W::wk}},
@@ -49,13 +49,20 @@ std::vector<TensorSource> LlamaLayerWith(std::initializer_list<TensorSource> nor
       {"self_attn.k_proj.bias", Layout::kLinear, {&W::bk}},
       {"self_attn.v_proj.bias", Layout::kLinear, {&W::bv}},
       {"self_attn.o_proj.bias", Layout::kLinear, {&W::bo}},
+  };
+  table.insert(table.end(), rest.begin(), rest.end());
+  return table;
+}
+
+std::vector<TensorSource> LlamaLayerWith(std::initializer_list<TensorSource> norms) {
+  std::vector<TensorSource> table = LlamaAttentionWith({
       {"mlp.gate_proj.weight", Layout::kLinear, {&W::w_in}},
       {"mlp.up_proj.weight", Layout::kLinear, {&W::w_up}},
       {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}},
       {"mlp.gate_proj.bias", Layout::kLinear, {&W::b_in}},
       {"mlp.up_proj.bias", Layout::kLinear, {&W::b_up}},
       {"mlp.down_proj.bias", Layout::kLinear, {&W::b_out}},
-  };
+  });
   table.insert(table.end(), norms.begin(), norms.end());
   return table;
 }

@@ -1,6 +1,7 @@
 // The projections of the Llama layout ("self_attn.{q,k,v,o}_proj", "mlp.{gate,up,down}_proj",
 // with their optional biases), which the families descended from Llama share; each adds its
-// own norms (llama.cc, qwen3.cc, olmo2.cc, gemma.cc).
+// own norms, or a mixture of experts instead of the MLP (llama.cc, qwen3.cc, olmo2.cc,
+// gemma.cc, mixtral.cc).
 #ifndef LENSD_ENGINE_MODEL_FAMILIES_LLAMA_LAYOUT_H_
 #define LENSD_ENGINE_MODEL_FAMILIES_LLAMA_LAYOUT_H_
 
@@ -11,7 +12,9 @@
 
 namespace lensd {
 
-// The Llama projections followed by `norms`.
+// The Llama attention projections followed by `rest` (norms, a mixture of experts).
+std::vector<TensorSource> LlamaAttentionWith(std::initializer_list<TensorSource> rest);
+// The Llama attention and MLP projections followed by `norms`.
 std::vector<TensorSource> LlamaLayerWith(std::initializer_list<TensorSource> norms);
 
 // "self_attn.q_norm.weight", "self_attn.k_norm.weight" (Qwen3, OLMo 2, Gemma 3).
