@@ -33,6 +33,28 @@ TEST_F(OpTest, LinearWithAndWithoutBias) {
   }
 }
 
+// The mixture-of-experts and Gemma ops: one expert's rows of stacked matrices (each backend's
+// own matrix layout) through Linear, weighted row adds into the output, scale and softcap.
+TEST_F(OpTest, ExpertRowsScaledRowAddsAndSoftcap) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    auto x = Random({5, 64}), w = RandomMatrix({4 * 48, 64}, 0.1f, dtype), y = Zeros({5, 48});
+    cpu_->Linear(x.first.view(), cpu_->MatrixRows(w.first.view(), 2 * 48, 48), {}, y.first.view());
+    gpu_->Linear(x.second.view(), gpu_->MatrixRows(w.second.view(), 2 * 48, 48), {},
+                 y.second.view());
+    EXPECT_TRUE(Same("expert 2 of 4", y, 1e-4));
+  }
+  auto src = Random({3, 64}), dst = Random({5, 64});
+  const std::vector<int32_t> rows = {4, 0, 2};
+  const std::vector<float> scales = {0.5f, -1.0f, 2.0f};
+  cpu_->AddRowsScaled(src.first.view(), rows.data(), scales.data(), dst.first.view());
+  gpu_->AddRowsScaled(src.second.view(), rows.data(), scales.data(), dst.second.view());
+  EXPECT_TRUE(Same("scaled row adds", dst, 1e-6));
+  auto v = Random({7, 100}, 20.0f);
+  cpu_->ScaleAndCap(v.first.view(), 8.0f, 30.0f);
+  gpu_->ScaleAndCap(v.second.view(), 8.0f, 30.0f);
+  EXPECT_TRUE(Same("scale and softcap", v, 1e-6));
+}
+
 // Each capture must see the tensor as it was when CaptureAsync was called, although compute
 // overwrites it at once; deliveries come in order, and a tensor larger than the capture ring
 // (here 320 MiB) takes the synchronous path after the earlier ones.
