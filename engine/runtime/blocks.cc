@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "engine/runtime/step_hooks.h"
+#include "engine/runtime/tensor_parallel.h"
 
 namespace lensd {
 namespace {
@@ -85,7 +86,9 @@ Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t to
 
 TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) {
   const MoeParams& moe = c.config.layers[in.layer].moe;
-  const int64_t T = c.plan.tokens, D = c.config.d_model, M = c.d_mlp;
+  // Under tensor parallelism each rank holds whole experts [e0, e1), stacked from its row 0.
+  const auto [e0, e1] = ExpertsOfRank(moe, c.rank, c.tp);
+  const int64_t T = c.plan.tokens, D = c.config.d_model, M = c.config.d_mlp;
   TensorView logits = c.Scratch({T, moe.experts});
   c.b.Linear(normed, in.w.w_router.view(), {}, logits);
   std::vector<float> host(static_cast<size_t>(T * moe.experts));
@@ -94,18 +97,19 @@ TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) 
   TensorView out = c.Scratch({T, D});
   // Experts in index order, each over its tokens only: a token's sum runs over its experts
   // in that order whatever else is in the batch.
-  for (int e = 0; e < moe.experts; ++e) {
-    const int64_t n = static_cast<int64_t>(r.rows[e].size());
+  for (int e = e0; e < e1; ++e) {
+    const int64_t n = static_cast<int64_t>(r.rows[e].size()), local = e - e0;
     if (n == 0) continue;
     TensorView x = c.Scratch({n, D}), gate = c.Scratch({n, M}), up = c.Scratch({n, M});
     TensorView act = c.Scratch({n, M}), y = c.Scratch({n, D});
     c.b.Gather(normed, r.rows[e].data(), x);
-    c.b.Linear(x, c.b.MatrixRows(in.w.w_in.view(), e * M, M), {}, gate);
-    c.b.Linear(x, c.b.MatrixRows(in.w.w_up.view(), e * M, M), {}, up);
+    c.b.Linear(x, c.b.MatrixRows(in.w.w_in.view(), local * M, M), {}, gate);
+    c.b.Linear(x, c.b.MatrixRows(in.w.w_up.view(), local * M, M), {}, up);
     c.b.GatedActivation(c.config.act, gate, up, act);
-    c.b.Linear(act, c.b.MatrixRows(in.w.w_out.view(), e * D, D), {}, y);
+    c.b.Linear(act, c.b.MatrixRows(in.w.w_out.view(), local * D, D), {}, y);
     c.b.AddRowsScaled(y, r.rows[e].data(), r.weights[e].data(), out);
   }
+  ReduceOverRanks(c, out);
   return out;
 }
 

@@ -356,7 +356,7 @@ absl::Status Model::LoadLayers(const WeightSource& source, const LoadOptions& op
   for (int layer = shard.first; layer < shard.end; ++layer) {
     ASSIGN_OR_RETURN(LayerWeights w, source.Layer(layer));
     ProcessLayer(config_, options.processing, w);
-    if (p.tp > 1) w = SliceLayer(config_, w, shard.rank, p.tp);
+    if (p.tp > 1) w = SliceLayer(config_, layer, w, shard.rank, p.tp);
     if (layer >= config_.n_layers - p.offload) {
       shard.layers.AddOffloaded(std::move(w));
     } else {

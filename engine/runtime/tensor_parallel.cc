@@ -45,11 +45,12 @@ absl::Status CheckTensorParallel(const ModelConfig& c, int tp) {
   const bool whole_qk_norm = std::any_of(c.layers.begin(), c.layers.end(), [](const LayerSpec& l) {
     return l.qk_norm == QkNorm::kWhole;
   });
-  if (tp > 1 && HasMoe(c)) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--tensor-parallel ", tp, ": ", c.model_type,
-        " is a mixture of experts, which tensor parallelism does not split yet; use pipeline "
-        "stages (--devices without --tensor-parallel)"));
+  for (const LayerSpec& l : c.layers) {
+    if (l.mlp == MlpKind::kMoe && l.moe.experts % tp != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tensor-parallel ", tp, " must divide the ", l.moe.experts,
+          " experts (each rank holds whole experts)"));
+    }
   }
   if (tp > 1 && whole_qk_norm) {
     return absl::UnimplementedError(absl::StrCat(
@@ -63,8 +64,14 @@ absl::Status CheckTensorParallel(const ModelConfig& c, int tp) {
 int KvHeadsPerRank(const ModelConfig& c, int tp) { return std::max(1, c.n_kv_heads / tp); }
 int KvReplication(const ModelConfig& c, int tp) { return std::max(1, tp / c.n_kv_heads); }
 
-LayerWeights SliceLayer(const ModelConfig& c, const LayerWeights& w, int rank, int tp) {
+std::pair<int, int> ExpertsOfRank(const MoeParams& moe, int rank, int tp) {
+  return {rank * moe.experts / tp, (rank + 1) * moe.experts / tp};
+}
+
+LayerWeights SliceLayer(const ModelConfig& c, int layer, const LayerWeights& w, int rank, int tp) {
   const int64_t dh = c.d_head;
+  const bool moe = c.layers[layer].mlp == MlpKind::kMoe;
+  const auto [e0, e1] = ExpertsOfRank(c.layers[layer].moe, rank, tp);
   const int64_t q0 = rank * (c.n_heads / tp) * dh, q1 = (rank + 1) * (c.n_heads / tp) * dh;
   const int64_t k0 = int64_t{rank} * c.n_kv_heads / tp * dh, k1 = k0 + KvHeadsPerRank(c, tp) * dh;
   const int64_t m0 = rank * (c.d_mlp / tp), m1 = (rank + 1) * (c.d_mlp / tp);
@@ -86,11 +93,11 @@ LayerWeights SliceLayer(const ModelConfig& c, const LayerWeights& w, int rank, i
       case TpSplit::kQueryCols:
         part = Cols(full, q0, q1);
         break;
-      case TpSplit::kMlpRows:
-        part = Rows(full, m0, m1);
+      case TpSplit::kMlpRows:  // experts: their gate and up rows
+        part = moe ? Rows(full, e0 * c.d_mlp, e1 * c.d_mlp) : Rows(full, m0, m1);
         break;
-      case TpSplit::kMlpCols:
-        part = Cols(full, m0, m1);
+      case TpSplit::kMlpCols:  // experts: their down projections' rows
+        part = moe ? Rows(full, e0 * c.d_model, e1 * c.d_model) : Cols(full, m0, m1);
         break;
       case TpSplit::kRankZero:
         if (rank == 0) part = Copy(full);

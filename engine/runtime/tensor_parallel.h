@@ -20,8 +20,13 @@ absl::Status CheckTensorParallel(const ModelConfig& c, int tp);
 int KvHeadsPerRank(const ModelConfig& c, int tp);
 int KvReplication(const ModelConfig& c, int tp);
 
-// Host float32 canonical weights of rank `rank`.
-LayerWeights SliceLayer(const ModelConfig& c, const LayerWeights& w, int rank, int tp);
+// Host float32 canonical weights of layer `layer` for rank `rank`. A mixture of experts is
+// split by whole experts: rank r holds experts [r·E/tp, (r+1)·E/tp) (their stacked rows), and
+// every rank the router.
+LayerWeights SliceLayer(const ModelConfig& c, int layer, const LayerWeights& w, int rank, int tp);
+
+// The experts [first, end) of a mixture-of-experts layer that rank `rank` holds.
+std::pair<int, int> ExpertsOfRank(const MoeParams& moe, int rank, int tp);
 
 }  // namespace lensd
 

@@ -69,6 +69,9 @@ INSTANTIATE_TEST_SUITE_P(
         ParallelCase{"gemma3_text", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"gemma3_text", "cpu:0,cpu:1,cpu:2,cpu:3", 4, "", 2},
         ParallelCase{"phi3", "cpu:0,cpu:1", 2, ""}, ParallelCase{"phi3", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"mixtral", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"mixtral", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},  // one expert per rank
+        ParallelCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},  // with pipeline stages
         // Pipeline x tensor parallel: 2 stages of 2 ranks.
         ParallelCase{"gpt2", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},
         ParallelCase{"llama", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "0-0,1-2"},
@@ -109,15 +112,18 @@ TEST(TensorParallel, RefusesWholeProjectionQkNorm) {
                                  "olmo2 normalizes the whole query/key projection"));
 }
 
-// Mixtures of experts do not split across tensor-parallel ranks yet: a clear load error.
-TEST(TensorParallel, RefusesMixtureOfExperts) {
+// A mixture of experts splits by whole experts: the rank count must divide them. Weight
+// processing of mixtures is refused.
+TEST(TensorParallel, MixtureOfExpertsNeedsWholeExpertsPerRank) {
+  auto config = LoadModelConfig(testing::FamilyDir("mixtral") + "/config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(CheckTensorParallel(*config, 4).ok());  // 4 experts
+  for (LayerSpec& l : config->layers) l.moe.experts = 6;
+  EXPECT_TRUE(testing::FailsWith(CheckTensorParallel(*config, 4),
+                                 absl::StatusCode::kInvalidArgument,
+                                 "--tensor-parallel 4 must divide the 6 experts"));
   LoadOptions o;
   o.model_dir = testing::FamilyDir("mixtral");
-  o.devices = "cpu:0,cpu:1";
-  o.tensor_parallel = 2;
-  EXPECT_TRUE(testing::FailsWith(Model::Load(o).status(), absl::StatusCode::kUnimplemented,
-                                 "mixtral is a mixture of experts"));
-  o.devices = "cpu", o.tensor_parallel = 1;
   o.processing = *ParseProcessing("transformer-lens");
   EXPECT_TRUE(testing::FailsWith(Model::Load(o).status(), absl::StatusCode::kUnimplemented,
                                  "weight processing of mixture-of-experts models"));
