@@ -31,8 +31,8 @@ constexpr LayerTensorSpec kSpecs[] = {
     {&W::ln1_post_b, Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias, 20},
     {&W::ln2_post_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 21},
     {&W::ln2_post_b, Split::kReplicated, Role::kPostNorm, nullptr, Init::kBias, 22},
-    // Whole-projection q/k norms are refused under tensor parallelism (model_load.cc), so
-    // every rank holding all of them is right for both kinds.
+    // Every rank holds all of them: per-head weights are shared by the heads, and a
+    // whole-projection norm runs on the gathered projection (blocks.cc).
     {&W::q_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 23},
     {&W::k_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 24},
     // Mixture-of-experts models refuse tensor parallelism and weight processing.

@@ -38,14 +38,25 @@ void ReduceOverRanks(RankContext& c, TensorView out) {
   if (c.tp > 1) c.comm->AllReduceSum(c.rank, out, c.b);
 }
 
-// RMSNorm of queries or keys `x` [T, heads, dh] per head or over the whole projection: a new
-// tensor of the same shape.
-TensorView QkNormForward(RankContext& c, QkNorm kind, TensorView x, const Buffer& w) {
-  const int64_t rows = kind == QkNorm::kPerHead ? x.shape[0] * x.shape[1] : x.shape[0];
-  const Shape flat{rows, x.NumElements() / rows};
+// RMSNorm of queries or keys `x` [T, heads, dh] (this rank's heads) per head or over the
+// whole projection of `all_heads` heads: a new tensor of the same shape. Under tensor
+// parallelism a whole-projection norm runs on the gathered projection (every rank), and each
+// rank keeps its part.
+TensorView QkNormForward(RankContext& c, QkNorm kind, TensorView x, const Buffer& w,
+                         int64_t all_heads) {
+  const float eps = static_cast<float>(c.config.norm_eps);
   TensorView y = c.Scratch(x.shape);
-  c.b.Norm(NormKind::kRmsNorm, x.Reshaped(flat), w.view(), {},
-           static_cast<float>(c.config.norm_eps), y.Reshaped(flat), {}, {});
+  if (kind == QkNorm::kPerHead) {
+    const Shape flat{x.shape[0] * x.shape[1], x.shape[2]};
+    c.b.Norm(NormKind::kRmsNorm, x.Reshaped(flat), w.view(), {}, eps, y.Reshaped(flat), {}, {});
+    return y;
+  }
+  const int64_t T = x.shape[0];
+  const Shape full{T, all_heads * x.shape[2]};
+  TensorView all = Gathered(c, x, T, full);
+  TensorView normed = c.tp > 1 ? c.Scratch(full) : y.Reshaped(full);
+  c.b.Norm(NormKind::kRmsNorm, all.Reshaped(full), w.view(), {}, eps, normed, {}, {});
+  if (c.tp > 1) KeepOwnPart(c, normed, y);
   return y;
 }
 
@@ -185,8 +196,8 @@ TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView no
   HookSplitRows(c, {HookPoint::kV, l}, v);
   const LayerSpec& spec = c.config.layers[l];
   if (spec.qk_norm != QkNorm::kNone) {
-    q = QkNormForward(c, spec.qk_norm, q, w.q_norm_w);
-    k = QkNormForward(c, spec.qk_norm, k, w.k_norm_w);
+    q = QkNormForward(c, spec.qk_norm, q, w.q_norm_w, c.config.n_heads);
+    k = QkNormForward(c, spec.qk_norm, k, w.k_norm_w, c.config.n_kv_heads);
   }
   if (!c.config.learned_positions) {
     c.b.Rope(q, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());

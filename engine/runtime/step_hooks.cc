@@ -42,8 +42,8 @@ void Emit(RankContext& c, HookId id, TensorView rows) {
   }
 }
 
-// `local` [outer, ...] of every rank concatenated per outer row into `full` (one rank:
-// `local` itself); replicated key/value heads are taken once.
+}  // namespace
+
 TensorView Gathered(RankContext& c, TensorView local, int64_t outer, Shape full) {
   if (c.tp == 1) return local;
   TensorView out = c.Scratch(full);
@@ -53,6 +53,16 @@ TensorView Gathered(RankContext& c, TensorView local, int64_t outer, Shape full)
                     out.Reshaped({outer, full.NumElements() / outer}), c.b, stride);
   return out;
 }
+
+void KeepOwnPart(RankContext& c, TensorView all, TensorView local) {
+  const int64_t T = c.plan.tokens, w = local.NumElements() / T, W = all.NumElements() / T;
+  const int64_t c0 = ShardColumn(c.rank, c.tp, W / w, w);
+  RowOpPlan back;
+  for (int64_t r = 0; r < T; ++r) AddShardCopy(back, static_cast<int32_t>(r), r * w, r * W + c0, w);
+  c.b.ApplyRowOps(local, all, back);
+}
+
+namespace {
 
 // Interventions at attention map `id` on the maps of the step's sequences, which live in
 // `maps` (this rank's heads), sequence s's at element offsets[s] (-1: none).
@@ -132,14 +142,7 @@ void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   TensorView all = Gathered(c, local, T, full);
   if (edit) {
     c.b.ApplyRowOps(all, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
-    if (c.tp > 1) {
-      const int64_t w = local.NumElements() / T, W = full.NumElements() / T;
-      const int64_t c0 = ShardColumn(c.rank, c.tp, W / w, w);
-      RowOpPlan back;
-      for (int64_t r = 0; r < T; ++r)
-        AddShardCopy(back, static_cast<int32_t>(r), r * w, r * W + c0, w);
-      c.b.ApplyRowOps(local, all, back);
-    }
+    if (c.tp > 1) KeepOwnPart(c, all, local);
   }
   Emit(c, id, all);
 }

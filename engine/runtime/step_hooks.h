@@ -20,6 +20,14 @@ void HookRows(RankContext& c, HookId id, TensorView rows);
 // full tensor on every rank, which keeps its own part; rank 0 captures.
 void HookSplitRows(RankContext& c, HookId id, TensorView local);
 
+// `local` [outer, ...] of every rank concatenated per outer row into `full` (one rank:
+// `local` itself); replicated key/value heads are taken once.
+TensorView Gathered(RankContext& c, TensorView local, int64_t outer, Shape full);
+
+// This rank's columns of the gathered token-major `all` [T, W] copied into `local` [T, w]: the
+// inverse of Gathered.
+void KeepOwnPart(RankContext& c, TensorView all, TensorView local);
+
 // Hands sequence `seq`'s `value` (device memory of c.b) to the sink with its TransformerLens
 // shape, asynchronously; the backend's FlushCaptures waits for the deliveries.
 void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value);

@@ -42,21 +42,12 @@ absl::Status CheckTensorParallel(const ModelConfig& c, int tp) {
         "--tensor-parallel ", tp, " must divide the heads (", c.n_heads, ") and d_mlp (", c.d_mlp,
         "), and divide or be a multiple of the key/value heads (", c.n_kv_heads, ")"));
   }
-  const bool whole_qk_norm = std::any_of(c.layers.begin(), c.layers.end(), [](const LayerSpec& l) {
-    return l.qk_norm == QkNorm::kWhole;
-  });
   for (const LayerSpec& l : c.layers) {
     if (l.mlp == MlpKind::kMoe && l.moe.experts % tp != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--tensor-parallel ", tp, " must divide the ", l.moe.experts,
           " experts (each rank holds whole experts)"));
     }
-  }
-  if (tp > 1 && whole_qk_norm) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--tensor-parallel ", tp, ": ", c.model_type,
-        " normalizes the whole query/key projection, which tensor parallelism does not split "
-        "yet; use pipeline stages (--devices without --tensor-parallel)"));
   }
   return absl::OkStatus();
 }
