@@ -176,11 +176,18 @@ absl::StatusOr<ModelConfig> ParseImpl(const json& j, const FamilySpec* family) {
                                                  c.model_type, "' (supported: ",
                                                  SupportedModelTypes(), ")"));
   }
-  RETURN_IF_ERROR(family->parse_config(j, c));
-  ASSIGN_OR_RETURN(c.vocab_size, JsonInt(j, "vocab_size", 0, 1, kMaxVocab));
-  RETURN_IF_ERROR(ParseIds(j, c));
+  const char* key = family->text_config;
+  if (key != nullptr && !(JsonHas(j, key) && j.at(key).is_object())) {
+    return absl::InvalidArgumentError(absl::StrCat("missing object '", key, "'"));
+  }
+  const json& text = key != nullptr ? j.at(key) : j;  // the language model's fields
+  RETURN_IF_ERROR(family->parse_config(text, c));
+  ASSIGN_OR_RETURN(c.vocab_size, JsonInt(text, "vocab_size", 0, 1, kMaxVocab));
+  RETURN_IF_ERROR(ParseIds(text, c));
+  if (&text != &j && c.bos_id < 0 && c.eos_ids.empty()) RETURN_IF_ERROR(ParseIds(j, c));
   ASSIGN_OR_RETURN(std::string dtype, JsonString(j, "torch_dtype", "float32"));
   ASSIGN_OR_RETURN(dtype, JsonString(j, "dtype", dtype));
+  ASSIGN_OR_RETURN(dtype, JsonString(text, "dtype", dtype));
   auto parsed = ParseFloatDType(dtype);
   c.dtype = parsed.ok() ? *parsed : DType::kF32;
   return c;

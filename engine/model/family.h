@@ -52,6 +52,9 @@ struct FamilySpec {
   // Added to every norm weight read (Gemma stores RMSNorm weights as w − 1 and multiplies
   // by 1 + w): the canonical weight is what multiplies the normalized value.
   float norm_weight_offset = 0.0f;
+  // Multimodal configs: the language model's config.json fields live in this object
+  // ("text_config"); only the text tower is loaded.
+  const char* text_config = nullptr;
 };
 
 // config.json text parsed by `family` (the registry's for its model_type when null), for

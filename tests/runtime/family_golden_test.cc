@@ -3,11 +3,14 @@
 // every hook of TransformerLens's bridge (compatibility mode, no processing). Every hook lensd
 // serves must be in the reference and match; the reference's hooks lensd does not serve yet are
 // listed here, so that one going missing, or one being added, changes this test.
+#include <fstream>
 #include <set>
 
 #include "absl/strings/match.h"
+#include "engine/model/json_fields.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
+#include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
 namespace lensd {
@@ -105,6 +108,44 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyGoldenTest,
                                            FamilyCase{"mixtral", kMoeHooks},
                                            FamilyCase{"qwen3_moe", Union(kMoeHooks, kQkNormHooks)}),
                          [](const auto& info) { return info.param.family; });
+
+// A multimodal Gemma 3 checkpoint ("gemma3": the text model's config under text_config, its
+// tensors under language_model.model., a vision tower beside): the text tower loads and gives
+// the text model's logits bit for bit.
+TEST(Gemma3Multimodal, TextTowerEqualsTheTextModel) {
+  const std::string text_dir = testing::FamiliesDir() + "/gemma3_text";
+  const std::string dir = testing::TempDir("gemma3_multimodal");
+  auto text_config = ReadFileToString(text_dir + "/config.json");
+  ASSERT_TRUE(text_config.ok()) << text_config.status();
+  nlohmann::json config = {{"model_type", "gemma3"},
+                           {"architectures", {"Gemma3ForConditionalGeneration"}},
+                           {"text_config", nlohmann::json::parse(*text_config)},
+                           {"vision_config", {{"model_type", "siglip_vision_model"}}}};
+  std::ofstream(dir + "/config.json") << config.dump();
+  auto src = SafetensorsFile::Open(text_dir + "/model.safetensors");
+  ASSERT_TRUE(src.ok()) << src.status();
+  SafetensorsWriter out;
+  for (const auto& [name, info] : (*src)->tensors()) {
+    out.Add("language_model." + name, info.dtype, info.shape, info.data, info.num_bytes);
+  }
+  const float vision[4] = {1, 2, 3, 4};  // a stand-in for the vision tower, not loaded
+  out.Add("vision_tower.vision_model.post_layernorm.weight", DType::kF32, {4}, vision, 16);
+  ASSERT_TRUE(out.WriteFile(dir + "/model.safetensors").ok());
+  LoadOptions a, b;
+  a.model_dir = text_dir, b.model_dir = dir;
+  auto text = Model::Load(a), multimodal = Model::Load(b);
+  ASSERT_TRUE(text.ok()) << text.status();
+  ASSERT_TRUE(multimodal.ok()) << multimodal.status();
+  EXPECT_EQ((*multimodal)->config().model_type, "gemma3");
+  const std::vector<int32_t> ids = {2, 17, 293, 5, 804, 61, 12};
+  auto x = RunWithCache(**text, ids, HookSelection::None((*text)->config()));
+  auto y = RunWithCache(**multimodal, ids, HookSelection::None((*multimodal)->config()));
+  ASSERT_TRUE(x.ok() && y.ok());
+  EXPECT_TRUE(AllClose("logits", y->logits.view(), x->logits.view(), 0));
+  std::ofstream(dir + "/config.json") << nlohmann::json{{"model_type", "gemma3"}}.dump();
+  EXPECT_TRUE(testing::FailsWith(Model::Load(b).status(), absl::StatusCode::kInvalidArgument,
+                                 "missing object 'text_config'"));
+}
 
 }  // namespace
 }  // namespace lensd

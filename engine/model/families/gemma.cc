@@ -5,6 +5,8 @@
 // Gemma 3: per-head q/k RMSNorm, five local layers to one global, each kind with its own
 // rotary base (global layers may scale theirs linearly).
 #include <cmath>
+#include <deque>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
@@ -108,11 +110,18 @@ absl::Status ParseGemma3Text(const nlohmann::json& j, ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// `body`: where the language model's tensors live ("model." for the text models,
+// "language_model.model." in the multimodal gemma3 checkpoints).
 FamilySpec GemmaLayout(const char* model_type,
-                       absl::Status (*parse)(const nlohmann::json&, ModelConfig&)) {
+                       absl::Status (*parse)(const nlohmann::json&, ModelConfig&),
+                       const std::string& body = "model.", const char* text_config = nullptr) {
+  // The specs hold C strings: the composed names live as long as the program (a deque never
+  // moves its elements).
+  static std::deque<std::string>* names = new std::deque<std::string>();
+  auto keep = [](std::string s) { return names->emplace_back(std::move(s)).c_str(); };
   return {.model_type = model_type,
           .parse_config = parse,
-          .layer_prefix = "model.layers.",
+          .layer_prefix = keep(body + "layers."),
           .layer = LlamaLayerWith({
               {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
               {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln1_post_w}},
@@ -121,16 +130,20 @@ FamilySpec GemmaLayout(const char* model_type,
               {kQNormName, Layout::kLinear, {&W::q_norm_w}},
               {kKNormName, Layout::kLinear, {&W::k_norm_w}},
           }),
-          .embed = "model.embed_tokens.weight",
+          .embed = keep(body + "embed_tokens.weight"),
           .position_embed = nullptr,
-          .final_norm = "model.norm",
-          .unembed = "lm_head.weight",
-          .norm_weight_offset = 1.0f};
+          .final_norm = keep(body + "norm"),
+          .unembed = text_config == nullptr ? "lm_head.weight" : "language_model.lm_head.weight",
+          .norm_weight_offset = 1.0f,
+          .text_config = text_config};
 }
 
 }  // namespace
 
 extern const FamilySpec kGemma2Family = GemmaLayout("gemma2", ParseGemma2);
 extern const FamilySpec kGemma3TextFamily = GemmaLayout("gemma3_text", ParseGemma3Text);
+// Gemma 3's multimodal checkpoints: the text tower only (the vision tower is not loaded).
+extern const FamilySpec kGemma3Family =
+    GemmaLayout("gemma3", ParseGemma3Text, "language_model.model.", "text_config");
 
 }  // namespace lensd

@@ -5,14 +5,15 @@
 namespace lensd {
 
 extern const FamilySpec kGpt2Family, kLlamaFamily, kMistralFamily, kQwen2Family, kGptNeoxFamily,
-    kQwen3Family, kOlmo2Family, kGemma2Family, kGemma3TextFamily, kPhi3Family, kMixtralFamily,
-    kQwen3MoeFamily;
+    kQwen3Family, kOlmo2Family, kGemma2Family, kGemma3TextFamily, kGemma3Family, kPhi3Family,
+    kMixtralFamily, kQwen3MoeFamily;
 
 namespace {
 
 const FamilySpec* const kFamilies[] = {&kGpt2Family,  &kLlamaFamily,   &kMistralFamily,
                                        &kQwen2Family, &kGptNeoxFamily, &kQwen3Family,
                                        &kOlmo2Family, &kGemma2Family, &kGemma3TextFamily,
+                                       &kGemma3Family,
                                        &kPhi3Family, &kMixtralFamily, &kQwen3MoeFamily};
 
 }  // namespace
