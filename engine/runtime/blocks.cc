@@ -38,25 +38,42 @@ void ReduceOverRanks(RankContext& c, TensorView out) {
   if (c.tp > 1) c.comm->AllReduceSum(c.rank, out, c.b);
 }
 
+// The q or k norm's hooks: scale, normalized (before the weight) and the normed output.
+struct QkNormHooks {
+  HookPoint scale, normalized, normed;
+};
+
 // RMSNorm of queries or keys `x` [T, heads, dh] (this rank's heads) per head or over the
-// whole projection of `all_heads` heads: a new tensor of the same shape. Under tensor
-// parallelism a whole-projection norm runs on the gathered projection (every rank), and each
-// rank keeps its part.
-TensorView QkNormForward(RankContext& c, QkNorm kind, TensorView x, const Buffer& w,
-                         int64_t all_heads) {
+// whole projection of `all_heads` heads, with its (capture-only) hooks: a new tensor of the
+// same shape. Under tensor parallelism a whole-projection norm runs on the gathered
+// projection (every rank), and each rank keeps its part.
+TensorView QkNormForward(RankContext& c, const LayerInputs& in, TensorView x, const Buffer& w,
+                         int64_t all_heads, QkNormHooks points) {
   const float eps = static_cast<float>(c.config.norm_eps);
+  const HookId scale_id{points.scale, in.layer}, normalized_id{points.normalized, in.layer};
+  const HookId normed_id{points.normed, in.layer};
+  const bool per_head = c.config.layers[in.layer].qk_norm == QkNorm::kPerHead;
+  const int64_t T = x.shape[0], heads = x.shape[1], dh = x.shape[2];
+  // Per head: rows of dh over this rank's heads; whole: rows of the gathered projection.
+  const Shape rows = per_head ? Shape{T * heads, dh} : Shape{T, all_heads * dh};
+  TensorView input = per_head ? x.Reshaped(rows) : Gathered(c, x, T, rows).Reshaped(rows);
   TensorView y = c.Scratch(x.shape);
-  if (kind == QkNorm::kPerHead) {
-    const Shape flat{x.shape[0] * x.shape[1], x.shape[2]};
-    c.b.Norm(NormKind::kRmsNorm, x.Reshaped(flat), w.view(), {}, eps, y.Reshaped(flat), {}, {});
+  TensorView out = per_head || c.tp == 1 ? y.Reshaped(rows) : c.Scratch(rows);
+  TensorView normalized = c.Wants(normalized_id) ? c.Scratch(rows) : TensorView{};
+  TensorView scale = c.Wants(scale_id) ? c.Scratch({rows[0]}) : TensorView{};
+  c.b.Norm(NormKind::kRmsNorm, input, w.view(), {}, eps, out, normalized, scale);
+  if (per_head) {  // captured heads-first, gathered across ranks
+    if (!scale.empty()) CaptureHeads(c, scale_id, scale.Reshaped({T, heads, 1}), all_heads);
+    if (!normalized.empty()) {
+      CaptureHeads(c, normalized_id, normalized.Reshaped({T, heads, dh}), all_heads);
+    }
+    if (c.Wants(normed_id)) CaptureHeads(c, normed_id, y, all_heads);
     return y;
   }
-  const int64_t T = x.shape[0];
-  const Shape full{T, all_heads * x.shape[2]};
-  TensorView all = Gathered(c, x, T, full);
-  TensorView normed = c.tp > 1 ? c.Scratch(full) : y.Reshaped(full);
-  c.b.Norm(NormKind::kRmsNorm, all.Reshaped(full), w.view(), {}, eps, normed, {}, {});
-  if (c.tp > 1) KeepOwnPart(c, normed, y);
+  if (!scale.empty()) HookRows(c, scale_id, scale);
+  if (!normalized.empty()) HookRows(c, normalized_id, normalized);
+  HookRows(c, normed_id, out);
+  if (c.tp > 1) KeepOwnPart(c, out, y);
   return y;
 }
 
@@ -195,9 +212,17 @@ TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView no
   HookSplitRows(c, {HookPoint::kK, l}, k);
   HookSplitRows(c, {HookPoint::kV, l}, v);
   const LayerSpec& spec = c.config.layers[l];
-  if (spec.qk_norm != QkNorm::kNone) {
-    q = QkNormForward(c, spec.qk_norm, q, w.q_norm_w, c.config.n_heads);
-    k = QkNormForward(c, spec.qk_norm, k, w.k_norm_w, c.config.n_kv_heads);
+  using P = HookPoint;
+  if (spec.qk_norm == QkNorm::kPerHead) {
+    q = QkNormForward(c, in, q, w.q_norm_w, c.config.n_heads,
+                      {P::kQNormScale, P::kQNormNormalized, P::kQNormed});
+    k = QkNormForward(c, in, k, w.k_norm_w, c.config.n_kv_heads,
+                      {P::kKNormScale, P::kKNormNormalized, P::kKNormed});
+  } else if (spec.qk_norm == QkNorm::kWhole) {
+    q = QkNormForward(c, in, q, w.q_norm_w, c.config.n_heads,
+                      {P::kQNormScaleWhole, P::kQNormNormalizedWhole, P::kQNormedWhole});
+    k = QkNormForward(c, in, k, w.k_norm_w, c.config.n_kv_heads,
+                      {P::kKNormScaleWhole, P::kKNormNormalizedWhole, P::kKNormedWhole});
   }
   if (!c.config.learned_positions) {
     c.b.Rope(q, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());

@@ -16,6 +16,8 @@ bool Rotary(const ModelConfig& c, int) { return !c.learned_positions; }
 bool SequentialResidual(const ModelConfig& c, int l) { return !c.layers[l].parallel_residual; }
 bool GatedMlp(const ModelConfig& c, int l) { return c.layers[l].mlp == MlpKind::kGated; }
 bool NotMoe(const ModelConfig& c, int l) { return c.layers[l].mlp != MlpKind::kMoe; }
+bool QkNormPerHead(const ModelConfig& c, int l) { return c.layers[l].qk_norm == QkNorm::kPerHead; }
+bool QkNormWhole(const ModelConfig& c, int l) { return c.layers[l].qk_norm == QkNorm::kWhole; }
 bool PreNorms(const ModelConfig& c, int l) { return HasPreNorms(c.layers[l].norms); }
 bool PostNorms(const ModelConfig& c, int l) { return HasPostNorms(c.layers[l].norms); }
 
@@ -33,6 +35,18 @@ constexpr HookPointInfo kPoints[] = {
     {P::kQ, "attn.hook_q", G::kQueryHeads, nullptr},
     {P::kK, "attn.hook_k", G::kKvHeads, nullptr},
     {P::kV, "attn.hook_v", G::kKvHeads, nullptr},
+    {P::kQNormScale, "attn.q_norm.hook_scale", G::kQueryHeadsScale, QkNormPerHead},
+    {P::kQNormNormalized, "attn.q_norm.hook_normalized", G::kQueryHeadsFirst, QkNormPerHead},
+    {P::kQNormed, "attn.hook_q_normed", G::kQueryHeadsFirst, QkNormPerHead},
+    {P::kQNormScaleWhole, "attn.q_norm.hook_scale", G::kScale, QkNormWhole},
+    {P::kQNormNormalizedWhole, "attn.q_norm.hook_normalized", G::kQueryFlat, QkNormWhole},
+    {P::kQNormedWhole, "attn.hook_q_normed", G::kQueryFlat, QkNormWhole},
+    {P::kKNormScale, "attn.k_norm.hook_scale", G::kKvHeadsScale, QkNormPerHead},
+    {P::kKNormNormalized, "attn.k_norm.hook_normalized", G::kKvHeadsFirst, QkNormPerHead},
+    {P::kKNormed, "attn.hook_k_normed", G::kKvHeadsFirst, QkNormPerHead},
+    {P::kKNormScaleWhole, "attn.k_norm.hook_scale", G::kScale, QkNormWhole},
+    {P::kKNormNormalizedWhole, "attn.k_norm.hook_normalized", G::kKvFlat, QkNormWhole},
+    {P::kKNormedWhole, "attn.hook_k_normed", G::kKvFlat, QkNormWhole},
     {P::kRotQ, "attn.hook_rot_q", G::kQueryHeads, Rotary},
     {P::kRotK, "attn.hook_rot_k", G::kKvHeads, Rotary},
     {P::kAttnScores, "attn.hook_attn_scores", G::kMap, nullptr},
@@ -73,19 +87,43 @@ bool IsBlockHook(HookPoint p) {
 
 bool IsAttentionMap(HookPoint p) { return InfoOf(p).geometry == G::kMap; }
 
-int PositionAxis(HookPoint p) { return IsAttentionMap(p) ? 2 : 1; }
+bool IsHeadsFirst(HookPoint p) {
+  switch (InfoOf(p).geometry) {
+    case G::kQueryHeadsFirst:
+    case G::kKvHeadsFirst:
+    case G::kQueryHeadsScale:
+    case G::kKvHeadsScale:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsCaptureOnly(HookPoint p) {
+  return IsHeadsFirst(p) || InfoOf(p).geometry == G::kQueryFlat ||
+         InfoOf(p).geometry == G::kKvFlat || p == P::kQNormScaleWhole ||
+         p == P::kKNormScaleWhole;
+}
+
+int PositionAxis(HookPoint p) { return IsAttentionMap(p) || IsHeadsFirst(p) ? 2 : 1; }
 
 int HeadsOf(const ModelConfig& c, HookPoint p) {
   switch (InfoOf(p).geometry) {
     case G::kQueryHeads:
     case G::kMap:
+    case G::kQueryHeadsFirst:
+    case G::kQueryHeadsScale:
       return c.n_heads;
     case G::kKvHeads:
+    case G::kKvHeadsFirst:
+    case G::kKvHeadsScale:
       return c.n_kv_heads;
     case G::kResidual:
     case G::kScale:
     case G::kMlp:
     case G::kLogits:
+    case G::kQueryFlat:
+    case G::kKvFlat:
       return 0;
   }
   return 0;
@@ -96,10 +134,18 @@ int64_t RowWidth(const ModelConfig& c, HookPoint p) {
     case G::kResidual:
       return c.d_model;
     case G::kScale:
+    case G::kQueryHeadsScale:
+    case G::kKvHeadsScale:
       return 1;
     case G::kQueryHeads:
     case G::kKvHeads:
+    case G::kQueryHeadsFirst:
+    case G::kKvHeadsFirst:
       return c.d_head;
+    case G::kQueryFlat:
+      return int64_t{c.n_heads} * c.d_head;
+    case G::kKvFlat:
+      return int64_t{c.n_kv_heads} * c.d_head;
     case G::kMap:
       return 0;
     case G::kMlp:
@@ -137,6 +183,7 @@ std::vector<HookId> AllHooks(const ModelConfig& c) {
 Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p) {
   const int heads = HeadsOf(c, point);
   if (IsAttentionMap(point)) return {1, heads, p, p};
+  if (IsHeadsFirst(point)) return {1, heads, p, RowWidth(c, point)};
   if (heads > 0) return {1, p, heads, RowWidth(c, point)};
   return {1, p, RowWidth(c, point)};
 }

@@ -18,7 +18,13 @@ enum class HookPoint {
   // Model-level (layer = -1).
   kEmbed, kPosEmbed, kLnFinalScale, kLnFinalNormalized, kUnembedIn, kUnembedOut,
   // Per block.
-  kResidPre, kLn1Scale, kLn1Normalized, kQ, kK, kV, kRotQ, kRotK, kAttnScores, kPattern, kZ,
+  kResidPre, kLn1Scale, kLn1Normalized, kQ, kK, kV,
+  // q/k RMSNorm (LayerSpec::qk_norm): per head (heads-first shapes, as TransformerLens) or over
+  // the whole projection (token-major); one name, two points, a model has one kind.
+  kQNormScale, kQNormNormalized, kQNormed, kQNormScaleWhole, kQNormNormalizedWhole,
+  kQNormedWhole, kKNormScale, kKNormNormalized, kKNormed, kKNormScaleWhole,
+  kKNormNormalizedWhole, kKNormedWhole,
+  kRotQ, kRotK, kAttnScores, kPattern, kZ,
   kLn1PostScale, kLn1PostNormalized, kAttnOut, kResidMid, kLn2Scale, kLn2Normalized, kMlpPre,
   kMlpPreLinear, kMlpPost, kLn2PostScale, kLn2PostNormalized, kMlpOut, kResidPost,
 };
@@ -39,6 +45,13 @@ enum class HookGeometry {
   kMap,         // [1, H, P, P]: attention scores and pattern, positions on axis 2
   kMlp,         // [1, P, M]; split by feature
   kLogits,      // [1, P, V]
+  // Capture only (interventions refuse them):
+  kQueryHeadsFirst,  // [1, H, P, dh]: per-head q norm values, positions on axis 2
+  kKvHeadsFirst,     // [1, Hkv, P, dh]
+  kQueryHeadsScale,  // [1, H, P, 1]: per-head q norm scale
+  kKvHeadsScale,     // [1, Hkv, P, 1]
+  kQueryFlat,        // [1, P, H·dh]: whole-projection q norm values
+  kKvFlat,           // [1, P, Hkv·dh]
 };
 
 struct HookPointInfo {
@@ -53,7 +66,11 @@ const HookPointInfo& InfoOf(HookPoint p);
 
 bool IsBlockHook(HookPoint p);
 bool IsAttentionMap(HookPoint p);  // kMap geometry
-// The position axis of its TransformerLens shape: 2 for maps, else 1.
+// Heads before positions ([1, heads, P, w]) without being a map: the per-head q/k norm hooks.
+bool IsHeadsFirst(HookPoint p);
+// Hooks that can be captured but not intervened on (the q/k norm internals).
+bool IsCaptureOnly(HookPoint p);
+// The position axis of its TransformerLens shape: 2 for maps and heads-first hooks, else 1.
 int PositionAxis(HookPoint p);
 // Its heads (query heads for maps, key/value heads for k, v, rot_k); 0 when not per head.
 int HeadsOf(const ModelConfig& c, HookPoint p);

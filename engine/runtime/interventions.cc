@@ -416,6 +416,10 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionSet::Create(
     if (std::find(hooks.begin(), hooks.end(), iv.hook) == hooks.end()) {
       return Invalid(absl::StrCat(w.Field("hook"), ": this model has no ", HookName(iv.hook)));
     }
+    if (IsCaptureOnly(iv.hook.point)) {
+      return Invalid(absl::StrCat(w.Field("hook"), ": ", HookName(iv.hook),
+                                  " can be captured but not intervened on"));
+    }
     auto p = std::make_shared<Prepared>();
     p->geometry = GeometryOf(c, iv.hook.point);
     RETURN_IF_ERROR(PrepareOp(iv, w, *p));

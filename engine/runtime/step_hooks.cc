@@ -1,5 +1,6 @@
 #include "engine/runtime/step_hooks.h"
 
+#include <cstring>
 #include <mutex>
 #include <utility>
 
@@ -126,10 +127,38 @@ void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value) {
   }
   HookSink* sink = c.plan.hooks;
   std::mutex* mu = c.capture_mu;
-  c.b.CaptureAsync(value.Reshaped(shape), [mu, sink, seq, id](TensorView host) {
-    std::lock_guard<std::mutex> lock(*mu);  // stage threads' devices deliver too
-    sink->Capture(seq, id, host);
+  if (!IsHeadsFirst(id.point)) {
+    c.b.CaptureAsync(value.Reshaped(shape), [mu, sink, seq, id](TensorView host) {
+      std::lock_guard<std::mutex> lock(*mu);  // stage threads' devices deliver too
+      sink->Capture(seq, id, host);
+    });
+    return;
+  }
+  // Computed token-major [n, heads, w]; handed over heads-first [1, heads, n, w].
+  c.b.CaptureAsync(value, [mu, sink, seq, id, shape](TensorView host) {
+    const int64_t heads = shape[1], n = shape[2], w = shape[3];
+    Buffer t = Buffer::Host(DType::kF32, shape);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t h = 0; h < heads; ++h) {
+        std::memcpy(t.As<float>() + (h * n + i) * w, host.As<float>() + (i * heads + h) * w,
+                    static_cast<size_t>(w) * sizeof(float));
+      }
+    }
+    std::lock_guard<std::mutex> lock(*mu);
+    sink->Capture(seq, id, t.view());
   });
+}
+
+void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads) {
+  const int64_t T = c.plan.tokens, w = local.shape[2];
+  TensorView all = Gathered(c, local.Reshaped({T, local.NumElements() / T}), T, {T, heads * w});
+  if (c.rank != 0) return;
+  const auto& batch = *c.plan.batch;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (!SeqWants(c, s, id)) continue;
+    const int64_t begin = c.plan.q_begin[s], n = static_cast<int64_t>(batch[s].tokens.size());
+    CaptureSeq(c, static_cast<int>(s), id, all.Rows(begin, begin + n).Reshaped({n, heads, w}));
+  }
 }
 
 void HookSplitRows(RankContext& c, HookId id, TensorView local) {

@@ -28,6 +28,11 @@ TensorView Gathered(RankContext& c, TensorView local, int64_t outer, Shape full)
 // inverse of Gathered.
 void KeepOwnPart(RankContext& c, TensorView all, TensorView local);
 
+// A capture-only hook over heads, `local` [T, heads_here, w] of this rank: gathered to all
+// `heads` and captured by rank 0 for each sequence that wants it, heads first ([1, heads, n, w],
+// IsHeadsFirst).
+void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads);
+
 // Hands sequence `seq`'s `value` (device memory of c.b) to the sink with its TransformerLens
 // shape, asynchronously; the backend's FlushCaptures waits for the deliveries.
 void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value);
