@@ -82,12 +82,16 @@ TensorView QkNormForward(RankContext& c, const LayerInputs& in, TensorView x, co
 struct Routing {
   std::vector<std::vector<int32_t>> rows;   // per expert: its tokens, ascending
   std::vector<std::vector<float>> weights;  // per expert: their weights
+  std::vector<float> scattered;             // [T, E]: each token's weights, 0 where not routed
+  std::vector<float> chosen;                // [T, top_k]: its experts, by falling weight
 };
 
 Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t tokens) {
   const int E = moe.experts;
   Routing r;
   r.rows.resize(E), r.weights.resize(E);
+  r.scattered.assign(static_cast<size_t>(tokens * E), 0.0f);
+  r.chosen.resize(static_cast<size_t>(tokens * moe.top_k));
   std::vector<float> probs(E);
   std::vector<int> order(E);
   for (int64_t t = 0; t < tokens; ++t) {
@@ -103,8 +107,11 @@ Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t to
     for (int i = 0; i < moe.top_k; ++i) kept += probs[order[i]];
     for (int i = 0; i < moe.top_k; ++i) {
       const int e = order[i];
+      const float weight = moe.normalize ? probs[e] / kept : probs[e];
       r.rows[e].push_back(static_cast<int32_t>(t));
-      r.weights[e].push_back(moe.normalize ? probs[e] / kept : probs[e]);
+      r.weights[e].push_back(weight);
+      r.scattered[t * E + e] = weight;
+      r.chosen[t * moe.top_k + i] = static_cast<float>(e);
     }
   }
   return r;
@@ -117,11 +124,14 @@ TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) 
   // Under tensor parallelism each rank holds whole experts [e0, e1), stacked from its row 0.
   const auto [e0, e1] = ExpertsOfRank(moe, c.rank, c.tp);
   const int64_t T = c.plan.tokens, D = c.config.d_model, M = c.config.d_mlp;
+  HookRows(c, {HookPoint::kMoeIn, in.layer}, normed);
   TensorView logits = c.Scratch({T, moe.experts});
   c.b.Linear(normed, in.w.w_router.view(), {}, logits);
   std::vector<float> host(static_cast<size_t>(T * moe.experts));
   c.b.Download(logits, host.data());  // routing is decided on the host, per step
   const Routing r = Route(moe, host, T);
+  CaptureHostRows(c, {HookPoint::kExpertWeights, in.layer}, r.scattered.data(), moe.experts);
+  CaptureHostRows(c, {HookPoint::kExpertIndices, in.layer}, r.chosen.data(), moe.top_k);
   TensorView out = c.Scratch({T, D});
   // Experts in index order, each over its tokens only: a token's sum runs over its experts
   // in that order whatever else is in the batch.
@@ -138,6 +148,7 @@ TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) 
     c.b.AddRowsScaled(y, r.rows[e].data(), r.weights[e].data(), out);
   }
   ReduceOverRanks(c, out);
+  HookRows(c, {HookPoint::kMoeOut, in.layer}, out);
   return out;
 }
 

@@ -16,6 +16,15 @@ bool Rotary(const ModelConfig& c, int) { return !c.learned_positions; }
 bool SequentialResidual(const ModelConfig& c, int l) { return !c.layers[l].parallel_residual; }
 bool GatedMlp(const ModelConfig& c, int l) { return c.layers[l].mlp == MlpKind::kGated; }
 bool NotMoe(const ModelConfig& c, int l) { return c.layers[l].mlp != MlpKind::kMoe; }
+bool Moe(const ModelConfig& c, int l) { return c.layers[l].mlp == MlpKind::kMoe; }
+
+// The routing hooks' widths: every mixture-of-experts layer of a model has the same router.
+MoeParams FirstMoe(const ModelConfig& c) {
+  for (const LayerSpec& l : c.layers) {
+    if (l.mlp == MlpKind::kMoe) return l.moe;
+  }
+  return {};
+}
 bool QkNormPerHead(const ModelConfig& c, int l) { return c.layers[l].qk_norm == QkNorm::kPerHead; }
 bool QkNormWhole(const ModelConfig& c, int l) { return c.layers[l].qk_norm == QkNorm::kWhole; }
 bool PreNorms(const ModelConfig& c, int l) { return HasPreNorms(c.layers[l].norms); }
@@ -61,6 +70,10 @@ constexpr HookPointInfo kPoints[] = {
     {P::kMlpPre, "mlp.hook_pre", G::kMlp, NotMoe},
     {P::kMlpPreLinear, "mlp.hook_pre_linear", G::kMlp, GatedMlp},
     {P::kMlpPost, "mlp.hook_post", G::kMlp, NotMoe},
+    {P::kMoeIn, "mlp.hook_pre", G::kResidual, Moe},
+    {P::kExpertWeights, "mlp.hook_expert_weights", G::kExperts, Moe},
+    {P::kExpertIndices, "mlp.hook_expert_indices", G::kExpertChoice, Moe},
+    {P::kMoeOut, "mlp.hook_post", G::kResidual, Moe},
     {P::kLn2PostScale, "ln2_post.hook_scale", G::kScale, PostNorms},
     {P::kLn2PostNormalized, "ln2_post.hook_normalized", G::kResidual, PostNorms},
     {P::kMlpOut, "hook_mlp_out", G::kResidual, nullptr},
@@ -100,12 +113,16 @@ bool IsHeadsFirst(HookPoint p) {
 }
 
 bool IsCaptureOnly(HookPoint p) {
-  return IsHeadsFirst(p) || InfoOf(p).geometry == G::kQueryFlat ||
-         InfoOf(p).geometry == G::kKvFlat || p == P::kQNormScaleWhole ||
-         p == P::kKNormScaleWhole;
+  const G g = InfoOf(p).geometry;
+  return IsHeadsFirst(p) || g == G::kQueryFlat || g == G::kKvFlat || g == G::kExperts ||
+         g == G::kExpertChoice || p == P::kQNormScaleWhole || p == P::kKNormScaleWhole;
 }
 
-int PositionAxis(HookPoint p) { return IsAttentionMap(p) || IsHeadsFirst(p) ? 2 : 1; }
+int PositionAxis(HookPoint p) {
+  const G g = InfoOf(p).geometry;
+  if (g == G::kExperts || g == G::kExpertChoice) return 0;
+  return IsAttentionMap(p) || IsHeadsFirst(p) ? 2 : 1;
+}
 
 int HeadsOf(const ModelConfig& c, HookPoint p) {
   switch (InfoOf(p).geometry) {
@@ -124,6 +141,8 @@ int HeadsOf(const ModelConfig& c, HookPoint p) {
     case G::kLogits:
     case G::kQueryFlat:
     case G::kKvFlat:
+    case G::kExperts:
+    case G::kExpertChoice:
       return 0;
   }
   return 0;
@@ -146,6 +165,10 @@ int64_t RowWidth(const ModelConfig& c, HookPoint p) {
       return int64_t{c.n_heads} * c.d_head;
     case G::kKvFlat:
       return int64_t{c.n_kv_heads} * c.d_head;
+    case G::kExperts:
+      return FirstMoe(c).experts;
+    case G::kExpertChoice:
+      return FirstMoe(c).top_k;
     case G::kMap:
       return 0;
     case G::kMlp:
@@ -184,6 +207,7 @@ Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p) {
   const int heads = HeadsOf(c, point);
   if (IsAttentionMap(point)) return {1, heads, p, p};
   if (IsHeadsFirst(point)) return {1, heads, p, RowWidth(c, point)};
+  if (PositionAxis(point) == 0) return {p, RowWidth(c, point)};
   if (heads > 0) return {1, p, heads, RowWidth(c, point)};
   return {1, p, RowWidth(c, point)};
 }

@@ -26,7 +26,11 @@ enum class HookPoint {
   kKNormNormalizedWhole, kKNormedWhole,
   kRotQ, kRotK, kAttnScores, kPattern, kZ,
   kLn1PostScale, kLn1PostNormalized, kAttnOut, kResidMid, kLn2Scale, kLn2Normalized, kMlpPre,
-  kMlpPreLinear, kMlpPost, kLn2PostScale, kLn2PostNormalized, kMlpOut, kResidPost,
+  kMlpPreLinear, kMlpPost,
+  // Mixture-of-experts layers (TransformerLens's names): the block's input and output, the
+  // routing weights scattered over the experts [P, E] and the chosen experts [P, k].
+  kMoeIn, kExpertWeights, kExpertIndices, kMoeOut,
+  kLn2PostScale, kLn2PostNormalized, kMlpOut, kResidPost,
 };
 inline constexpr int kNumHookPoints = static_cast<int>(HookPoint::kResidPost) + 1;
 
@@ -52,6 +56,8 @@ enum class HookGeometry {
   kKvHeadsScale,     // [1, Hkv, P, 1]
   kQueryFlat,        // [1, P, H·dh]: whole-projection q norm values
   kKvFlat,           // [1, P, Hkv·dh]
+  kExperts,          // [P, E]: no batch axis, positions on axis 0 (as TransformerLens)
+  kExpertChoice,     // [P, k]
 };
 
 struct HookPointInfo {
@@ -70,7 +76,8 @@ bool IsAttentionMap(HookPoint p);  // kMap geometry
 bool IsHeadsFirst(HookPoint p);
 // Hooks that can be captured but not intervened on (the q/k norm internals).
 bool IsCaptureOnly(HookPoint p);
-// The position axis of its TransformerLens shape: 2 for maps and heads-first hooks, else 1.
+// The position axis of its TransformerLens shape: 2 for maps and heads-first hooks, 0 for the
+// routing hooks (no batch axis), else 1.
 int PositionAxis(HookPoint p);
 // Its heads (query heads for maps, key/value heads for k, v, rot_k); 0 when not per head.
 int HeadsOf(const ModelConfig& c, HookPoint p);

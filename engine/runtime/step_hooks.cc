@@ -149,6 +149,18 @@ void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value) {
   });
 }
 
+void CaptureHostRows(RankContext& c, HookId id, const float* rows, int64_t width) {
+  if (c.rank != 0) return;
+  const auto& batch = *c.plan.batch;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (!SeqWants(c, s, id)) continue;
+    const int64_t begin = c.plan.q_begin[s], n = static_cast<int64_t>(batch[s].tokens.size());
+    const TensorView view{const_cast<float*>(rows + begin * width), DType::kF32, {n, width}};
+    std::lock_guard<std::mutex> lock(*c.capture_mu);  // devices' delivery threads capture too
+    c.plan.hooks->Capture(static_cast<int>(s), id, view);
+  }
+}
+
 void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads) {
   const int64_t T = c.plan.tokens, w = local.shape[2];
   TensorView all = Gathered(c, local.Reshaped({T, local.NumElements() / T}), T, {T, heads * w});

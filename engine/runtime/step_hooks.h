@@ -33,6 +33,10 @@ void KeepOwnPart(RankContext& c, TensorView all, TensorView local);
 // IsHeadsFirst).
 void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads);
 
+// A capture-only hook computed on the host, `rows` [T, width] (rank 0 captures): each sequence
+// that wants it gets its rows.
+void CaptureHostRows(RankContext& c, HookId id, const float* rows, int64_t width);
+
 // Hands sequence `seq`'s `value` (device memory of c.b) to the sink with its TransformerLens
 // shape, asynchronously; the backend's FlushCaptures waits for the deliveries.
 void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value);
