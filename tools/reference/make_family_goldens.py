@@ -98,12 +98,12 @@ def sharpen(model, seed):
 
 def canonical(name):
     """The bridge's HookedTransformer names, without its module aliases (x.hook_in / x.hook_out,
-    rotary tables): the names lensd serves."""
+    rotary tables, the router's copies of the routing hooks): the names lensd serves."""
     if name in ("unembed.hook_in", "unembed.hook_out"):
         return True
     last = name.rsplit(".", 1)[-1]
     return last not in ("hook_in", "hook_out", "hook_cos", "hook_sin", "hook_unembed") and \
-        not name.startswith("rotary_emb")
+        not name.startswith("rotary_emb") and ".mlp.gate." not in name  # router aliases
 
 
 def greedy(model, ids):
