@@ -10,7 +10,6 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "lensd/v1/lensd.grpc.pb.h"
 #include "server/offline_commands.h"
-#include "server/request_edge.h"
 
 namespace lensd {
 namespace {
