@@ -43,7 +43,8 @@ double ProcStatusGb(const char* field) {
   char line[256];
   double kb = 0;
   while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::strncmp(line, field, std::strlen(field)) == 0) kb = std::atof(line + std::strlen(field));
+    if (std::strncmp(line, field, std::strlen(field)) == 0)
+      kb = std::atof(line + std::strlen(field));
   }
   std::fclose(f);
   return kb * 1024 / 1e9;

@@ -76,7 +76,8 @@ class CpuBackend : public Backend {
   }
   // Panels of kPanel rows: rows [begin, begin + n) start at panel begin / kPanel.
   TensorView MatrixRows(TensorView w, int64_t begin, int64_t n) override {
-    return {static_cast<char*>(w.data) + PackedBytes(w.dtype, begin, w.shape[1]), w.dtype,
+    return {static_cast<char*>(w.data) + PackedBytes(w.dtype, begin, w.shape[1]),
+            w.dtype,
             {n, w.shape[1]}};
   }
   void AddRowsScaled(TensorView src, const int32_t* rows, const float* scales,

@@ -213,7 +213,7 @@ class CudaBackend final : public Backend {
   cuda::Gemm gemm_;
   cuda::PinnedPtr staging_host_ ABSL_GUARDED_BY(transfer_mu_);  // kStaging bytes
   std::mutex transfer_mu_;
-  Buffer staging_[14];  // 0-5, 11-13: ops' inputs; 6-10: intervention plans
+  Buffer staging_[14];           // 0-5, 11-13: ops' inputs; 6-10: intervention plans
   cuda::PinnedPtr inputs_host_;  // kInputs bytes; [0, inputs_used_) may be in flight
   size_t inputs_used_ = 0;
   Buffer narrow_;

@@ -204,8 +204,8 @@ absl::Status BpeTokenizer::EncodePiece(const std::string& piece, std::vector<int
 std::string Normalized(std::string_view text, TextNormalization form) {
   if (form == TextNormalization::kNone) return std::string(text);
   // utf8proc's NFC / NFKC, the normal forms Hugging Face tokenizers' normalizers apply.
-  const int options = UTF8PROC_STABLE | UTF8PROC_COMPOSE |
-                      (form == TextNormalization::kNfkc ? UTF8PROC_COMPAT : 0);
+  const int options =
+      UTF8PROC_STABLE | UTF8PROC_COMPOSE | (form == TextNormalization::kNfkc ? UTF8PROC_COMPAT : 0);
   utf8proc_uint8_t* mapped = nullptr;
   const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
                                           static_cast<utf8proc_ssize_t>(text.size()), &mapped,

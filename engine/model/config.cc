@@ -124,8 +124,8 @@ absl::StatusOr<MoeParams> ParseMoe(const json& j, const char* experts_key, int d
   for (const char* key : {"shared_expert_intermediate_size", "n_shared_experts"}) {
     ASSIGN_OR_RETURN(int shared, JsonInt(j, key, 0, 0, kMaxDMlp));
     if (shared > 0) {
-      return absl::UnimplementedError(absl::StrCat(key, " = ", shared,
-                                                   ": shared experts are not supported yet"));
+      return absl::UnimplementedError(
+          absl::StrCat(key, " = ", shared, ": shared experts are not supported yet"));
     }
   }
   return moe;

@@ -27,10 +27,10 @@ TensorView PostNorm(RankContext& c, const LayerInputs& in, TensorView out, int w
   if (!HasPostNorms(c.config.layers[in.layer].norms)) return out;
   const LayerWeights& w = in.w;
   const int l = in.layer;
-  return which == 1 ? NormForward(c, out, w.ln1_post_w, w.ln1_post_b,
-                                  {HookPoint::kLn1PostScale, l}, {HookPoint::kLn1PostNormalized, l})
-                    : NormForward(c, out, w.ln2_post_w, w.ln2_post_b,
-                                  {HookPoint::kLn2PostScale, l}, {HookPoint::kLn2PostNormalized, l});
+  return which == 1 ? NormForward(c, out, w.ln1_post_w, w.ln1_post_b, {HookPoint::kLn1PostScale, l},
+                                  {HookPoint::kLn1PostNormalized, l})
+                    : NormForward(c, out, w.ln2_post_w, w.ln2_post_b, {HookPoint::kLn2PostScale, l},
+                                  {HookPoint::kLn2PostNormalized, l});
 }
 
 // A sublayer's output projection, summed over the tensor-parallel ranks.
@@ -101,8 +101,9 @@ Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t to
     for (int e = 0; e < E; ++e) sum += probs[e] = std::exp(l[e] - top);
     for (int e = 0; e < E; ++e) probs[e] /= sum;
     std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + moe.top_k, order.end(),
-                      [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+    std::partial_sort(order.begin(), order.begin() + moe.top_k, order.end(), [&](int a, int b) {
+      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+    });
     float kept = 0.0f;
     for (int i = 0; i < moe.top_k; ++i) kept += probs[order[i]];
     for (int i = 0; i < moe.top_k; ++i) {
@@ -170,8 +171,7 @@ Buffer EmbedForward(RankContext& c, const EmbedWeights& e) {
 void BlockForward(RankContext& c, const LayerInputs& in, TensorView x) {
   const int l = in.layer;
   HookRows(c, {HookPoint::kResidPre, l}, x);
-  TensorView attn_out =
-      PostNorm(c, in, AttentionForward(c, in, PreNorm(c, in, x, 1)), 1);
+  TensorView attn_out = PostNorm(c, in, AttentionForward(c, in, PreNorm(c, in, x, 1)), 1);
   HookRows(c, {HookPoint::kAttnOut, l}, attn_out);
   TensorView mlp_out;
   if (c.config.layers[l].parallel_residual) {

@@ -43,7 +43,7 @@ struct Model::Step {
   std::vector<Buffer> incoming;
   std::shared_ptr<void> ready;
   std::vector<float> host;
-  StepScratch scratch;  // freed at each block boundary
+  StepScratch scratch;   // freed at each block boundary
   ForwardResult result;  // rank 0
 };
 

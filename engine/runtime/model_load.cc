@@ -288,9 +288,9 @@ absl::Status CheckMoe(const ModelConfig& c, const LoadOptions& options) {
         c.model_type, ": weight processing of mixture-of-experts models is not supported yet"));
   }
   if (c.d_model % kMatrixRowAlign != 0 || c.d_mlp % kMatrixRowAlign != 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        c.model_type, ": mixture of experts needs d_model (", c.d_model,
-        ") and the expert size (", c.d_mlp, ") to be multiples of ", kMatrixRowAlign));
+    return absl::UnimplementedError(
+        absl::StrCat(c.model_type, ": mixture of experts needs d_model (", c.d_model,
+                     ") and the expert size (", c.d_mlp, ") to be multiples of ", kMatrixRowAlign));
   }
   return absl::OkStatus();
 }

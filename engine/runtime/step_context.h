@@ -67,7 +67,7 @@ struct RankContext {
   int rank = 0;
   int tp = 1;
   int64_t n_heads = 0, n_kv_heads = 0, d_mlp = 0;  // this rank's part
-  std::mutex* capture_mu = nullptr;  // serialises HookSink::Capture across devices
+  std::mutex* capture_mu = nullptr;                // serialises HookSink::Capture across devices
 
   TensorView Scratch(Shape s) { return scratch.Take(b, s); }
   bool Intervened(HookId id) const { return plan.Intervened(id); }

@@ -80,16 +80,15 @@ void EditMaps(RankContext& c, HookId id, TensorView maps, const std::vector<int6
   RowOpPlan back;
   for (size_t s = 0; s < offsets.size(); ++s) {
     if (offsets[s] < 0) continue;
-    const int64_t n = static_cast<int64_t>(c.config.n_heads / c.tp) * seqs[s].n *
-                      (seqs[s].start_pos + seqs[s].n);
+    const int64_t n =
+        static_cast<int64_t>(c.config.n_heads / c.tp) * seqs[s].n * (seqs[s].start_pos + seqs[s].n);
     full_offsets[s] = offsets[s] * c.tp;
     c.comm->AllGather(c.rank, TensorView{maps.As<float>() + offsets[s], DType::kF32, {1, n}},
                       TensorView{full.As<float>() + full_offsets[s], DType::kF32, {1, n * c.tp}},
                       c.b, 1);
     AddShardCopy(back, static_cast<int32_t>(s), offsets[s], full_offsets[s] + c.rank * n, n);
   }
-  c.b.ApplyRowOps(full, {},
-                  InterventionSet::PlanAttentionMaps(c.config, id, seqs, full_offsets));
+  c.b.ApplyRowOps(full, {}, InterventionSet::PlanAttentionMaps(c.config, id, seqs, full_offsets));
   c.b.ApplyRowOps(maps, full, back);
 }
 
@@ -122,8 +121,7 @@ void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value) {
     dims.insert(dims.begin(), 1);  // [1, H, n_q, n_k]
     shape = Shape::FromVector(dims);
   } else {
-    shape = HookShape(c.config, id.point,
-                      static_cast<int64_t>((*c.plan.batch)[seq].tokens.size()));
+    shape = HookShape(c.config, id.point, static_cast<int64_t>((*c.plan.batch)[seq].tokens.size()));
   }
   HookSink* sink = c.plan.hooks;
   std::mutex* mu = c.capture_mu;

@@ -44,9 +44,9 @@ absl::Status CheckTensorParallel(const ModelConfig& c, int tp) {
   }
   for (const LayerSpec& l : c.layers) {
     if (l.mlp == MlpKind::kMoe && l.moe.experts % tp != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--tensor-parallel ", tp, " must divide the ", l.moe.experts,
-          " experts (each rank holds whole experts)"));
+      return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel ", tp, " must divide the ",
+                                                     l.moe.experts,
+                                                     " experts (each rank holds whole experts)"));
     }
   }
   return absl::OkStatus();

@@ -83,8 +83,8 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
   for (DType pool : {DType::kF32, DType::kBF16, DType::kF16}) {
     for (int dh : {64, 128, 256}) {
       // GQA 4, 1, 8; softcap 2 on two of them (the flash and decode kernels' tanh).
-      for (auto [window, Hkv, softcap] : {std::tuple{0, 2, 0.0f}, {24, 2, 2.0f}, {0, 8, 2.0f},
-                                          {24, 1, 0.0f}}) {
+      for (auto [window, Hkv, softcap] :
+           {std::tuple{0, 2, 0.0f}, {24, 2, 2.0f}, {0, 8, 2.0f}, {24, 1, 0.0f}}) {
         const Shape ps{blocks * bs, Hkv, dh};
         Buffer ck = *cpu_->Allocate(pool, ps), cv = *cpu_->Allocate(pool, ps);
         Buffer gk = *gpu_->Allocate(pool, ps), gv = *gpu_->Allocate(pool, ps);
@@ -108,8 +108,8 @@ TEST_F(OpTest, FlashPrefillAttentionMixedWithDecode) {
         const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
         cpu_->Attention(q.first.view(), ckv, seqs, {scale, window, softcap}, z.first.view());
         gpu_->Attention(q.second.view(), gkv, seqs, {scale, window, softcap}, z.second.view());
-        EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh, " window=",
-                                      window, " kv heads=", Hkv, " softcap=", softcap),
+        EXPECT_TRUE(Same(absl::StrCat("z ", std::string(DTypeName(pool)), " dh=", dh,
+                                      " window=", window, " kv heads=", Hkv, " softcap=", softcap),
                          z, 1e-5));
       }
     }

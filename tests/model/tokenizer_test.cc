@@ -178,7 +178,8 @@ TEST_P(FamilyTokenizerTest, IdsAndDecodingMatchHuggingFaceTokenizers) {
     if (has_bos) {
       EXPECT_TRUE(!ids->empty() && special.count(ids->front()) == 1) << family << ": BOS";
     }
-    EXPECT_EQ(tok.value()->Decode(body), c["decoded"].get<std::string>()) << family << ": " << input;
+    EXPECT_EQ(tok.value()->Decode(body), c["decoded"].get<std::string>())
+        << family << ": " << input;
   }
 }
 

@@ -50,20 +50,17 @@ TEST_P(SplitTest, EqualsSingleDevice) {
   EXPECT_EQ(Generate(**a, ids, p)->tokens, Generate(**b, ids, p)->tokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(Splits, SplitTest,
-                         ::testing::Values(SplitCase{"gpt2", "cpu:0,cpu:1", ""},
-                                           SplitCase{"gpt2", "cpu:0,cpu:1,cpu:2", ""},
-                                           SplitCase{"llama", "cpu:0,cpu:1", "0-0,1-2"},
-                                           SplitCase{"llama", "cpu:0,cpu:1,cpu:2",
-                                                     "transformer-lens"},
-                                           SplitCase{"qwen2", "cpu:0,cpu:1", ""},
-                                           SplitCase{"gpt_neox", "cpu:1,cpu:0", ""},
-                                           SplitCase{"qwen3", "cpu:0,cpu:1", ""},
-                                           SplitCase{"olmo2", "cpu:0,cpu:1,cpu:2", ""},
-                                           SplitCase{"gemma2", "cpu:0,cpu:1", "0-2,3-3"},
-                      SplitCase{"gemma3_text", "cpu:0,cpu:1,cpu:2", ""},
-                      SplitCase{"phi3", "cpu:0,cpu:1", ""}, SplitCase{"mixtral", "cpu:0,cpu:1", ""},
-                      SplitCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2", ""}));
+INSTANTIATE_TEST_SUITE_P(
+    Splits, SplitTest,
+    ::testing::Values(
+        SplitCase{"gpt2", "cpu:0,cpu:1", ""}, SplitCase{"gpt2", "cpu:0,cpu:1,cpu:2", ""},
+        SplitCase{"llama", "cpu:0,cpu:1", "0-0,1-2"},
+        SplitCase{"llama", "cpu:0,cpu:1,cpu:2", "transformer-lens"},
+        SplitCase{"qwen2", "cpu:0,cpu:1", ""}, SplitCase{"gpt_neox", "cpu:1,cpu:0", ""},
+        SplitCase{"qwen3", "cpu:0,cpu:1", ""}, SplitCase{"olmo2", "cpu:0,cpu:1,cpu:2", ""},
+        SplitCase{"gemma2", "cpu:0,cpu:1", "0-2,3-3"},
+        SplitCase{"gemma3_text", "cpu:0,cpu:1,cpu:2", ""}, SplitCase{"phi3", "cpu:0,cpu:1", ""},
+        SplitCase{"mixtral", "cpu:0,cpu:1", ""}, SplitCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2", ""}));
 
 TEST(DeviceMap, BadDeviceSpecsAreErrors) {
   LoadOptions o;

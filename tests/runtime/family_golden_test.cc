@@ -81,17 +81,14 @@ TEST_P(FamilyGoldenTest, EveryServedHookLogitsAndGreedyMatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, FamilyGoldenTest,
-                         ::testing::Values(FamilyCase{"qwen3", {}},
-                                           FamilyCase{"olmo2", {}},
-                                           FamilyCase{"gemma2", {}},
-                                           FamilyCase{"gemma3_text", {}},
+                         ::testing::Values(FamilyCase{"qwen3", {}}, FamilyCase{"olmo2", {}},
+                                           FamilyCase{"gemma2", {}}, FamilyCase{"gemma3_text", {}},
                                            // The bridge's Phi-3 has no rot_q / rot_k, and an
                                            // alias of the attention input.
                                            FamilyCase{"phi3",
                                                       {"attn.hook_hidden_states"},
                                                       {"attn.hook_rot_q", "attn.hook_rot_k"}},
-                                           FamilyCase{"mixtral", {}},
-                                           FamilyCase{"qwen3_moe", {}}),
+                                           FamilyCase{"mixtral", {}}, FamilyCase{"qwen3_moe", {}}),
                          [](const auto& info) { return info.param.family; });
 
 // A multimodal Gemma 3 checkpoint ("gemma3": the text model's config under text_config, its

@@ -75,8 +75,8 @@ TEST_P(PerFamily, BatchCompositionDoesNotChangeResults) {
 
 INSTANTIATE_TEST_SUITE_P(Golden, PerFamily,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
-                                           "gemma2", "gemma3_text", "phi3",
-                                           "mixtral", "qwen3_moe"));
+                                           "gemma2", "gemma3_text", "phi3", "mixtral",
+                                           "qwen3_moe"));
 
 TEST(Generation, BuiltinModelRunsAndStopsAtLimits) {
   LoadOptions o;

@@ -67,12 +67,14 @@ INSTANTIATE_TEST_SUITE_P(
         ParallelCase{"gemma2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
         // OLMo 2's whole-projection q/k norm runs on the gathered projection; 4 ranks
         // replicate its 2 key/value heads.
-        ParallelCase{"olmo2", "cpu:0,cpu:1", 2, ""}, ParallelCase{"olmo2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"olmo2", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"olmo2", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
         ParallelCase{"gemma3_text", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"gemma3_text", "cpu:0,cpu:1,cpu:2,cpu:3", 4, "", 2},
-        ParallelCase{"phi3", "cpu:0,cpu:1", 2, ""}, ParallelCase{"phi3", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"phi3", "cpu:0,cpu:1", 2, ""},
+        ParallelCase{"phi3", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
         ParallelCase{"mixtral", "cpu:0,cpu:1", 2, ""},
-        ParallelCase{"mixtral", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},  // one expert per rank
+        ParallelCase{"mixtral", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},    // one expert per rank
         ParallelCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},  // with pipeline stages
         // Pipeline x tensor parallel: 2 stages of 2 ranks.
         ParallelCase{"gpt2", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},

@@ -56,8 +56,7 @@ absl::StatusOr<std::vector<bool>> ParseGemmaCommon(const nlohmann::json& j, Mode
   ASSIGN_OR_RETURN(double scalar, JsonDouble(j, "query_pre_attn_scalar", 256.0));
   if (!(scalar > 0)) return absl::InvalidArgumentError("query_pre_attn_scalar must be positive");
   ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 4096, 1, kMaxPositions));
-  ASSIGN_OR_RETURN(std::vector<bool> sliding,
-                   ParseSlidingLayers(j, c.n_layers, sliding_fallback));
+  ASSIGN_OR_RETURN(std::vector<bool> sliding, ParseSlidingLayers(j, c.n_layers, sliding_fallback));
   LayerSpec layer;
   layer.norms = NormPlacement::kPreAndPost;
   layer.mlp = MlpKind::kGated;

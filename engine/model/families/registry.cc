@@ -10,11 +10,10 @@ extern const FamilySpec kGpt2Family, kLlamaFamily, kMistralFamily, kQwen2Family,
 
 namespace {
 
-const FamilySpec* const kFamilies[] = {&kGpt2Family,  &kLlamaFamily,   &kMistralFamily,
-                                       &kQwen2Family, &kGptNeoxFamily, &kQwen3Family,
-                                       &kOlmo2Family, &kGemma2Family, &kGemma3TextFamily,
-                                       &kGemma3Family,
-                                       &kPhi3Family, &kMixtralFamily, &kQwen3MoeFamily};
+const FamilySpec* const kFamilies[] = {
+    &kGpt2Family,  &kLlamaFamily,   &kMistralFamily, &kQwen2Family,      &kGptNeoxFamily,
+    &kQwen3Family, &kOlmo2Family,   &kGemma2Family,  &kGemma3TextFamily, &kGemma3Family,
+    &kPhi3Family,  &kMixtralFamily, &kQwen3MoeFamily};
 
 }  // namespace
 
