@@ -3,7 +3,8 @@
 # GPT-2-small-shaped one, then measures with bench/load_gen (client side of the wire):
 # generate tokens/s and time to first token at 1, 8 and 32 concurrent streams, and
 # RunWithCache bytes/s for the full cache, and one-stream decode beside a busy process (the
-# server must degrade gracefully on a shared machine). Usage: bench/serve_bench.sh [build dir]
+# server must degrade gracefully on a shared machine). Usage: bench/serve_bench.sh [build dir];
+# THREADS=N sets the server's --threads (default: serve's own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
@@ -14,7 +15,7 @@ start_server() {  # model, kv-tokens: starts lensd serve (pid in $SERVER_PID), w
   local log
   log=$(mktemp)
   "$BUILD/server/lensd" serve --host 127.0.0.1 --port "$PORT" --model "$1" \
-    --kv-tokens "$2" --max-running 64 2>"$log" &
+    --kv-tokens "$2" --max-running 64 ${THREADS:+--threads "$THREADS"} 2>"$log" &
   SERVER_PID=$!
   for _ in $(seq 600); do grep -q "ready: serving" "$log" && break; sleep 0.1; done
   grep -q "ready: serving" "$log" || { cat "$log"; kill "$SERVER_PID"; return 1; }

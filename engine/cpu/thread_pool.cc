@@ -1,6 +1,7 @@
 #include "engine/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <atomic>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -81,10 +82,16 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     fn(0, n);
     return;
   }
-  Run([&](int t) {
-    const int64_t begin = std::min(n, units * t / parts * grain);
-    const int64_t end = std::min(n, units * (t + 1) / parts * grain);
-    if (begin < end) fn(begin, end);
+  // Chunks of about a quarter of a thread's share, claimed in order by whichever thread is
+  // free: a thread the OS parks (a busy neighbour on a small machine) delays its chunk, not the
+  // step. Each unit's result never depends on the chunk it lands in (every caller computes units
+  // independently), so the bits do not either.
+  const int64_t chunk = std::max<int64_t>(1, units / (parts * 4));
+  std::atomic<int64_t> next{0};
+  Run([&](int) {
+    for (int64_t c = next.fetch_add(chunk); c < units; c = next.fetch_add(chunk)) {
+      fn(c * grain, std::min(n, (c + chunk) * grain));
+    }
   });
 }
 

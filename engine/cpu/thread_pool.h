@@ -28,8 +28,9 @@ class ThreadPool {
   // Runs fn(thread) on every thread of the team and returns when all have finished. Not
   // reentrant: one loop at a time (the backend's single compute thread calls it).
   void Run(const std::function<void(int thread)>& fn);
-  // fn(begin, end) over [0, n) in size() contiguous parts, part i on thread i (empty parts
-  // skipped). `grain`: parts are whole multiples of it, except the last.
+  // fn(begin, end) over [0, n) in contiguous chunks claimed by whichever thread is free (about
+  // four per thread); `grain`: chunks are whole multiples of it, except the last. Callers
+  // must compute each unit independently of the others in its chunk.
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
