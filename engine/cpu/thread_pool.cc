@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -46,11 +47,11 @@ void ThreadPool::Work(int thread) {
     }
     if (stop_.load()) return;
     seen = generation_.load();
+    if (joined_.fetch_add(1) < 0) continue;  // the caller has closed this loop
     (*job_)(thread);
-    if (running_.fetch_sub(1) == 1) {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_.notify_one();
-    }
+    finished_.fetch_add(1);
+    std::lock_guard<std::mutex> lock(mu_);  // the caller may be between its check and its wait
+    done_.notify_one();
   }
 }
 
@@ -60,17 +61,20 @@ void ThreadPool::Run(const std::function<void(int)>& fn) {
     return;
   }
   job_ = &fn;
-  running_.store(static_cast<int>(workers_.size()));
+  finished_.store(0);
+  joined_.store(0);
   {
     std::lock_guard<std::mutex> lock(mu_);  // a worker between its check and its wait sees it
     generation_.fetch_add(1);
   }
   start_.notify_all();
   fn(0);
-  for (int i = 0; i < kSpin && running_.load() != 0; ++i) Pause();
-  if (running_.load() != 0) {
+  // Close the loop: the workers that joined before this finish it; later ones skip it.
+  const int joined = joined_.exchange(std::numeric_limits<int>::min() / 2);
+  for (int i = 0; i < kSpin && finished_.load() != joined; ++i) Pause();
+  if (finished_.load() != joined) {
     std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [&] { return running_.load() == 0; });
+    done_.wait(lock, [&] { return finished_.load() == joined; });
   }
 }
 

@@ -1,6 +1,8 @@
-// The CPU backend's compute threads: a fixed team that runs one parallel loop at a time.
-// Work is split statically (thread i always gets the same part of the same loop), so results
-// never depend on timing; a loop's caller is thread 0. Between loops the workers spin briefly,
+// The CPU backend's compute threads: a fixed team that runs one parallel loop at a time. A
+// loop's chunks go to whichever thread is free, and a loop ends when its caller (thread 0) has
+// run out of chunks and the workers that joined in time have finished theirs: a worker the OS
+// has parked (a busy neighbour) neither holds up a chunk nor the loop's end. Results never
+// depend on who ran what (ParallelFor's contract). Between loops the workers spin briefly,
 // then sleep on a condition variable: an idle or oversubscribed machine is not burned by
 // busy-waiting barriers (the OpenMP runtime's spin cost 12x on a shared 2-core machine).
 #ifndef LENSD_ENGINE_CPU_THREAD_POOL_H_
@@ -25,8 +27,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
-  // Runs fn(thread) on every thread of the team and returns when all have finished. Not
-  // reentrant: one loop at a time (the backend's single compute thread calls it).
+  // Runs fn(thread) on the calling thread and on every worker that wakes before the caller's
+  // own call returns; returns when those have finished. Not reentrant: one loop at a time (the
+  // backend's single compute thread calls it).
   void Run(const std::function<void(int thread)>& fn);
   // fn(begin, end) over [0, n) in contiguous chunks claimed by whichever thread is free (about
   // four per thread); `grain`: chunks are whole multiples of it, except the last. Callers
@@ -41,7 +44,10 @@ class ThreadPool {
   std::condition_variable start_, done_;
   const std::function<void(int)>* job_ = nullptr;  // set before generation_ moves
   std::atomic<uint64_t> generation_{0};            // bumps per Run (under mu_)
-  std::atomic<int> running_{0};                    // workers still in the current loop
+  // Workers that joined the current loop (>= 0 while it is open; closed by the caller, after
+  // which late workers skip it) and those of them that have finished.
+  std::atomic<int> joined_{0};
+  std::atomic<int> finished_{0};
   std::atomic<bool> stop_{false};
 };
 
