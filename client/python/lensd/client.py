@@ -14,7 +14,10 @@ import numpy as np
 from google.protobuf import descriptor
 
 from lensd import sweep
-from lensd._grpc import health_pb2
+try:  # the CMake build generates it beside the package; a pip install takes grpcio-health-checking's
+    from lensd._grpc import health_pb2
+except ImportError:
+    from grpc_health.v1 import health_pb2
 from lensd.errors import ERRORS, Error, Stream, translate
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
 
