@@ -19,6 +19,7 @@ try:  # the CMake build generates it beside the package; a pip install takes grp
 except ImportError:
     from grpc_health.v1 import health_pb2
 from lensd.errors import ERRORS, Error, Stream, translate
+from lensd.names import act_name
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
 
 Prompt = Union[str, Sequence[int]]
@@ -62,6 +63,23 @@ class ActivationCache(dict):
 
     mask: np.ndarray
     tokens: np.ndarray
+
+    def __getitem__(self, key):
+        """A hook name, or TransformerLens's shorthand: cache["resid_post", 0],
+        cache["scale", 4, "ln1"], cache["k6"] (lensd.names.act_name)."""
+        if isinstance(key, tuple):
+            return super().__getitem__(act_name(*key))
+        if key in self:
+            return super().__getitem__(key)
+        return super().__getitem__(act_name(key))
+
+    def stack_activation(self, name: str, layer: int = -1,
+                         sublayer: Optional[str] = None) -> np.ndarray:
+        """[layers, batch, ...]: the activation `name` of every block before `layer` (-1 or
+        None: all of them), as TransformerLens's ActivationCache.stack_activation."""
+        layers = sorted({int(k.split(".")[1]) for k in self if k.startswith("blocks.")})
+        end = len(layers) if layer is None or layer == -1 else layer
+        return np.stack([self[name, l, sublayer] for l in range(end)], axis=0)
 
 
 def _to_numpy(data: bytes, dtype: int, shape: Sequence[int]) -> np.ndarray:
