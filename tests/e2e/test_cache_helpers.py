@@ -32,7 +32,8 @@ def make_cache(layers=3, batch=2, pos=5, d=4):
     cache = ActivationCache()
     rng = np.random.default_rng(0)
     for layer in range(layers):
-        cache[f"blocks.{layer}.hook_resid_post"] = rng.normal(size=(batch, pos, d))
+        for hook in ("resid_pre", "resid_mid", "resid_post"):
+            cache[f"blocks.{layer}.hook_{hook}"] = rng.normal(size=(batch, pos, d))
         cache[f"blocks.{layer}.ln1.hook_scale"] = rng.normal(size=(batch, pos, 1))
     cache["ln_final.hook_scale"] = rng.normal(size=(batch, pos, 1))
     return cache
@@ -56,3 +57,15 @@ def test_stack_activation_stacks_blocks_before_the_layer():
         np.testing.assert_array_equal(every[layer], cache[f"blocks.{layer}.hook_resid_post"])
     assert cache.stack_activation("resid_post", 2).shape == (2, 2, 5, 4)
     assert cache.stack_activation("scale", -1, "ln1").shape == (3, 2, 5, 1)
+
+
+def test_accumulated_resid_is_the_stream_before_each_block_then_the_final_one():
+    cache = make_cache()
+    stacked, labels = cache.accumulated_resid(return_labels=True)
+    assert labels == ["0_pre", "1_pre", "2_pre", "final_post"]
+    np.testing.assert_array_equal(stacked[1], cache["blocks.1.hook_resid_pre"])
+    np.testing.assert_array_equal(stacked[3], cache["blocks.2.hook_resid_post"])
+    with_mid, labels = cache.accumulated_resid(layer=2, incl_mid=True, return_labels=True)
+    assert labels == ["0_pre", "0_mid", "1_pre", "1_mid"]
+    np.testing.assert_array_equal(with_mid[3], cache["blocks.1.hook_resid_mid"])
+    assert cache.accumulated_resid(layer=1).shape == (1, 2, 5, 4)

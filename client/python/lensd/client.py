@@ -77,9 +77,33 @@ class ActivationCache(dict):
                          sublayer: Optional[str] = None) -> np.ndarray:
         """[layers, batch, ...]: the activation `name` of every block before `layer` (-1 or
         None: all of them), as TransformerLens's ActivationCache.stack_activation."""
-        layers = sorted({int(k.split(".")[1]) for k in self if k.startswith("blocks.")})
-        end = len(layers) if layer is None or layer == -1 else layer
+        end = self._n_layers() if layer is None or layer == -1 else layer
         return np.stack([self[name, l, sublayer] for l in range(end)], axis=0)
+
+    def accumulated_resid(self, layer: Optional[int] = None, incl_mid: bool = False,
+                          return_labels: bool = False):
+        """[components, batch, pos, d_model]: the residual stream before each block up to
+        `layer` (exclusive; None or -1: every block and then the final hook_resid_post),
+        with each block's hook_resid_mid too when `incl_mid`; labels "L_pre", "L_mid",
+        "final_post" when `return_labels` (TransformerLens's accumulated_resid without
+        apply_ln / pos_slice). Needs the resid hooks in the cache."""
+        n = self._n_layers()
+        end = n if layer is None or layer == -1 else layer
+        parts, labels = [], []
+        for l in range(end):
+            parts.append(self["resid_pre", l])
+            labels.append(f"{l}_pre")
+            if incl_mid:
+                parts.append(self["resid_mid", l])
+                labels.append(f"{l}_mid")
+        if end == n:
+            parts.append(self["resid_post", n - 1])
+            labels.append("final_post")
+        stacked = np.stack(parts, axis=0)
+        return (stacked, labels) if return_labels else stacked
+
+    def _n_layers(self) -> int:
+        return 1 + max(int(k.split(".")[1]) for k in self if k.startswith("blocks."))
 
 
 def _to_numpy(data: bytes, dtype: int, shape: Sequence[int]) -> np.ndarray:
