@@ -40,15 +40,17 @@ struct FamilySpec {
   // The family's own config.json fields (ParseModelConfig reads the common ones: model_type,
   // vocab_size, bos/eos ids, dtype). Errors name the field.
   absl::Status (*parse_config)(const nlohmann::json& j, ModelConfig& c);
-  const char* layer_prefix;  // "model.layers." -> "model.layers.<L>.<name>"
+  // Checkpoint names (the defaults: the Hugging Face Llama layout's, which most families
+  // share). The layers' tensors, `layer` below, are under "<layer_prefix><L>.".
+  std::string layer_prefix = "model.layers.";
   std::vector<TensorSource> layer;
-  const char* embed;              // [V, D]
-  const char* position_embed;     // [max_positions, D]; nullptr: rotary
-  const char* final_norm;         // "<final_norm>.weight" (and ".bias" for LayerNorm)
-  const char* unembed;            // [V, D]; the embedding when tied or absent
+  std::string embed = "model.embed_tokens.weight";  // [V, D]
+  std::string position_embed;                   // [max_positions, D]; empty: rotary
+  std::string final_norm = "model.norm";        // "<final_norm>.weight" (and ".bias": LayerNorm)
+  std::string unembed = "lm_head.weight";       // [V, D]; the embedding when tied or absent
   // Checkpoints saved with the LM head nest the body under this (GPT-2: "transformer."):
   // each name is tried with it first, then without.
-  const char* nested_prefix = "";
+  std::string nested_prefix;
   // Added to every norm weight read (Gemma stores RMSNorm weights as w − 1 and multiplies
   // by 1 + w): the canonical weight is what multiplies the normalized value.
   float norm_weight_offset = 0.0f;

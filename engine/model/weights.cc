@@ -146,7 +146,7 @@ absl::StatusOr<EmbedWeights> CheckpointSource::Embed() const {
   const auto& c = config_;
   EmbedWeights e;
   ASSIGN_OR_RETURN(e.w_e, Read(family_.embed, {c.vocab_size, c.d_model}));
-  if (family_.position_embed != nullptr) {
+  if (!family_.position_embed.empty()) {
     ASSIGN_OR_RETURN(e.w_pos, Read(family_.position_embed, {c.max_positions, c.d_model}));
   }
   return e;

@@ -56,7 +56,6 @@ FamilySpec PostNormFamily(NormPlacement norms) {
                     {"mlp.down.weight", Layout::kLinear, {&W::w_out}},
                     {"mlp_out_norm.weight", Layout::kLinear, {&W::ln2_post_w}}},
           .embed = "tok_embeddings.weight",
-          .position_embed = nullptr,
           .final_norm = "norm",
           .unembed = "output.weight"};
 }

@@ -5,7 +5,6 @@
 // Gemma 3: per-head q/k RMSNorm, five local layers to one global, each kind with its own
 // rotary base (global layers may scale theirs linearly).
 #include <cmath>
-#include <deque>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -114,13 +113,9 @@ absl::Status ParseGemma3Text(const nlohmann::json& j, ModelConfig& c) {
 FamilySpec GemmaLayout(const char* model_type,
                        absl::Status (*parse)(const nlohmann::json&, ModelConfig&),
                        const std::string& body = "model.", const char* text_config = nullptr) {
-  // The specs hold C strings: the composed names live as long as the program (a deque never
-  // moves its elements).
-  static std::deque<std::string>* names = new std::deque<std::string>();
-  auto keep = [](std::string s) { return names->emplace_back(std::move(s)).c_str(); };
   return {.model_type = model_type,
           .parse_config = parse,
-          .layer_prefix = keep(body + "layers."),
+          .layer_prefix = body + "layers.",
           .layer = LlamaLayerWith({
               {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
               {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln1_post_w}},
@@ -129,9 +124,8 @@ FamilySpec GemmaLayout(const char* model_type,
               {kQNormName, Layout::kLinear, {&W::q_norm_w}},
               {kKNormName, Layout::kLinear, {&W::k_norm_w}},
           }),
-          .embed = keep(body + "embed_tokens.weight"),
-          .position_embed = nullptr,
-          .final_norm = keep(body + "norm"),
+          .embed = body + "embed_tokens.weight",
+          .final_norm = body + "norm",
           .unembed = text_config == nullptr ? "lm_head.weight" : "language_model.lm_head.weight",
           .norm_weight_offset = 1.0f,
           .text_config = text_config};

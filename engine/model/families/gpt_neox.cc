@@ -49,7 +49,6 @@ extern const FamilySpec kGptNeoxFamily = {
             {"mlp.dense_4h_to_h.bias", Layout::kLinear, {&W::b_out}},
         },
     .embed = "gpt_neox.embed_in.weight",
-    .position_embed = nullptr,
     .final_norm = "gpt_neox.final_layer_norm",
     .unembed = "embed_out.weight",
 };

@@ -73,15 +73,10 @@ FamilySpec LlamaLayout(const char* model_type,
                        absl::Status (*parse)(const nlohmann::json&, ModelConfig&)) {
   return {.model_type = model_type,
           .parse_config = parse,
-          .layer_prefix = "model.layers.",
           .layer = LlamaLayerWith({
               {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
               {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
-          }),
-          .embed = "model.embed_tokens.weight",
-          .position_embed = nullptr,
-          .final_norm = "model.norm",
-          .unembed = "lm_head.weight"};
+          })};
 }
 
 }  // namespace

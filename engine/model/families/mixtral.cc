@@ -30,7 +30,6 @@ absl::Status ParseMixtral(const nlohmann::json& j, ModelConfig& c) {
 extern const FamilySpec kMixtralFamily = {
     .model_type = "mixtral",
     .parse_config = ParseMixtral,
-    .layer_prefix = "model.layers.",
     .layer = LlamaAttentionWith({
         {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
         {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
@@ -38,10 +37,6 @@ extern const FamilySpec kMixtralFamily = {
         {"block_sparse_moe.experts.{e}.w1.weight", Layout::kPerExpert, {&W::w_in}},
         {"block_sparse_moe.experts.{e}.w3.weight", Layout::kPerExpert, {&W::w_up}},
         {"block_sparse_moe.experts.{e}.w2.weight", Layout::kPerExpert, {&W::w_out}},
-    }),
-    .embed = "model.embed_tokens.weight",
-    .position_embed = nullptr,
-    .final_norm = "model.norm",
-    .unembed = "lm_head.weight"};
+    })};
 
 }  // namespace lensd

@@ -35,16 +35,11 @@ absl::Status ParseOlmo2(const nlohmann::json& j, ModelConfig& c) {
 extern const FamilySpec kOlmo2Family = {
     .model_type = "olmo2",
     .parse_config = ParseOlmo2,
-    .layer_prefix = "model.layers.",
     .layer = LlamaLayerWith({
         {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln1_post_w}},
         {"post_feedforward_layernorm.weight", Layout::kLinear, {&W::ln2_post_w}},
         {kQNormName, Layout::kLinear, {&W::q_norm_w}},
         {kKNormName, Layout::kLinear, {&W::k_norm_w}},
-    }),
-    .embed = "model.embed_tokens.weight",
-    .position_embed = nullptr,
-    .final_norm = "model.norm",
-    .unembed = "lm_head.weight"};
+    })};
 
 }  // namespace lensd

@@ -29,16 +29,11 @@ absl::Status ParsePhi3(const nlohmann::json& j, ModelConfig& c) {
 extern const FamilySpec kPhi3Family = {
     .model_type = "phi3",
     .parse_config = ParsePhi3,
-    .layer_prefix = "model.layers.",
     .layer = {{"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
               {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
               {"self_attn.qkv_proj.weight", Layout::kLinear, {&W::wq, &W::wk, &W::wv}},
               {"self_attn.o_proj.weight", Layout::kLinear, {&W::wo}},
               {"mlp.gate_up_proj.weight", Layout::kLinear, {&W::w_in, &W::w_up}},
-              {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}}},
-    .embed = "model.embed_tokens.weight",
-    .position_embed = nullptr,
-    .final_norm = "model.norm",
-    .unembed = "lm_head.weight"};
+              {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}}}};
 
 }  // namespace lensd

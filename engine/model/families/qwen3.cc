@@ -59,7 +59,6 @@ absl::Status ParseQwen3Moe(const nlohmann::json& j, ModelConfig& c) {
 extern const FamilySpec kQwen3MoeFamily = {
     .model_type = "qwen3_moe",
     .parse_config = ParseQwen3Moe,
-    .layer_prefix = "model.layers.",
     .layer = LlamaAttentionWith({
         {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
         {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
@@ -69,25 +68,16 @@ extern const FamilySpec kQwen3MoeFamily = {
         {"mlp.experts.{e}.gate_proj.weight", Layout::kPerExpert, {&W::w_in}},
         {"mlp.experts.{e}.up_proj.weight", Layout::kPerExpert, {&W::w_up}},
         {"mlp.experts.{e}.down_proj.weight", Layout::kPerExpert, {&W::w_out}},
-    }),
-    .embed = "model.embed_tokens.weight",
-    .position_embed = nullptr,
-    .final_norm = "model.norm",
-    .unembed = "lm_head.weight"};
+    })};
 
 extern const FamilySpec kQwen3Family = {
     .model_type = "qwen3",
     .parse_config = ParseQwen3,
-    .layer_prefix = "model.layers.",
     .layer = LlamaLayerWith({
         {"input_layernorm.weight", Layout::kLinear, {&W::ln1_w}},
         {"post_attention_layernorm.weight", Layout::kLinear, {&W::ln2_w}},
         {kQNormName, Layout::kLinear, {&W::q_norm_w}},
         {kKNormName, Layout::kLinear, {&W::k_norm_w}},
-    }),
-    .embed = "model.embed_tokens.weight",
-    .position_embed = nullptr,
-    .final_norm = "model.norm",
-    .unembed = "lm_head.weight"};
+    })};
 
 }  // namespace lensd
