@@ -14,18 +14,14 @@ namespace {
 using W = LayerWeights;
 
 absl::Status ParseLlamaLike(const nlohmann::json& j, ModelConfig& c, bool qwen2) {
-  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
-  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-6));
+  ASSIGN_OR_RETURN(LayerSpec layer, ParseLlamaBlock(j, 1e-6, c));
   ASSIGN_OR_RETURN(bool attn_bias, JsonBool(j, "attention_bias", false));
   ASSIGN_OR_RETURN(c.mlp_bias, JsonBool(j, "mlp_bias", false));
   c.qkv_bias = attn_bias || qwen2;
   c.o_bias = attn_bias;
   ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
   ASSIGN_OR_RETURN(bool use_window, JsonBool(j, "use_sliding_window", !qwen2));
-  LayerSpec layer;
-  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
-  layer.attention = {DefaultAttentionScale(c.d_head), use_window ? window : 0};
-  layer.mlp = MlpKind::kGated;
+  layer.attention.window = use_window ? window : 0;
   SetUniformLayers(c, layer);
   return absl::OkStatus();
 }
@@ -38,6 +34,17 @@ absl::Status ParseQwen2(const nlohmann::json& j, ModelConfig& c) {
 }
 
 }  // namespace
+
+absl::StatusOr<LayerSpec> ParseLlamaBlock(const nlohmann::json& j, double default_eps,
+                                          ModelConfig& c) {
+  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
+  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", default_eps));
+  LayerSpec layer;
+  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
+  layer.attention = {DefaultAttentionScale(c.d_head), 0};
+  layer.mlp = MlpKind::kGated;
+  return layer;
+}
 
 std::vector<TensorSource> LlamaAttentionWith(std::initializer_list<TensorSource> rest) {
   std::vector<TensorSource> table = {

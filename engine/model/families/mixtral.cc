@@ -13,12 +13,8 @@ namespace {
 using W = LayerWeights;
 
 absl::Status ParseMixtral(const nlohmann::json& j, ModelConfig& c) {
-  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
-  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-5));
-  ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
-  LayerSpec layer;
-  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
-  layer.attention = {DefaultAttentionScale(c.d_head), window};
+  ASSIGN_OR_RETURN(LayerSpec layer, ParseLlamaBlock(j, 1e-5, c));
+  ASSIGN_OR_RETURN(layer.attention.window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
   ASSIGN_OR_RETURN(layer.moe, ParseMoe(j, "num_local_experts", 8, true));
   layer.mlp = MlpKind::kMoe;
   SetUniformLayers(c, layer);

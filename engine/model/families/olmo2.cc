@@ -13,19 +13,14 @@ namespace {
 using W = LayerWeights;
 
 absl::Status ParseOlmo2(const nlohmann::json& j, ModelConfig& c) {
-  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
-  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-5));
+  ASSIGN_OR_RETURN(LayerSpec layer, ParseLlamaBlock(j, 1e-5, c));
   ASSIGN_OR_RETURN(bool attn_bias, JsonBool(j, "attention_bias", false));
   c.qkv_bias = c.o_bias = attn_bias;
   if (JsonHas(j, "clip_qkv")) {
     return absl::UnimplementedError("clip_qkv is not supported (OLMo 2 checkpoints have none)");
   }
-  LayerSpec layer;
   layer.norms = NormPlacement::kPost;
-  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
-  layer.attention = {DefaultAttentionScale(c.d_head), 0};
   layer.qk_norm = QkNorm::kWhole;
-  layer.mlp = MlpKind::kGated;
   SetUniformLayers(c, layer);
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 // "su") is refused by name until it is implemented.
 #include "engine/core/status.h"
 #include "engine/model/config_parse.h"
+#include "engine/model/families/llama_layout.h"
 #include "engine/model/family.h"
 #include "engine/model/json_fields.h"
 
@@ -13,13 +14,8 @@ namespace {
 using W = LayerWeights;
 
 absl::Status ParsePhi3(const nlohmann::json& j, ModelConfig& c) {
-  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
-  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-5));
-  ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
-  LayerSpec layer;
-  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
-  layer.attention = {DefaultAttentionScale(c.d_head), window};
-  layer.mlp = MlpKind::kGated;
+  ASSIGN_OR_RETURN(LayerSpec layer, ParseLlamaBlock(j, 1e-5, c));
+  ASSIGN_OR_RETURN(layer.attention.window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
   SetUniformLayers(c, layer);
   return absl::OkStatus();
 }

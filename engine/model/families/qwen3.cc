@@ -19,20 +19,14 @@ bool Qwen3Sliding(const nlohmann::json& j, int layer) {
 }
 
 absl::Status ParseQwen3(const nlohmann::json& j, ModelConfig& c) {
-  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
-  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-6));
+  ASSIGN_OR_RETURN(LayerSpec layer, ParseLlamaBlock(j, 1e-6, c));
   ASSIGN_OR_RETURN(bool attn_bias, JsonBool(j, "attention_bias", false));
   c.qkv_bias = c.o_bias = attn_bias;
   ASSIGN_OR_RETURN(int window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
   ASSIGN_OR_RETURN(std::vector<bool> sliding, ParseSlidingLayers(j, c.n_layers, Qwen3Sliding));
-  LayerSpec layer;
-  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
   layer.qk_norm = QkNorm::kPerHead;
-  layer.mlp = MlpKind::kGated;
   SetUniformLayers(c, layer);
-  for (int l = 0; l < c.n_layers; ++l) {
-    c.layers[l].attention = {DefaultAttentionScale(c.d_head), sliding[l] ? window : 0};
-  }
+  for (int l = 0; l < c.n_layers; ++l) c.layers[l].attention.window = sliding[l] ? window : 0;
   return absl::OkStatus();
 }
 
