@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/runtime/generate.h"
 
 namespace lensd::testing {
 
@@ -120,6 +121,20 @@ std::vector<std::string> WriteShardedCheckpoint(const std::string& from, const s
   for (int s = 0; s < 2; ++s) EXPECT_TRUE(shard[s].WriteFile(to + "/" + files[1 + s]).ok());
   std::ofstream(to + "/" + files[3]) << "{\"metadata\":{},\"weight_map\":{" << weight_map << "}}";
   return files;
+}
+
+::testing::AssertionResult GreedyIdsAre(Model& model, const std::vector<int32_t>& prompt,
+                                        const std::vector<int32_t>& expected) {
+  SamplingParams sp;
+  sp.max_new_tokens = static_cast<int>(expected.size() - prompt.size());
+  sp.ignore_eos = true;
+  auto gen = Generate(model, prompt, sp);
+  if (!gen.ok()) return ::testing::AssertionFailure() << gen.status();
+  std::vector<int32_t> full = prompt;
+  full.insert(full.end(), gen->tokens.begin(), gen->tokens.end());
+  if (full == expected) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "greedy ids " << ::testing::PrintToString(full)
+                                       << ", reference " << ::testing::PrintToString(expected);
 }
 
 }  // namespace lensd::testing

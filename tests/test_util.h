@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "engine/core/tensor.h"
 #include "engine/model/safetensors.h"
+#include "engine/runtime/model.h"
 
 namespace lensd::testing {
 
@@ -36,6 +37,10 @@ bool SharedExists(const std::string& relative);
 
 // float32 copy of a reference tensor.
 Buffer ToF32(const TensorInfo& info);
+// Whether greedy generation from `prompt` by full recompute semantics gives `expected` (the
+// prompt followed by the reference's greedy tokens), stopping at no EOS.
+::testing::AssertionResult GreedyIdsAre(Model& model, const std::vector<int32_t>& prompt,
+                                        const std::vector<int32_t>& expected);
 std::vector<int32_t> ToIds(const TensorInfo& info);
 
 // Golden rule: |got - ref| <= tol × max(1, max|ref|) everywhere; -inf exactly where ref is.
