@@ -5,6 +5,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/core/status.h"
 #include "engine/model/family.h"
 #include "engine/model/json_fields.h"
@@ -272,65 +273,87 @@ ModelConfig BuiltinConfig() {
   return c;
 }
 
+namespace {
+
+// The built-in shapes beside BuiltinConfig (weights.h lists them).
+ModelConfig Gpt2Small() {
+  ModelConfig c;
+  c.model_type = "gpt2";
+  c.d_model = 768, c.n_layers = 12, c.n_heads = c.n_kv_heads = 12, c.d_head = 64;
+  c.d_mlp = 3072, c.vocab_size = 50257, c.max_positions = 1024;
+  c.norm = NormKind::kLayerNorm, c.act = ActKind::kGeluTanh;
+  c.learned_positions = true, c.qkv_bias = c.o_bias = c.mlp_bias = true;
+  c.tied_embeddings = true;
+  LayerSpec layer;
+  layer.attention.scale = DefaultAttentionScale(c.d_head);
+  layer.mlp = MlpKind::kDense;
+  SetUniformLayers(c, layer);
+  return c;
+}
+
+ModelConfig Llama1b() {  // Llama-3.2-1B's geometry on the tiny model's architecture
+  ModelConfig c = BuiltinConfig();
+  c.d_model = 2048, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.d_head = 64;
+  c.d_mlp = 8192, c.vocab_size = 128256, c.max_positions = 8192;
+  c.tied_embeddings = true;
+  SetUniformLayers(c, RotaryLayer(c.d_head, 500000.0));
+  return c;
+}
+
+// A Mixtral-shaped mixture (8 experts of 1792, 2 per token) and the dense model with the same
+// active parameters (one gated MLP of 2 × 1792): MoE decode against its dense twin.
+ModelConfig MixtureOrDenseMini(bool moe) {
+  ModelConfig c = BuiltinConfig();
+  c.model_type = moe ? "mixtral" : "llama";
+  c.d_model = 1024, c.n_layers = 8, c.n_heads = 16, c.n_kv_heads = 4, c.d_head = 64;
+  c.vocab_size = 32000, c.max_positions = 4096;
+  c.d_mlp = moe ? 1792 : 2 * 1792;
+  LayerSpec layer = RotaryLayer(c.d_head, 1e6);
+  if (moe) layer.mlp = MlpKind::kMoe, layer.moe = {8, 2, true};
+  SetUniformLayers(c, layer);
+  return c;
+}
+
+ModelConfig Gemma2_2b() {  // Gemma-2-2B's geometry and layer pattern
+  ModelConfig c = BuiltinConfig();
+  c.model_type = "gemma2";
+  c.d_model = 2304, c.n_layers = 26, c.n_heads = 8, c.n_kv_heads = 4, c.d_head = 256;
+  c.d_mlp = 9216, c.vocab_size = 256000, c.max_positions = 8192, c.norm_eps = 1e-6;
+  c.act = ActKind::kGeluTanh, c.tied_embeddings = true;
+  c.embed_scale = static_cast<float>(std::sqrt(2304.0)), c.final_softcap = 30.0f;
+  SetUniformLayers(c, RotaryLayer(c.d_head, 10000.0));
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerSpec& layer = c.layers[l];
+    layer.norms = NormPlacement::kPreAndPost;
+    layer.attention = {static_cast<float>(std::pow(256.0, -0.5)), l % 2 == 0 ? 4096 : 0, 50.0f};
+  }
+  return c;
+}
+
+struct NamedConfig {
+  const char* name;
+  ModelConfig (*make)();
+};
+
+constexpr NamedConfig kBuiltins[] = {
+    {"tiny", BuiltinConfig},
+    {"gpt2-small", Gpt2Small},
+    {"llama-1b", Llama1b},
+    {"mixtral-mini", [] { return MixtureOrDenseMini(true); }},
+    {"dense-mini", [] { return MixtureOrDenseMini(false); }},
+    {"gemma2-2b", Gemma2_2b},
+};
+
+}  // namespace
+
 absl::StatusOr<ModelConfig> BuiltinConfigNamed(std::string_view name) {
-  if (name == "tiny") return BuiltinConfig();
-  if (name == "gpt2-small") {
-    ModelConfig c;
-    c.model_type = "gpt2";
-    c.d_model = 768, c.n_layers = 12, c.n_heads = c.n_kv_heads = 12, c.d_head = 64;
-    c.d_mlp = 3072, c.vocab_size = 50257, c.max_positions = 1024;
-    c.norm = NormKind::kLayerNorm, c.act = ActKind::kGeluTanh;
-    c.learned_positions = true, c.qkv_bias = c.o_bias = c.mlp_bias = true;
-    c.tied_embeddings = true;
-    LayerSpec layer;
-    layer.attention.scale = DefaultAttentionScale(c.d_head);
-    layer.mlp = MlpKind::kDense;
-    SetUniformLayers(c, layer);
-    return c;
+  for (const NamedConfig& b : kBuiltins) {
+    if (name == b.name) return b.make();
   }
-  if (name == "llama-1b") {  // Llama-3.2-1B's geometry on the tiny model's architecture
-    ModelConfig c = BuiltinConfig();
-    c.d_model = 2048, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.d_head = 64;
-    c.d_mlp = 8192, c.vocab_size = 128256, c.max_positions = 8192;
-    c.tied_embeddings = true;
-    SetUniformLayers(c, RotaryLayer(c.d_head, 500000.0));
-    return c;
-  }
-  // A Mixtral-shaped mixture (8 experts of 1792, 2 per token) and the dense model with the
-  // same active parameters (one gated MLP of 2 × 1792): MoE decode against its dense twin.
-  if (name == "mixtral-mini" || name == "dense-mini") {
-    ModelConfig c = BuiltinConfig();
-    c.model_type = name == "mixtral-mini" ? "mixtral" : "llama";
-    c.d_model = 1024, c.n_layers = 8, c.n_heads = 16, c.n_kv_heads = 4, c.d_head = 64;
-    c.vocab_size = 32000, c.max_positions = 4096;
-    LayerSpec layer = RotaryLayer(c.d_head, 1e6);
-    if (name == "mixtral-mini") {
-      c.d_mlp = 1792;
-      layer.mlp = MlpKind::kMoe, layer.moe = {8, 2, true};
-    } else {
-      c.d_mlp = 2 * 1792;
-    }
-    SetUniformLayers(c, layer);
-    return c;
-  }
-  if (name == "gemma2-2b") {  // Gemma-2-2B's geometry and layer pattern
-    ModelConfig c = BuiltinConfig();
-    c.model_type = "gemma2";
-    c.d_model = 2304, c.n_layers = 26, c.n_heads = 8, c.n_kv_heads = 4, c.d_head = 256;
-    c.d_mlp = 9216, c.vocab_size = 256000, c.max_positions = 8192, c.norm_eps = 1e-6;
-    c.act = ActKind::kGeluTanh, c.tied_embeddings = true;
-    c.embed_scale = static_cast<float>(std::sqrt(2304.0)), c.final_softcap = 30.0f;
-    SetUniformLayers(c, RotaryLayer(c.d_head, 10000.0));
-    for (int l = 0; l < c.n_layers; ++l) {
-      LayerSpec& layer = c.layers[l];
-      layer.norms = NormPlacement::kPreAndPost;
-      layer.attention = {static_cast<float>(std::pow(256.0, -0.5)), l % 2 == 0 ? 4096 : 0, 50.0f};
-    }
-    return c;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown built-in model '", std::string(name),
-                   "' (have: tiny, gpt2-small, llama-1b, mixtral-mini, dense-mini, gemma2-2b)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown built-in model '", std::string(name), "' (have: ",
+      absl::StrJoin(kBuiltins, ", ", [](std::string* out, const NamedConfig& b) { out->append(b.name); }),
+      ")"));
 }
 
 }  // namespace lensd
