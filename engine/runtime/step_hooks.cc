@@ -162,13 +162,7 @@ void CaptureHostRows(RankContext& c, HookId id, const float* rows, int64_t width
 void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads) {
   const int64_t T = c.plan.tokens, w = local.shape[2];
   TensorView all = Gathered(c, local.Reshaped({T, local.NumElements() / T}), T, {T, heads * w});
-  if (c.rank != 0) return;
-  const auto& batch = *c.plan.batch;
-  for (size_t s = 0; s < batch.size(); ++s) {
-    if (!SeqWants(c, s, id)) continue;
-    const int64_t begin = c.plan.q_begin[s], n = static_cast<int64_t>(batch[s].tokens.size());
-    CaptureSeq(c, static_cast<int>(s), id, all.Rows(begin, begin + n).Reshaped({n, heads, w}));
-  }
+  Emit(c, id, all.Reshaped({T, heads, w}));  // each sequence's rows [n, heads, w]
 }
 
 void HookSplitRows(RankContext& c, HookId id, TensorView local) {
