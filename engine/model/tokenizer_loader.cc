@@ -49,6 +49,37 @@ absl::Status ParseMerges(const json& merges, BpeSpec& spec) {
   return absl::OkStatus();
 }
 
+// A Split pre-tokenizer: a Regex pattern, Isolated; or Gemma's split on " ", a no-op after its
+// Replace(" ", "▁") normalizer has left no space to split on.
+absl::Status ApplySplit(const json& c, BpeSpec& spec) {
+  if (spec.space_marker && JsonHas(c, "pattern") &&
+      JsonString(c["pattern"], "String", "").value_or("") == " ") {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::string behavior, JsonString(c, "behavior", "Isolated"));
+  ASSIGN_OR_RETURN(bool invert, JsonBool(c, "invert", false));
+  if (behavior != "Isolated" || invert || !c.contains("pattern") ||
+      !JsonHas(c["pattern"], "Regex")) {
+    return absl::UnimplementedError("only Split with a Regex pattern and Isolated behaviour");
+  }
+  ASSIGN_OR_RETURN(spec.split_pattern, JsonString(c["pattern"], "Regex", ""));
+  return absl::OkStatus();
+}
+
+// Metaspace's prepend scheme: always, first (only the text's first segment), never.
+absl::Status ApplyMetaspace(const json& c, BpeSpec& spec) {
+  ASSIGN_OR_RETURN(std::string scheme, JsonString(c, "prepend_scheme", "always"));
+  ASSIGN_OR_RETURN(bool add, JsonBool(c, "add_prefix_space", scheme != "never"));
+  if (scheme != "always" && scheme != "first" && scheme != "never") {
+    return absl::UnimplementedError(
+        absl::StrCat("Metaspace prepend_scheme '", scheme.substr(0, 32), "'"));
+  }
+  spec.prepend = !add                ? SpacePrepend::kNever
+                 : scheme == "first" ? SpacePrepend::kFirstUnlessSpace
+                                     : SpacePrepend::kUnlessSpace;
+  return absl::OkStatus();
+}
+
 // Walks normalizer / pre_tokenizer trees, recording the few component types we implement.
 absl::Status ApplyComponent(const json& c, BpeSpec& spec, bool& byte_level_seen) {
   if (c.is_null()) return absl::OkStatus();
@@ -67,39 +98,14 @@ absl::Status ApplyComponent(const json& c, BpeSpec& spec, bool& byte_level_seen)
     if (use_regex) spec.split_pattern = kGpt2SplitPattern;
     return absl::OkStatus();
   }
-  if (type == "Split" && spec.space_marker && JsonHas(c, "pattern") &&
-      JsonString(c["pattern"], "String", "").value_or("") == " ") {
-    // Gemma's: after its Replace(" ", "▁") normalizer no space is left to split on.
-    return absl::OkStatus();
-  }
-  if (type == "Split") {
-    ASSIGN_OR_RETURN(std::string behavior, JsonString(c, "behavior", "Isolated"));
-    ASSIGN_OR_RETURN(bool invert, JsonBool(c, "invert", false));
-    if (behavior != "Isolated" || invert || !c.contains("pattern") ||
-        !JsonHas(c["pattern"], "Regex")) {
-      return absl::UnimplementedError("only Split with a Regex pattern and Isolated behaviour");
-    }
-    ASSIGN_OR_RETURN(spec.split_pattern, JsonString(c["pattern"], "Regex", ""));
-    return absl::OkStatus();
-  }
+  if (type == "Split") return ApplySplit(c, spec);
   if (type == "Prepend") {
     spec.prepend = SpacePrepend::kEverySegment;
     return absl::OkStatus();
   }
   if (type == "Replace" || type == "Metaspace") {
     spec.space_marker = true;
-    if (type == "Metaspace") {
-      ASSIGN_OR_RETURN(std::string scheme, JsonString(c, "prepend_scheme", "always"));
-      ASSIGN_OR_RETURN(bool add, JsonBool(c, "add_prefix_space", scheme != "never"));
-      if (scheme != "always" && scheme != "first" && scheme != "never") {
-        return absl::UnimplementedError(
-            absl::StrCat("Metaspace prepend_scheme '", scheme.substr(0, 32), "'"));
-      }
-      spec.prepend = !add                ? SpacePrepend::kNever
-                     : scheme == "first" ? SpacePrepend::kFirstUnlessSpace
-                                         : SpacePrepend::kUnlessSpace;
-    }
-    return absl::OkStatus();
+    return type == "Metaspace" ? ApplyMetaspace(c, spec) : absl::OkStatus();
   }
   if (type == "NFC" || type == "NFKC") {
     spec.normalization = type == "NFC" ? TextNormalization::kNfc : TextNormalization::kNfkc;
