@@ -10,9 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "engine/core/status.h"
-#include "engine/model/config_parse.h"
+#include "engine/model/families/llama_layout.h"
 #include "engine/model/family.h"
-#include "engine/model/json_fields.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
 #include "tests/test_util.h"
@@ -23,12 +22,8 @@ namespace {
 using W = LayerWeights;
 
 absl::Status ParseWith(const nlohmann::json& j, ModelConfig& c, NormPlacement norms) {
-  RETURN_IF_ERROR(ParseRotaryGeometry(j, "silu", c));
-  ASSIGN_OR_RETURN(c.norm_eps, JsonDouble(j, "rms_norm_eps", 1e-6));
-  LayerSpec layer;
+  ASSIGN_OR_RETURN(LayerSpec layer, ParseLlamaBlock(j, 1e-6, c));  // as families do
   layer.norms = norms;
-  ASSIGN_OR_RETURN(layer.rope, ParseRope(j, 1.0, c.d_head));
-  layer.attention.scale = DefaultAttentionScale(c.d_head);
   SetUniformLayers(c, layer);
   return absl::OkStatus();
 }
