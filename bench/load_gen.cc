@@ -20,8 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "cli/flags.h"
 #include "lensd/v1/lensd.grpc.pb.h"
-#include "server/cli_flags.h"
 
 namespace lensd {
 namespace {

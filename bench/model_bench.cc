@@ -19,9 +19,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "cli/flags.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
-#include "server/cli_flags.h"
 #include "server/offline_commands.h"
 
 namespace lensd {

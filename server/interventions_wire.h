@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cli/interventions_json.h"
 #include "engine/runtime/interventions.h"
 #include "lensd/v1/lensd.pb.h"
 
@@ -18,8 +19,6 @@ struct InterventionLimits {
   int max_interventions = 256;                  // per request
   int64_t max_bytes = int64_t{64} << 20;        // value bytes per request
 };
-
-using WireInterventions = google::protobuf::RepeatedPtrField<v1::Intervention>;
 
 // RESOURCE_EXHAUSTED over the limits (checked first, before decoding anything);
 // INVALID_ARGUMENT naming "interventions[i].<field>" for a malformed tensor, an unknown hook

@@ -3,7 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/core/status.h"
-#include "engine/model/safetensors.h"
+#include "server/interventions_wire.h"
+#include "server/sampling_wire.h"
 
 namespace lensd {
 
@@ -33,49 +34,6 @@ const FlagTable& ModelFlags() {
       {"cuda-graphs", "false", "replay decode steps on one GPU as CUDA graphs (true|false)"},
       {"activation-mib", "2048", "GPU memory kept for one step's activations"},
   };
-  return *table;
-}
-
-const FlagTable& SamplingFlags() {
-  static const auto* table = new FlagTable{
-      {"max-new-tokens", "16", "tokens to generate at most"},
-      {"temperature", "0", "0 is greedy"},
-      {"top-k", "0", "keep the k most likely tokens (0: off)"},
-      {"top-p", "1", "nucleus sampling mass, in (0, 1]"},
-      {"min-p", "0", "drop tokens below min-p times the top probability"},
-      {"seed", "0", "sampling seed"},
-      {"repetition-penalty", "1", "Hugging Face semantics, over prompt and output"},
-      {"frequency-penalty", "0", "OpenAI semantics, over the output"},
-      {"presence-penalty", "0", "OpenAI semantics, over the output"},
-      {"stop-ids", "", "token ids that end generation (as well as the model's EOS), e.g. 13,198"},
-      {"ignore-eos", "", "keep generating past EOS", true},
-  };
-  return *table;
-}
-
-const FlagTable& PromptFlags() {
-  static const auto* table = new FlagTable{
-      {"prompt", "", "prompt text (repeat for several prompts)"},
-      {"token-ids", "", "prompt as token ids, e.g. 1,2,3 (repeatable, mixes with --prompt)"},
-  };
-  return *table;
-}
-
-const FlagTable& InterventionFlags() {
-  static const auto* table = new FlagTable{
-      {"interventions", "", "a JSON list of interventions (README, Interventions); generation "
-                            "applies them at every step"},
-  };
-  return *table;
-}
-
-const FlagTable& CacheFlags() {
-  static const auto* table = new FlagTable(Concat(
-      {PromptFlags(),
-       {{"out", "", "the safetensors file to write (required)"},
-        {"hooks", "", "hook names, globs and layer ranges, comma-separated, e.g. "
-                      "blocks.*.hook_resid_post,blocks.0-3.attn.hook_pattern (default: every hook)"}},
-       InterventionFlags()}));
   return *table;
 }
 
@@ -117,38 +75,13 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   return o;
 }
 
-absl::StatusOr<SamplingParams> SamplingFromFlags(const Flags& flags) {
-  SamplingParams p;
-  ASSIGN_OR_RETURN(p.max_new_tokens, flags.GetInt("max-new-tokens"));
-  ASSIGN_OR_RETURN(double t, flags.GetDouble("temperature"));
-  ASSIGN_OR_RETURN(p.top_k, flags.GetInt("top-k"));
-  ASSIGN_OR_RETURN(double top_p, flags.GetDouble("top-p"));
-  ASSIGN_OR_RETURN(double min_p, flags.GetDouble("min-p"));
-  ASSIGN_OR_RETURN(double rep, flags.GetDouble("repetition-penalty"));
-  ASSIGN_OR_RETURN(double freq, flags.GetDouble("frequency-penalty"));
-  ASSIGN_OR_RETURN(double pres, flags.GetDouble("presence-penalty"));
-  ASSIGN_OR_RETURN(int seed, flags.GetInt("seed"));
-  ASSIGN_OR_RETURN(p.stop_ids, flags.GetIntList("stop-ids"));
-  p.temperature = static_cast<float>(t), p.top_p = static_cast<float>(top_p);
-  p.min_p = static_cast<float>(min_p), p.repetition_penalty = static_cast<float>(rep);
-  p.frequency_penalty = static_cast<float>(freq), p.presence_penalty = static_cast<float>(pres);
-  p.seed = static_cast<uint64_t>(seed);
-  p.ignore_eos = flags.Get("ignore-eos") == "true";
+absl::StatusOr<SamplingParams> GenerateSampling(const Flags& flags) {
+  v1::GenerateRequest request;
+  RETURN_IF_ERROR(SamplingFromFlags(flags, &request));
+  ASSIGN_OR_RETURN(SamplingParams p, ToSampling(request.sampling()));
+  p.max_new_tokens = request.max_new_tokens();
   RETURN_IF_ERROR(ValidateSampling(p));
   return p;
-}
-
-absl::StatusOr<std::vector<PromptArg>> PromptArgs(const Flags& flags) {
-  std::vector<PromptArg> out;
-  for (const auto& [name, value] : flags.Occurrences({"prompt", "token-ids"})) {
-    PromptArg arg{name == "prompt", value, {}};
-    if (!arg.text) {
-      ASSIGN_OR_RETURN(arg.ids, ParseIntList(name, value));
-    }
-    out.push_back(std::move(arg));
-  }
-  if (out.empty()) return absl::InvalidArgumentError("give --prompt TEXT or --token-ids 1,2,3");
-  return out;
 }
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> PromptIds(const Flags& flags,
@@ -185,33 +118,6 @@ std::string FormatGeneration(const std::vector<int32_t>& ids, const Tokenizer* t
       ids, tokenizer ? tokenizer->Decode(std::vector<int>(ids.begin(), ids.end())) : "");
 }
 
-std::string FormatGeneration(const std::vector<int32_t>& ids, const std::string& text) {
-  return absl::StrCat(absl::StrJoin(ids, " "), "\n", text, "\n");
-}
-
-absl::Status WriteCacheFile(const std::string& path,
-                            const std::vector<std::vector<int32_t>>& prompts,
-                            const std::vector<CacheResult>& results) {
-  SafetensorsWriter w;
-  for (size_t p = 0; p < results.size(); ++p) {
-    const std::string prefix = results.size() == 1 ? "" : absl::StrCat("p", p, ".");
-    for (const auto& [name, buffer] : results[p].cache) w.AddF32(prefix + name, buffer.view());
-    w.AddF32(prefix + "logits", results[p].logits.view());
-    w.Add(prefix + "input_ids", DType::kI32, {1, static_cast<int64_t>(prompts[p].size())},
-          prompts[p].data(), prompts[p].size() * sizeof(int32_t));
-  }
-  return w.WriteFile(path);
-}
-
-std::string CacheSummary(const std::string& path, const std::vector<std::vector<int32_t>>& prompts,
-                         const std::vector<CacheResult>& results) {
-  size_t tokens = 0;
-  for (const auto& ids : prompts) tokens += ids.size();
-  const std::string what = prompts.size() == 1 ? "" : absl::StrCat(" of ", prompts.size(), " prompts");
-  return absl::StrCat("wrote ", results[0].cache.size(), " hooks + logits for ", tokens,
-                      " tokens", what, " to ", path, "\n");
-}
-
 absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out) {
   ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, RunFlags()));
   if (!flags.Has("out")) return absl::InvalidArgumentError("--out FILE.safetensors is required");
@@ -238,7 +144,7 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
 absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream& out) {
   ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, GenerateFlags()));
   ASSIGN_OR_RETURN(LoadOptions options, LoadOptionsFromFlags(flags));
-  ASSIGN_OR_RETURN(SamplingParams params, SamplingFromFlags(flags));
+  ASSIGN_OR_RETURN(SamplingParams params, GenerateSampling(flags));
   ASSIGN_OR_RETURN(auto model, Model::Load(options));
   ASSIGN_OR_RETURN(auto prompts, PromptIds(flags, model->tokenizer()));
   if (prompts.size() != 1) return absl::InvalidArgumentError("generate takes one prompt");

@@ -6,10 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/interventions_json.h"
+#include "cli/request_flags.h"
 #include "engine/core/status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "lensd/v1/lensd.grpc.pb.h"
-#include "server/offline_commands.h"
 
 namespace lensd {
 namespace {
@@ -35,19 +36,6 @@ absl::StatusOr<std::vector<v1::Prompt>> PromptsFromFlags(const Flags& flags) {
 absl::Status InterventionsFromFile(const Flags& flags, WireInterventions* out) {
   if (!flags.Has("interventions")) return absl::OkStatus();
   return ReadInterventionsFile(flags.Get("interventions"), out);
-}
-
-void ToProto(const SamplingParams& p, v1::SamplingParams* s) {
-  s->set_temperature(p.temperature);
-  s->set_top_k(p.top_k);
-  s->set_top_p(p.top_p);
-  s->set_min_p(p.min_p);
-  s->set_repetition_penalty(p.repetition_penalty);
-  s->set_frequency_penalty(p.frequency_penalty);
-  s->set_presence_penalty(p.presence_penalty);
-  s->set_seed(p.seed);
-  s->mutable_stop_token_ids()->Add(p.stop_ids.begin(), p.stop_ids.end());
-  s->set_ignore_eos(p.ignore_eos);
 }
 
 // Reassembles float32 tensors from a RunWithCache stream, per prompt.
@@ -102,14 +90,12 @@ std::unique_ptr<grpc::ClientContext> Connection::NewContext() const {
 }
 
 absl::Status GenerateRemote(const Connection& c, const Flags& flags, std::ostream& out) {
-  ASSIGN_OR_RETURN(SamplingParams params, SamplingFromFlags(flags));
   v1::GenerateRequest request;
+  RETURN_IF_ERROR(SamplingFromFlags(flags, &request));
   ASSIGN_OR_RETURN(std::vector<v1::Prompt> prompts, PromptsFromFlags(flags));
   if (prompts.size() != 1) return absl::InvalidArgumentError("generate takes one prompt");
   *request.mutable_prompt() = prompts[0];
   RETURN_IF_ERROR(InterventionsFromFile(flags, request.mutable_interventions()));
-  request.set_max_new_tokens(params.max_new_tokens);
-  ToProto(params, request.mutable_sampling());
   auto stub = v1::Lensd::NewStub(c.channel);
   auto ctx = c.NewContext();
   auto reader = stub->Generate(ctx.get(), request);

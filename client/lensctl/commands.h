@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "server/cli_flags.h"
+#include "cli/flags.h"
 
 namespace lensd {
 

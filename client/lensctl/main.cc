@@ -7,11 +7,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cli/request_flags.h"
 #include "client/lensctl/channel.h"
 #include "client/lensctl/commands.h"
 #include "engine/core/status.h"
 #include "engine/model/json_fields.h"
-#include "server/offline_commands.h"
 
 namespace {
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/core/cache_result.h"
 #include "engine/runtime/hooks.h"
 #include "engine/runtime/interventions.h"
 #include "engine/runtime/model.h"
@@ -30,11 +31,6 @@ class CacheCollector : public HookSink {
  private:
   HookSelection selection_;
   std::vector<std::map<std::string, Buffer>> caches_;
-};
-
-struct CacheResult {
-  Buffer logits;                          // [1, P, V]
-  std::map<std::string, Buffer> cache;    // hook name -> tensor
 };
 
 // One full forward pass over `ids` (blocks are borrowed and returned).

@@ -4,8 +4,9 @@
 #include <cstdint>
 #include <string_view>
 
+#include "cli/interventions_json.h"
 #include "engine/model/weights.h"
-#include "server/interventions_json.h"
+#include "server/interventions_wire.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const lensd::ModelConfig* config = new lensd::ModelConfig(lensd::BuiltinConfig());

@@ -1,9 +1,10 @@
 // The CLIs' interventions JSON: errors a user can act on (where the JSON breaks, every field an
 // op accepts).
+#include "cli/interventions_json.h"
+
 #include "engine/core/status.h"
 #include "engine/model/json_fields.h"
 #include "engine/model/weights.h"
-#include "server/interventions_json.h"
 #include "server/interventions_wire.h"
 #include "tests/test_util.h"
 

@@ -1,4 +1,4 @@
-#include "server/cli_flags.h"
+#include "cli/flags.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -31,7 +31,8 @@ absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args,
     if (booleans.count(name) != 0) {
       value = inline_value ? value : "true";
     } else if (!inline_value) {
-      if (i + 1 >= args.size()) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      if (i + 1 >= args.size())
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = args[++i];
     }
     f.values_[name] = value;
@@ -70,7 +71,8 @@ absl::StatusOr<int> Flags::GetInt(const std::string& name, int fallback) const {
   if (s == nullptr) return fallback;
   int v;
   if (!absl::SimpleAtoi(*s, &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer, got '", *s, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be an integer, got '", *s, "'"));
   }
   return v;
 }
@@ -80,7 +82,8 @@ absl::StatusOr<double> Flags::GetDouble(const std::string& name, double fallback
   if (s == nullptr) return fallback;
   double v;
   if (!absl::SimpleAtod(*s, &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a number, got '", *s, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a number, got '", *s, "'"));
   }
   return v;
 }
@@ -115,9 +118,9 @@ std::string HelpText(std::string_view usage, const FlagTable& table) {
   for (const FlagSpec& f : table) {
     std::string left = absl::StrCat("  --", f.name, f.boolean ? "" : " VALUE");
     if (left.size() < 30) left.resize(30, ' ');
-    absl::StrAppend(&out, left, " ", f.help,
-                    f.default_value.empty() ? "" : absl::StrCat(" (default: ", f.default_value, ")"),
-                    "\n");
+    absl::StrAppend(
+        &out, left, " ", f.help,
+        f.default_value.empty() ? "" : absl::StrCat(" (default: ", f.default_value, ")"), "\n");
   }
   return out;
 }
@@ -127,7 +130,8 @@ absl::StatusOr<std::vector<int>> ParseIntList(const std::string& name, const std
   for (absl::string_view part : absl::StrSplit(value, absl::ByAnyChar(", "), absl::SkipEmpty())) {
     int v;
     if (!absl::SimpleAtoi(part, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", part, "' is not an integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, ": '", part, "' is not an integer"));
     }
     out.push_back(v);
   }

@@ -1,7 +1,7 @@
 // Command-line flags shared by lensd and lensctl: `--flag value` and `--flag=value`, each
 // command declaring the flags it accepts so a typo is an error, not a silent default.
-#ifndef LENSD_SERVER_CLI_FLAGS_H_
-#define LENSD_SERVER_CLI_FLAGS_H_
+#ifndef LENSD_CLI_FLAGS_H_
+#define LENSD_CLI_FLAGS_H_
 
 #include <initializer_list>
 #include <map>
@@ -67,4 +67,4 @@ absl::StatusOr<std::vector<int>> ParseIntList(const std::string& name, const std
 
 }  // namespace lensd
 
-#endif  // LENSD_SERVER_CLI_FLAGS_H_
+#endif  // LENSD_CLI_FLAGS_H_

@@ -3,16 +3,18 @@
 // arrays, or {"file": "x.safetensors", "tensor": "name"}, read here (paths relative to the
 // JSON file's folder), never by the server. Positions and keys are a list of indices,
 // {"start": a, "stop": b}, or "all" / "prompt" / "generated".
-#ifndef LENSD_SERVER_INTERVENTIONS_JSON_H_
-#define LENSD_SERVER_INTERVENTIONS_JSON_H_
+#ifndef LENSD_CLI_INTERVENTIONS_JSON_H_
+#define LENSD_CLI_INTERVENTIONS_JSON_H_
 
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "server/interventions_wire.h"
+#include "lensd/v1/lensd.pb.h"
 
 namespace lensd {
+
+using WireInterventions = google::protobuf::RepeatedPtrField<v1::Intervention>;
 
 // INVALID_ARGUMENT naming "interventions[i].<field>" for anything malformed or unknown.
 absl::Status ParseInterventionsJson(std::string_view text, const std::string& base_dir,
@@ -21,4 +23,4 @@ absl::Status ReadInterventionsFile(const std::string& path, WireInterventions* o
 
 }  // namespace lensd
 
-#endif  // LENSD_SERVER_INTERVENTIONS_JSON_H_
+#endif  // LENSD_CLI_INTERVENTIONS_JSON_H_

@@ -1,4 +1,4 @@
-#include "server/interventions_json.h"
+#include "cli/interventions_json.h"
 
 #include <cmath>
 #include <map>
@@ -25,8 +25,9 @@ const std::map<std::string, std::set<std::string>>& OpFields() {
       {"add", {"value", "coeff"}},
       {"patch", {"source", "source_positions"}},
       {"project", {"direction", "target"}},
-      {"sae_clamp", {"encoder", "encoder_bias", "decoder", "decoder_bias", "threshold", "target",
-                     "only_active"}},
+      {"sae_clamp",
+       {"encoder", "encoder_bias", "decoder", "decoder_bias", "threshold", "target",
+        "only_active"}},
       {"noise", {"std", "seed"}},
   };
   return *fields;
@@ -65,7 +66,8 @@ absl::Status ToPositions(const json& j, const std::string& field, v1::Positions*
     if (s == "all") return out->set_scope(v1::SCOPE_ALL), absl::OkStatus();
     if (s == "prompt") return out->set_scope(v1::SCOPE_PROMPT), absl::OkStatus();
     if (s == "generated") return out->set_scope(v1::SCOPE_GENERATED), absl::OkStatus();
-    return Invalid(field, absl::StrCat("= ", QuoteUserText(s), " is not \"all\", \"prompt\" or "
+    return Invalid(field, absl::StrCat("= ", QuoteUserText(s),
+                                       " is not \"all\", \"prompt\" or "
                                        "\"generated\""));
   }
   if (j.is_array()) return IntList(j, field, out->mutable_indices()->mutable_values());
@@ -82,14 +84,16 @@ absl::Status ToPositions(const json& j, const std::string& field, v1::Positions*
     out->mutable_slice();
     return absl::OkStatus();
   }
-  return Invalid(field, "must be a list of indices, {\"start\", \"stop\"} or \"all\", \"prompt\", "
-                        "\"generated\"");
+  return Invalid(field,
+                 "must be a list of indices, {\"start\", \"stop\"} or \"all\", \"prompt\", "
+                 "\"generated\"");
 }
 
 // Nested arrays of numbers: shape from the nesting (rectangular), values row-major.
 absl::Status Flatten(const json& j, size_t depth, const std::string& field, v1::Tensor* out) {
   if (!j.is_array()) {
-    if (depth != static_cast<size_t>(out->shape_size())) return Invalid(field, "is not rectangular");
+    if (depth != static_cast<size_t>(out->shape_size()))
+      return Invalid(field, "is not rectangular");
     ASSIGN_OR_RETURN(float v, Float(j, field));
     out->add_values(v);
     return absl::OkStatus();
@@ -117,12 +121,20 @@ absl::Status FromFile(const json& j, const std::string& base_dir, const std::str
   if (!file.ok()) return Invalid(field, std::string(file.status().message()));
   const std::string name = j["tensor"].get<std::string>();
   const TensorInfo* t = (*file)->Find(name);
-  if (t == nullptr) return Invalid(field, absl::StrCat(": ", path, " has no tensor ", QuoteUserText(name)));
+  if (t == nullptr)
+    return Invalid(field, absl::StrCat(": ", path, " has no tensor ", QuoteUserText(name)));
   switch (t->dtype) {
-    case DType::kF32: out->set_dtype(v1::DTYPE_FLOAT32); break;
-    case DType::kBF16: out->set_dtype(v1::DTYPE_BFLOAT16); break;
-    case DType::kF16: out->set_dtype(v1::DTYPE_FLOAT16); break;
-    case DType::kI32: return Invalid(field, absl::StrCat(": ", path, " ", name, " is not floating point"));
+    case DType::kF32:
+      out->set_dtype(v1::DTYPE_FLOAT32);
+      break;
+    case DType::kBF16:
+      out->set_dtype(v1::DTYPE_BFLOAT16);
+      break;
+    case DType::kF16:
+      out->set_dtype(v1::DTYPE_FLOAT16);
+      break;
+    case DType::kI32:
+      return Invalid(field, absl::StrCat(": ", path, " ", name, " is not floating point"));
   }
   for (int64_t d : t->shape) out->add_shape(d);
   out->set_data(static_cast<const char*>(t->data), t->num_bytes);
@@ -177,14 +189,16 @@ absl::Status ToOp(const json& j, const std::string& op, const std::string& at,
     v1::SaeClampOp* s = iv->mutable_sae_clamp();
     RETURN_IF_ERROR(tensor("encoder", s->mutable_encoder()));
     RETURN_IF_ERROR(tensor("decoder", s->mutable_decoder()));
-    if (j.contains("decoder_bias")) RETURN_IF_ERROR(tensor("decoder_bias", s->mutable_decoder_bias()));
+    if (j.contains("decoder_bias"))
+      RETURN_IF_ERROR(tensor("decoder_bias", s->mutable_decoder_bias()));
     ASSIGN_OR_RETURN(float bias, number("encoder_bias", 0));
     ASSIGN_OR_RETURN(float threshold, number("threshold", 0));
     if (!j.contains("target")) return Invalid(field("target"), "is required");
     ASSIGN_OR_RETURN(float target, number("target", 0));
     s->set_encoder_bias(bias), s->set_threshold(threshold), s->set_target(target);
     if (j.contains("only_active")) {
-      if (!j["only_active"].is_boolean()) return Invalid(field("only_active"), "must be true or false");
+      if (!j["only_active"].is_boolean())
+        return Invalid(field("only_active"), "must be true or false");
       s->set_only_active(j["only_active"].get<bool>());
     }
   }
@@ -203,7 +217,8 @@ absl::Status ToIntervention(const json& j, const std::string& at, const std::str
                             v1::Intervention* iv) {
   if (!j.is_object()) return Invalid(at, "must be an object");
   if (!j.contains("op") || !j["op"].is_string() || !OpFields().count(j["op"].get<std::string>())) {
-    return Invalid(at + ".op", "must be one of zero, scale, set, add, patch, project, sae_clamp, noise");
+    return Invalid(at + ".op",
+                   "must be one of zero, scale, set, add, patch, project, sae_clamp, noise");
   }
   const std::string op = j["op"].get<std::string>();
   const std::set<std::string>& extra = OpFields().at(op);
@@ -217,7 +232,8 @@ absl::Status ToIntervention(const json& j, const std::string& at, const std::str
   }
   if (!j.contains("hook") || !j["hook"].is_string()) return Invalid(at + ".hook", "is required");
   iv->set_hook(j["hook"].get<std::string>());
-  if (j.contains("prompts")) RETURN_IF_ERROR(IntList(j["prompts"], at + ".prompts", iv->mutable_prompts()));
+  if (j.contains("prompts"))
+    RETURN_IF_ERROR(IntList(j["prompts"], at + ".prompts", iv->mutable_prompts()));
   if (j.contains("heads")) RETURN_IF_ERROR(IntList(j["heads"], at + ".heads", iv->mutable_heads()));
   if (j.contains("positions")) {
     RETURN_IF_ERROR(ToPositions(j["positions"], at + ".positions", iv->mutable_positions()));
@@ -231,11 +247,12 @@ absl::Status ToIntervention(const json& j, const std::string& at, const std::str
 absl::Status ParseInterventionsJson(std::string_view text, const std::string& base_dir,
                                     WireInterventions* out) {
   absl::StatusOr<json> j = ParseJson(text);
-  if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat("interventions: ", j.status().message()));
+  if (!j.ok())
+    return absl::InvalidArgumentError(absl::StrCat("interventions: ", j.status().message()));
   if (!j->is_array()) return absl::InvalidArgumentError("interventions: must be a JSON list");
   for (size_t i = 0; i < j->size(); ++i) {
-    RETURN_IF_ERROR(ToIntervention((*j)[i], absl::StrCat("interventions[", i, "]"), base_dir,
-                                   out->Add()));
+    RETURN_IF_ERROR(
+        ToIntervention((*j)[i], absl::StrCat("interventions[", i, "]"), base_dir, out->Add()));
   }
   return absl::OkStatus();
 }
