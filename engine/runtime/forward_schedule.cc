@@ -101,7 +101,10 @@ std::optional<GraphKey> Model::GraphKeyFor(const std::vector<SeqInput>& batch,
   int blocks = 1;
   for (size_t s = 0; s < batch.size(); ++s) {
     const SeqInput& in = batch[s];
-    if (in.tokens.size() != 1 || in.all_logits || in.interventions != nullptr) return std::nullopt;
+    if (in.tokens.size() != 1 || in.all_logits || in.interventions != nullptr ||
+        in.attachments != nullptr) {
+      return std::nullopt;
+    }
     if (hooks != nullptr && hooks->WantsAny(static_cast<int>(s))) return std::nullopt;
     blocks = std::max(blocks, (in.start_pos + 1 + bs - 1) / bs);
   }

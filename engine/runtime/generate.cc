@@ -50,9 +50,15 @@ absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t
 }
 
 absl::StatusOr<std::vector<CacheResult>> RunWithCache(
-    Model& model, const std::vector<std::vector<int32_t>>& prompts,
-    const HookSelection& selection, const InterventionSet* interventions) {
+    Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
+    const InterventionSet* interventions, const std::vector<const AttachmentList*>& attachments) {
   const ModelConfig& c = model.config();
+  if (!attachments.empty() && attachments.size() != prompts.size()) {
+    return absl::InvalidArgumentError("attachments must be given per prompt");
+  }
+  for (const AttachmentList* list : attachments) {
+    if (list != nullptr) RETURN_IF_ERROR(AttachmentSites(c, *list).status());
+  }
   int64_t tokens = 0;
   for (const auto& ids : prompts) tokens += static_cast<int64_t>(ids.size());
   const int64_t need = StepActivationBytes(c, tokens, selection.HasAttentionMaps() ? tokens : 0);
@@ -67,7 +73,7 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
     leases.push_back(std::make_unique<BlockLease>(model.blocks()));
     RETURN_IF_ERROR(leases.back()->Reserve(static_cast<int>(prompts[p].size())));
     batch.push_back({prompts[p], 0, leases.back()->table(), true, interventions,
-                     static_cast<int>(p)});
+                     static_cast<int>(p), attachments.empty() ? nullptr : attachments[p]});
   }
   CacheCollector collector(selection, static_cast<int>(prompts.size()));
   ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, &collector));

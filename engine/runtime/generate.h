@@ -38,9 +38,12 @@ absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t
                                          const HookSelection& selection);
 // Every prompt whole, all in one forward pass, with `interventions` (null: none; validated
 // for these prompts) applied; per prompt its selected hooks (after the ops) and logits.
+// `attachments`: empty, or per prompt its list (null: none); the selection may name their
+// hooks (HookSelection's sites).
 absl::StatusOr<std::vector<CacheResult>> RunWithCache(
-    Model& model, const std::vector<std::vector<int32_t>>& prompts,
-    const HookSelection& selection, const InterventionSet* interventions);
+    Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
+    const InterventionSet* interventions,
+    const std::vector<const AttachmentList*>& attachments = {});
 
 enum class FinishReason {
   kLength,   // max_new_tokens generated

@@ -1,5 +1,6 @@
 #include "engine/runtime/hook_points.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -180,25 +181,35 @@ int64_t RowWidth(const ModelConfig& c, HookPoint p) {
 }
 
 std::string HookName(HookId id) {
+  static constexpr const char* kAttachedSuffix[kNumAttachedHooks] = {
+      "hook_sae_input",  "hook_sae_acts_pre", "hook_sae_acts_post",
+      "hook_sae_recons", "hook_sae_error",    "hook_sae_output"};
   const char* suffix = InfoOf(id.point).suffix;
-  if (!IsBlockHook(id.point)) return suffix;
-  return absl::StrCat("blocks.", id.layer, ".", suffix);
+  std::string name =
+      IsBlockHook(id.point) ? absl::StrCat("blocks.", id.layer, ".", suffix) : suffix;
+  if (id.attached()) absl::StrAppend(&name, ".", kAttachedSuffix[id.sub]);
+  return name;
 }
 
-std::vector<HookId> AllHooks(const ModelConfig& c) {
+std::vector<HookId> AllHooks(const ModelConfig& c, const std::vector<HookId>& sites) {
   std::vector<HookId> out;
+  auto add = [&](HookId id) {
+    out.push_back(id);
+    if (std::find(sites.begin(), sites.end(), id) == sites.end()) return;
+    for (int h = 0; h < kNumAttachedHooks; ++h) out.push_back(AttachedAt(id, AttachedHook(h)));
+  };
   for (HookPoint p : {HookPoint::kEmbed, HookPoint::kPosEmbed}) {
-    if (Exists(c, {p, -1})) out.push_back({p, -1});
+    if (Exists(c, {p, -1})) add({p, -1});
   }
   for (int l = 0; l < c.n_layers; ++l) {
     for (int i = static_cast<int>(HookPoint::kResidPre); i < kNumHookPoints; ++i) {
       const HookId id{static_cast<HookPoint>(i), l};
-      if (Exists(c, id)) out.push_back(id);
+      if (Exists(c, id)) add(id);
     }
   }
   for (HookPoint p : {HookPoint::kLnFinalScale, HookPoint::kLnFinalNormalized,
                       HookPoint::kUnembedIn, HookPoint::kUnembedOut}) {
-    out.push_back({p, -1});
+    add({p, -1});
   }
   return out;
 }

@@ -34,11 +34,25 @@ enum class HookPoint {
 };
 inline constexpr int kNumHookPoints = static_cast<int>(HookPoint::kResidPost) + 1;
 
+// The hooks an attachment adds under its site's name (engine/runtime/attachments.h), with
+// SAELens's names: an SAE attached at H has H.hook_sae_input, ..., H.hook_sae_output. Each is
+// [1, P, width] (width: the site's, or the attachment's own for the feature activations).
+enum class AttachedHook { kSaeInput, kSaeActsPre, kSaeActsPost, kSaeRecons, kSaeError, kSaeOutput };
+inline constexpr int kNumAttachedHooks = static_cast<int>(AttachedHook::kSaeOutput) + 1;
+
 struct HookId {
   HookPoint point;
-  int layer;  // -1 for model-level points
-  bool operator==(const HookId& o) const { return point == o.point && layer == o.layer; }
+  int layer;     // -1 for model-level points
+  int sub = -1;  // -1: the point itself; else the AttachedHook of the attachment at the point
+  bool operator==(const HookId& o) const {
+    return point == o.point && layer == o.layer && sub == o.sub;
+  }
+  bool attached() const { return sub >= 0; }
 };
+
+inline HookId AttachedAt(HookId site, AttachedHook h) {
+  return {site.point, site.layer, static_cast<int>(h)};
+}
 
 // What a hook's tensor is; TransformerLens shapes with batch dim 1 and P positions.
 enum class HookGeometry {
@@ -84,9 +98,11 @@ int HeadsOf(const ModelConfig& c, HookPoint p);
 // The size of its last axis for one position (and head): D, 1, dh, M or V; 0 for maps.
 int64_t RowWidth(const ModelConfig& c, HookPoint p);
 
+// "blocks.L.<suffix>" or the model-level suffix; an attached hook's adds ".<its suffix>".
 std::string HookName(HookId id);
-// Every hook the architecture has, in forward order.
-std::vector<HookId> AllHooks(const ModelConfig& c);
+// Every hook the architecture has, in forward order; with attachments at `sites`, each site's
+// attached hooks follow it.
+std::vector<HookId> AllHooks(const ModelConfig& c, const std::vector<HookId>& sites = {});
 // TransformerLens shape with batch dim 1 for a prompt of `p` tokens.
 Shape HookShape(const ModelConfig& c, HookPoint point, int64_t p);
 // Shape formula for documentation/API, e.g. "[1, P, 4, 16]".

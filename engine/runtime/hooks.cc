@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/container/flat_hash_map.h"
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -12,6 +11,14 @@
 
 namespace lensd {
 namespace {
+
+constexpr int kSubs = kNumAttachedHooks + 1;  // the point itself, then its attached hooks
+
+size_t BitOf(HookId id) {
+  return (static_cast<size_t>(id.layer + 1) * kNumHookPoints + static_cast<size_t>(id.point)) *
+             kSubs +
+         static_cast<size_t>(id.sub + 1);
+}
 
 size_t EditDistance(std::string_view a, std::string_view b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -88,22 +95,25 @@ std::vector<std::string> ClosestNames(std::string_view name, const std::vector<s
 HookSelection HookSelection::None(const ModelConfig& c) {
   HookSelection s;
   s.n_layers_ = c.n_layers;
-  s.bits_.assign(static_cast<size_t>(c.n_layers + 1) * kNumHookPoints, false);
+  s.bits_.assign(static_cast<size_t>(c.n_layers + 1) * kNumHookPoints * kSubs, false);
   return s;
 }
 
-HookSelection HookSelection::All(const ModelConfig& c) {
+void HookSelection::Add(HookId id) {
+  hooks_.push_back(id);
+  bits_[BitOf(id)] = true;
+}
+
+HookSelection HookSelection::All(const ModelConfig& c, const std::vector<HookId>& sites) {
   HookSelection s = None(c);
-  for (HookId id : AllHooks(c)) {
-    s.hooks_.push_back(id);
-    s.bits_[(id.layer + 1) * kNumHookPoints + static_cast<int>(id.point)] = true;
-  }
+  for (HookId id : AllHooks(c, sites)) s.Add(id);
   return s;
 }
 
 absl::StatusOr<HookSelection> HookSelection::Parse(const ModelConfig& c,
-                                                   const std::vector<std::string>& patterns) {
-  const std::vector<HookId> all = AllHooks(c);
+                                                   const std::vector<std::string>& patterns,
+                                                   const std::vector<HookId>& sites) {
+  const std::vector<HookId> all = AllHooks(c, sites);
   std::vector<std::string> names;
   absl::flat_hash_map<std::string, size_t> index;
   for (size_t i = 0; i < all.size(); ++i) {
@@ -147,9 +157,7 @@ absl::StatusOr<HookSelection> HookSelection::Parse(const ModelConfig& c,
   }
   HookSelection s = None(c);
   for (size_t i = 0; i < all.size(); ++i) {
-    if (!chosen[i]) continue;
-    s.hooks_.push_back(all[i]);
-    s.bits_[(all[i].layer + 1) * kNumHookPoints + static_cast<int>(all[i].point)] = true;
+    if (chosen[i]) s.Add(all[i]);
   }
   return s;
 }
@@ -177,8 +185,10 @@ absl::StatusOr<HookId> HookFromName(const ModelConfig& c, std::string_view name)
 }
 
 bool HookSelection::Contains(HookId id) const {
-  if (id.layer < -1 || id.layer >= n_layers_) return false;
-  return bits_[(id.layer + 1) * kNumHookPoints + static_cast<int>(id.point)];
+  if (id.layer < -1 || id.layer >= n_layers_ || id.sub < -1 || id.sub >= kNumAttachedHooks) {
+    return false;
+  }
+  return bits_[BitOf(id)];
 }
 
 bool HookSelection::HasAttentionMaps() const {

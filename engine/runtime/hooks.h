@@ -27,9 +27,12 @@ inline constexpr size_t kMaxHookGlobs = 64;
 // the closest valid names; so is a selection over the bounds above.
 class HookSelection {
  public:
+  // `sites`: the hooks where the request has attachments; their attached hooks
+  // (H.hook_sae_input, ...) are selectable too.
   static absl::StatusOr<HookSelection> Parse(const ModelConfig& c,
-                                             const std::vector<std::string>& patterns);
-  static HookSelection All(const ModelConfig& c);
+                                             const std::vector<std::string>& patterns,
+                                             const std::vector<HookId>& sites = {});
+  static HookSelection All(const ModelConfig& c, const std::vector<HookId>& sites = {});
   static HookSelection None(const ModelConfig& c);
   bool Contains(HookId id) const;
   // True when some hook_attn_scores or hook_pattern is selected (they cost [H, P, P] each).
@@ -38,8 +41,10 @@ class HookSelection {
   bool empty() const { return hooks_.empty(); }
 
  private:
+  void Add(HookId id);
+
   std::vector<HookId> hooks_;
-  std::vector<bool> bits_;  // [layer + 1][point]
+  std::vector<bool> bits_;  // [layer + 1][point][sub + 1]
   int n_layers_ = 0;
 };
 

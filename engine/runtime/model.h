@@ -12,11 +12,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/communicator.h"
 #include "engine/model/config.h"
 #include "engine/model/tokenizer.h"
 #include "engine/model/weights.h"
-#include "engine/backend/backend.h"
-#include "engine/backend/communicator.h"
+#include "engine/runtime/attachments.h"
 #include "engine/runtime/devices.h"
 #include "engine/runtime/hooks.h"
 #include "engine/runtime/interventions.h"
@@ -75,6 +76,8 @@ struct SeqInput {
   // Sequences of one request share the set; a patch's source prompt must be in the batch.
   const InterventionSet* interventions = nullptr;
   int prompt_index = 0;
+  // The request's attachments (null: none), run in the chain of their sites' hooks.
+  const AttachmentList* attachments = nullptr;
 };
 
 struct ForwardResult {

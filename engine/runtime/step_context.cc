@@ -1,5 +1,7 @@
 #include "engine/runtime/step_context.h"
 
+#include <algorithm>
+
 namespace lensd {
 
 StepPlan BuildStepPlan(const std::vector<SeqInput>& batch, HookSink* hooks, int block_size) {
@@ -11,6 +13,7 @@ StepPlan BuildStepPlan(const std::vector<SeqInput>& batch, HookSink* hooks, int 
     plan.plan_seqs.push_back({plan.tokens, static_cast<int>(in.tokens.size()), in.start_pos,
                               in.interventions, in.prompt_index});
     plan.any_interventions |= in.interventions != nullptr;
+    plan.any_attachments |= in.attachments != nullptr && !in.attachments->empty();
     plan.q_begin.push_back(plan.tokens);
     for (size_t i = 0; i < in.tokens.size(); ++i) {
       const int pos = in.start_pos + static_cast<int>(i);
@@ -29,6 +32,23 @@ bool StepPlan::Intervened(HookId id) const {
     if (s.set != nullptr && s.set->Touches(id)) return true;
   }
   return false;
+}
+
+std::vector<StepPlan::Attached> StepPlan::AttachedAt(HookId site) const {
+  std::vector<Attached> out;
+  if (!any_attachments) return out;
+  for (size_t s = 0; s < batch->size(); ++s) {
+    const AttachmentList* list = (*batch)[s].attachments;
+    if (list == nullptr) continue;
+    for (const auto& a : *list) {
+      if (!(a->site() == site)) continue;
+      auto it = std::find_if(out.begin(), out.end(),
+                             [&](const Attached& g) { return g.attachment == a.get(); });
+      if (it == out.end()) it = out.insert(out.end(), {a.get(), {}});
+      it->seqs.push_back(static_cast<int>(s));
+    }
+  }
+  return out;
 }
 
 bool StepPlan::Wants(HookId id) const {

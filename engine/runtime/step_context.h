@@ -35,9 +35,17 @@ struct StepPlan {
   std::vector<int> q_begin;                    // per sequence: its first row
   std::vector<PlanSeq> plan_seqs;              // per sequence, for intervention plans
   bool any_interventions = false;
+  bool any_attachments = false;
 
   // True when some sequence of the step has interventions at `id`.
   bool Intervened(HookId id) const;
+  // The attachments at `site` in the step, each with the sequences that attached it, in
+  // batch order of first use.
+  struct Attached {
+    const HookAttachment* attachment;
+    std::vector<int> seqs;
+  };
+  std::vector<Attached> AttachedAt(HookId site) const;
   // True when some sequence of the step captures `id`.
   bool Wants(HookId id) const;
 };

@@ -32,15 +32,27 @@ bool SeqWants(const RankContext& c, size_t seq, HookId id) {
   return c.plan.hooks != nullptr && c.plan.hooks->Wants(static_cast<int>(seq), id);
 }
 
+void EmitSeq(RankContext& c, size_t s, HookId id, TensorView rows) {
+  if (!SeqWants(c, s, id)) return;
+  const int begin = c.plan.q_begin[s];
+  CaptureSeq(c, static_cast<int>(s), id,
+             rows.Rows(begin, begin + static_cast<int64_t>((*c.plan.batch)[s].tokens.size())));
+}
+
 void Emit(RankContext& c, HookId id, TensorView rows) {
   if (c.plan.hooks == nullptr || c.rank != 0) return;
-  const auto& batch = *c.plan.batch;
-  for (size_t s = 0; s < batch.size(); ++s) {
-    if (!SeqWants(c, s, id)) continue;
-    const int begin = c.plan.q_begin[s];
-    CaptureSeq(c, static_cast<int>(s), id,
-               rows.Rows(begin, begin + static_cast<int64_t>(batch[s].tokens.size())));
+  for (size_t s = 0; s < c.plan.batch->size(); ++s) EmitSeq(c, s, id, rows);
+}
+
+// The attachments at `id`, each on the full rows `all` [T, w]; false when there are none.
+bool RunAttachments(RankContext& c, HookId id, TensorView all) {
+  if (!c.plan.any_attachments) return false;
+  const std::vector<StepPlan::Attached> groups = c.plan.AttachedAt(id);
+  const int64_t T = c.plan.tokens;
+  for (const StepPlan::Attached& g : groups) {
+    g.attachment->Run(c, all.Reshaped({T, all.NumElements() / T}), g.seqs);
   }
+  return !groups.empty();
 }
 
 }  // namespace
@@ -111,21 +123,30 @@ void HookRows(RankContext& c, HookId id, TensorView rows) {
   if (c.Intervened(id)) {
     c.b.ApplyRowOps(rows, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
   }
+  RunAttachments(c, id, rows);
   Emit(c, id, rows);
+}
+
+void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs) {
+  if (c.plan.hooks == nullptr || c.rank != 0) return;
+  for (int s : seqs) EmitSeq(c, static_cast<size_t>(s), id, rows);
 }
 
 void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value) {
   Shape shape;
-  if (IsAttentionMap(id.point)) {
+  const int64_t n = static_cast<int64_t>((*c.plan.batch)[seq].tokens.size());
+  if (id.attached()) {
+    shape = {1, n, value.NumElements() / n};
+  } else if (IsAttentionMap(id.point)) {
     std::vector<int64_t> dims = value.shape.ToVector();
     dims.insert(dims.begin(), 1);  // [1, H, n_q, n_k]
     shape = Shape::FromVector(dims);
   } else {
-    shape = HookShape(c.config, id.point, static_cast<int64_t>((*c.plan.batch)[seq].tokens.size()));
+    shape = HookShape(c.config, id.point, n);
   }
   HookSink* sink = c.plan.hooks;
   std::mutex* mu = c.capture_mu;
-  if (!IsHeadsFirst(id.point)) {
+  if (id.attached() || !IsHeadsFirst(id.point)) {
     c.b.CaptureAsync(value.Reshaped(shape), [mu, sink, seq, id](TensorView host) {
       std::lock_guard<std::mutex> lock(*mu);  // stage threads' devices deliver too
       sink->Capture(seq, id, host);
@@ -167,7 +188,8 @@ void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads) {
 
 void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   const bool edit = c.Intervened(id);  // the same answers on every rank
-  if (!edit && !c.Wants(id)) return;
+  const bool attached = !c.plan.AttachedAt(id).empty();
+  if (!edit && !attached && !c.Wants(id)) return;
   // The whole tensor's shape: the TransformerLens one without its batch dimension.
   const int64_t T = c.plan.tokens;
   const Shape tl = HookShape(c.config, id.point, T);
@@ -175,8 +197,9 @@ void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   TensorView all = Gathered(c, local, T, full);
   if (edit) {
     c.b.ApplyRowOps(all, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
-    if (c.tp > 1) KeepOwnPart(c, all, local);
   }
+  RunAttachments(c, id, all);
+  if ((edit || attached) && c.tp > 1) KeepOwnPart(c, all, local);
   Emit(c, id, all);
 }
 

@@ -11,14 +11,19 @@
 
 namespace lensd {
 
-// Interventions at `id` on the step's token-major `rows` (the same on every rank), then
-// capture of each sequence that wants it (rank 0).
+// The hook chain at `id` on the step's token-major `rows` (the same on every rank):
+// interventions, then attachments (attachments.h), then capture of each sequence that wants
+// it (rank 0).
 void HookRows(RankContext& c, HookId id, TensorView rows);
 
 // A hook whose tensor is split across tensor-parallel ranks (heads, d_mlp): gathered along the
-// split dimension when captured or intervened (every rank calls it); interventions run on the
-// full tensor on every rank, which keeps its own part; rank 0 captures.
+// split dimension when captured, intervened or attached (every rank calls it); the chain runs
+// on the full tensor on every rank, which keeps its own part; rank 0 captures.
 void HookSplitRows(RankContext& c, HookId id, TensorView local);
+
+// For an attachment: captures attached hook `id` (id.attached()) from its token-major `rows`
+// [T, w] for each of `seqs` that wants it, as [1, n, w] (rank 0).
+void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs);
 
 // `local` [outer, ...] of every rank concatenated per outer row into `full` (one rank:
 // `local` itself); replicated key/value heads are taken once.
