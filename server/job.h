@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,6 +50,8 @@ class JobSink {
   virtual void OnFinish(const absl::Status& status, const JobStats& stats) = 0;
 };
 
+class JobProgram;
+
 struct Job {
   enum class Kind { kGenerate, kCapture };
   Kind kind = Kind::kGenerate;
@@ -66,6 +69,22 @@ struct Job {
   std::shared_ptr<const InterventionSet> interventions;
   Clock::time_point deadline = Clock::time_point::max();
   std::shared_ptr<JobSink> sink;
+  // The program this job is a phase of (null: a job alone); set by the scheduler.
+  std::shared_ptr<JobProgram> program;
+};
+
+// A request made of jobs run one after another, each built from the results of those before
+// (a PatchSweep: the baseline captures, then the cells). The scheduler owns the chain: when a
+// job of the program finishes OK it asks for the next and queues it itself, so a program is
+// one accepted request from its first job to its last and is never refused halfway for
+// capacity. A job that fails ends the program (its sink reports that).
+class JobProgram {
+ public:
+  virtual ~JobProgram() = default;
+  // The next job, the first on the first call; nullopt when the program is over (it has
+  // reported its outcome, success or its own error). Called on the scheduler thread after
+  // the previous job's OnFinish(OK), and by Scheduler::Submit for the first.
+  virtual std::optional<Job> Next() = 0;
 };
 
 }  // namespace lensd

@@ -17,8 +17,8 @@
 
 #include "absl/status/statusor.h"
 #include "lensd/v1/lensd.pb.h"
+#include "server/job.h"
 #include "server/request_edge.h"
-#include "server/scheduler.h"
 
 namespace lensd {
 
@@ -64,10 +64,12 @@ class SweepObserver {
   virtual void OnFinish(const absl::Status& status, const v1::SweepDone& done) = 0;
 };
 
-// Submits the sweep's first job; the rest follows from the scheduler thread.
-absl::Status StartSweep(Scheduler& scheduler, const ModelConfig& c,
-                        std::shared_ptr<const SweepSpec> spec,
-                        std::shared_ptr<SweepObserver> observer, Clock::time_point deadline);
+// The sweep as a job program (job.h) for Scheduler::Submit: the baseline capture of both
+// runs, then the cells; its progress and outcome go to `observer`.
+std::shared_ptr<JobProgram> MakeSweepProgram(const ModelConfig& c,
+                                             std::shared_ptr<const SweepSpec> spec,
+                                             std::shared_ptr<SweepObserver> observer,
+                                             Clock::time_point deadline);
 
 }  // namespace lensd
 

@@ -15,35 +15,6 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-struct Scheduler::JobState {
-  Job job;
-  Clock::time_point accepted = Clock::now();
-  Clock::time_point admitted{};
-  Clock::time_point first_token{};
-  int remaining = 0;  // sequences not yet finished
-  bool finished = false;
-  JobStats stats;
-};
-
-struct Scheduler::Seq {
-  std::shared_ptr<JobState> job;
-  int prompt_index = 0;
-  std::vector<int32_t> tokens;  // prompt, then generated tokens (recomputed after preemption)
-  int computed = 0;             // tokens whose K/V are in the cache
-  std::vector<int32_t> blocks;
-  PrefixKey prefix;             // how its blocks hash for prefix caching
-  bool publish = true;          // whether its computed blocks are offered for reuse
-  bool done = false;
-  // Generation only.
-  std::unique_ptr<Sampler> sampler;
-  std::vector<int> prompt_ints, out_ints;
-
-  bool capture() const { return job->job.kind == Job::Kind::kCapture; }
-  // Prompts linked by patch run in one step: they are admitted, batched and preempted together.
-  bool gang() const { return capture() && job->job.interventions && job->job.interventions->HasPatch(); }
-  int pending() const { return static_cast<int>(tokens.size()) - computed; }
-};
-
 // Routes hooks of capture sequences in the current batch to their jobs' sinks.
 class BatchHookSink : public HookSink {
  public:
@@ -94,6 +65,13 @@ absl::Status Scheduler::Submit(Job job) {
   return absl::OkStatus();
 }
 
+absl::Status Scheduler::Submit(std::shared_ptr<JobProgram> program) {
+  std::optional<Job> first = program->Next();
+  if (!first) return absl::OkStatus();  // over before it began; it reported why
+  first->program = std::move(program);
+  return Submit(std::move(*first));
+}
+
 SchedulerCounters Scheduler::Counters() const {
   std::lock_guard<std::mutex> lock(counters_mu_);
   return counters_;
@@ -103,8 +81,7 @@ void Scheduler::Loop() {
   while (TakeInbox()) {
     Reap();
     Admit();
-    EnsureBlocks();
-    std::vector<Work> batch = BuildBatch();
+    std::vector<Work> batch = BuildBatch(running_, options_.max_batch_tokens);
     if (!batch.empty()) RunBatch(batch);
     RemoveFinished();
     Publish();
@@ -131,29 +108,31 @@ bool Scheduler::TakeInbox() {
     if (stop_) return false;
     jobs.swap(inbox_);
   }
-  for (Job& job : jobs) {
-    if (job.interventions) CountInterventions(*job.interventions);
-    auto state = std::make_shared<JobState>();
-    state->job = std::move(job);
-    state->remaining = static_cast<int>(state->job.prompts.size());
-    for (size_t i = 0; i < state->job.prompts.size(); ++i) {
-      auto seq = std::make_unique<Seq>();
-      seq->job = state;
-      seq->prompt_index = static_cast<int>(i);
-      seq->tokens = state->job.prompts[i];
-      if (const InterventionSet* set = state->job.interventions.get()) {
-        seq->prefix = {set->FirstPosition(seq->prompt_index), set->Fingerprint(seq->prompt_index)};
-        // A patched prompt's K/V also depend on its source prompt: never share them.
-        seq->publish = !set->HasPatch();
-      }
-      if (!seq->capture()) {
-        seq->sampler = std::make_unique<Sampler>(state->job.sampling);
-        seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());
-      }
-      waiting_.push_back(std::move(seq));
-    }
-  }
+  for (Job& job : jobs) Enqueue(std::move(job));
   return true;
+}
+
+void Scheduler::Enqueue(Job job) {
+  if (job.interventions) CountInterventions(*job.interventions);
+  auto state = std::make_shared<JobState>();
+  state->job = std::move(job);
+  state->remaining = static_cast<int>(state->job.prompts.size());
+  for (size_t i = 0; i < state->job.prompts.size(); ++i) {
+    auto seq = std::make_unique<Seq>();
+    seq->job = state;
+    seq->prompt_index = static_cast<int>(i);
+    seq->tokens = state->job.prompts[i];
+    if (const InterventionSet* set = state->job.interventions.get()) {
+      seq->prefix = {set->FirstPosition(seq->prompt_index), set->Fingerprint(seq->prompt_index)};
+      // A patched prompt's K/V also depend on its source prompt: never share them.
+      seq->publish = !set->HasPatch();
+    }
+    if (!seq->capture()) {
+      seq->sampler = std::make_unique<Sampler>(state->job.sampling);
+      seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());
+    }
+    waiting_.push_back(std::move(seq));
+  }
 }
 
 void Scheduler::CountInterventions(const InterventionSet& set) {
@@ -186,136 +165,16 @@ void Scheduler::Reap() {
   RemoveFinished();
 }
 
-template <typename List>
-std::pair<size_t, size_t> Scheduler::GangAt(const List& list, size_t index) const {
-  size_t begin = index, end = index + 1;
-  if (!list[index]->gang()) return {begin, end};
-  const JobState* job = list[index]->job.get();
-  while (begin > 0 && list[begin - 1]->job.get() == job) --begin;
-  while (end < list.size() && list[end]->job.get() == job) ++end;
-  return {begin, end};
-}
-
 void Scheduler::Admit() {
-  BlockAllocator& blocks = model_.blocks();
-  while (!waiting_.empty()) {
-    const size_t n = GangAt(waiting_, 0).second;  // a gang is admitted whole
-    if (!running_.empty() && static_cast<int>(running_.size() + n) > options_.max_running) break;
-    for (size_t k = 0; k < n; ++k) MatchPrefix(*waiting_[k]);
-    size_t reserved = 0;
-    while (reserved < n && blocks.Reserve(waiting_[reserved]->blocks,
-                                          static_cast<int>(waiting_[reserved]->tokens.size()))) {
-      ++reserved;
-    }
-    if (reserved < n) {
-      for (size_t k = 0; k < n; ++k) {  // matched prefixes too: back to the cache
-        blocks.Release(waiting_[k]->blocks);
-        waiting_[k]->computed = 0;
-      }
-      if (!running_.empty()) break;
-      // Cannot happen for validated jobs (the edge rejects what exceeds the whole cache);
-      // fail rather than spin.
-      FinishJob(*waiting_.front()->job,
-                absl::ResourceExhaustedError("the KV cache cannot hold this request"));
-      for (size_t k = 0; k < n; ++k) waiting_.pop_front();
-      continue;
-    }
-    for (size_t k = 0; k < n; ++k) {
-      Seq& s = *waiting_.front();
-      if (s.job->admitted == Clock::time_point{}) s.job->admitted = Clock::now();
-      if (s.computed > 0) {
-        s.job->stats.prompt_tokens_cached += s.computed;
-        std::lock_guard<std::mutex> lock(counters_mu_);
-        counters_.prefix_hit_blocks += s.computed / blocks.block_size();
-        counters_.prefix_hit_tokens += s.computed;
-      }
-      running_.push_back(std::move(waiting_.front()));
-      waiting_.pop_front();
-    }
+  Admission a = lensd::Admit(waiting_, running_, model_.blocks(), options_);
+  for (const auto& job : a.refused) {
+    FinishJob(*job, absl::ResourceExhaustedError("the KV cache cannot hold this request"));
   }
-}
-
-bool Scheduler::AllLogits(const Seq& s) {
-  if (!s.capture()) return false;
-  const Job& job = s.job->job;
-  if (job.reuse_prefix) return job.logits_from >= 0;
-  // Logits interventions of a capture job may patch any position: compute every row.
-  const InterventionSet* set = job.interventions.get();
-  return job.want_logits || (set != nullptr && set->Touches({HookPoint::kUnembedOut, -1}));
-}
-
-void Scheduler::MatchPrefix(Seq& s) {
-  const Job& job = s.job->job;
-  if (!options_.prefix_caching || !s.blocks.empty() || (s.capture() && !job.reuse_prefix)) return;
-  // The last token always runs (its logits choose the next token, or are the result); so do
-  // the positions whose logits a capture wants.
-  int max_tokens = static_cast<int>(s.tokens.size()) - 1;
-  if (s.capture() && job.logits_from >= 0) max_tokens = std::min(max_tokens, job.logits_from);
-  s.computed = model_.blocks().MatchPrefix(s.tokens, s.prefix, max_tokens, s.blocks);
-}
-
-size_t Scheduler::Preempt(size_t index) {
-  const auto [begin, end] = GangAt(running_, index);
-  for (size_t k = end; k-- > begin;) {  // back to front, so the queue keeps their order
-    std::unique_ptr<Seq> s = std::move(running_[k]);
-    model_.blocks().Release(s->blocks);
-    s->computed = 0;
-    ++s->job->stats.preemptions;
-    spdlog::debug("preempted a sequence of {} tokens (recomputed later)", s->tokens.size());
-    waiting_.push_front(std::move(s));
-  }
-  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(begin),
-                 running_.begin() + static_cast<std::ptrdiff_t>(end));
+  const int preempted = EnsureBlocks(running_, waiting_, model_.blocks());
   std::lock_guard<std::mutex> lock(counters_mu_);
-  ++counters_.preemptions;
-  return end - begin;
-}
-
-void Scheduler::EnsureBlocks() {
-  // Oldest first; victims are taken from the newest end, so a sequence already served here is
-  // never preempted for a younger one.
-  for (size_t i = 0; i < running_.size(); ++i) {
-    Seq& s = *running_[i];
-    while (!model_.blocks().Reserve(s.blocks, static_cast<int>(s.tokens.size()))) {
-      Preempt(running_.size() - 1);
-      if (i >= running_.size()) break;  // `s` itself (or its gang) went back to the queue
-    }
-  }
-}
-
-std::vector<Scheduler::Work> Scheduler::BuildBatch() {
-  std::vector<Work> batch;
-  int budget = options_.max_batch_tokens;
-  auto is_decode = [](const Seq& s) { return !s.capture() && s.computed > 0 && s.pending() == 1; };
-  for (auto& s : running_) {
-    if (is_decode(*s)) {
-      batch.push_back({s.get(), 1});
-      --budget;
-    }
-  }
-  // Prompt work fills what the decode tokens leave of the budget; the first prompt item of a
-  // step may exceed it so that neither a long capture prompt nor prefill can starve. Capture
-  // prompts run whole (a gang: all of them); prefill is chunked to the budget.
-  bool prompt_added = false;
-  for (size_t i = 0; i < running_.size(); ++i) {
-    Seq& s = *running_[i];
-    if (s.pending() == 0 || is_decode(s)) continue;
-    const auto [begin, end] = GangAt(running_, i);
-    int want = 0;
-    for (size_t k = begin; k < end; ++k) want += running_[k]->pending();
-    if (!s.capture()) want = std::min(want, std::max(budget, 1));
-    if (prompt_added && want > budget) {
-      i = end - 1;
-      continue;
-    }
-    for (size_t k = begin; k < end; ++k) {
-      batch.push_back({running_[k].get(), s.capture() ? running_[k]->pending() : want});
-    }
-    budget -= want;
-    prompt_added = true;
-    i = end - 1;
-  }
-  return batch;
+  counters_.prefix_hit_blocks += a.prefix_hit_blocks;
+  counters_.prefix_hit_tokens += a.prefix_hit_tokens;
+  counters_.preemptions += preempted;
 }
 
 void Scheduler::RunBatch(const std::vector<Work>& batch) {
@@ -410,6 +269,13 @@ void Scheduler::FinishJob(JobState& job, const absl::Status& status) {
   }
   job.stats.total_ms = MsBetween(job.accepted, now);
   job.job.sink->OnFinish(status, job.stats);
+  if (status.ok() && job.job.program != nullptr) {
+    if (std::optional<Job> next = job.job.program->Next()) {
+      next->program = job.job.program;
+      Enqueue(std::move(*next));  // the same accepted request goes on
+      return;
+    }
+  }
   --accepted_;
 }
 

@@ -8,7 +8,9 @@
 // run out; (4) builds one batch: every decode token, then prefill chunks under the per-step
 // token budget (continuous batching with chunked prefill); capture prompts run whole in one
 // step so their hooks have full TransformerLens shapes; (5) runs the forward pass, streams
-// hooks as layers finish, samples, and finishes jobs. A sequence's results do not depend on
+// hooks as layers finish, samples, and finishes jobs (a program's next job is queued as its
+// previous one finishes). Steps (2)-(4) are the batching policy (batch_policy.h); this class
+// is the thread, the model and the sinks around it. A sequence's results do not depend on
 // what else is in the batch (the engine is batch-invariant), so preemption and chunking
 // never change tokens.
 #ifndef LENSD_SERVER_SCHEDULER_H_
@@ -26,18 +28,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "engine/runtime/model.h"
+#include "server/batch_policy.h"
 #include "server/job.h"
 
 namespace lensd {
-
-struct SchedulerOptions {
-  int max_batch_tokens = 256;  // prompt tokens per step (decode tokens always run)
-  int max_running = 64;        // sequences holding KV blocks at once
-  int max_queue = 256;         // accepted jobs not yet finished; more is UNAVAILABLE
-  // Share the KV blocks of common prefixes (engine/runtime/kv_cache.h): generation reuses the
-  // published blocks of any earlier request with the same prefix; every request publishes.
-  bool prefix_caching = true;
-};
 
 // Published after every step; readable from any thread.
 struct SchedulerCounters {
@@ -67,42 +61,27 @@ class Scheduler {
   // Queues a validated job. UNAVAILABLE when the queue is full. On success the job's sink
   // will see OnFinish exactly once.
   absl::Status Submit(Job job);
+  // Queues a program's first job (JobProgram); its next ones follow from the scheduler thread.
+  // UNAVAILABLE when the queue is full.
+  absl::Status Submit(std::shared_ptr<JobProgram> program);
   SchedulerCounters Counters() const;
 
  private:
-  struct JobState;
-  struct Seq;
-  using SeqList = std::vector<std::unique_ptr<Seq>>;
-  struct Work {
-    Seq* seq;
-    int tokens;  // this step's tokens of `seq`
-  };
-
   void Loop();
   bool TakeInbox();  // false when stopping
+  // A job's sequences onto the waiting queue.
+  void Enqueue(Job job);
   void Reap();
   // Adds a request's ops to the counters (metrics) and logs them at debug level.
   void CountInterventions(const InterventionSet& set);
   void Admit();
-  // Takes the cached blocks of the longest published prefix for a sequence about to be
-  // admitted (prefix caching; generation only: captures need every position computed).
-  void MatchPrefix(Seq& s);
-  // Whether a sequence's step returns logits for every computed row, or only the last.
-  static bool AllLogits(const Seq& s);
-  void EnsureBlocks();
-  std::vector<Work> BuildBatch();  // decides each sequence's tokens for the step
   void RunBatch(const std::vector<Work>& batch);
   // After a step: `n` more tokens computed; `logits` are the sequence's rows.
   void Advance(Seq& s, int n, const float* logits);
   void Sample(Seq& seq, const float* logits);
+  // Reports the job's end to its sink; then, if it belongs to a program and ended OK, queues
+  // the program's next job.
   void FinishJob(JobState& job, const absl::Status& status);
-  // Moves the sequence at `running_index` back to the front of the queue (its blocks freed),
-  // with the rest of its gang; returns how many sequences left running_.
-  size_t Preempt(size_t running_index);
-  // [begin, end) of the gang (the prompts of a patching capture job; else just `index`)
-  // around `index` in `list`.
-  template <typename List>
-  std::pair<size_t, size_t> GangAt(const List& list, size_t index) const;
   void RemoveFinished();
   void Publish();
 
@@ -113,11 +92,11 @@ class Scheduler {
   std::condition_variable cv_;
   std::deque<Job> inbox_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<int> accepted_{0};  // jobs submitted and not finished
+  std::atomic<int> accepted_{0};  // jobs (programs: whole) submitted and not finished
 
   // Owned by the scheduler thread.
-  std::deque<std::unique_ptr<Seq>> waiting_;
-  SeqList running_;  // in admission order
+  SeqQueue waiting_;
+  SeqList running_;
 
   mutable std::mutex counters_mu_;
   SchedulerCounters counters_;

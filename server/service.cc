@@ -237,10 +237,9 @@ grpc::ServerWriteReactor<v1::PatchSweepMessage>* LensdService::PatchSweep(
       ToSweepSpec(*request, Facts(), options_.limits, options_.max_sweep_cells);
   if (!spec.ok()) return Fail(reactor, spec.status());
   Track(reactor->outbox());
-  absl::Status started = StartSweep(*serving_.scheduler, serving_.model->config(),
-                                    std::make_shared<const SweepSpec>(*std::move(spec)),
-                                    std::make_shared<SweepStream>(reactor->outbox()),
-                                    SteadyDeadline(ctx));
+  absl::Status started = serving_.scheduler->Submit(MakeSweepProgram(
+      serving_.model->config(), std::make_shared<const SweepSpec>(*std::move(spec)),
+      std::make_shared<SweepStream>(reactor->outbox()), SteadyDeadline(ctx)));
   if (!started.ok()) return Fail(reactor, started);
   return reactor;
 }

@@ -1,4 +1,4 @@
-// Running a PatchSweep on the scheduler: the baseline capture, then the cells (patch_sweep.h).
+// A PatchSweep as a scheduler program: the baseline capture, then the cells (patch_sweep.h).
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -75,33 +75,78 @@ class CellsSink : public JobSink {
   Clock::time_point start_;
 };
 
-// Collects the baseline runs, then submits the cells.
+// What the baseline job leaves for the cells: the source run's activations, both runs' logits.
+struct Baseline {
+  std::map<int, Buffer> activations;  // the source run's, per layer
+  Buffer logits[2];                   // clean, corrupted: [1, P, V]
+};
+
+Buffer Copy(TensorView v) {
+  Buffer b = Buffer::Host(DType::kF32, v.shape);
+  std::memcpy(b.As<void>(), v.data, v.NumBytes());
+  return b;
+}
+
+// Collects the baseline runs; only a failure is news for the observer (the program goes on).
 class BaselineSink : public JobSink {
  public:
-  BaselineSink(Scheduler& scheduler, const ModelConfig& c, std::shared_ptr<const SweepSpec> spec,
-               std::shared_ptr<SweepObserver> observer, Clock::time_point deadline)
-      : scheduler_(scheduler), config_(c), spec_(std::move(spec)), observer_(std::move(observer)),
-        deadline_(deadline), start_(Clock::now()) {}
+  BaselineSink(std::shared_ptr<const SweepSpec> spec, std::shared_ptr<SweepObserver> observer,
+               std::shared_ptr<Baseline> out)
+      : spec_(std::move(spec)), observer_(std::move(observer)), out_(std::move(out)) {}
   bool Cancelled() const override { return observer_->Cancelled(); }
   void OnToken(int32_t, int) override {}
   void OnTensor(int prompt, HookId id, TensorView value) override {
     if (prompt != (spec_->noising ? 1 : 0)) return;  // the source run's activations
-    activations_[id.layer] = Copy(value);
+    out_->activations[id.layer] = Copy(value);
   }
-  void OnLogits(int prompt, int, TensorView value) override { logits_[prompt] = Copy(value); }
+  void OnLogits(int prompt, int, TensorView value) override { out_->logits[prompt] = Copy(value); }
   void OnFinish(const absl::Status& status, const JobStats&) override {
-    absl::Status s = status.ok() ? SubmitCells() : status;
-    if (!s.ok()) observer_->OnFinish(s, v1::SweepDone());
+    if (!status.ok()) observer_->OnFinish(status, v1::SweepDone());
   }
 
  private:
-  static Buffer Copy(TensorView v) {
-    Buffer b = Buffer::Host(DType::kF32, v.shape);
-    std::memcpy(b.As<void>(), v.data, v.NumBytes());
-    return b;
+  std::shared_ptr<const SweepSpec> spec_;
+  std::shared_ptr<SweepObserver> observer_;
+  std::shared_ptr<Baseline> out_;
+};
+
+// The sweep as a program of two jobs: the baseline capture of both runs, then every cell as
+// one batched job built from the baseline.
+class SweepProgram : public JobProgram {
+ public:
+  SweepProgram(const ModelConfig& c, std::shared_ptr<const SweepSpec> spec,
+               std::shared_ptr<SweepObserver> observer, Clock::time_point deadline)
+      : config_(c),
+        spec_(std::move(spec)),
+        observer_(std::move(observer)),
+        deadline_(deadline),
+        start_(Clock::now()) {}
+
+  std::optional<Job> Next() override {
+    absl::StatusOr<std::optional<Job>> next = ++phase_ == 1 ? BaselineJob()
+                                              : phase_ == 2 ? CellsJob()
+                                                            : std::optional<Job>();
+    if (next.ok()) return std::move(*next);
+    observer_->OnFinish(next.status(), v1::SweepDone());
+    return std::nullopt;
   }
+
+ private:
+  absl::StatusOr<std::optional<Job>> BaselineJob() {
+    Job job;
+    job.kind = Job::Kind::kCapture;
+    job.prompts = {spec_->clean, spec_->corrupted};
+    std::vector<std::string> names;
+    for (int l : spec_->layers) names.push_back(HookName({spec_->point, l}));
+    ASSIGN_OR_RETURN(job.hooks, HookSelection::Parse(config_, names));
+    job.deadline = deadline_;
+    job.sink = std::make_shared<BaselineSink>(spec_, observer_, baseline_);
+    return job;
+  }
+
   void SendHeader() {
     const SweepSpec& s = *spec_;
+    const Buffer* logits = baseline_->logits;
     v1::SweepHeader h;
     h.set_component_hook(absl::StrCat("blocks.{L}.", HookName({s.point, 0}).substr(9)));
     h.mutable_layers()->Add(s.layers.begin(), s.layers.end());
@@ -109,21 +154,22 @@ class BaselineSink : public JobSink {
     h.mutable_heads()->Add(s.heads.begin(), s.heads.end());
     h.mutable_clean_ids()->mutable_ids()->Add(s.clean.begin(), s.clean.end());
     h.mutable_corrupted_ids()->mutable_ids()->Add(s.corrupted.begin(), s.corrupted.end());
-    const float* target = logits_[s.noising ? 0 : 1].As<float>();
-    h.set_clean_metric(SweepMetricValue(s, logits_[0].As<float>(), 0, target));
-    h.set_corrupted_metric(SweepMetricValue(s, logits_[1].As<float>(), 0, target));
+    const float* target = logits[s.noising ? 0 : 1].As<float>();
+    h.set_clean_metric(SweepMetricValue(s, logits[0].As<float>(), 0, target));
+    h.set_corrupted_metric(SweepMetricValue(s, logits[1].As<float>(), 0, target));
     h.set_cells(s.Cells());
     if (s.metric == SweepSpec::Metric::kLogits) {
       for (int q : s.metric_positions) {
         for (int p : {0, 1}) {
-          const float* row = logits_[p].As<float>() + int64_t{q} * s.vocab;
+          const float* row = logits[p].As<float>() + int64_t{q} * s.vocab;
           (p == 0 ? h.mutable_clean_logits() : h.mutable_corrupted_logits())->Add(row, row + s.vocab);
         }
       }
     }
     observer_->OnHeader(h);
   }
-  absl::Status SubmitCells() {
+
+  absl::StatusOr<std::optional<Job>> CellsJob() {
     SendHeader();
     const SweepSpec& s = *spec_;
     std::vector<Intervention> list;
@@ -134,7 +180,7 @@ class BaselineSink : public JobSink {
       iv.hook = {s.point, layer}, iv.op = InterventionOp::kSet, iv.prompts = {i};
       if (position >= 0) iv.positions.kind = PositionSelector::Kind::kIndices, iv.positions.indices = {position};
       if (head >= 0) iv.heads = {head};
-      iv.value = SliceCell(activations_.at(layer), s.point, position, head);
+      iv.value = SliceCell(baseline_->activations.at(layer), s.point, position, head);
       list.push_back(std::move(iv));
     }
     const int P = static_cast<int>(s.target().size());
@@ -150,33 +196,26 @@ class BaselineSink : public JobSink {
     job.interventions = std::move(set);
     job.deadline = deadline_;
     job.sink = std::make_shared<CellsSink>(spec_, observer_,
-                                           std::move(logits_[s.noising ? 0 : 1]), start_);
-    return scheduler_.Submit(std::move(job));
+                                           std::move(baseline_->logits[s.noising ? 0 : 1]), start_);
+    baseline_.reset();  // the cells carry what they need
+    return job;
   }
 
-  Scheduler& scheduler_;
   const ModelConfig& config_;
   std::shared_ptr<const SweepSpec> spec_;
   std::shared_ptr<SweepObserver> observer_;
   Clock::time_point deadline_, start_;
-  std::map<int, Buffer> activations_;  // the source run's, per layer
-  Buffer logits_[2];                   // clean, corrupted: [1, P, V]
+  int phase_ = 0;
+  std::shared_ptr<Baseline> baseline_ = std::make_shared<Baseline>();
 };
 
 }  // namespace
 
-absl::Status StartSweep(Scheduler& scheduler, const ModelConfig& c,
-                        std::shared_ptr<const SweepSpec> spec,
-                        std::shared_ptr<SweepObserver> observer, Clock::time_point deadline) {
-  Job job;
-  job.kind = Job::Kind::kCapture;
-  job.prompts = {spec->clean, spec->corrupted};
-  std::vector<std::string> names;
-  for (int l : spec->layers) names.push_back(HookName({spec->point, l}));
-  ASSIGN_OR_RETURN(job.hooks, HookSelection::Parse(c, names));
-  job.deadline = deadline;
-  job.sink = std::make_shared<BaselineSink>(scheduler, c, spec, std::move(observer), deadline);
-  return scheduler.Submit(std::move(job));
+std::shared_ptr<JobProgram> MakeSweepProgram(const ModelConfig& c,
+                                             std::shared_ptr<const SweepSpec> spec,
+                                             std::shared_ptr<SweepObserver> observer,
+                                             Clock::time_point deadline) {
+  return std::make_shared<SweepProgram>(c, std::move(spec), std::move(observer), deadline);
 }
 
 }  // namespace lensd

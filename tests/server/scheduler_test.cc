@@ -199,5 +199,71 @@ TEST(Scheduler, FailedStepFailsItsJobsAndServingGoesOn) {
   ExpectAllBlocksFree(scheduler);
 }
 
+// Three generate jobs in turn, each prompt extended by the tokens of the one before; the
+// second Next waits until the test has tried to submit past the full queue.
+class ChainProgram : public JobProgram {
+ public:
+  std::optional<Job> Next() override {
+    if (!sinks.empty()) {
+      EXPECT_TRUE(sinks.back()->status_.ok());  // OnFinish(OK) came first
+      prompt.insert(prompt.end(), sinks.back()->tokens_.begin(), sinks.back()->tokens_.end());
+    }
+    if (sinks.size() == 1) {
+      std::unique_lock<std::mutex> lock(mu);
+      EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return tried; }));
+    }
+    if (sinks.size() == 3) {
+      std::lock_guard<std::mutex> lock(mu);
+      over = true;
+      cv.notify_all();
+      return std::nullopt;
+    }
+    sinks.push_back(std::make_shared<RecordingSink>());
+    return GenerateJob(prompt, 4, 0.0f, 0, sinks.back());
+  }
+  void Tried() {
+    std::lock_guard<std::mutex> lock(mu);
+    tried = true;
+    cv.notify_all();
+  }
+  bool WaitOver() {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(60), [&] { return over; });
+  }
+
+  std::vector<int32_t> prompt = Prompt(2);
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool tried = false, over = false;
+};
+
+TEST(Scheduler, AProgramIsOneRequestFromItsFirstJobToItsLast) {
+  auto model = Builtin(4096);
+  Scheduler scheduler(*model, {64, 64, /*max_queue=*/1});
+  auto program = std::make_shared<ChainProgram>();
+  ASSERT_TRUE(scheduler.Submit(program).ok());
+  // The program holds the one place in the queue between its jobs, and its next jobs are
+  // queued although the queue is full.
+  auto other = std::make_shared<RecordingSink>();
+  EXPECT_EQ(scheduler.Submit(GenerateJob(Prompt(1), 4, 0.0f, 0, other)).code(),
+            absl::StatusCode::kUnavailable);
+  program->Tried();
+  ASSERT_TRUE(program->WaitOver());
+  ASSERT_EQ(program->sinks.size(), 3u);
+  std::vector<int32_t> prompt = Prompt(2);
+  for (const auto& sink : program->sinks) {
+    ASSERT_TRUE(sink->Wait());
+    EXPECT_TRUE(sink->status_.ok()) << sink->status_;
+    EXPECT_EQ(sink->tokens_, Alone(GenerateJob(prompt, 4, 0.0f, 0, nullptr)));
+    prompt.insert(prompt.end(), sink->tokens_.begin(), sink->tokens_.end());
+  }
+  for (int i = 0; i < 200 && scheduler.Counters().active_jobs != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(scheduler.Counters().active_jobs, 0);
+  ExpectAllBlocksFree(scheduler);
+}
+
 }  // namespace
 }  // namespace lensd
