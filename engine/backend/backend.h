@@ -11,9 +11,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/gradient_ops.h"
+#include "engine/backend/row_ops.h"
 #include "engine/core/tensor.h"
 #include "engine/model/config.h"
-#include "engine/backend/row_ops.h"
 
 namespace lensd {
 
@@ -153,6 +154,10 @@ class Backend {
   // Forward then fails the step's requests and the server goes on. Failures that leave the
   // device unusable end the process instead. The CPU backend never fails.
   virtual absl::Status TakeError() { return absl::OkStatus(); }
+
+  // The backward twins of these ops (gradient_ops.h), or null where this backend computes
+  // no gradients; owned by the backend.
+  virtual GradientOps* gradients() { return nullptr; }
 };
 
 inline void Backend::CaptureAsync(TensorView src, const std::function<void(TensorView)>& deliver) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/cpu/cpu_gradients.h"
 #include "engine/cpu/gemm.h"
 #include "engine/cpu/host_pool.h"
 #include "engine/cpu/thread_pool.h"
@@ -19,7 +20,11 @@ namespace {
 class CpuBackend : public Backend {
  public:
   CpuBackend(int index, int threads)
-      : index_(index), pool_(threads), level_(DetectSimdLevel()), ops_(VecOpsFor(level_)) {}
+      : index_(index),
+        pool_(threads),
+        level_(DetectSimdLevel()),
+        ops_(VecOpsFor(level_)),
+        gradients_(MakeCpuGradientOps(pool_)) {}
   std::string Name() const override { return absl::StrCat("cpu:", index_); }
 
   absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {
@@ -112,6 +117,7 @@ class CpuBackend : public Backend {
   void ApplyRowOps(TensorView x, TensorView source, const RowOpPlan& plan) override {
     ApplyRowOpsHost(x.As<float>(), source.empty() ? nullptr : source.As<float>(), plan);
   }
+  GradientOps* gradients() override { return gradients_.get(); }
 
  private:
   void Elementwise(ActKind kind, TensorView x, TensorView up, TensorView y) {
@@ -136,6 +142,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   const SimdLevel level_;
   const VecOps& ops_;
+  std::unique_ptr<GradientOps> gradients_;
   std::vector<float> inputs_;  // Linear's input rounded to the weights' dtype (and padded)
 };
 
