@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
+#include "engine/runtime/objective.h"
 
 namespace lensd {
 namespace {
@@ -92,30 +93,15 @@ absl::Status ToGrid(const v1::PatchSweepRequest& r, const ModelConfig& c, int P,
   return absl::OkStatus();
 }
 
-// log Σ exp(l[i]) over i in `ids`, or over the whole row (`ids` null), in double.
-double LogSumExp(const float* l, const std::vector<int>* ids, int vocab) {
-  const int n = ids != nullptr ? static_cast<int>(ids->size()) : vocab;
-  auto at = [&](int k) -> double { return l[ids != nullptr ? (*ids)[k] : k]; };
-  double max = -INFINITY, sum = 0;
-  for (int k = 0; k < n; ++k) max = std::max(max, at(k));
-  for (int k = 0; k < n; ++k) sum += std::exp(at(k) - max);
-  return max + std::log(sum);
-}
-
-double Mean(const float* l, const std::vector<int>& ids) {
-  double sum = 0;
-  for (int id : ids) sum += l[id];
-  return sum / static_cast<double>(ids.size());
-}
-
 // The metric of one row of logits; `ref` the target run's row (kl: KL(target || patched)).
 double RowMetric(const SweepSpec& s, const float* l, const float* ref) {
   switch (s.metric) {
-    case SweepSpec::Metric::kLogitDiff: return Mean(l, s.answer) - Mean(l, s.wrong);
+    case SweepSpec::Metric::kLogitDiff:
+      return LogitDiffRow(l, s.answer, s.wrong, 0, nullptr);
     case SweepSpec::Metric::kLogProb:
-      return LogSumExp(l, &s.answer, s.vocab) - LogSumExp(l, nullptr, s.vocab);
+      return LogProbRow(l, s.answer, s.vocab, 0, nullptr);
     case SweepSpec::Metric::kKl: {
-      const double lz = LogSumExp(l, nullptr, s.vocab), rz = LogSumExp(ref, nullptr, s.vocab);
+      const double lz = LogSumExpRow(l, s.vocab), rz = LogSumExpRow(ref, s.vocab);
       double kl = 0;
       for (int v = 0; v < s.vocab; ++v) {
         const double lp = ref[v] - rz;

@@ -4,6 +4,7 @@
 #define LENSD_ENGINE_CORE_CACHE_RESULT_H_
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "engine/core/tensor.h"
@@ -12,7 +13,8 @@ namespace lensd {
 
 struct CacheResult {
   Buffer logits;                        // [1, P, V]
-  std::map<std::string, Buffer> cache;  // hook name -> tensor
+  std::map<std::string, Buffer> cache;  // hook name -> tensor (gradients: "<hook>_grad")
+  std::optional<double> objective;      // with gradients: the objective's value
 };
 
 }  // namespace lensd

@@ -8,8 +8,8 @@
 
 namespace lensd {
 
-CacheCollector::CacheCollector(HookSelection selection, int sequences)
-    : selection_(std::move(selection)), caches_(sequences) {}
+CacheCollector::CacheCollector(HookSelection selection, int sequences, std::string suffix)
+    : selection_(std::move(selection)), caches_(sequences), suffix_(std::move(suffix)) {}
 
 bool CacheCollector::Wants(int seq, HookId id) const {
   (void)seq;
@@ -19,7 +19,7 @@ bool CacheCollector::Wants(int seq, HookId id) const {
 void CacheCollector::Capture(int seq, HookId id, TensorView value) {
   Buffer copy = Buffer::Host(DType::kF32, value.shape);
   std::memcpy(copy.As<void>(), value.data, value.NumBytes());
-  caches_[seq][HookName(id)] = std::move(copy);
+  caches_[seq][HookName(id) + suffix_] = std::move(copy);
 }
 
 namespace {
@@ -49,9 +49,14 @@ absl::StatusOr<CacheResult> RunWithCache(Model& model, const std::vector<int32_t
   return std::move(results[0]);
 }
 
-absl::StatusOr<std::vector<CacheResult>> RunWithCache(
+namespace {
+
+// Every prompt whole as one step's batch, each on blocks borrowed through `leases`, within the
+// activation budget.
+absl::StatusOr<std::vector<SeqInput>> WholePrompts(
     Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
-    const InterventionSet* interventions, const std::vector<const AttachmentList*>& attachments) {
+    const InterventionSet* interventions, const std::vector<const AttachmentList*>& attachments,
+    std::vector<std::unique_ptr<BlockLease>>& leases) {
   const ModelConfig& c = model.config();
   if (!attachments.empty() && attachments.size() != prompts.size()) {
     return absl::InvalidArgumentError("attachments must be given per prompt");
@@ -67,7 +72,6 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
         tokens, " tokens need about ", need >> 20, " MiB of device activations in one step; ",
         "--activation-mib allows ", model.activation_budget() >> 20));
   }
-  std::vector<std::unique_ptr<BlockLease>> leases;
   std::vector<SeqInput> batch;
   for (size_t p = 0; p < prompts.size(); ++p) {
     leases.push_back(std::make_unique<BlockLease>(model.blocks()));
@@ -75,8 +79,13 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
     batch.push_back({prompts[p], 0, leases.back()->table(), true, interventions,
                      static_cast<int>(p), attachments.empty() ? nullptr : attachments[p]});
   }
-  CacheCollector collector(selection, static_cast<int>(prompts.size()));
-  ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, &collector));
+  return batch;
+}
+
+// Each prompt's logits [1, P, V] and captured hooks.
+std::vector<CacheResult> Results(const ModelConfig& c,
+                                 const std::vector<std::vector<int32_t>>& prompts,
+                                 const ForwardResult& fr, CacheCollector& collector) {
   std::vector<CacheResult> results(prompts.size());
   for (size_t p = 0; p < prompts.size(); ++p) {
     const int64_t P = static_cast<int64_t>(prompts[p].size());
@@ -85,6 +94,43 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
                 fr.logits.As<float>() + int64_t{fr.first_row[p]} * c.vocab_size,
                 results[p].logits.NumBytes());
     results[p].cache = std::move(collector.cache(static_cast<int>(p)));
+  }
+  return results;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<CacheResult>> RunWithCache(
+    Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
+    const InterventionSet* interventions, const std::vector<const AttachmentList*>& attachments) {
+  std::vector<std::unique_ptr<BlockLease>> leases;
+  ASSIGN_OR_RETURN(std::vector<SeqInput> batch,
+                   WholePrompts(model, prompts, selection, interventions, attachments, leases));
+  CacheCollector collector(selection, static_cast<int>(prompts.size()));
+  ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, &collector));
+  return Results(model.config(), prompts, fr, collector);
+}
+
+absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
+    Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
+    const Objective& objective) {
+  std::vector<std::unique_ptr<BlockLease>> leases;
+  ASSIGN_OR_RETURN(std::vector<SeqInput> batch,
+                   WholePrompts(model, prompts, selection, nullptr, {}, leases));
+  const int n = static_cast<int>(prompts.size());
+  CacheCollector collector(selection, n), gradients(selection, n, "_grad");
+  std::vector<double> values(prompts.size());
+  const int vocab = model.config().vocab_size;
+  auto dlogits = [&](int s, TensorView logits, float* grad) -> absl::Status {
+    ASSIGN_OR_RETURN(values[s],
+                     ObjectiveAndGradient(objective, logits.As<float>(), prompts[s], vocab, grad));
+    return absl::OkStatus();
+  };
+  ASSIGN_OR_RETURN(ForwardResult fr, model.ForwardBackward(batch, &collector, dlogits, &gradients));
+  std::vector<CacheResult> results = Results(model.config(), prompts, fr, collector);
+  for (int p = 0; p < n; ++p) {
+    results[p].cache.merge(gradients.cache(p));
+    results[p].objective = values[p];
   }
   return results;
 }

@@ -14,6 +14,7 @@
 #include "engine/runtime/hooks.h"
 #include "engine/runtime/interventions.h"
 #include "engine/runtime/model.h"
+#include "engine/runtime/objective.h"
 #include "engine/runtime/sampler.h"
 
 namespace lensd {
@@ -22,7 +23,8 @@ namespace lensd {
 // TransformerLens shapes (batch dim 1).
 class CacheCollector : public HookSink {
  public:
-  CacheCollector(HookSelection selection, int sequences);
+  // Tensors are kept under their hook's name plus `suffix` ("_grad" for gradients).
+  CacheCollector(HookSelection selection, int sequences, std::string suffix = "");
   bool Wants(int seq, HookId id) const override;
   bool WantsAny(int seq) const override { return !selection_.empty(); }
   void Capture(int seq, HookId id, TensorView value) override;
@@ -31,6 +33,7 @@ class CacheCollector : public HookSink {
  private:
   HookSelection selection_;
   std::vector<std::map<std::string, Buffer>> caches_;
+  std::string suffix_;
 };
 
 // One full forward pass over `ids` (blocks are borrowed and returned).
@@ -44,6 +47,13 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
     Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
     const InterventionSet* interventions,
     const std::vector<const AttachmentList*>& attachments = {});
+
+// RunWithCache with gradients (Model::ForwardBackward): per prompt its selected hooks N, and
+// N_grad — the gradient of its objective with respect to the value N passes downstream —
+// under "N_grad"; its logits; the objective's value.
+absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
+    Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
+    const Objective& objective);
 
 enum class FinishReason {
   kLength,   // max_new_tokens generated

@@ -100,6 +100,7 @@ absl::StatusOr<std::vector<std::pair<int, int>>> PlanSplit(const std::string& sp
                                                            int n_layers, int n_devices);
 
 struct RankContext;
+struct LayerInputs;
 
 class Model {
  public:
@@ -126,6 +127,18 @@ class Model {
   // `hooks` (may be null) for captured points. Token ids must be < vocab and positions
   // < max_positions (InvalidArgument otherwise).
   absl::StatusOr<ForwardResult> Forward(const std::vector<SeqInput>& batch, HookSink* hooks);
+
+  // Gradient of the returned logits, per sequence: `dlogits` [n, V] (host, zeroed) for the
+  // sequence's logits `logits` [n, V] (host).
+  using LogitsGradient = std::function<absl::Status(int seq, TensorView logits, float* dlogits)>;
+  // Forward as Forward does (activations to `hooks`), then backward: `objective` gives each
+  // sequence's logits gradient and `grads` receives N_grad under N's HookId for the hooks it
+  // wants, the last layer's first (engine/runtime/blocks_backward.h). Whole prompts only
+  // (start_pos 0, all_logits), without interventions or attachments, on one device whose
+  // backend has gradient ops (FAILED_PRECONDITION / INVALID_ARGUMENT otherwise); each layer
+  // is recomputed from its saved input, so memory is the residuals plus one layer.
+  absl::StatusOr<ForwardResult> ForwardBackward(const std::vector<SeqInput>& batch, HookSink* hooks,
+                                                const LogitsGradient& objective, HookSink* grads);
 
  private:
   struct Shard;
@@ -159,6 +172,10 @@ class Model {
   // device, one token per sequence, no hooks, no offloaded layers); nullopt otherwise.
   std::optional<GraphKey> GraphKeyFor(const std::vector<SeqInput>& batch, HookSink* hooks) const;
   Shard& ShardAt(int stage, int rank) { return *shards_[stage * tp_ + rank]; }
+  // Why ForwardBackward cannot run `batch` on this model (OK when it can).
+  absl::Status CheckGradients(const std::vector<SeqInput>& batch) const;
+  // Layer `layer`'s inputs on the one device.
+  LayerInputs InputsOf(int layer);
 
   ModelConfig config_;
   DType dtype_ = DType::kF32;

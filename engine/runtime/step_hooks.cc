@@ -39,11 +39,6 @@ void EmitSeq(RankContext& c, size_t s, HookId id, TensorView rows) {
              rows.Rows(begin, begin + static_cast<int64_t>((*c.plan.batch)[s].tokens.size())));
 }
 
-void Emit(RankContext& c, HookId id, TensorView rows) {
-  if (c.plan.hooks == nullptr || c.rank != 0) return;
-  for (size_t s = 0; s < c.plan.batch->size(); ++s) EmitSeq(c, s, id, rows);
-}
-
 // The attachments at `id`, each on the full rows `all` [T, w]; false when there are none.
 bool RunAttachments(RankContext& c, HookId id, TensorView all) {
   if (!c.plan.any_attachments) return false;
@@ -119,12 +114,17 @@ void EmitAttentionMaps(RankContext& c, const std::vector<AttentionSeq>& seqs, in
 
 }  // namespace
 
+void CaptureRows(RankContext& c, HookId id, TensorView rows) {
+  if (c.plan.hooks == nullptr || c.rank != 0) return;
+  for (size_t s = 0; s < c.plan.batch->size(); ++s) EmitSeq(c, s, id, rows);
+}
+
 void HookRows(RankContext& c, HookId id, TensorView rows) {
   if (c.Intervened(id)) {
     c.b.ApplyRowOps(rows, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
   }
   RunAttachments(c, id, rows);
-  Emit(c, id, rows);
+  CaptureRows(c, id, rows);
 }
 
 void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs) {
@@ -183,7 +183,7 @@ void CaptureHostRows(RankContext& c, HookId id, const float* rows, int64_t width
 void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads) {
   const int64_t T = c.plan.tokens, w = local.shape[2];
   TensorView all = Gathered(c, local.Reshaped({T, local.NumElements() / T}), T, {T, heads * w});
-  Emit(c, id, all.Reshaped({T, heads, w}));  // each sequence's rows [n, heads, w]
+  CaptureRows(c, id, all.Reshaped({T, heads, w}));  // each sequence's rows [n, heads, w]
 }
 
 void HookSplitRows(RankContext& c, HookId id, TensorView local) {
@@ -200,7 +200,7 @@ void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   }
   RunAttachments(c, id, all);
   if ((edit || attached) && c.tp > 1) KeepOwnPart(c, all, local);
-  Emit(c, id, all);
+  CaptureRows(c, id, all);
 }
 
 LayerMaps PrepareMaps(RankContext& c, int layer, int64_t heads) {

@@ -21,6 +21,9 @@ void HookRows(RankContext& c, HookId id, TensorView rows);
 // on the full tensor on every rank, which keeps its own part; rank 0 captures.
 void HookSplitRows(RankContext& c, HookId id, TensorView local);
 
+// Capture only: each sequence that wants `id` gets its rows of the token-major `rows` (rank 0).
+void CaptureRows(RankContext& c, HookId id, TensorView rows);
+
 // For an attachment: captures attached hook `id` (id.attached()) from its token-major `rows`
 // [T, w] for each of `seqs` that wants it, as [1, n, w] (rank 0).
 void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs);

@@ -1,0 +1,257 @@
+#include "engine/runtime/blocks_backward.h"
+
+#include <vector>
+
+#include "engine/runtime/step_hooks.h"
+
+namespace lensd {
+namespace {
+
+using P = HookPoint;
+
+GradientOps& Ops(RankContext& g) { return *g.b.gradients(); }
+
+// The gradients of a norm's hooks, from the gradient `dy` [T, D] of its output y =
+// normalized · w + b: normalized_grad = dy ⊙ w and, per row, scale_grad =
+// −Σ normalized_grad ⊙ normalized / scale (normalized = x_c / scale). Emitted when wanted.
+void EmitNormGrads(RankContext& g, TensorView dy, const Buffer& w, TensorView normalized,
+                   TensorView scale, HookId scale_id, HookId normalized_id) {
+  if (!g.Wants(scale_id) && !g.Wants(normalized_id)) return;
+  const int64_t T = dy.shape[0], D = dy.shape[1];
+  std::vector<float> d(static_cast<size_t>(T * D)), n(d.size()), s(static_cast<size_t>(T));
+  std::vector<float> weight(static_cast<size_t>(D), 1.0f);
+  g.b.Download(dy, d.data());
+  g.b.Download(normalized, n.data());
+  g.b.Download(scale, s.data());
+  if (!w.empty()) g.b.Download(w.view(), weight.data());
+  std::vector<float> ds(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    double sum = 0;
+    for (int64_t i = 0; i < D; ++i) {
+      float& dn = d[t * D + i];
+      dn *= weight[i];
+      sum += static_cast<double>(dn) * n[t * D + i];
+    }
+    ds[t] = static_cast<float>(-sum / s[t]);
+  }
+  TensorView dn = g.Scratch({T, D}), dscale = g.Scratch({T, 1});
+  g.b.Upload(d.data(), dn);
+  g.b.Upload(ds.data(), dscale);
+  CaptureRows(g, scale_id, dscale);
+  CaptureRows(g, normalized_id, dn);
+}
+
+// The gradient of a norm's input from its output's `dy`, with its hooks' gradients.
+TensorView NormBackward(RankContext& g, TensorView x, const Buffer& w, TensorView dy,
+                        TensorView normalized, TensorView scale, HookId scale_id,
+                        HookId normalized_id) {
+  EmitNormGrads(g, dy, w, normalized, scale, scale_id, normalized_id);
+  TensorView dx = g.Scratch(x.shape);
+  Ops(g).NormBackward(g.config.norm, x, w.view(), static_cast<float>(g.config.norm_eps), dy, dx);
+  return dx;
+}
+
+// ln1 (`which` 1) or ln2 (2) before a sublayer reading residual `x`: the residual's gradient
+// from the sublayer input's `d` (`d` itself without pre-norms).
+TensorView PreNormBackward(RankContext& g, const LayerInputs& in, const LayerTape& t, TensorView x,
+                           TensorView d, int which) {
+  if (!HasPreNorms(g.config.layers[in.layer].norms)) return d;
+  const int l = in.layer;
+  return which == 1 ? NormBackward(g, x, in.w.ln1_w, d, t.Get(P::kLn1Normalized),
+                                   t.Get(P::kLn1Scale), {P::kLn1Scale, l}, {P::kLn1Normalized, l})
+                    : NormBackward(g, x, in.w.ln2_w, d, t.Get(P::kLn2Normalized),
+                                   t.Get(P::kLn2Scale), {P::kLn2Scale, l}, {P::kLn2Normalized, l});
+}
+
+// The raw sublayer output's gradient from the post-norm output's `d` (`d` itself without
+// post-norms); `raw` is recomputed by the caller's `recompute` only when needed.
+template <typename Recompute>
+TensorView PostNormBackward(RankContext& g, const LayerInputs& in, const LayerTape& t, TensorView d,
+                            int which, Recompute recompute) {
+  if (!HasPostNorms(g.config.layers[in.layer].norms)) return d;
+  const int l = in.layer;
+  const TensorView raw = recompute();
+  return which == 1 ? NormBackward(g, raw, in.w.ln1_post_w, d, t.Get(P::kLn1PostNormalized),
+                                   t.Get(P::kLn1PostScale), {P::kLn1PostScale, l},
+                                   {P::kLn1PostNormalized, l})
+                    : NormBackward(g, raw, in.w.ln2_post_w, d, t.Get(P::kLn2PostNormalized),
+                                   t.Get(P::kLn2PostScale), {P::kLn2PostScale, l},
+                                   {P::kLn2PostNormalized, l});
+}
+
+// The MLP's input gradient [T, D] from its (raw) output's `d_out`.
+TensorView MlpBackward(RankContext& g, const LayerInputs& in, const LayerTape& t,
+                       TensorView d_out) {
+  const int64_t T = g.plan.tokens, M = g.d_mlp, D = g.config.d_model;
+  const int l = in.layer;
+  const LayerWeights& w = in.w;
+  TensorView d_post = g.Scratch({T, M}), d_pre = g.Scratch({T, M}), d_in = g.Scratch({T, D});
+  Ops(g).LinearBackward(d_out, w.w_out.view(), d_post);
+  CaptureRows(g, {P::kMlpPost, l}, d_post);
+  if (g.config.layers[l].mlp == MlpKind::kGated) {
+    TensorView d_lin = g.Scratch({T, M}), d_from_up = g.Scratch({T, D});
+    Ops(g).GatedActivationBackward(g.config.act, t.Get(P::kMlpPre), t.Get(P::kMlpPreLinear), d_post,
+                                   d_pre, d_lin);
+    CaptureRows(g, {P::kMlpPreLinear, l}, d_lin);
+    Ops(g).LinearBackward(d_lin, w.w_up.view(), d_from_up);
+    CaptureRows(g, {P::kMlpPre, l}, d_pre);
+    Ops(g).LinearBackward(d_pre, w.w_in.view(), d_in);
+    g.b.Add(d_in, d_from_up, d_in);
+  } else {
+    Ops(g).ActivationBackward(g.config.act, t.Get(P::kMlpPre), d_post, d_pre);
+    CaptureRows(g, {P::kMlpPre, l}, d_pre);
+    Ops(g).LinearBackward(d_pre, w.w_in.view(), d_in);
+  }
+  return d_in;
+}
+
+// The gradient of q or k before their RMSNorm (`lin`: the projection, hook_q / hook_k) from
+// the normed value's `d` [T, heads, dh].
+TensorView QkNormBackward(RankContext& g, const LayerInputs& in, TensorView lin, TensorView d,
+                          const Buffer& w) {
+  const int64_t T = d.shape[0], heads = d.shape[1], dh = d.shape[2];
+  const bool per_head = g.config.layers[in.layer].qk_norm == QkNorm::kPerHead;
+  const Shape rows = per_head ? Shape{T * heads, dh} : Shape{T, heads * dh};
+  TensorView dx = g.Scratch(d.shape);
+  Ops(g).NormBackward(NormKind::kRmsNorm, lin.Reshaped(rows), w.view(),
+                      static_cast<float>(g.config.norm_eps), d.Reshaped(rows), dx.Reshaped(rows));
+  return dx;
+}
+
+// The attention's input gradient [T, D] (of the normed residual) from its (raw) output's
+// `d_out`.
+TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerTape& t,
+                             TensorView d_out) {
+  const int64_t T = g.plan.tokens, H = g.n_heads, Hkv = g.n_kv_heads, dh = g.config.d_head;
+  const int l = in.layer;
+  const LayerWeights& w = in.w;
+  const LayerSpec& spec = g.config.layers[l];
+  TensorView dz = g.Scratch({T, H, dh});
+  Ops(g).LinearBackward(d_out, w.wo.view(), dz.Reshaped({T, H * dh}));
+  CaptureRows(g, {P::kZ, l}, dz);
+  const bool rotary = !g.config.learned_positions;
+  const Shape qs{T, H, dh}, ks{T, Hkv, dh};
+  // The queries and keys attention read: after rotary, else after the q/k norm, else as
+  // projected.
+  TensorView q = (rotary ? t.Get(P::kRotQ) : t.Get(P::kQ)).Reshaped(qs);
+  TensorView k = (rotary ? t.Get(P::kRotK) : t.Get(P::kK)).Reshaped(ks);
+  std::vector<SeqRows> seqs;
+  for (size_t s = 0; s < g.plan.q_begin.size(); ++s) {
+    seqs.push_back({g.plan.q_begin[s], static_cast<int>((*g.plan.batch)[s].tokens.size())});
+  }
+  TensorView dq = g.Scratch(qs), dk = g.Scratch(ks), dv = g.Scratch(ks);
+  Ops(g).AttentionBackward(q, k, t.Get(P::kV).Reshaped(ks), seqs, spec.attention, dz, dq, dk, dv);
+  CaptureRows(g, {P::kV, l}, dv);
+  if (rotary) {
+    CaptureRows(g, {P::kRotQ, l}, dq);
+    CaptureRows(g, {P::kRotK, l}, dk);
+    Ops(g).RopeBackward(dq, in.inv_freq, spec.rope.rotary_dim, g.plan.positions.data());
+    Ops(g).RopeBackward(dk, in.inv_freq, spec.rope.rotary_dim, g.plan.positions.data());
+  }
+  if (spec.qk_norm != QkNorm::kNone) {
+    dq = QkNormBackward(g, in, t.Get(P::kQ).Reshaped(qs), dq, w.q_norm_w);
+    dk = QkNormBackward(g, in, t.Get(P::kK).Reshaped(ks), dk, w.k_norm_w);
+  }
+  CaptureRows(g, {P::kQ, l}, dq);
+  CaptureRows(g, {P::kK, l}, dk);
+  const int64_t D = g.config.d_model;
+  TensorView d_in = g.Scratch({T, D}), part = g.Scratch({T, D});
+  Ops(g).LinearBackward(dq.Reshaped({T, H * dh}), w.wq.view(), d_in);
+  Ops(g).LinearBackward(dk.Reshaped({T, Hkv * dh}), w.wk.view(), part);
+  g.b.Add(d_in, part, d_in);
+  Ops(g).LinearBackward(dv.Reshaped({T, Hkv * dh}), w.wv.view(), part);
+  g.b.Add(d_in, part, d_in);
+  return d_in;
+}
+
+}  // namespace
+
+bool LayerTape::Wants(int seq, HookId id) const {
+  return id.layer == layer_ && !id.attached() && PositionAxis(id.point) == 1 &&
+         !IsHeadsFirst(id.point);
+}
+
+void LayerTape::Capture(int seq, HookId id, TensorView value) {
+  const int64_t n = static_cast<int64_t>((*plan_.batch)[seq].tokens.size());
+  const int64_t width = value.NumElements() / n;
+  Buffer& rows = rows_[id.point];
+  if (rows.empty()) rows = AllocateInStep(b_, DType::kF32, {plan_.tokens, width});
+  const int64_t begin = plan_.q_begin[seq];
+  b_.Upload(value.As<float>(), rows.view().Rows(begin, begin + n));
+}
+
+TensorView LayerTape::Get(HookPoint point) const {
+  auto it = rows_.find(point);
+  return it == rows_.end() ? TensorView{} : it->second.view();
+}
+
+Buffer HeadBackward(RankContext& g, const HeadWeights& h, TensorView x, TensorView logits,
+                    TensorView dlogits) {
+  const int64_t T = g.plan.tokens, D = g.config.d_model;
+  // unembed.hook_out is the projection before the final softcap.
+  if (g.config.final_softcap > 0.0f) {
+    Ops(g).ScaleAndCapBackward(logits, 1.0f, g.config.final_softcap, dlogits);
+  }
+  CaptureRows(g, {P::kUnembedOut, -1}, dlogits);
+  TensorView d_normed = g.Scratch({T, D});
+  Ops(g).LinearBackward(dlogits, h.w_u.view(), d_normed);
+  CaptureRows(g, {P::kUnembedIn, -1}, d_normed);
+  // The final norm's statistics, recomputed.
+  TensorView y = g.Scratch({T, D}), normalized = g.Scratch({T, D}), scale = g.Scratch({T});
+  g.b.Norm(g.config.norm, x, h.lnf_w.view(), h.lnf_b.view(), static_cast<float>(g.config.norm_eps),
+           y, normalized, scale);
+  TensorView dx = NormBackward(g, x, h.lnf_w, d_normed, normalized, scale.Reshaped({T, 1}),
+                               {P::kLnFinalScale, -1}, {P::kLnFinalNormalized, -1});
+  Buffer out = AllocateInStep(g.b, DType::kF32, {T, D});
+  g.b.Copy(dx, out.view());
+  return out;
+}
+
+void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& t, TensorView x_pre,
+                   TensorView dx) {
+  const int l = in.layer;
+  const LayerSpec& spec = g.config.layers[l];
+  const LayerWeights& w = in.w;
+  const int64_t T = g.plan.tokens, D = g.config.d_model;
+  CaptureRows(g, {P::kResidPost, l}, dx);
+  CaptureRows(g, {P::kMlpOut, l}, dx);
+  // The MLP reads the middle residual, or the block's input with a parallel residual.
+  const TensorView mlp_x = spec.parallel_residual ? x_pre : t.Get(P::kResidMid);
+  TensorView d_mlp_raw = PostNormBackward(g, in, t, dx, 2, [&] {
+    TensorView raw = g.Scratch({T, D});
+    g.b.Linear(t.Get(P::kMlpPost), w.w_out.view(), w.b_out.view(), raw);
+    return raw;
+  });
+  TensorView d_from_mlp = PreNormBackward(g, in, t, mlp_x, MlpBackward(g, in, t, d_mlp_raw), 2);
+  // The attention branch's output gradient: the middle residual's (sequential) or the
+  // output's (parallel).
+  TensorView d_attn_out = dx;
+  if (!spec.parallel_residual) {
+    d_attn_out = g.Scratch({T, D});
+    g.b.Add(dx, d_from_mlp, d_attn_out);
+    CaptureRows(g, {P::kResidMid, l}, d_attn_out);
+  }
+  CaptureRows(g, {P::kAttnOut, l}, d_attn_out);
+  TensorView d_attn_raw = PostNormBackward(g, in, t, d_attn_out, 1, [&] {
+    TensorView raw = g.Scratch({T, D});
+    g.b.Linear(t.Get(P::kZ).Reshaped({T, g.n_heads * g.config.d_head}), w.wo.view(), w.bo.view(),
+               raw);
+    return raw;
+  });
+  TensorView d_from_attn =
+      PreNormBackward(g, in, t, x_pre, AttentionBackward(g, in, t, d_attn_raw), 1);
+  // d resid_pre = the residual path + both branches' input gradients.
+  if (spec.parallel_residual)
+    g.b.Add(dx, d_from_mlp, dx);
+  else
+    g.b.Copy(d_attn_out, dx);
+  g.b.Add(dx, d_from_attn, dx);
+  CaptureRows(g, {P::kResidPre, l}, dx);
+}
+
+void EmbedBackward(RankContext& g, TensorView dx) {
+  CaptureRows(g, {P::kEmbed, -1}, dx);
+  if (g.config.learned_positions) CaptureRows(g, {P::kPosEmbed, -1}, dx);
+}
+
+}  // namespace lensd
