@@ -1,5 +1,6 @@
 #include "cli/request_flags.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/core/status.h"
@@ -77,6 +78,10 @@ absl::Status WriteCacheFile(const std::string& path,
     const std::string prefix = results.size() == 1 ? "" : absl::StrCat("p", p, ".");
     for (const auto& [name, buffer] : results[p].cache) w.AddF32(prefix + name, buffer.view());
     w.AddF32(prefix + "logits", results[p].logits.view());
+    if (results[p].objective.has_value()) {
+      float value = static_cast<float>(*results[p].objective);
+      w.AddF32(prefix + "objective", {&value, DType::kF32, {1}});
+    }
     w.Add(prefix + "input_ids", DType::kI32, {1, static_cast<int64_t>(prompts[p].size())},
           prompts[p].data(), prompts[p].size() * sizeof(int32_t));
   }
@@ -89,8 +94,12 @@ std::string CacheSummary(const std::string& path, const std::vector<std::vector<
   for (const auto& ids : prompts) tokens += ids.size();
   const std::string what =
       prompts.size() == 1 ? "" : absl::StrCat(" of ", prompts.size(), " prompts");
-  return absl::StrCat("wrote ", results[0].cache.size(), " hooks + logits for ", tokens, " tokens",
-                      what, " to ", path, "\n");
+  size_t grads = 0;
+  for (const auto& entry : results[0].cache) grads += absl::EndsWith(entry.first, "_grad");
+  const std::string with_grads =
+      grads == 0 ? "" : absl::StrCat(", ", grads, " gradients, the objective");
+  return absl::StrCat("wrote ", results[0].cache.size() - grads, " hooks", with_grads,
+                      " + logits for ", tokens, " tokens", what, " to ", path, "\n");
 }
 
 absl::Status SamplingFromFlags(const Flags& flags, v1::GenerateRequest* request) {

@@ -36,8 +36,9 @@ absl::StatusOr<std::vector<PromptArg>> PromptArgs(const Flags& flags);
 
 // "ids\ntext\n" — the generate output format.
 std::string FormatGeneration(const std::vector<int32_t>& ids, const std::string& text);
-// Writes hooks + logits [1,P,V] + input_ids [1,P] (int32) as safetensors; with several
-// prompts every name of prompt i is prefixed "p{i}." (p0.logits, p1.blocks.0.hook_z, ...).
+// Writes hooks (and gradients "<hook>_grad") + logits [1,P,V] + input_ids [1,P] (int32) +
+// objective [1] (with gradients) as safetensors; with several prompts every name of prompt i
+// is prefixed "p{i}." (p0.logits, p1.blocks.0.hook_z, ...).
 absl::Status WriteCacheFile(const std::string& path,
                             const std::vector<std::vector<int32_t>>& prompts,
                             const std::vector<CacheResult>& results);

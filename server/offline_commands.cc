@@ -39,7 +39,10 @@ const FlagTable& ModelFlags() {
 
 FlagTable RunFlags() {
   return Concat({ModelFlags(), CacheFlags(),
-                 {{"verbose", "", "print the CPU kernel families in use", true}}});
+                 {{"grad", "", "an objective — loss, logit_diff:A:W or logprob:I,J (token ids "
+                               "comma-separated, optional @positions) — whose gradient is "
+                               "written as <hook>_grad beside each hook, with `objective`"},
+                  {"verbose", "", "print the CPU kernel families in use", true}}});
 }
 
 FlagTable GenerateFlags() {
@@ -135,7 +138,16 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
   if (flags.Has("hooks")) {
     ASSIGN_OR_RETURN(selection, HookSelection::Parse(c, flags.GetList("hooks")));
   }
-  ASSIGN_OR_RETURN(auto results, RunWithCache(*model, prompts, selection, interventions.get()));
+  std::vector<CacheResult> results;
+  if (flags.Has("grad")) {
+    if (interventions != nullptr) {
+      return absl::InvalidArgumentError("--grad with --interventions is not supported yet");
+    }
+    ASSIGN_OR_RETURN(Objective objective, ParseObjective(flags.Get("grad"), c.vocab_size));
+    ASSIGN_OR_RETURN(results, RunWithGradients(*model, prompts, selection, objective));
+  } else {
+    ASSIGN_OR_RETURN(results, RunWithCache(*model, prompts, selection, interventions.get()));
+  }
   RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), prompts, results));
   out << CacheSummary(flags.Get("out"), prompts, results);
   return absl::OkStatus();

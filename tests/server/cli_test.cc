@@ -57,6 +57,33 @@ TEST(Cli, RunWritesHooksLogitsAndInputIds) {
   EXPECT_EQ((*f)->Find("blocks.2.hook_resid_post")->shape, (std::vector<int64_t>{1, 3, 64}));
 }
 
+TEST(Cli, RunGradWritesEachHooksGradientAndTheObjective) {
+  const std::string out = testing::TempDir("cli") + "/grad.safetensors";
+  CliRun r = Lensd(absl::StrCat("run --model=", Golden("llama"), " --token-ids 1,2,3,4 --hooks ",
+                                "'blocks.*.hook_resid_post,hook_embed' --grad logit_diff:5:6 --out ",
+                                out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("4 hooks, 4 gradients, the objective"), std::string::npos) << r.out;
+  auto f = SafetensorsFile::Open(out);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->tensors().size(), 4u * 2 + 3);
+  ASSERT_NE((*f)->Find("blocks.2.hook_resid_post_grad"), nullptr);
+  EXPECT_EQ((*f)->Find("blocks.2.hook_resid_post_grad")->shape, (std::vector<int64_t>{1, 4, 64}));
+  ASSERT_NE((*f)->Find("objective"), nullptr);
+  // The objective is the logit difference the written logits give at the last position.
+  const auto* logits = (*f)->Find("logits");
+  std::vector<float> l(logits->num_bytes / 4);
+  ConvertToF32(logits->dtype, logits->data, l.data(), l.size());
+  float objective;
+  ConvertToF32(DType::kF32, (*f)->Find("objective")->data, &objective, 1);
+  EXPECT_NEAR(objective, l[3 * 1000 + 5] - l[3 * 1000 + 6], 1e-5);
+  r = Lensd(absl::StrCat("run --model=", Golden("llama"), " --token-ids 1,2 --grad logprob:1000 ",
+                         "--out ", out));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT: logprob ids: '1000' is not a token id"),
+            std::string::npos) << r.err;
+}
+
 TEST(Cli, BuiltinModelWithPromptAndAllHooks) {
   const std::string out = testing::TempDir("cli_builtin") + "/all.safetensors";
   CliRun r = Lensd("run --prompt 'hi there' --out " + out);
