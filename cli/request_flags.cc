@@ -3,7 +3,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "engine/core/status.h"
+#include "engine/core/user_text.h"
 #include "engine/model/safetensors.h"
 
 namespace lensd {
@@ -46,6 +48,9 @@ const FlagTable& CacheFlags() {
   static const auto* table = new FlagTable(
       Concat({PromptFlags(),
               {{"out", "", "the safetensors file to write (required)"},
+        {"grad", "", "an objective — loss, logit_diff:A:W or logprob:I,J (token ids "
+                     "comma-separated, optional @positions) — whose gradient is written as "
+                     "<hook>_grad beside each hook, with `objective`"},
                {"hooks", "",
                 "hook names, globs and layer ranges, comma-separated, e.g. "
                 "blocks.*.hook_resid_post,blocks.0-3.attn.hook_pattern (default: every hook)"}},
@@ -100,6 +105,37 @@ std::string CacheSummary(const std::string& path, const std::vector<std::vector<
       grads == 0 ? "" : absl::StrCat(", ", grads, " gradients, the objective");
   return absl::StrCat("wrote ", results[0].cache.size() - grads, " hooks", with_grads,
                       " + logits for ", tokens, " tokens", what, " to ", path, "\n");
+}
+
+namespace {
+
+absl::Status IntsInto(absl::string_view text, const std::string& what,
+                      google::protobuf::RepeatedField<int32_t>* out) {
+  ASSIGN_OR_RETURN(std::vector<int> values, ParseIntList(what, std::string(text)));
+  if (values.empty()) return absl::InvalidArgumentError(absl::StrCat("--grad: ", what, " is empty"));
+  out->Add(values.begin(), values.end());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ObjectiveFromFlag(const std::string& text, v1::Objective* out) {
+  std::vector<absl::string_view> at = absl::StrSplit(text, absl::MaxSplits('@', 1));
+  std::vector<absl::string_view> parts = absl::StrSplit(at[0], ':');
+  if (parts[0] == "loss" && parts.size() == 1) {
+    out->mutable_loss();
+  } else if (parts[0] == "logit_diff" && parts.size() == 3) {
+    RETURN_IF_ERROR(IntsInto(parts[1], "answer ids", out->mutable_logit_diff()->mutable_answer_ids()));
+    RETURN_IF_ERROR(IntsInto(parts[2], "wrong ids", out->mutable_logit_diff()->mutable_wrong_ids()));
+  } else if (parts[0] == "logprob" && parts.size() == 2) {
+    RETURN_IF_ERROR(IntsInto(parts[1], "ids", out->mutable_logprob()->mutable_ids()));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--grad ", QuoteUserText(text),
+        " is not loss, logit_diff:A:W or logprob:I,J (ids comma-separated, optional @positions)"));
+  }
+  if (at.size() == 2) RETURN_IF_ERROR(IntsInto(at[1], "positions", out->mutable_positions()));
+  return absl::OkStatus();
 }
 
 absl::Status SamplingFromFlags(const Flags& flags, v1::GenerateRequest* request) {

@@ -26,6 +26,11 @@ const FlagTable& CacheFlags();         // a cache request: prompts, --out, --hoo
 // offline command's conversion).
 absl::Status SamplingFromFlags(const Flags& flags, v1::GenerateRequest* request);
 
+// --grad: "loss", "logit_diff:A:W" or "logprob:I,J" (A, W, I, J: comma-separated token
+// ids), with an optional "@p,q" suffix of positions, as the wire's Objective; INVALID_ARGUMENT
+// saying what is wrong (the ids and positions are checked where the model is known).
+absl::Status ObjectiveFromFlag(const std::string& text, v1::Objective* out);
+
 // Every --prompt TEXT / --token-ids 1,2,3 in command-line order (at least one).
 struct PromptArg {
   bool text = false;

@@ -4,7 +4,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/core/status.h"
 #include "server/interventions_wire.h"
-#include "server/sampling_wire.h"
+#include "server/request_wire.h"
 
 namespace lensd {
 
@@ -39,10 +39,7 @@ const FlagTable& ModelFlags() {
 
 FlagTable RunFlags() {
   return Concat({ModelFlags(), CacheFlags(),
-                 {{"grad", "", "an objective — loss, logit_diff:A:W or logprob:I,J (token ids "
-                               "comma-separated, optional @positions) — whose gradient is "
-                               "written as <hook>_grad beside each hook, with `objective`"},
-                  {"verbose", "", "print the CPU kernel families in use", true}}});
+                 {{"verbose", "", "print the CPU kernel families in use", true}}});
 }
 
 FlagTable GenerateFlags() {
@@ -143,7 +140,9 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
     if (interventions != nullptr) {
       return absl::InvalidArgumentError("--grad with --interventions is not supported yet");
     }
-    ASSIGN_OR_RETURN(Objective objective, ParseObjective(flags.Get("grad"), c.vocab_size));
+    v1::Objective wire;
+    RETURN_IF_ERROR(ObjectiveFromFlag(flags.Get("grad"), &wire));
+    ASSIGN_OR_RETURN(Objective objective, ToObjective(wire, c.vocab_size, lengths));
     ASSIGN_OR_RETURN(results, RunWithGradients(*model, prompts, selection, objective));
   } else {
     ASSIGN_OR_RETURN(results, RunWithCache(*model, prompts, selection, interventions.get()));

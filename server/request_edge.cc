@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
-#include "server/sampling_wire.h"
+#include "server/request_wire.h"
 
 namespace lensd {
 

@@ -3,11 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "engine/core/status.h"
-#include "engine/core/user_text.h"
 
 namespace lensd {
 namespace {
@@ -21,20 +17,6 @@ double LogSumExp(const float* l, const std::vector<int>* ids, int vocab, double*
   for (int k = 0; k < n; ++k) sum += std::exp(at(k) - max);
   *max_out = max;
   return max + std::log(sum);
-}
-
-absl::StatusOr<std::vector<int>> ParseIds(absl::string_view text, int vocab, const char* what) {
-  std::vector<int> ids;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    int id;
-    if (!absl::SimpleAtoi(part, &id) || id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": ",
-                                                     QuoteUserText({part.data(), part.size()}),
-                                                     " is not a token id in [0, ", vocab, ")"));
-    }
-    ids.push_back(id);
-  }
-  return ids;
 }
 
 }  // namespace
@@ -67,42 +49,6 @@ double LogProbRow(const float* l, const std::vector<int>& ids, int vocab, double
     for (int id : ids) grad[id] += static_cast<float>(weight * std::exp(l[id] - zi));
   }
   return zi - z;
-}
-
-absl::StatusOr<Objective> ParseObjective(std::string_view text, int vocab) {
-  Objective o;
-  const absl::string_view whole(text.data(), text.size());
-  std::vector<absl::string_view> at = absl::StrSplit(whole, absl::MaxSplits('@', 1));
-  std::vector<absl::string_view> parts = absl::StrSplit(at[0], ':');
-  if (parts[0] == "loss" && parts.size() == 1) {
-    o.kind = Objective::Kind::kLoss;
-  } else if (parts[0] == "logit_diff" && parts.size() == 3) {
-    o.kind = Objective::Kind::kLogitDiff;
-    ASSIGN_OR_RETURN(o.answer, ParseIds(parts[1], vocab, "logit_diff answer ids"));
-    ASSIGN_OR_RETURN(o.wrong, ParseIds(parts[2], vocab, "logit_diff wrong ids"));
-  } else if (parts[0] == "logprob" && parts.size() == 2) {
-    o.kind = Objective::Kind::kLogProb;
-    ASSIGN_OR_RETURN(o.answer, ParseIds(parts[1], vocab, "logprob ids"));
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "objective ", QuoteUserText(text),
-        " is not loss, logit_diff:A:W or logprob:I,J (ids comma-separated, optional @positions)"));
-  }
-  if (at.size() == 2) {
-    if (o.kind == Objective::Kind::kLoss) {
-      return absl::InvalidArgumentError("the loss covers every position; it takes no @positions");
-    }
-    for (absl::string_view part : absl::StrSplit(at[1], ',')) {
-      int p;
-      if (!absl::SimpleAtoi(part, &p)) {
-        return absl::InvalidArgumentError(absl::StrCat("objective position ",
-                                                       QuoteUserText({part.data(), part.size()}),
-                                                       " is not an integer"));
-      }
-      o.positions.push_back(p);
-    }
-  }
-  return o;
 }
 
 absl::StatusOr<double> ObjectiveAndGradient(const Objective& o, const float* logits,

@@ -5,7 +5,6 @@
 #define LENSD_ENGINE_RUNTIME_OBJECTIVE_H_
 
 #include <cstdint>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -34,10 +33,6 @@ struct Objective {
   std::vector<int> answer, wrong;
   std::vector<int> positions;  // negative count from the end; empty: the last position
 };
-
-// "loss", "logit_diff:A:W" or "logprob:I,J" (A, W, I, J: comma-separated token ids < vocab),
-// with an optional "@p,q" suffix of positions; INVALID_ARGUMENT saying what is wrong.
-absl::StatusOr<Objective> ParseObjective(std::string_view text, int vocab);
 
 // The objective of one prompt's logits [P, vocab] (its token ids `ids`), and its gradient
 // with respect to them into `grad` [P, vocab] (overwritten). INVALID_ARGUMENT for positions

@@ -149,20 +149,5 @@ TEST(Gradients, RefusedWhereTheyCannotBeComputedYet) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
 }
 
-TEST(Objective, ParsesTheSweepMetricSyntax) {
-  auto o = ParseObjective("logit_diff:5,6:7@-1,2", 100);
-  ASSERT_TRUE(o.ok()) << o.status();
-  EXPECT_EQ(o->kind, Objective::Kind::kLogitDiff);
-  EXPECT_EQ(o->answer, (std::vector<int>{5, 6}));
-  EXPECT_EQ(o->wrong, (std::vector<int>{7}));
-  EXPECT_EQ(o->positions, (std::vector<int>{-1, 2}));
-  EXPECT_TRUE(ParseObjective("loss", 100).ok());
-  EXPECT_TRUE(ParseObjective("logprob:3", 100).ok());
-  for (const char* bad :
-       {"", "lose", "logit_diff:5", "logprob:100", "logprob:x", "loss@1", "logit_diff:1:2@a"}) {
-    EXPECT_EQ(ParseObjective(bad, 100).status().code(), absl::StatusCode::kInvalidArgument) << bad;
-  }
-}
-
 }  // namespace
 }  // namespace lensd

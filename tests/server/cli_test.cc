@@ -80,7 +80,7 @@ TEST(Cli, RunGradWritesEachHooksGradientAndTheObjective) {
   r = Lensd(absl::StrCat("run --model=", Golden("llama"), " --token-ids 1,2 --grad logprob:1000 ",
                          "--out ", out));
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.err.find("INVALID_ARGUMENT: logprob ids: '1000' is not a token id"),
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT: objective.logprob.ids[0] = 1000 is outside"),
             std::string::npos) << r.err;
 }
 

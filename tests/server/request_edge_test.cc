@@ -2,6 +2,8 @@
 // become the expected domain structs; the wire helpers slice and convert exactly.
 #include "server/request_edge.h"
 
+#include "cli/request_flags.h"
+#include "server/request_wire.h"
 #include "server/sinks.h"
 #include "server/wire.h"
 #include "tests/test_util.h"
@@ -177,6 +179,42 @@ TEST(Wire, IncompleteUtf8TailHoldsBackSplitCharacters) {
   EXPECT_EQ(IncompleteUtf8Tail("\xF0\x9F\x98"), 3u);    // 3 of 4 bytes of an emoji
   EXPECT_EQ(IncompleteUtf8Tail("\xF0\x9F\x98\x80"), 0u);
   EXPECT_EQ(IncompleteUtf8Tail(""), 0u);
+}
+
+TEST(Objective, FlagSyntaxToTheWireAndTheWireToTheEngine) {
+  v1::Objective wire;
+  ASSERT_TRUE(ObjectiveFromFlag("logit_diff:5,6:7@-1,2", &wire).ok());
+  auto o = ToObjective(wire, 100, {4, 6});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->kind, Objective::Kind::kLogitDiff);
+  EXPECT_EQ(o->answer, (std::vector<int>{5, 6}));
+  EXPECT_EQ(o->wrong, (std::vector<int>{7}));
+  EXPECT_EQ(o->positions, (std::vector<int>{-1, 2}));
+  for (const char* flag : {"loss", "logprob:3", "logprob:3,4@0"}) {
+    v1::Objective w;
+    ASSERT_TRUE(ObjectiveFromFlag(flag, &w).ok()) << flag;
+    EXPECT_TRUE(ToObjective(w, 100, {4}).ok()) << flag;
+  }
+  for (const char* bad : {"", "lose", "logit_diff:5", "logprob:x", "logprob:", "logit_diff:1:2@a"}) {
+    v1::Objective w;
+    EXPECT_EQ(ObjectiveFromFlag(bad, &w).code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  // What only the model and the prompts tell.
+  for (const auto& [flag, lengths, message] :
+       std::vector<std::tuple<std::string, std::vector<int>, std::string>>{
+           {"logprob:100", {4}, "objective.logprob.ids[0] = 100 is outside the vocabulary"},
+           {"logit_diff:1:2@4", {4}, "objective.positions[0] = 4 is outside prompts[0]"},
+           {"logit_diff:1:2@-5", {6, 4}, "is outside prompts[1] (4 tokens)"},
+           {"loss", {3, 1}, "prompts of at least 2 tokens; prompts[1]"},
+           {"loss@1", {3}, "objective.positions: the loss covers every position"}}) {
+    v1::Objective w;
+    ASSERT_TRUE(ObjectiveFromFlag(flag, &w).ok()) << flag;
+    auto got = ToObjective(w, 100, lengths);
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << flag;
+    EXPECT_NE(got.status().message().find(message), std::string::npos) << got.status();
+  }
+  EXPECT_EQ(ToObjective(v1::Objective(), 100, {3}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
