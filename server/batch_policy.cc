@@ -104,7 +104,7 @@ std::vector<Work> BuildBatch(const SeqList& running, int max_batch_tokens) {
   bool prompt_added = false;
   for (size_t i = 0; i < running.size(); ++i) {
     Seq& s = *running[i];
-    if (s.pending() == 0 || is_decode(s)) continue;
+    if (s.pending() == 0 || is_decode(s) || s.gradient()) continue;
     const auto [begin, end] = GangAt(running, i);
     int want = 0;
     for (size_t k = begin; k < end; ++k) want += running[k]->pending();
@@ -123,9 +123,21 @@ std::vector<Work> BuildBatch(const SeqList& running, int max_batch_tokens) {
   return batch;
 }
 
+std::vector<Work> GradientBatch(const SeqList& running) {
+  for (size_t i = 0; i < running.size(); ++i) {
+    if (!running[i]->gradient() || running[i]->pending() == 0) continue;
+    const auto [begin, end] = GangAt(running, i);
+    std::vector<Work> batch;
+    for (size_t k = begin; k < end; ++k) batch.push_back({running[k].get(), running[k]->pending()});
+    return batch;
+  }
+  return {};
+}
+
 bool AllLogits(const Seq& s) {
   if (!s.capture()) return false;
   const Job& job = s.job->job;
+  if (s.gradient()) return true;  // the objective reads every row
   if (job.reuse_prefix) return job.logits_from >= 0;
   // Logits interventions of a capture job may patch any position: compute every row.
   const InterventionSet* set = job.interventions.get();

@@ -52,9 +52,13 @@ struct Seq {
   std::vector<int> prompt_ints, out_ints;
 
   bool capture() const { return job->job.kind == Job::Kind::kCapture; }
-  // Prompts linked by patch run in one step: they are admitted, batched and preempted together.
+  // A capture with gradients (Job::objective): its prompts run in a step of their own.
+  bool gradient() const { return capture() && job->job.objective.has_value(); }
+  // Prompts linked by patch, or by gradients, run in one step: they are admitted, batched and
+  // preempted together.
   bool gang() const {
-    return capture() && job->job.interventions && job->job.interventions->HasPatch();
+    return gradient() ||
+           (capture() && job->job.interventions && job->job.interventions->HasPatch());
   }
   int pending() const { return static_cast<int>(tokens.size()) - computed; }
 };
@@ -99,8 +103,12 @@ struct Work {
 
 // One step's batch: every decode token, then prompt work under the token budget — chunked
 // prefill, capture prompts whole (a gang all at once); the first prompt item may exceed the
-// budget so that nothing starves.
+// budget so that nothing starves. Gradient captures are not in it (GradientBatch).
 std::vector<Work> BuildBatch(const SeqList& running, int max_batch_tokens);
+
+// The oldest running gradient capture with work left, all its prompts whole: a step of its
+// own (forward and backward); empty when there is none.
+std::vector<Work> GradientBatch(const SeqList& running);
 
 // Whether a sequence's step returns logits for every computed row, or only the last.
 bool AllLogits(const Seq& s);

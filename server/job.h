@@ -14,6 +14,7 @@
 #include "engine/runtime/generate.h"
 #include "engine/runtime/hooks.h"
 #include "engine/runtime/interventions.h"
+#include "engine/runtime/objective.h"
 #include "engine/runtime/sampler.h"
 
 namespace lensd {
@@ -29,6 +30,7 @@ struct JobStats {
   double total_ms = 0;
   int preemptions = 0;
   int64_t prompt_tokens_cached = 0;  // prompt tokens taken from the prefix cache
+  std::vector<double> objective;     // capture with an objective: per prompt
 };
 
 // Receives a job's results on the scheduler thread — except OnTensor, which may run on a
@@ -47,6 +49,9 @@ class JobSink {
   // Logits of prompt `prompt` at positions [first, first + n): host float32 [1, n, vocab]
   // (first > 0 only for jobs that reuse cached prefixes, which skip computing them).
   virtual void OnLogits(int prompt, int first, TensorView value) = 0;
+  // The gradient of prompt `prompt`'s objective with respect to hook `id` (jobs with an
+  // objective), as OnTensor; the last layer's first.
+  virtual void OnGradient(int prompt, HookId id, TensorView value) {}
   virtual void OnFinish(const absl::Status& status, const JobStats& stats) = 0;
 };
 
@@ -67,6 +72,9 @@ struct Job {
   // Validated for these prompts (null: none). A capture job with patches runs all its prompts
   // in one step (the scheduler admits and batches them together).
   std::shared_ptr<const InterventionSet> interventions;
+  // Capture: gradients of this objective for every prompt (Model::ForwardBackward); the job's
+  // prompts run together in a step of their own.
+  std::optional<Objective> objective;
   Clock::time_point deadline = Clock::time_point::max();
   std::shared_ptr<JobSink> sink;
   // The program this job is a phase of (null: a job alone); set by the scheduler.

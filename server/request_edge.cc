@@ -188,6 +188,16 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
   for (const auto& ids : r.job.prompts) lengths.push_back(static_cast<int>(ids.size()));
   ASSIGN_OR_RETURN(r.job.interventions, ToInterventionSet(request.interventions(), c, lengths, false,
                                                           0, limits.interventions));
+  if (request.has_objective()) {
+    if (!model.gradients.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("objective: ", model.gradients.message()));
+    }
+    if (r.job.interventions != nullptr) {
+      return absl::InvalidArgumentError(
+          "objective: gradients through interventions are not supported yet");
+    }
+    ASSIGN_OR_RETURN(r.job.objective, ToObjective(request.objective(), c.vocab_size, lengths));
+  }
   RETURN_IF_ERROR(CheckActivationsFit(r, model, limits));
   RETURN_IF_ERROR(BuildManifest(c, limits, r));
   return r;
@@ -202,10 +212,17 @@ absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, Cap
                                                      i, "] (", p, " tokens)"));
     }
     for (HookId id : r.job.hooks.hooks()) {
-      r.manifest.push_back({i, id, false, WireShape(c, id.point, p, r.slice), r.dtype});
+      r.manifest.push_back({i, id, false, false, WireShape(c, id.point, p, r.slice), r.dtype});
     }
     if (r.job.want_logits) {
-      r.manifest.push_back({i, {HookPoint::kUnembedOut, -1}, true, {1, p, c.vocab_size}, r.dtype});
+      r.manifest.push_back(
+          {i, {HookPoint::kUnembedOut, -1}, true, false, {1, p, c.vocab_size}, r.dtype});
+    }
+    if (!r.job.objective.has_value()) continue;
+    const std::vector<HookId>& hooks = r.job.hooks.hooks();
+    for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) {  // as the backward reaches them
+      if (!HasGradient(it->point)) continue;
+      r.manifest.push_back({i, *it, false, true, WireShape(c, it->point, p, r.slice), r.dtype});
     }
   }
   for (const WireTensor& t : r.manifest) r.total_bytes += t.NumBytes();
@@ -249,7 +266,7 @@ v1::FinishReason ToWire(FinishReason reason) {
 }
 
 void FillTensorInfo(const WireTensor& t, v1::TensorInfo* info) {
-  info->set_name(t.logits ? "logits" : HookName(t.id));
+  info->set_name(t.logits ? "logits" : t.grad ? HookName(t.id) + "_grad" : HookName(t.id));
   info->set_prompt_index(t.prompt);
   info->set_layer(t.logits ? -1 : t.id.layer);
   info->set_dtype(ToWire(t.dtype));

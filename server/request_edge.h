@@ -40,6 +40,7 @@ struct ModelFacts {
   DType dtype = DType::kF32;
   int kv_tokens = 0;
   int64_t activation_budget = 0;
+  absl::Status gradients;  // why this model computes no gradients (OK: it does)
 };
 
 // One tensor a RunWithCache stream will carry.
@@ -47,6 +48,7 @@ struct WireTensor {
   int prompt = 0;
   HookId id{HookPoint::kEmbed, -1};
   bool logits = false;
+  bool grad = false;  // the hook's gradient, "<name>_grad"
   Shape shape;
   DType dtype = DType::kF32;
   int64_t NumBytes() const { return shape.NumElements() * static_cast<int64_t>(DTypeSize(dtype)); }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
 
 namespace lensd {
 namespace {
@@ -15,11 +16,13 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-// Routes hooks of capture sequences in the current batch to their jobs' sinks.
+// Routes hooks (or, for `gradients`, their gradients) of capture sequences in the current
+// batch to their jobs' sinks.
 class BatchHookSink : public HookSink {
  public:
-  BatchHookSink(const std::vector<const Job*>& jobs, const std::vector<int>& prompts)
-      : jobs_(jobs), prompts_(prompts) {}
+  BatchHookSink(const std::vector<const Job*>& jobs, const std::vector<int>& prompts,
+                bool gradients = false)
+      : jobs_(jobs), prompts_(prompts), gradients_(gradients) {}
   bool Wants(int seq, HookId id) const override {
     return jobs_[seq]->kind == Job::Kind::kCapture && jobs_[seq]->hooks.Contains(id);
   }
@@ -27,12 +30,17 @@ class BatchHookSink : public HookSink {
     return jobs_[seq]->kind == Job::Kind::kCapture && !jobs_[seq]->hooks.empty();
   }
   void Capture(int seq, HookId id, TensorView value) override {
-    jobs_[seq]->sink->OnTensor(prompts_[seq], id, value);
+    if (gradients_) {
+      jobs_[seq]->sink->OnGradient(prompts_[seq], id, value);
+    } else {
+      jobs_[seq]->sink->OnTensor(prompts_[seq], id, value);
+    }
   }
 
  private:
   const std::vector<const Job*>& jobs_;
   const std::vector<int>& prompts_;
+  const bool gradients_;
 };
 
 Scheduler::Scheduler(Model& model, SchedulerOptions options)
@@ -81,6 +89,9 @@ void Scheduler::Loop() {
   while (TakeInbox()) {
     Reap();
     Admit();
+    if (std::vector<Work> gradients = GradientBatch(running_); !gradients.empty()) {
+      RunBatch(gradients);
+    }
     std::vector<Work> batch = BuildBatch(running_, options_.max_batch_tokens);
     if (!batch.empty()) RunBatch(batch);
     RemoveFinished();
@@ -197,7 +208,22 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
   }
   BatchHookSink hooks(jobs, prompts);
   const Clock::time_point t0 = Clock::now();
-  absl::StatusOr<ForwardResult> result = model_.Forward(inputs, &hooks);
+  absl::StatusOr<ForwardResult> result;
+  if (batch[0].seq->gradient()) {  // a gradient batch is one job's prompts (GradientBatch)
+    BatchHookSink grads(jobs, prompts, /*gradients=*/true);
+    JobState& job = *batch[0].seq->job;
+    job.stats.objective.assign(job.job.prompts.size(), 0.0);
+    auto objective = [&](int seq, TensorView logits, float* dlogits) -> absl::Status {
+      const Seq& s = *batch[seq].seq;
+      ASSIGN_OR_RETURN(job.stats.objective[s.prompt_index],
+                       ObjectiveAndGradient(*job.job.objective, logits.As<float>(), s.tokens,
+                                            c.vocab_size, dlogits));
+      return absl::OkStatus();
+    };
+    result = model_.ForwardBackward(inputs, &hooks, objective, &grads);
+  } else {
+    result = model_.Forward(inputs, &hooks);
+  }
   const double ms = MsBetween(t0, Clock::now());
   int64_t prompt_tokens = 0;
   for (size_t i = 0; i < batch.size(); ++i) {

@@ -146,8 +146,12 @@ absl::StatusOr<const Tokenizer*> LensdService::GateTokenizer(grpc::CallbackServe
 
 ModelFacts LensdService::Facts() const {
   BlockAllocator& blocks = serving_.model->blocks();
-  return {&serving_.model->config(), serving_.model->tokenizer(), serving_.model->dtype(),
-          blocks.num_blocks() * blocks.block_size(), serving_.model->activation_budget()};
+  return {&serving_.model->config(),
+          serving_.model->tokenizer(),
+          serving_.model->dtype(),
+          blocks.num_blocks() * blocks.block_size(),
+          serving_.model->activation_budget(),
+          serving_.model->GradientSupport()};
 }
 
 absl::Status LensdService::SubmitJob(Job job, grpc::CallbackServerContext* ctx,

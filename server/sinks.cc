@@ -80,15 +80,23 @@ void CaptureSink::Send(const WireTensor& meta, const Buffer& data) {
   bytes_sent_ += static_cast<int64_t>(total);
 }
 
-void CaptureSink::OnTensor(int prompt, HookId id, TensorView value) {
+void CaptureSink::SendHook(int prompt, HookId id, bool grad, TensorView value) {
   const auto range = slice_.Resolve(lengths_[prompt]);
   Buffer data = SliceAndConvert(value, PositionAxis(id.point), range, dtype_);
-  Send({prompt, id, false, data.shape(), dtype_}, data);
+  Send({prompt, id, false, grad, data.shape(), dtype_}, data);
+}
+
+void CaptureSink::OnTensor(int prompt, HookId id, TensorView value) {
+  SendHook(prompt, id, false, value);
+}
+
+void CaptureSink::OnGradient(int prompt, HookId id, TensorView value) {
+  SendHook(prompt, id, true, value);
 }
 
 void CaptureSink::OnLogits(int prompt, int /*first: always 0 here*/, TensorView value) {
   Buffer data = SliceAndConvert(value, 1, {0, value.shape[1]}, dtype_);
-  Send({prompt, {HookPoint::kUnembedOut, -1}, true, data.shape(), dtype_}, data);
+  Send({prompt, {HookPoint::kUnembedOut, -1}, true, false, data.shape(), dtype_}, data);
 }
 
 void CaptureSink::OnFinish(const absl::Status& status, const JobStats& stats) {
@@ -102,6 +110,7 @@ void CaptureSink::OnFinish(const absl::Status& status, const JobStats& stats) {
   done->set_compute_ms(stats.compute_ms);
   done->set_total_ms(stats.total_ms);
   done->set_bytes_sent(bytes_sent_);
+  done->mutable_objective()->Add(stats.objective.begin(), stats.objective.end());
   out_->Push(std::move(message));
   out_->Close(grpc::Status::OK);
 }

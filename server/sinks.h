@@ -49,10 +49,12 @@ class CaptureSink final : public JobSink {
   void OnToken(int32_t, int) override {}
   void OnTensor(int prompt, HookId id, TensorView value) override;
   void OnLogits(int prompt, int first, TensorView value) override;
+  void OnGradient(int prompt, HookId id, TensorView value) override;
   void OnFinish(const absl::Status& status, const JobStats& stats) override;
 
  private:
   void Send(const WireTensor& meta, const Buffer& data);
+  void SendHook(int prompt, HookId id, bool grad, TensorView value);
   std::shared_ptr<Outbox> out_;
   PositionSlice slice_;
   DType dtype_;

@@ -10,7 +10,7 @@
 
 namespace lensd {
 
-absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch) const {
+absl::Status Model::GradientSupport() const {
   if (shards_.size() != 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "gradients run on one device for now; this model is split over ", shards_.size()));
@@ -30,6 +30,11 @@ absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch) const {
           "gradients through mixtures of experts are not supported yet");
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch) const {
+  RETURN_IF_ERROR(GradientSupport());
   for (const SeqInput& in : batch) {
     if (in.start_pos != 0 || !in.all_logits) {
       return absl::InvalidArgumentError("gradients take whole prompts with every row's logits");

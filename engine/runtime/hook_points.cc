@@ -119,6 +119,8 @@ bool IsCaptureOnly(HookPoint p) {
          g == G::kExpertChoice || p == P::kQNormScaleWhole || p == P::kKNormScaleWhole;
 }
 
+bool HasGradient(HookPoint p) { return !IsAttentionMap(p) && !IsCaptureOnly(p); }
+
 int PositionAxis(HookPoint p) {
   const G g = InfoOf(p).geometry;
   if (g == G::kExperts || g == G::kExpertChoice) return 0;

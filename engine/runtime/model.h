@@ -137,6 +137,8 @@ class Model {
   // (start_pos 0, all_logits), without interventions or attachments, on one device whose
   // backend has gradient ops (FAILED_PRECONDITION / INVALID_ARGUMENT otherwise); each layer
   // is recomputed from its saved input, so memory is the residuals plus one layer.
+  // Why this model cannot run ForwardBackward at all (FAILED_PRECONDITION), OK when it can.
+  absl::Status GradientSupport() const;
   absl::StatusOr<ForwardResult> ForwardBackward(const std::vector<SeqInput>& batch, HookSink* hooks,
                                                 const LogitsGradient& objective, HookSink* grads);
 

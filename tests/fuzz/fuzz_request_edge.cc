@@ -14,7 +14,7 @@ const lensd::ModelFacts& Facts() {
   static const std::unique_ptr<lensd::Tokenizer>* tokenizer =
       new std::unique_ptr<lensd::Tokenizer>(lensd::MakeByteTokenizer());
   static const lensd::ModelFacts* facts =
-      new lensd::ModelFacts{config, tokenizer->get(), lensd::DType::kF32, 4096, 0};
+      new lensd::ModelFacts{config, tokenizer->get(), lensd::DType::kF32, 4096, 0, {}};
   return *facts;
 }
 

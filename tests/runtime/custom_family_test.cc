@@ -51,8 +51,10 @@ FamilySpec PostNormFamily(NormPlacement norms) {
                     {"mlp.down.weight", Layout::kLinear, {&W::w_out}},
                     {"mlp_out_norm.weight", Layout::kLinear, {&W::ln2_post_w}}},
           .embed = "tok_embeddings.weight",
+          .position_embed = {},
           .final_norm = "norm",
-          .unembed = "output.weight"};
+          .unembed = "output.weight",
+          .nested_prefix = {}};
 }
 
 // The golden Llama checkpoint under this family's names, plus random post-norm weights.

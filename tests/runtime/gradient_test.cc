@@ -30,11 +30,11 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
   const ModelConfig& c() const { return model_->config(); }
 
   // The hooks whose gradients are checked: model-level ones and those of the first and last
-  // block, without the attention maps and capture-only hooks.
+  // block that have gradients.
   std::vector<HookId> Checked() const {
     std::vector<HookId> out;
     for (HookId id : AllHooks(c())) {
-      if (IsAttentionMap(id.point) || IsCaptureOnly(id.point)) continue;
+      if (!HasGradient(id.point)) continue;
       if (id.layer == -1 || id.layer == 0 || id.layer == c().n_layers - 1) out.push_back(id);
     }
     return out;

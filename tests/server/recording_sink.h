@@ -27,6 +27,9 @@ class RecordingSink : public JobSink {
   }
   void OnTensor(int prompt, HookId id, TensorView v) override { Keep(prompt, HookName(id), v); }
   void OnLogits(int prompt, int, TensorView v) override { Keep(prompt, "logits", v); }
+  void OnGradient(int prompt, HookId id, TensorView v) override {
+    Keep(prompt, HookName(id) + "_grad", v);
+  }
   void OnFinish(const absl::Status& status, const JobStats& stats) override {
     std::lock_guard<std::mutex> lock(mu_);
     status_ = status, stats_ = stats, finished_ = true;

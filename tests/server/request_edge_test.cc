@@ -15,7 +15,7 @@ class EdgeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = *Model::Load(LoadOptions{});
-    facts_ = {&model_->config(), model_->tokenizer(), DType::kF32, /*kv_tokens=*/128};
+    facts_ = {&model_->config(), model_->tokenizer(), DType::kF32, /*kv_tokens=*/128, 0, {}};
     limits_.max_prompt_tokens = 64;
     limits_.max_new_tokens = 100;
     limits_.max_capture_bytes = 1 << 20;
@@ -146,6 +146,43 @@ TEST_F(EdgeTest, CaptureManifestCountsEveryByte) {
   int64_t total = 0;
   for (const auto& t : req->manifest) total += t.shape.NumElements() * 2;
   EXPECT_EQ(req->total_bytes, total);
+}
+
+TEST_F(EdgeTest, ObjectiveAddsEachHooksGradientAfterTheLogits) {
+  using C = absl::StatusCode;
+  const ModelConfig& c = model_->config();
+  v1::RunWithCacheRequest r = Cache({1, 2, 3, 4, 5});
+  r.add_names_filter("blocks.0.attn.hook_pattern");
+  r.add_names_filter("blocks.0.hook_resid_pre");
+  r.add_names_filter("blocks.1.hook_resid_post");
+  r.mutable_objective()->mutable_loss();
+  auto req = ToCaptureRequest(r, facts_, limits_);
+  ASSERT_TRUE(req.ok()) << req.status();
+  ASSERT_TRUE(req->job.objective.has_value());
+  // hooks, logits, then the gradients the backward reaches, last layer first (no map's).
+  ASSERT_EQ(req->manifest.size(), 6u);
+  EXPECT_TRUE(req->manifest[3].logits);
+  EXPECT_TRUE(req->manifest[4].grad);
+  EXPECT_EQ(req->manifest[4].id, (HookId{HookPoint::kResidPost, 1}));
+  EXPECT_EQ(req->manifest[5].id, (HookId{HookPoint::kResidPre, 0}));
+  v1::TensorInfo info;
+  FillTensorInfo(req->manifest[5], &info);
+  EXPECT_EQ(info.name(), "blocks.0.hook_resid_pre_grad");
+  EXPECT_EQ(req->manifest[5].shape, Shape({1, 5, c.d_model}));
+  // Refused with interventions, and where the model computes no gradients.
+  v1::RunWithCacheRequest with_ops = r;
+  v1::Intervention* iv = with_ops.add_interventions();
+  iv->set_hook("blocks.0.hook_resid_pre");
+  iv->mutable_zero();
+  ExpectError(ToCaptureRequest(with_ops, facts_, limits_), C::kInvalidArgument,
+              "objective: gradients through interventions");
+  ModelFacts none = facts_;
+  none.gradients = absl::FailedPreconditionError("gradients through mixtures of experts");
+  ExpectError(ToCaptureRequest(r, none, limits_), C::kFailedPrecondition,
+              "objective: gradients through mixtures of experts");
+  r.mutable_objective()->mutable_logprob();
+  ExpectError(ToCaptureRequest(r, facts_, limits_), C::kInvalidArgument,
+              "objective.logprob.ids is empty");
 }
 
 TEST(Wire, PositionSliceFollowsPython) {

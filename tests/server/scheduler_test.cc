@@ -199,6 +199,44 @@ TEST(Scheduler, FailedStepFailsItsJobsAndServingGoesOn) {
   ExpectAllBlocksFree(scheduler);
 }
 
+TEST(Scheduler, GradientJobsRunInAStepOfTheirOwnAndEqualRunWithGradients) {
+  auto model = Builtin(4096);
+  const ModelConfig& c = model->config();
+  Scheduler scheduler(*model, {16, 64, 64});
+  auto gen = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(scheduler.Submit(GenerateJob(Prompt(3), 20, 0.0f, 0, gen)).ok());
+  Objective objective;
+  objective.kind = Objective::Kind::kLogitDiff;
+  objective.answer = {5}, objective.wrong = {6};
+  auto grad = std::make_shared<RecordingSink>();
+  Job job;
+  job.kind = Job::Kind::kCapture;
+  job.prompts = {Prompt(1), Prompt(4)};
+  job.hooks = *HookSelection::Parse(c, {"blocks.*.hook_resid_pre", "blocks.1.attn.hook_z"});
+  job.objective = objective;
+  job.sink = grad;
+  ASSERT_TRUE(scheduler.Submit(std::move(job)).ok());
+  ASSERT_TRUE(grad->Wait());
+  ASSERT_TRUE(gen->Wait());
+  ASSERT_TRUE(grad->status_.ok()) << grad->status_;
+  auto reference = RunWithGradients(
+      *Builtin(4096), {Prompt(1), Prompt(4)},
+      *HookSelection::Parse(c, {"blocks.*.hook_resid_pre", "blocks.1.attn.hook_z"}), objective);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_EQ(grad->stats_.objective.size(), 2u);
+  for (int p = 0; p < 2; ++p) {
+    EXPECT_EQ(grad->stats_.objective[p], *(*reference)[p].objective);
+    for (const auto& [name, buffer] : (*reference)[p].cache) {
+      ASSERT_EQ(grad->tensors_.count({p, name}), 1u) << name;
+      const Buffer& got = grad->tensors_.at({p, name});
+      ASSERT_EQ(got.shape(), buffer.shape()) << name;
+      EXPECT_EQ(std::memcmp(got.As<char>(), buffer.As<char>(), got.NumBytes()), 0) << name;
+    }
+  }
+  EXPECT_EQ(gen->tokens_, Alone(GenerateJob(Prompt(3), 20, 0.0f, 0, nullptr)));
+  ExpectAllBlocksFree(scheduler);
+}
+
 // Three generate jobs in turn, each prompt extended by the tokens of the one before; the
 // second Next waits until the test has tried to submit past the full queue.
 class ChainProgram : public JobProgram {
