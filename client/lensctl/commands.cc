@@ -118,17 +118,21 @@ absl::Status CacheRemote(const Connection& c, const Flags& flags, std::ostream& 
   for (v1::Prompt& p : prompts) *request.add_prompts() = std::move(p);
   RETURN_IF_ERROR(InterventionsFromFile(flags, request.mutable_interventions()));
   for (const std::string& h : flags.GetList("hooks")) request.add_names_filter(h);
+  if (flags.Has("grad"))
+    RETURN_IF_ERROR(ObjectiveFromFlag(flags.Get("grad"), request.mutable_objective()));
   request.set_dtype(v1::DTYPE_FLOAT32);
   auto stub = v1::Lensd::NewStub(c.channel);
   auto ctx = c.NewContext();
   auto reader = stub->RunWithCache(ctx.get(), request);
   v1::CacheMessage message;
   v1::CacheHeader header;
+  v1::CacheDone done;
   CacheAssembler assembler;
   absl::Status status;
   while (reader->Read(&message)) {
     if (message.has_header()) header = message.header();
     if (message.has_chunk() && status.ok()) status = assembler.Add(message.chunk());
+    if (message.has_done()) done = message.done();
   }
   RETURN_IF_ERROR(FromGrpc(reader->Finish()));
   RETURN_IF_ERROR(status);
@@ -137,6 +141,9 @@ absl::Status CacheRemote(const Connection& c, const Flags& flags, std::ostream& 
   }
   ASSIGN_OR_RETURN(std::vector<CacheResult> results,
                    assembler.Finish(header.total_bytes(), header.prompt_ids_size()));
+  for (int p = 0; p < done.objective_size() && p < static_cast<int>(results.size()); ++p) {
+    results[p].objective = done.objective(p);
+  }
   std::vector<std::vector<int32_t>> ids;
   for (const v1::TokenIds& p : header.prompt_ids()) ids.emplace_back(p.ids().begin(), p.ids().end());
   RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), ids, results));

@@ -9,9 +9,9 @@ from lensd.client import PAD_ID, ActivationCache, Client, GenerateDone, TokenEve
 from lensd.errors import ERRORS, Error
 from lensd.names import act_name
 from lensd.interventions import add, noise, patch, project, sae_clamp, scale, set, tensor, zero
-from lensd.sweep import SweepResult, kl, logit_diff, logits, logprob
+from lensd.sweep import SweepResult, kl, logit_diff, logits, logprob, loss
 
-__all__ = ["PAD_ID", "act_name", "ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl",
+__all__ = ["PAD_ID", "act_name", "ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl", "loss",
            "logit_diff", "logits", "logprob", "noise", "patch", "project", "sae_clamp", "scale",
            "set", "tensor", "zero", "Error"]
 

@@ -63,6 +63,7 @@ class ActivationCache(dict):
 
     mask: np.ndarray
     tokens: np.ndarray
+    objective: Optional[np.ndarray] = None  # [batch] with run_with_cache(grad=...)
 
     def __getitem__(self, key):
         """A hook name, or TransformerLens's shorthand: cache["resid_post", 0],
@@ -317,6 +318,7 @@ class Client:
                        position_slice: Optional[Tuple[Optional[int], Optional[int]]] = None,
                        dtype: Optional[str] = "float32", return_logits: bool = True,
                        interventions: Sequence[lensd_pb2.Intervention] = (),
+                       grad=None,
                        ) -> Tuple[Optional[np.ndarray], ActivationCache]:
         """Like HookedTransformer.run_with_cache: returns (logits [batch, P, vocab], cache).
 
@@ -325,13 +327,19 @@ class Client:
         predicate over hook names. `position_slice`: (start, stop) over positions. `dtype`:
         "float32", "float16", "bfloat16" (widened to float32 here) or None (model dtype).
         `interventions`: lensd.zero / scale / set / add / patch / project / sae_clamp / noise;
-        the cache holds each hook's value after its ops (like run_with_hooks + a cache)."""
+        the cache holds each hook's value after its ops (like run_with_hooks + a cache).
+        `grad`: an objective — lensd.loss(), lensd.logit_diff(answer, wrong) or
+        lensd.logprob(ids) — whose gradient comes back as cache["<hook>_grad"] for every hook
+        (run_with_cache(incl_bwd=True)'s names; not the attention maps yet) and whose value per
+        prompt is cache.objective."""
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         prompt_list = [prompts] if single else list(prompts)
         request = lensd_pb2.RunWithCacheRequest(prompts=[_prompt(p) for p in prompt_list],
                                                 dtype=_DTYPES[dtype],
                                                 skip_logits=not return_logits,
                                                 interventions=list(interventions))
+        if grad is not None:
+            request.objective.CopyFrom(sweep.objective(grad))
         if callable(names_filter):
             names = [h for h, _ in self.list_hooks() if names_filter(h)]
             request.names_filter.extend(names)
@@ -352,6 +360,7 @@ class Client:
     @staticmethod
     def _collect_cache(stream, n_prompts: int):
         header = None
+        done = None
         buffers: Dict[Tuple[str, int], bytearray] = {}
         infos: Dict[Tuple[str, int], lensd_pb2.TensorInfo] = {}
         for message in stream:
@@ -366,11 +375,15 @@ class Client:
                     infos[key] = info
                 data = message.chunk.data
                 buffers[key][message.chunk.offset:message.chunk.offset + len(data)] = data
+            elif kind == "done":
+                done = message.done
         if header is None:
             raise RuntimeError("lensd: the stream carried no header")
         lengths = [len(p.ids) for p in header.prompt_ids]
         width = max(lengths)
         cache = ActivationCache()
+        if done is not None and len(done.objective) > 0:
+            cache.objective = np.array(done.objective, dtype=np.float64)
         cache.mask = np.zeros((n_prompts, width), dtype=bool)
         cache.tokens = np.full((n_prompts, width), PAD_ID, dtype=np.int64)
         for i, p in enumerate(header.prompt_ids):

@@ -50,6 +50,23 @@ def logits(positions: Sequence[int] = ()) -> lensd_pb2.SweepMetric:
     return lensd_pb2.SweepMetric(logits=lensd_pb2.LogitsMetric(), positions=list(positions))
 
 
+def loss() -> lensd_pb2.Objective:
+    """Gradients' objective: the mean next-token cross-entropy (TransformerLens's loss)."""
+    return lensd_pb2.Objective(loss=lensd_pb2.LossObjective())
+
+
+def objective(metric) -> lensd_pb2.Objective:
+    """An Objective from lensd.loss(), or from the sweep metrics logit_diff / logprob."""
+    if isinstance(metric, lensd_pb2.Objective):
+        return metric
+    kind = metric.WhichOneof("kind") if isinstance(metric, lensd_pb2.SweepMetric) else None
+    if kind == "logit_diff":
+        return lensd_pb2.Objective(logit_diff=metric.logit_diff, positions=list(metric.positions))
+    if kind == "logprob":
+        return lensd_pb2.Objective(logprob=metric.logprob, positions=list(metric.positions))
+    raise ValueError("grad must be lensd.loss(), lensd.logit_diff(...) or lensd.logprob(...)")
+
+
 @dataclasses.dataclass
 class SweepResult:
     grid: np.ndarray               # [layers, positions(, heads)]; positions axis 1 when "all"
