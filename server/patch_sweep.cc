@@ -116,6 +116,13 @@ double RowMetric(const SweepSpec& s, const float* l, const float* ref) {
 
 }  // namespace
 
+Objective SweepSpec::AsObjective() const {
+  Objective o;
+  o.kind = metric == Metric::kLogProb ? Objective::Kind::kLogProb : Objective::Kind::kLogitDiff;
+  o.answer = answer, o.wrong = wrong, o.positions = metric_positions;
+  return o;
+}
+
 int SweepSpec::Cells() const {
   return static_cast<int>(layers.size()) * std::max<int>(1, static_cast<int>(positions.size())) *
          std::max<int>(1, static_cast<int>(heads.size()));
@@ -148,8 +155,29 @@ absl::StatusOr<SweepSpec> ToSweepSpec(const v1::PatchSweepRequest& request, cons
                                 HookName({s.point, 0})));
   }
   s.noising = request.noising();
+  s.attribution = request.method() == v1::SWEEP_METHOD_ATTRIBUTION;
+  if (request.method() != v1::SWEEP_METHOD_UNSPECIFIED &&
+      request.method() != v1::SWEEP_METHOD_EXACT && !s.attribution) {
+    return Invalid(absl::StrCat("method = ", static_cast<int>(request.method()),
+                                " is not EXACT or ATTRIBUTION"));
+  }
   RETURN_IF_ERROR(ToGrid(request, c, P, s));
   RETURN_IF_ERROR(ToMetric(request.metric(), P, c.vocab_size, s));
+  if (s.attribution) {
+    if (!model.gradients.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("method ATTRIBUTION: ", model.gradients.message()));
+    }
+    if (s.metric != SweepSpec::Metric::kLogitDiff && s.metric != SweepSpec::Metric::kLogProb) {
+      return Invalid(
+          "method ATTRIBUTION takes the logit_diff or logprob metric: kl's gradient at the "
+          "unpatched target run is zero, and logits are not one number");
+    }
+    if (!HasGradient(s.point)) {
+      return Invalid(absl::StrCat("method ATTRIBUTION: ", HookName({s.point, 0}).substr(9),
+                                  " has no gradient yet (attention maps)"));
+    }
+  }
   if (s.Cells() > max_cells) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the sweep has ", s.Cells(), " cells; this server allows ", max_cells,

@@ -34,6 +34,10 @@ struct SweepSpec {
   std::vector<int> answer, wrong;     // logit_diff; logprob uses `answer`
   std::vector<int> metric_positions;  // where the metric is read, resolved
   int vocab = 0;
+  bool attribution = false;  // SWEEP_METHOD_ATTRIBUTION: cells from one gradient, not patches
+
+  // The metric as a gradient objective (logit_diff, logprob).
+  Objective AsObjective() const;
 
   int Cells() const;
   const std::vector<int32_t>& source() const { return noising ? corrupted : clean; }

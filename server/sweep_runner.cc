@@ -75,10 +75,12 @@ class CellsSink : public JobSink {
   Clock::time_point start_;
 };
 
-// What the baseline job leaves for the cells: the source run's activations, both runs' logits.
+// What the baseline job leaves for the cells: the source run's activations (attribution: the
+// target's too, and the target's gradients), both runs' logits.
 struct Baseline {
   std::map<int, Buffer> activations;  // the source run's, per layer
-  Buffer logits[2];                   // clean, corrupted: [1, P, V]
+  std::map<int, Buffer> target, grads;  // attribution: the target run's, per layer
+  Buffer logits[2];                     // clean, corrupted: [1, P, V]
 };
 
 Buffer Copy(TensorView v) {
@@ -96,8 +98,14 @@ class BaselineSink : public JobSink {
   bool Cancelled() const override { return observer_->Cancelled(); }
   void OnToken(int32_t, int) override {}
   void OnTensor(int prompt, HookId id, TensorView value) override {
-    if (prompt != (spec_->noising ? 1 : 0)) return;  // the source run's activations
-    out_->activations[id.layer] = Copy(value);
+    if (prompt == (spec_->noising ? 1 : 0)) {
+      out_->activations[id.layer] = Copy(value);  // the source run's
+    } else if (spec_->attribution) {
+      out_->target[id.layer] = Copy(value);
+    }
+  }
+  void OnGradient(int prompt, HookId id, TensorView value) override {
+    if (prompt != (spec_->noising ? 1 : 0)) out_->grads[id.layer] = Copy(value);
   }
   void OnLogits(int prompt, int, TensorView value) override { out_->logits[prompt] = Copy(value); }
   void OnFinish(const absl::Status& status, const JobStats&) override {
@@ -123,9 +131,13 @@ class SweepProgram : public JobProgram {
         start_(Clock::now()) {}
 
   std::optional<Job> Next() override {
-    absl::StatusOr<std::optional<Job>> next = ++phase_ == 1 ? BaselineJob()
-                                              : phase_ == 2 ? CellsJob()
-                                                            : std::optional<Job>();
+    ++phase_;
+    absl::StatusOr<std::optional<Job>> next = std::optional<Job>();
+    if (phase_ == 1) {
+      next = BaselineJob();
+    } else if (phase_ == 2) {
+      next = spec_->attribution ? AttributionCells() : CellsJob();
+    }
     if (next.ok()) return std::move(*next);
     observer_->OnFinish(next.status(), v1::SweepDone());
     return std::nullopt;
@@ -139,6 +151,7 @@ class SweepProgram : public JobProgram {
     std::vector<std::string> names;
     for (int l : spec_->layers) names.push_back(HookName({spec_->point, l}));
     ASSIGN_OR_RETURN(job.hooks, HookSelection::Parse(config_, names));
+    if (spec_->attribution) job.objective = spec_->AsObjective();
     job.deadline = deadline_;
     job.sink = std::make_shared<BaselineSink>(spec_, observer_, baseline_);
     return job;
@@ -167,6 +180,34 @@ class SweepProgram : public JobProgram {
       }
     }
     observer_->OnHeader(h);
+  }
+
+  // Attribution: every cell from the baseline's activations and the target's gradient,
+  // Σ (source − target) ⊙ grad over the cell's slice; no job follows.
+  absl::StatusOr<std::optional<Job>> AttributionCells() {
+    SendHeader();
+    const SweepSpec& s = *spec_;
+    for (int i = 0; i < s.Cells(); ++i) {
+      int layer, position, head;
+      s.Cell(i, &layer, &position, &head);
+      const FloatTensor src = SliceCell(baseline_->activations.at(layer), s.point, position, head);
+      const FloatTensor tgt = SliceCell(baseline_->target.at(layer), s.point, position, head);
+      const FloatTensor grad = SliceCell(baseline_->grads.at(layer), s.point, position, head);
+      double sum = 0;
+      for (size_t k = 0; k < grad.data.size(); ++k) {
+        sum += (static_cast<double>(src.data[k]) - tgt.data[k]) * grad.data[k];
+      }
+      v1::SweepCell cell;
+      cell.set_index(i), cell.set_layer(layer), cell.set_position(position), cell.set_head(head);
+      cell.set_value(sum);
+      observer_->OnCell(cell);
+    }
+    v1::SweepDone done;
+    done.set_cells(s.Cells());
+    done.set_prompt_tokens_computed(static_cast<int64_t>(s.clean.size() + s.corrupted.size()));
+    done.set_total_ms(std::chrono::duration<double, std::milli>(Clock::now() - start_).count());
+    observer_->OnFinish(absl::OkStatus(), done);
+    return std::optional<Job>();
   }
 
   absl::StatusOr<std::optional<Job>> CellsJob() {

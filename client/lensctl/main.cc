@@ -55,35 +55,44 @@ struct Command {
 
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{
-      {"generate", "usage: lensctl generate (--prompt TEXT | --token-ids 1,2,3) [flags]\n"
-                   "Generates remotely; prints exactly what `lensd generate` prints.",
-       lensd::Concat(
-           {lensd::SamplingFlags(), lensd::PromptFlags(), lensd::InterventionFlags()})},
-      {"cache", "usage: lensctl cache (--prompt TEXT | --token-ids 1,2,3)... --out FILE [flags]\n"
-                "RunWithCache remotely; writes exactly the file `lensd run` writes.",
+      {"generate",
+       "usage: lensctl generate (--prompt TEXT | --token-ids 1,2,3) [flags]\n"
+       "Generates remotely; prints exactly what `lensd generate` prints.",
+       lensd::Concat({lensd::SamplingFlags(), lensd::PromptFlags(), lensd::InterventionFlags()})},
+      {"cache",
+       "usage: lensctl cache (--prompt TEXT | --token-ids 1,2,3)... --out FILE [flags]\n"
+       "RunWithCache remotely; writes exactly the file `lensd run` writes.",
        lensd::CacheFlags()},
-      {"info", "usage: lensctl info [--hooks]\nModel, devices, KV blocks and limits.",
+      {"info",
+       "usage: lensctl info [--hooks]\nModel, devices, KV blocks and limits.",
        {{"hooks", "", "also list every hook with its shape", true}}},
-      {"tokenize", "usage: lensctl tokenize --prompt TEXT\nPrints the token ids.",
+      {"tokenize",
+       "usage: lensctl tokenize --prompt TEXT\nPrints the token ids.",
        {{"prompt", "", "the text (required)"}}},
-      {"health", "usage: lensctl health [--service NAME] [--wait S]\n"
-                 "Prints SERVING or NOT_SERVING; exit 1 unless SERVING.",
+      {"health",
+       "usage: lensctl health [--service NAME] [--wait S]\n"
+       "Prints SERVING or NOT_SERVING; exit 1 unless SERVING.",
        {{"service", "", "the grpc.health.v1 service name (default: the server as a whole)"},
         {"wait", "0", "seconds to wait for SERVING (a server still loading or starting)"}}},
-      {"sweep", "usage: lensctl sweep (--clean TEXT | --clean-ids ...) (--corrupted TEXT | "
-                "--corrupted-ids ...) --out grid.csv [flags]\nA patching sweep (PatchSweep), one "
-                "CSV row per cell.",
+      {"sweep",
+       "usage: lensctl sweep (--clean TEXT | --clean-ids ...) (--corrupted TEXT | "
+       "--corrupted-ids ...) --out grid.csv [flags]\nA patching sweep (PatchSweep), one "
+       "CSV row per cell.",
        {{"clean", "", "the clean prompt's text"},
         {"clean-ids", "", "the clean prompt as token ids"},
         {"corrupted", "", "the corrupted prompt's text (as many tokens as the clean one)"},
         {"corrupted-ids", "", "the corrupted prompt as token ids"},
-        {"component", "resid_pre", "resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, q, "
-                                   "k, v or pattern"},
+        {"component", "resid_pre",
+         "resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, q, "
+         "k, v or pattern"},
         {"layers", "", "START:STOP (default: every layer)"},
         {"positions", "each", "each (one cell per position) or all (patched at once)"},
         {"heads", "each", "per-head components: each or all"},
         {"direction", "denoising", "denoising (clean into corrupted) or noising"},
         {"metric", "kl", "logit_diff:A:W, logprob:IDS, kl or logits"},
+        {"method", "exact",
+         "exact (each cell a patched run) or attribution (each cell "
+         "Σ (source − target) · gradient, from one backward pass)"},
         {"out", "", "the CSV file to write (required)"}}},
   };
   return *commands;

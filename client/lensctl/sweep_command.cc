@@ -78,6 +78,11 @@ absl::StatusOr<v1::PatchSweepRequest> SweepRequest(const Flags& flags) {
   r.set_all_heads(flags.Get("heads") == "all");
   r.set_noising(flags.Get("direction") == "noising");
   RETURN_IF_ERROR(ParseMetric(flags.Get("metric"), r.mutable_metric()));
+  const std::string method = flags.Get("method");
+  if (method != "exact" && method != "attribution") {
+    return absl::InvalidArgumentError("--method must be exact or attribution");
+  }
+  r.set_method(method == "exact" ? v1::SWEEP_METHOD_EXACT : v1::SWEEP_METHOD_ATTRIBUTION);
   return r;
 }
 

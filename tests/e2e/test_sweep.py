@@ -149,6 +149,12 @@ def test_lensctl_sweep_writes_csv_and_plot_writes_png(golden, tmp_path):
     client = lensd.Client(server.addr)
     r = client.patch_sweep(clean, corrupted, metric=lensd.logit_diff(3, 4))
     assert [float(row.split(",")[3]) for row in rows[1:]] == list(r.grid.reshape(-1))
+    run_cli(LENSCTL, "--addr", server.addr, "sweep", "--clean-ids", ",".join(map(str, clean)),
+            "--corrupted-ids", ",".join(map(str, corrupted)), "--metric", "logit_diff:3:4",
+            "--method", "attribution", "--out", str(out))
+    rows = [l for l in out.read_text().splitlines() if not l.startswith("#")]
+    a = client.patch_sweep(clean, corrupted, metric=lensd.logit_diff(3, 4), method="attribution")
+    assert [float(row.split(",")[3]) for row in rows[1:]] == list(a.grid.reshape(-1))
     if importlib.util.find_spec("matplotlib") is None:
         pytest.skip("matplotlib absent (Debian: python3-matplotlib)")
     png = tmp_path / "sweep.png"
@@ -157,3 +163,27 @@ def test_lensctl_sweep_writes_csv_and_plot_writes_png(golden, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 300 and height >= 200
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "attn_out", "mlp_out", "z", "v"])
+def test_attribution_cells_are_the_gradients_dot_products(golden, component):
+    """method="attribution": each cell is Σ (clean − corrupted) · ∂metric/∂corrupted over the
+    patched slice, the gradient of the unpatched corrupted run (run_with_cache(grad=...))."""
+    family, server, clean, corrupted = golden
+    client = lensd.Client(server.addr)
+    metric = lensd.logit_diff(5, 7)
+    name = f"blocks.{{}}.{HOOKS[component]}"
+    per_head = component in ("z", "v")
+    r = client.patch_sweep(clean, corrupted, component=component, metric=metric, layers=(0, 2),
+                           positions="each", heads="all" if per_head else "each",
+                           method="attribution")
+    assert r.grid.shape[:2] == (2, len(clean))
+    hooks = [name.format(l) for l in (0, 1)]
+    _, source = client.run_with_cache(clean, hooks)
+    _, target = client.run_with_cache(corrupted, hooks, grad=metric)
+    assert r.corrupted_metric == pytest.approx(target.objective[0], abs=1e-5)
+    for l, hook in enumerate(hooks):
+        diff = (source[hook][0].astype(np.float64) - target[hook][0]) * target[hook + "_grad"][0]
+        want = diff.reshape(len(clean), -1).sum(axis=1)
+        np.testing.assert_allclose(r.grid[l].reshape(-1), want, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{family} {component} layer {l}")

@@ -13,7 +13,7 @@ class SweepSpecTest : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = *Model::Load(LoadOptions{});
-    facts_ = {&model_->config(), model_->tokenizer(), DType::kF32, /*kv_tokens=*/128};
+    facts_ = {&model_->config(), model_->tokenizer(), DType::kF32, /*kv_tokens=*/128, 0, {}};
     limits_.max_capture_bytes = 1 << 20;
   }
   v1::PatchSweepRequest Request(std::vector<int> clean, std::vector<int> corrupted) {
@@ -63,6 +63,28 @@ TEST_F(SweepSpecTest, CellsAreRowMajorOverLayerPositionHead) {
   s = *ToSweepSpec(r, facts_, limits_, 4096);
   EXPECT_EQ(s.source(), (std::vector<int32_t>{1, 4, 3}));
   EXPECT_EQ(s.target(), (std::vector<int32_t>{1, 2, 3}));
+}
+
+TEST_F(SweepSpecTest, AttributionTakesAGradientOfAScalarMetric) {
+  using C = absl::StatusCode;
+  v1::PatchSweepRequest r = Request({1, 2, 3}, {1, 4, 3});
+  r.set_method(v1::SWEEP_METHOD_ATTRIBUTION);
+  ExpectError(r, C::kInvalidArgument, "kl's gradient at the unpatched target run is zero");
+  r.mutable_metric()->mutable_logits();
+  ExpectError(r, C::kInvalidArgument, "takes the logit_diff or logprob metric");
+  r.mutable_metric()->mutable_logprob()->add_ids(5);
+  r.set_component(v1::COMPONENT_PATTERN);
+  ExpectError(r, C::kInvalidArgument, "attn.hook_pattern has no gradient yet");
+  r.set_component(v1::COMPONENT_Z);
+  auto s = ToSweepSpec(r, facts_, limits_, 4096);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->attribution);
+  EXPECT_EQ(s->AsObjective().kind, Objective::Kind::kLogProb);
+  EXPECT_EQ(s->AsObjective().positions, (std::vector<int>{2}));
+  facts_.gradients = absl::FailedPreconditionError("gradients run on one device for now");
+  ExpectError(r, C::kFailedPrecondition, "method ATTRIBUTION: gradients run on one device");
+  r.set_method(static_cast<v1::SweepMethod>(7));
+  ExpectError(r, C::kInvalidArgument, "method = 7 is not EXACT or ATTRIBUTION");
 }
 
 TEST_F(SweepSpecTest, Errors) {

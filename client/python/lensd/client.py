@@ -410,23 +410,29 @@ class Client:
     def patch_sweep(self, clean: Prompt, corrupted: Prompt, *, component: str = "resid_pre",
                     metric: lensd_pb2.SweepMetric, layers: Optional[Tuple[Optional[int], Optional[int]]] = None,
                     positions: str = "each", heads: str = "each",
-                    direction: str = "denoising") -> "sweep.SweepResult":
+                    direction: str = "denoising", method: str = "exact") -> "sweep.SweepResult":
         """Patches `component` (resid_pre, resid_mid, resid_post, attn_out, mlp_out; per head:
         z, q, k, v, pattern) of one run into the other at every layer × position (× head)
         and returns the metric grid (lensd.logit_diff / logprob / kl / logits).
         `positions`/`heads`: "each" (a cell apiece) or "all" (one cell patching all);
-        `direction`: "denoising" (clean into corrupted) or "noising"; `layers`: (start, stop)."""
+        `direction`: "denoising" (clean into corrupted) or "noising"; `layers`: (start, stop).
+        `method`: "exact" (each cell a patched run) or "attribution" (attribution patching:
+        each cell Σ (source − target) · ∂metric/∂target over the patched slice — the linear
+        estimate of the metric's change — from one backward pass; logit_diff / logprob)."""
         if component not in sweep.COMPONENTS:
             raise ValueError(f"component must be one of {sorted(sweep.COMPONENTS)}")
         for name, value, allowed in (("positions", positions, ("each", "all")),
                                      ("heads", heads, ("each", "all")),
-                                     ("direction", direction, ("denoising", "noising"))):
+                                     ("direction", direction, ("denoising", "noising")),
+                                     ("method", method, ("exact", "attribution"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
         request = lensd_pb2.PatchSweepRequest(
             clean=_prompt(clean), corrupted=_prompt(corrupted), component=sweep.COMPONENTS[component],
             all_positions=positions == "all", all_heads=heads == "all",
-            noising=direction == "noising", metric=metric)
+            noising=direction == "noising", metric=metric,
+            method=lensd_pb2.SWEEP_METHOD_ATTRIBUTION if method == "attribution"
+            else lensd_pb2.SWEEP_METHOD_EXACT)
         if layers is not None:
             if layers[0] is not None:
                 request.layers.start = layers[0]
