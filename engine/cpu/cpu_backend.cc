@@ -24,7 +24,7 @@ class CpuBackend : public Backend {
         pool_(threads),
         level_(DetectSimdLevel()),
         ops_(VecOpsFor(level_)),
-        gradients_(MakeCpuGradientOps(pool_)) {}
+        gradients_(MakeCpuGradientOps(pool_, level_)) {}
   std::string Name() const override { return absl::StrCat("cpu:", index_); }
 
   absl::StatusOr<Buffer> Allocate(DType dtype, Shape shape) override {

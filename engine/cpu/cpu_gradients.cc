@@ -58,30 +58,35 @@ void PanelColumn(TensorView w, int64_t p, int64_t i, float* row) {
 
 class CpuGradientOps : public GradientOps {
  public:
-  explicit CpuGradientOps(ThreadPool& pool) : pool_(pool) {}
+  CpuGradientOps(ThreadPool& pool, SimdLevel level) : pool_(pool), level_(level) {}
 
+  // dx = dy · w as a forward GEMM against wᵀ, packed per call (O(N·K), against the GEMM's
+  // O(T·N·K)): the same batch-invariant kernels as Linear.
   void LinearBackward(TensorView dy, TensorView w, TensorView dx) override {
     const int64_t T = dy.shape[0], N = w.shape[0], K = w.shape[1];
     const int64_t panels = (N + kPanel - 1) / kPanel;
-    // Threads split the input columns i; each dx[t, i] sums its panels and their rows in order.
-    pool_.ParallelFor(K, 8, [&](int64_t i0, int64_t i1) {
+    transposed_.resize(static_cast<size_t>(K * N));
+    pool_.ParallelFor(K, 64, [&](int64_t i0, int64_t i1) {
       float row[kPanel];
-      std::vector<float> acc(static_cast<size_t>(T));
       for (int64_t i = i0; i < i1; ++i) {
-        std::fill(acc.begin(), acc.end(), 0.0f);
         for (int64_t p = 0; p < panels; ++p) {
           PanelColumn(w, p, i, row);
           const int64_t width = std::min(kPanel, N - p * kPanel);
-          for (int64_t t = 0; t < T; ++t) {
-            const float* d = dy.As<float>() + t * N + p * kPanel;
-            float sum = 0;
-            for (int64_t j = 0; j < width; ++j) sum += d[j] * row[j];
-            acc[t] += sum;
-          }
+          std::copy_n(row, width, transposed_.data() + i * N + p * kPanel);
         }
-        for (int64_t t = 0; t < T; ++t) dx.As<float>()[t * K + i] = acc[t];
       }
     });
+    const int64_t bytes = PackedBytes(DType::kF32, K, N);
+    if (packed_.NumBytes() < static_cast<size_t>(bytes)) {
+      packed_ = Buffer::Host(DType::kF32, {bytes / 4});  // 64-byte aligned, as the kernels load
+    }
+    PackMatrix(transposed_.data(), K, N, DType::kF32, packed_.As<void>());
+    GemmProblem g;
+    g.x = dy.As<float>(), g.T = T, g.ldx = N;
+    g.w = packed_.As<void>(), g.dtype = DType::kF32, g.k = N, g.n = K;
+    g.y = dx.As<float>();
+    pool_.ParallelFor((K + kPanel - 1) / kPanel, T == 1 ? 4 : 1,
+                      [&](int64_t p0, int64_t p1) { GemmPanels(g, p0, p1, level_); });
   }
 
   void NormBackward(NormKind kind, TensorView x, TensorView w, float eps, TensorView dy,
@@ -182,6 +187,9 @@ class CpuGradientOps : public GradientOps {
                               TensorView dq, TensorView dk, TensorView dv);
 
   ThreadPool& pool_;
+  const SimdLevel level_;
+  std::vector<float> transposed_;  // LinearBackward's wᵀ, then packed
+  Buffer packed_;
 };
 
 void CpuGradientOps::AttentionBackward(TensorView q, TensorView k, TensorView v,
@@ -266,8 +274,8 @@ void CpuGradientOps::AttentionGroupBackward(TensorView q, TensorView k, TensorVi
 
 }  // namespace
 
-std::unique_ptr<GradientOps> MakeCpuGradientOps(ThreadPool& pool) {
-  return std::make_unique<CpuGradientOps>(pool);
+std::unique_ptr<GradientOps> MakeCpuGradientOps(ThreadPool& pool, SimdLevel level) {
+  return std::make_unique<CpuGradientOps>(pool, level);
 }
 
 }  // namespace lensd

@@ -7,11 +7,13 @@
 #include <memory>
 
 #include "engine/backend/gradient_ops.h"
+#include "engine/cpu/gemm.h"
 #include "engine/cpu/thread_pool.h"
 
 namespace lensd {
 
-std::unique_ptr<GradientOps> MakeCpuGradientOps(ThreadPool& pool);
+// `level`: the GEMM kernels' instruction set (the backend's).
+std::unique_ptr<GradientOps> MakeCpuGradientOps(ThreadPool& pool, SimdLevel level);
 
 }  // namespace lensd
 
