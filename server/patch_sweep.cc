@@ -173,10 +173,6 @@ absl::StatusOr<SweepSpec> ToSweepSpec(const v1::PatchSweepRequest& request, cons
           "method ATTRIBUTION takes the logit_diff or logprob metric: kl's gradient at the "
           "unpatched target run is zero, and logits are not one number");
     }
-    if (!HasGradient(s.point)) {
-      return Invalid(absl::StrCat("method ATTRIBUTION: ", HookName({s.point, 0}).substr(9),
-                                  " has no gradient yet (attention maps)"));
-    }
   }
   if (s.Cells() > max_cells) {
     return absl::ResourceExhaustedError(absl::StrCat(

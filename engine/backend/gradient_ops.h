@@ -21,6 +21,9 @@ namespace lensd {
 struct SeqRows {
   int begin = 0;
   int n = 0;
+  // AttentionBackward's optional outputs [H, n, n]: the gradients of the (softcapped) scores
+  // and of the pattern, masked entries 0.
+  TensorView dscores, dpattern;
 };
 
 class GradientOps {

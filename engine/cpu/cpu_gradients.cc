@@ -249,6 +249,17 @@ void CpuGradientOps::AttentionGroupBackward(TensorView q, TensorView k, TensorVi
         ds[j] = dp;
         p_dot_dp += p[j] * dp;
       }
+      // The maps' gradients of this query row (masked keys 0).
+      const int64_t map_row = (h * s.n + i) * int64_t{s.n};
+      for (TensorView map : {s.dscores, s.dpattern}) {
+        if (!map.empty()) std::fill_n(map.As<float>() + map_row, s.n, 0.0f);
+      }
+      for (int j = lo; j <= i; ++j) {
+        if (!s.dpattern.empty()) s.dpattern.As<float>()[map_row + j] = static_cast<float>(ds[j]);
+        if (!s.dscores.empty()) {
+          s.dscores.As<float>()[map_row + j] = static_cast<float>(p[j] * (ds[j] - p_dot_dp));
+        }
+      }
       float* dqi = row(dq, H, s.begin + i, h);
       std::vector<double> acc_q(static_cast<size_t>(dh), 0.0);
       for (int j = lo; j <= i; ++j) {

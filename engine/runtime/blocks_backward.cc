@@ -135,12 +135,25 @@ TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerT
   // projected.
   TensorView q = (rotary ? t.Get(P::kRotQ) : t.Get(P::kQ)).Reshaped(qs);
   TensorView k = (rotary ? t.Get(P::kRotK) : t.Get(P::kK)).Reshaped(ks);
+  // Each sequence's own rows, with its map gradients where they are wanted.
+  const HookId scores_id{P::kAttnScores, l}, pattern_id{P::kPattern, l};
   std::vector<SeqRows> seqs;
   for (size_t s = 0; s < g.plan.q_begin.size(); ++s) {
-    seqs.push_back({g.plan.q_begin[s], static_cast<int>((*g.plan.batch)[s].tokens.size())});
+    const int n = static_cast<int>((*g.plan.batch)[s].tokens.size());
+    SeqRows rows{g.plan.q_begin[s], n, {}, {}};
+    HookSink* sink = g.plan.hooks;
+    const bool wanted[2] = {sink != nullptr && sink->Wants(static_cast<int>(s), scores_id),
+                            sink != nullptr && sink->Wants(static_cast<int>(s), pattern_id)};
+    if (wanted[0]) rows.dscores = g.Scratch({H, n, n});
+    if (wanted[1]) rows.dpattern = g.Scratch({H, n, n});
+    seqs.push_back(rows);
   }
   TensorView dq = g.Scratch(qs), dk = g.Scratch(ks), dv = g.Scratch(ks);
   Ops(g).AttentionBackward(q, k, t.Get(P::kV).Reshaped(ks), seqs, spec.attention, dz, dq, dk, dv);
+  for (size_t s = 0; s < seqs.size() && g.rank == 0; ++s) {
+    if (!seqs[s].dscores.empty()) CaptureSeq(g, static_cast<int>(s), scores_id, seqs[s].dscores);
+    if (!seqs[s].dpattern.empty()) CaptureSeq(g, static_cast<int>(s), pattern_id, seqs[s].dpattern);
+  }
   CaptureRows(g, {P::kV, l}, dv);
   if (rotary) {
     CaptureRows(g, {P::kRotQ, l}, dq);

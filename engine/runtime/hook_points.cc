@@ -119,7 +119,7 @@ bool IsCaptureOnly(HookPoint p) {
          g == G::kExpertChoice || p == P::kQNormScaleWhole || p == P::kKNormScaleWhole;
 }
 
-bool HasGradient(HookPoint p) { return !IsAttentionMap(p) && !IsCaptureOnly(p); }
+bool HasGradient(HookPoint p) { return !IsCaptureOnly(p); }
 
 int PositionAxis(HookPoint p) {
   const G g = InfoOf(p).geometry;

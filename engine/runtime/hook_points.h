@@ -90,8 +90,7 @@ bool IsAttentionMap(HookPoint p);  // kMap geometry
 bool IsHeadsFirst(HookPoint p);
 // Hooks that can be captured but not intervened on (the q/k norm internals).
 bool IsCaptureOnly(HookPoint p);
-// Whether the backward pass gives it a gradient (N_grad): every hook interventions can edit
-// but the attention maps (not yet).
+// Whether the backward pass gives it a gradient (N_grad): every hook interventions can edit.
 bool HasGradient(HookPoint p);
 // The position axis of its TransformerLens shape: 2 for maps and heads-first hooks, 0 for the
 // routing hooks (no batch axis), else 1.

@@ -23,7 +23,7 @@ def test_run_with_cache_grad_equals_lensd_run_grad(llama, tmp_path):
     with lensd.Client(llama.addr) as client:
         logits, cache = client.run_with_cache(PROMPTS, HOOKS, grad=lensd.logit_diff(5, 7))
     assert cache.objective.shape == (2,)
-    assert "blocks.0.attn.hook_pattern_grad" not in cache  # maps have no gradient yet
+    assert cache["blocks.0.attn.hook_pattern_grad"].shape == cache["blocks.0.attn.hook_pattern"].shape
     for j, ids in enumerate(PROMPTS):
         path = tmp_path / f"offline{j}.safetensors"
         args = ["--token-ids", ",".join(map(str, ids)), "--hooks", ",".join(HOOKS),
@@ -32,10 +32,11 @@ def test_run_with_cache_grad_equals_lensd_run_grad(llama, tmp_path):
         offline = read_safetensors(path)
         assert cache.objective[j] == pytest.approx(float(offline["objective"][0]), abs=1e-6)
         grads = [n for n in offline if n.endswith("_grad")]
-        assert len(grads) == len([n for n in cache if n.endswith("_grad")]) == 5
+        assert len(grads) == len([n for n in cache if n.endswith("_grad")]) == 6
         for name in grads:
-            np.testing.assert_array_equal(cache[name][j:j + 1, -len(ids):], offline[name],
-                                          err_msg=f"prompt {j} {name}")
+            got = cache[name][j:j + 1]
+            got = got[:, :, -len(ids):, -len(ids):] if "pattern" in name else got[:, -len(ids):]
+            np.testing.assert_array_equal(got, offline[name], err_msg=f"prompt {j} {name}")
         remote = tmp_path / f"remote{j}.safetensors"
         run_cli(LENSCTL, "--addr", llama.addr, "cache", *args[:-2], "--out", str(remote))
         assert remote.read_bytes() == path.read_bytes(), "lensctl cache --grad differs"

@@ -40,21 +40,26 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
     return out;
   }
 
-  // The objective with `delta` added at flat coordinate `at` of hook `id`'s [1, P, ...] value.
+  // The objective with `delta` added at flat coordinate `at` of hook `id`'s TransformerLens
+  // value ([1, P, ...], or [1, H, P, P] for the attention maps).
   double ObjectiveWith(const Objective& o, HookId id, int64_t at, float delta) {
-    const Shape shape = HookShape(c(), id.point, static_cast<int64_t>(prompt_.size()));
-    const int64_t row = shape.NumElements() / shape[1];
+    const int64_t P = static_cast<int64_t>(prompt_.size());
+    const Shape shape = HookShape(c(), id.point, P);
+    const int axis = PositionAxis(id.point);
+    std::vector<int64_t> dims = shape.ToVector();
+    const int64_t inner = shape.NumElements() / (dims[0] * dims[axis]) / (axis == 2 ? dims[1] : 1);
+    const int64_t position = at / inner % P;  // the query row of a map
+    dims[axis] = 1;
     Intervention iv;
     iv.hook = id;
     iv.op = InterventionOp::kAdd;
     iv.positions.kind = PositionSelector::Kind::kIndices;
-    iv.positions.indices = {static_cast<int>(at / row)};
-    std::vector<int64_t> dims = shape.ToVector();
-    dims[1] = 1;
+    iv.positions.indices = {static_cast<int>(position)};
     iv.value.shape = dims;
-    iv.value.data.assign(static_cast<size_t>(row), 0.0f);
-    iv.value.data[at % row] = delta;
-    auto set = InterventionSet::Create(c(), {iv}, {static_cast<int>(prompt_.size())}, false, 0);
+    iv.value.data.assign(static_cast<size_t>(Shape::FromVector(dims).NumElements()), 0.0f);
+    // Maps: [head][key] of the one query row; else the row's elements.
+    iv.value.data[axis == 2 ? at / (P * P) * P + at % P : at % inner] = delta;
+    auto set = InterventionSet::Create(c(), {iv}, {static_cast<int>(P)}, false, 0);
     EXPECT_TRUE(set.ok()) << set.status();
     auto r = RunWithCache(*model_, {prompt_}, HookSelection::None(c()), set->get());
     EXPECT_TRUE(r.ok()) << r.status();
@@ -63,6 +68,20 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
         ObjectiveAndGradient(o, (*r)[0].logits.As<float>(), prompt_, c().vocab_size, grad.data());
     EXPECT_TRUE(v.ok()) << v.status();
     return *v;
+  }
+
+  // A coordinate of hook `id` whose value flows downstream: for the maps, `at` if its key is
+  // visible to its query (the layer's captured scores are finite there: causal and window
+  // masks), else the query's own key (masked entries have gradient 0 by definition).
+  int64_t Visible(const CacheResult& r, HookId id, int64_t at) const {
+    if (!IsAttentionMap(id.point)) return at;
+    const int64_t P = static_cast<int64_t>(prompt_.size());
+    if (!Masked(r, id, at)) return at;
+    return at - at % P + at / P % P;
+  }
+  static bool Masked(const CacheResult& r, HookId id, int64_t at) {
+    const Buffer& scores = r.cache.at(HookName({HookPoint::kAttnScores, id.layer}));
+    return std::isinf(scores.As<float>()[at]);
   }
 
   void ExpectFiniteDifferences(const Objective& o) {
@@ -88,7 +107,13 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
       for (int64_t i = 0; i < n; ++i) {
         if (std::fabs(grad[i]) > scale) scale = std::fabs(grad[i]), top = i;
       }
-      for (int64_t at : {top, static_cast<int64_t>(rng() % n), static_cast<int64_t>(rng() % n)}) {
+      if (IsAttentionMap(id.point)) {  // masked keys: exactly 0
+        for (int64_t e = 0; e < n; ++e) {
+          if (Masked(r, id, e)) ASSERT_EQ(grad[e], 0.0f) << name << " at " << e;
+        }
+      }
+      for (int64_t at : {top, Visible(r, id, static_cast<int64_t>(rng() % n)),
+                         Visible(r, id, static_cast<int64_t>(rng() % n))}) {
         const float h = 1e-2f * std::max(1.0f, std::fabs(r.cache.at(HookName(id)).As<float>()[at]));
         const double numeric =
             (ObjectiveWith(o, id, at, h) - ObjectiveWith(o, id, at, -h)) / (2.0 * h);

@@ -159,16 +159,18 @@ TEST_F(EdgeTest, ObjectiveAddsEachHooksGradientAfterTheLogits) {
   auto req = ToCaptureRequest(r, facts_, limits_);
   ASSERT_TRUE(req.ok()) << req.status();
   ASSERT_TRUE(req->job.objective.has_value());
-  // hooks, logits, then the gradients the backward reaches, last layer first (no map's).
-  ASSERT_EQ(req->manifest.size(), 6u);
+  // hooks, logits, then the gradients as the backward reaches them, last layer first.
+  ASSERT_EQ(req->manifest.size(), 7u);
   EXPECT_TRUE(req->manifest[3].logits);
   EXPECT_TRUE(req->manifest[4].grad);
   EXPECT_EQ(req->manifest[4].id, (HookId{HookPoint::kResidPost, 1}));
-  EXPECT_EQ(req->manifest[5].id, (HookId{HookPoint::kResidPre, 0}));
+  EXPECT_EQ(req->manifest[5].id, (HookId{HookPoint::kPattern, 0}));
+  EXPECT_EQ(req->manifest[5].shape, Shape({1, c.n_heads, 5, 5}));
+  EXPECT_EQ(req->manifest[6].id, (HookId{HookPoint::kResidPre, 0}));
   v1::TensorInfo info;
-  FillTensorInfo(req->manifest[5], &info);
+  FillTensorInfo(req->manifest[6], &info);
   EXPECT_EQ(info.name(), "blocks.0.hook_resid_pre_grad");
-  EXPECT_EQ(req->manifest[5].shape, Shape({1, 5, c.d_model}));
+  EXPECT_EQ(req->manifest[6].shape, Shape({1, 5, c.d_model}));
   // Refused with interventions, and where the model computes no gradients.
   v1::RunWithCacheRequest with_ops = r;
   v1::Intervention* iv = with_ops.add_interventions();

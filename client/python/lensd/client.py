@@ -330,8 +330,8 @@ class Client:
         the cache holds each hook's value after its ops (like run_with_hooks + a cache).
         `grad`: an objective — lensd.loss(), lensd.logit_diff(answer, wrong) or
         lensd.logprob(ids) — whose gradient comes back as cache["<hook>_grad"] for every hook
-        (run_with_cache(incl_bwd=True)'s names; not the attention maps yet) and whose value per
-        prompt is cache.objective."""
+        (run_with_cache(incl_bwd=True)'s names) and whose value per prompt is
+        cache.objective."""
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         prompt_list = [prompts] if single else list(prompts)
         request = lensd_pb2.RunWithCacheRequest(prompts=[_prompt(p) for p in prompt_list],
@@ -397,8 +397,9 @@ class Client:
         for name in names:
             arrays = [_to_numpy(bytes(buffers[(name, i)]), infos[(name, i)].dtype,
                                 infos[(name, i)].shape) for i in range(n_prompts)]
-            scores = name.endswith("hook_attn_scores")
-            maps = scores or name.endswith("hook_pattern")
+            hook = name[:-len("_grad")] if name.endswith("_grad") else name
+            maps = hook.endswith("hook_attn_scores") or hook.endswith("hook_pattern")
+            scores = name.endswith("hook_attn_scores")  # gradients pad with 0
             stacked = _pad_left(arrays, (2, 3) if maps else (1,), -np.inf if scores else 0)
             if name == "logits":
                 logits = stacked
