@@ -52,6 +52,10 @@ std::vector<prometheus::MetricFamily> Families(const SchedulerCounters& c) {
             MetricType::Counter, static_cast<double>(c.prefix_hit_tokens));
   AddMetric(out, "lensd_kv_blocks_evicted_total", "Cached KV blocks evicted for room",
             MetricType::Counter, static_cast<double>(c.kv_blocks_evicted));
+  AddMetric(out, "lensd_gradient_requests_total", "Requests run forward and backward (gradients)",
+            MetricType::Counter, static_cast<double>(c.gradient_requests));
+  AddMetric(out, "lensd_gradient_tokens_total", "Prompt tokens of those requests",
+            MetricType::Counter, static_cast<double>(c.gradient_tokens));
   prometheus::MetricFamily ops{"lensd_interventions_total",
                                "Interventions in accepted requests, by op",
                                MetricType::Counter,

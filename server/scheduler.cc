@@ -221,6 +221,12 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
       return absl::OkStatus();
     };
     result = model_.ForwardBackward(inputs, &hooks, objective, &grads);
+    if (result.ok()) {
+      std::lock_guard<std::mutex> lock(counters_mu_);
+      ++counters_.gradient_requests;
+      for (const SeqInput& in : inputs)
+        counters_.gradient_tokens += static_cast<int64_t>(in.tokens.size());
+    }
   } else {
     result = model_.Forward(inputs, &hooks);
   }

@@ -48,6 +48,8 @@ struct SchedulerCounters {
   int64_t prefix_hit_blocks = 0;   // blocks admitted sequences took from the cache
   int64_t prefix_hit_tokens = 0;   // prompt tokens they were spared computing
   int64_t kv_blocks_evicted = 0;
+  int64_t gradient_requests = 0;  // jobs run forward and backward (Job::objective)
+  int64_t gradient_tokens = 0;    // their prompt tokens
 };
 
 class Scheduler {

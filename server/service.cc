@@ -306,6 +306,9 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_kv_blocks_cached(counters.kv_blocks_cached);
   info->set_prefix_hit_blocks(counters.prefix_hit_blocks);
   info->set_prefix_hit_tokens(counters.prefix_hit_tokens);
+  info->set_gradients_unavailable(std::string(serving_.model->GradientSupport().message()));
+  info->set_gradient_requests(counters.gradient_requests);
+  info->set_gradient_tokens(counters.gradient_tokens);
   info->set_max_sweep_cells(options_.max_sweep_cells);
   const ServerLimits& limits = options_.limits;
   info->set_max_prompt_tokens(MaxPromptTokens(c, limits));

@@ -59,6 +59,16 @@ def test_loss_gradient_points_downhill(llama):
     assert loss(logits) < loss(base)
 
 
+def test_gradient_work_is_counted(llama):
+    with lensd.Client(llama.addr) as client:
+        before = client.model_info()
+        assert before["gradients_unavailable"] == ""
+        client.run_with_cache(PROMPTS, "hook_embed", grad=lensd.loss())
+        after = client.model_info()
+    assert after["gradient_requests"] == before["gradient_requests"] + 1
+    assert after["gradient_tokens"] == before["gradient_tokens"] + sum(map(len, PROMPTS))
+
+
 def test_refusals_name_the_reason(llama):
     with lensd.Client(llama.addr) as client:
         with pytest.raises(lensd.InvalidArgument, match="gradients through interventions"):

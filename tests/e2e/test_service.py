@@ -166,10 +166,14 @@ def free_port():
 def test_metrics_endpoint(server_factory):
     port = free_port()
     server = server_factory("--metrics-port", str(port))
-    list(lensd.Client(server.addr).generate("hi", max_new_tokens=5, ignore_eos=True))
+    client = lensd.Client(server.addr)
+    list(client.generate("hi", max_new_tokens=5, ignore_eos=True))
+    client.run_with_cache([1, 2, 3], "hook_embed", grad=lensd.loss())
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert re.search(r"^lensd_kv_blocks_total \d+", body, re.M)
     assert float(re.search(r"^lensd_generated_tokens_total (\S+)", body, re.M).group(1)) >= 5
+    assert float(re.search(r"^lensd_gradient_requests_total (\S+)", body, re.M).group(1)) == 1
+    assert float(re.search(r"^lensd_gradient_tokens_total (\S+)", body, re.M).group(1)) == 3
 
 
 def test_a_taken_port_is_an_error_before_loading(server_factory):
