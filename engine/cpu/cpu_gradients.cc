@@ -60,33 +60,43 @@ class CpuGradientOps : public GradientOps {
  public:
   CpuGradientOps(ThreadPool& pool, SimdLevel level) : pool_(pool), level_(level) {}
 
-  // dx = dy · w as a forward GEMM against wᵀ, packed per call (O(N·K), against the GEMM's
-  // O(T·N·K)): the same batch-invariant kernels as Linear.
+  // dx = dy · w as forward GEMMs against wᵀ, packed per call a block of kColumns input
+  // columns at a time (O(N·K) against the GEMM's O(T·N·K), and bounded memory for a
+  // vocabulary-sized w): the same batch-invariant kernels as Linear, each dx[t, i] one chain
+  // over all N.
   void LinearBackward(TensorView dy, TensorView w, TensorView dx) override {
+    constexpr int64_t kColumns = 256;  // a multiple of kPanel
     const int64_t T = dy.shape[0], N = w.shape[0], K = w.shape[1];
     const int64_t panels = (N + kPanel - 1) / kPanel;
-    transposed_.resize(static_cast<size_t>(K * N));
-    pool_.ParallelFor(K, 64, [&](int64_t i0, int64_t i1) {
-      float row[kPanel];
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t p = 0; p < panels; ++p) {
-          PanelColumn(w, p, i, row);
-          const int64_t width = std::min(kPanel, N - p * kPanel);
-          std::copy_n(row, width, transposed_.data() + i * N + p * kPanel);
+    for (int64_t c0 = 0; c0 < K; c0 += kColumns) {
+      const int64_t cols = std::min(kColumns, K - c0);
+      transposed_.resize(static_cast<size_t>(cols * N));
+      pool_.ParallelFor(cols, 16, [&](int64_t i0, int64_t i1) {
+        float row[kPanel];
+        for (int64_t i = i0; i < i1; ++i) {
+          for (int64_t p = 0; p < panels; ++p) {
+            PanelColumn(w, p, c0 + i, row);
+            const int64_t width = std::min(kPanel, N - p * kPanel);
+            std::copy_n(row, width, transposed_.data() + i * N + p * kPanel);
+          }
         }
+      });
+      const int64_t bytes = PackedBytes(DType::kF32, cols, N);
+      if (packed_.NumBytes() < static_cast<size_t>(bytes)) {
+        packed_ = Buffer::Host(DType::kF32, {bytes / 4});  // 64-byte aligned, as the kernels load
       }
-    });
-    const int64_t bytes = PackedBytes(DType::kF32, K, N);
-    if (packed_.NumBytes() < static_cast<size_t>(bytes)) {
-      packed_ = Buffer::Host(DType::kF32, {bytes / 4});  // 64-byte aligned, as the kernels load
+      PackMatrix(transposed_.data(), cols, N, DType::kF32, packed_.As<void>());
+      out_.resize(static_cast<size_t>(T * cols));
+      GemmProblem g;
+      g.x = dy.As<float>(), g.T = T, g.ldx = N;
+      g.w = packed_.As<void>(), g.dtype = DType::kF32, g.k = N, g.n = cols;
+      g.y = out_.data();
+      pool_.ParallelFor((cols + kPanel - 1) / kPanel, T == 1 ? 4 : 1,
+                        [&](int64_t p0, int64_t p1) { GemmPanels(g, p0, p1, level_); });
+      for (int64_t t = 0; t < T; ++t) {
+        std::copy_n(out_.data() + t * cols, cols, dx.As<float>() + t * K + c0);
+      }
     }
-    PackMatrix(transposed_.data(), K, N, DType::kF32, packed_.As<void>());
-    GemmProblem g;
-    g.x = dy.As<float>(), g.T = T, g.ldx = N;
-    g.w = packed_.As<void>(), g.dtype = DType::kF32, g.k = N, g.n = K;
-    g.y = dx.As<float>();
-    pool_.ParallelFor((K + kPanel - 1) / kPanel, T == 1 ? 4 : 1,
-                      [&](int64_t p0, int64_t p1) { GemmPanels(g, p0, p1, level_); });
   }
 
   void NormBackward(NormKind kind, TensorView x, TensorView w, float eps, TensorView dy,
@@ -188,8 +198,9 @@ class CpuGradientOps : public GradientOps {
 
   ThreadPool& pool_;
   const SimdLevel level_;
-  std::vector<float> transposed_;  // LinearBackward's wᵀ, then packed
+  std::vector<float> transposed_;  // LinearBackward's block of wᵀ, then packed,
   Buffer packed_;
+  std::vector<float> out_;  // and its block of dx
 };
 
 void CpuGradientOps::AttentionBackward(TensorView q, TensorView k, TensorView v,

@@ -31,7 +31,8 @@ class LayerTape : public HookSink {
 };
 
 // From the gradient of the returned (softcapped) logits `dlogits` [T, V] of every row (`logits`
-// the returned logits, `x` the final residual [T, D]): the final residual's gradient [T, D].
+// the returned logits, needed only with a final softcap; `x` the final residual [T, D]): the
+// final residual's gradient [T, D]. `dlogits` is overwritten.
 Buffer HeadBackward(RankContext& g, const HeadWeights& h, TensorView x, TensorView logits,
                     TensorView dlogits);
 

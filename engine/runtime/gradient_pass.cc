@@ -95,10 +95,15 @@ absl::StatusOr<ForwardResult> Model::ForwardBackward(const std::vector<SeqInput>
   Step back;
   back.plan = &grad_plan;
   RankContext g = ContextFor(back, shard);
-  Buffer logits = AllocateInStep(b, DType::kF32, {plan.tokens, V});
+  // The returned logits on the device only where the final softcap's slope needs them.
+  Buffer logits;
+  if (config_.final_softcap > 0.0f) {
+    logits = AllocateInStep(b, DType::kF32, {plan.tokens, V});
+    b.Upload(result.logits.As<float>(), logits.view());
+  }
   Buffer dlogits = AllocateInStep(b, DType::kF32, {plan.tokens, V});
-  b.Upload(result.logits.As<float>(), logits.view());
   b.Upload(dlogits_host.As<float>(), dlogits.view());
+  dlogits_host = Buffer();
   Buffer dx = HeadBackward(g, shard.head, step.x.view(), logits.view(), dlogits.view());
   for (int l = config_.n_layers - 1; l >= 0; --l) {
     LayerTape tape(b, plan, l);

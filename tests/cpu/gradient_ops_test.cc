@@ -57,13 +57,22 @@ TensorView View(Vec& v, Shape s) { return {v.data(), DType::kF32, s}; }
 
 class GradientOpsTest : public ::testing::Test {
  protected:
+  // LinearBackward against Σ_n dy·w (w rounded to each dtype), and against finite
+  // differences of Linear in float32.
+  void ExpectTransposedProduct(int64_t T, int64_t N, int64_t K);
   std::unique_ptr<Backend> cpu_ = MakeCpuBackend(0, 2);
   GradientOps& grad_ = *cpu_->gradients();
   std::mt19937 rng_{11};
 };
 
 TEST_F(GradientOpsTest, LinearIsTheTransposedProductForEveryWeightDtype) {
-  const int64_t T = 3, N = 37, K = 13;  // N spans three panels, the last partial
+  // N spans three panels, the last partial; K = 300 spans two column blocks, the last partial.
+  for (auto [T, N, K] : {std::tuple<int64_t, int64_t, int64_t>{3, 37, 13}, {2, 21, 300}}) {
+    ExpectTransposedProduct(T, N, K);
+  }
+}
+
+void GradientOpsTest::ExpectTransposedProduct(int64_t T, int64_t N, int64_t K) {
   const Vec w = Random(N * K, rng_), dy = Random(T * N, rng_);
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
     auto packed = cpu_->AllocateMatrix(dtype, {N, K});
