@@ -39,15 +39,13 @@ void EmitSeq(RankContext& c, size_t s, HookId id, TensorView rows) {
              rows.Rows(begin, begin + static_cast<int64_t>((*c.plan.batch)[s].tokens.size())));
 }
 
-// The attachments at `id`, each on the full rows `all` [T, w]; false when there are none.
-bool RunAttachments(RankContext& c, HookId id, TensorView all) {
-  if (!c.plan.any_attachments) return false;
-  const std::vector<StepPlan::Attached> groups = c.plan.AttachedAt(id);
+// `groups` (the step's attachments at a hook, StepPlan::AttachedAt), each on the full rows
+// `all` [T, w].
+void RunAttachments(RankContext& c, const std::vector<StepPlan::Attached>& groups, TensorView all) {
   const int64_t T = c.plan.tokens;
   for (const StepPlan::Attached& g : groups) {
     g.attachment->Run(c, all.Reshaped({T, all.NumElements() / T}), g.seqs);
   }
-  return !groups.empty();
 }
 
 }  // namespace
@@ -123,7 +121,7 @@ void HookRows(RankContext& c, HookId id, TensorView rows) {
   if (c.Intervened(id)) {
     c.b.ApplyRowOps(rows, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
   }
-  RunAttachments(c, id, rows);
+  RunAttachments(c, c.plan.AttachedAt(id), rows);
   CaptureRows(c, id, rows);
 }
 
@@ -188,8 +186,8 @@ void CaptureHeads(RankContext& c, HookId id, TensorView local, int64_t heads) {
 
 void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   const bool edit = c.Intervened(id);  // the same answers on every rank
-  const bool attached = !c.plan.AttachedAt(id).empty();
-  if (!edit && !attached && !c.Wants(id)) return;
+  const std::vector<StepPlan::Attached> attached = c.plan.AttachedAt(id);
+  if (!edit && attached.empty() && !c.Wants(id)) return;
   // The whole tensor's shape: the TransformerLens one without its batch dimension.
   const int64_t T = c.plan.tokens;
   const Shape tl = HookShape(c.config, id.point, T);
@@ -198,8 +196,8 @@ void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   if (edit) {
     c.b.ApplyRowOps(all, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
   }
-  RunAttachments(c, id, all);
-  if ((edit || attached) && c.tp > 1) KeepOwnPart(c, all, local);
+  RunAttachments(c, attached, all);
+  if ((edit || !attached.empty()) && c.tp > 1) KeepOwnPart(c, all, local);
   CaptureRows(c, id, all);
 }
 
