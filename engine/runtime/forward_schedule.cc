@@ -239,13 +239,12 @@ void Model::RunStage(Step& step, int stage, int stages) {
   }
   for (int layer = shard.first; layer < shard.end; ++layer) {
     step.scratch.Clear();
-    const int local = layer - shard.first;
-    const LayerInputs in{
-        .layer = layer,
-        .w = shard.layers.Get(local, *shard.backend),
-        .inv_freq = config_.learned_positions ? TensorView{} : shard.inv_freq[local].view(),
-        .kv = {shard.k_pool[local].view(), shard.v_pool[local].view(), blocks_->block_size()}};
-    BlockForward(c, in, step.x.view());
+    if (step.inputs != nullptr) {
+      Buffer& kept = (*step.inputs)[layer];
+      kept = AllocateInStep(*shard.backend, DType::kF32, step.x.shape());
+      shard.backend->Copy(step.x.view(), kept.view());
+    }
+    BlockForward(c, InputsOf(shard, layer), step.x.view());
   }
   if (stage + 1 < stages) {
     SendResidual(step, ShardAt(stage + 1, step.rank), stage + 1);
@@ -253,6 +252,14 @@ void Model::RunStage(Step& step, int stage, int stages) {
     step.scratch.Clear();
     step.result = HeadForward(c, shard.head, step.x.view());
   }
+}
+
+LayerInputs Model::InputsOf(Shard& shard, int layer) {
+  const int local = layer - shard.first;
+  return {.layer = layer,
+          .w = shard.layers.Get(local, *shard.backend),
+          .inv_freq = config_.learned_positions ? TensorView{} : shard.inv_freq[local].view(),
+          .kv = {shard.k_pool[local].view(), shard.v_pool[local].view(), blocks_->block_size()}};
 }
 
 void Model::SendResidual(Step& step, Shard& to, int to_stage) {

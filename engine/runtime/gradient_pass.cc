@@ -47,12 +47,58 @@ absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch) const {
   return absl::OkStatus();
 }
 
-LayerInputs Model::InputsOf(int layer) {
+// The objective's gradient with respect to every row's logits, on the device.
+absl::StatusOr<Buffer> Model::LogitsGradientOf(const std::vector<SeqInput>& batch,
+                                               const ForwardResult& result,
+                                               const LogitsGradient& objective) {
+  Backend& b = *shards_[0]->backend;
+  const int64_t V = config_.vocab_size, rows = result.logits.shape()[0];
+  Buffer host = Buffer::Host(DType::kF32, {rows, V});
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const int64_t first = result.first_row[s], n = static_cast<int64_t>(batch[s].tokens.size());
+    RETURN_IF_ERROR(objective(static_cast<int>(s), result.logits.view().Rows(first, first + n),
+                              host.As<float>() + first * V));
+  }
+  Buffer device = AllocateInStep(b, DType::kF32, {rows, V});
+  b.Upload(host.As<float>(), device.view());
+  return device;
+}
+
+void Model::Backward(const std::vector<SeqInput>& batch, HookSink* grads,
+                     const ForwardResult& result, Buffer dlogits, TensorView x,
+                     std::vector<Buffer>& inputs) {
   Shard& shard = *shards_[0];
-  return {.layer = layer,
-          .w = shard.layers.Get(layer, *shard.backend),
-          .inv_freq = config_.learned_positions ? TensorView{} : shard.inv_freq[layer].view(),
-          .kv = {shard.k_pool[layer].view(), shard.v_pool[layer].view(), blocks_->block_size()}};
+  Backend& b = *shard.backend;
+  const int bs = blocks_->block_size();
+  const StepPlan plan = BuildStepPlan(batch, grads, bs);
+  Step back;
+  back.plan = &plan;
+  RankContext g = ContextFor(back, shard);
+  // The returned logits on the device only where the final softcap's slope needs them.
+  Buffer logits;
+  if (config_.final_softcap > 0.0f) {
+    logits = AllocateInStep(b, DType::kF32, result.logits.shape());
+    b.Upload(result.logits.As<float>(), logits.view());
+  }
+  Buffer dx = HeadBackward(g, shard.head, x, logits.view(), dlogits.view());
+  dlogits = Buffer();
+  for (int l = config_.n_layers - 1; l >= 0; --l) {
+    // The layer recomputed from its input, its activations captured into its tape.
+    LayerTape tape(b, plan, l);
+    const StepPlan tape_plan = BuildStepPlan(batch, &tape, bs);
+    Step recompute;
+    recompute.plan = &tape_plan;
+    RankContext t = ContextFor(recompute, shard);
+    Buffer y = AllocateInStep(b, DType::kF32, inputs[l].shape());
+    b.Copy(inputs[l].view(), y.view());
+    const LayerInputs in = InputsOf(shard, l);
+    BlockForward(t, in, y.view());
+    FlushCaptures();
+    back.scratch.Clear();
+    BlockBackward(g, in, tape, inputs[l].view(), dx.view());
+    inputs[l] = Buffer();
+  }
+  EmbedBackward(g, dx.view());
 }
 
 absl::StatusOr<ForwardResult> Model::ForwardBackward(const std::vector<SeqInput>& batch,
@@ -61,68 +107,21 @@ absl::StatusOr<ForwardResult> Model::ForwardBackward(const std::vector<SeqInput>
                                                      HookSink* grads) {
   RETURN_IF_ERROR(Validate(batch));
   RETURN_IF_ERROR(CheckGradients(batch));
-  Shard& shard = *shards_[0];
-  Backend& b = *shard.backend;
-  const int bs = blocks_->block_size();
-  const int64_t D = config_.d_model, V = config_.vocab_size;
-  // Forward, keeping each layer's input.
-  const StepPlan plan = BuildStepPlan(batch, hooks, bs);
+  Backend& b = *shards_[0]->backend;
+  // The forward pass (one device: embedding, blocks, head), keeping each layer's input.
+  const StepPlan plan = BuildStepPlan(batch, hooks, blocks_->block_size());
+  std::vector<Buffer> inputs(static_cast<size_t>(config_.n_layers));
   Step step;
   step.plan = &plan;
-  RankContext c = ContextFor(step, shard);
-  shard.layers.BeginPass(b);
-  step.x = EmbedForward(c, shard.embed);
-  std::vector<Buffer> inputs(static_cast<size_t>(config_.n_layers));
-  for (int l = 0; l < config_.n_layers; ++l) {
-    step.scratch.Clear();
-    inputs[l] = AllocateInStep(b, DType::kF32, {plan.tokens, D});
-    b.Copy(step.x.view(), inputs[l].view());
-    BlockForward(c, InputsOf(l), step.x.view());
-  }
-  step.scratch.Clear();
-  ForwardResult result = HeadForward(c, shard.head, step.x.view());
+  step.inputs = &inputs;
+  RunRank(step);
   FlushCaptures();
   RETURN_IF_ERROR(b.TakeError());
-  // The objective's gradient with respect to every row's logits.
-  Buffer dlogits_host = Buffer::Host(DType::kF32, {plan.tokens, V});
-  for (size_t s = 0; s < batch.size(); ++s) {
-    const int64_t first = result.first_row[s], n = static_cast<int64_t>(batch[s].tokens.size());
-    RETURN_IF_ERROR(objective(static_cast<int>(s), result.logits.view().Rows(first, first + n),
-                              dlogits_host.As<float>() + first * V));
-  }
-  // Backward: the head, then each layer recomputed into its tape and walked back.
-  const StepPlan grad_plan = BuildStepPlan(batch, grads, bs);
-  Step back;
-  back.plan = &grad_plan;
-  RankContext g = ContextFor(back, shard);
-  // The returned logits on the device only where the final softcap's slope needs them.
-  Buffer logits;
-  if (config_.final_softcap > 0.0f) {
-    logits = AllocateInStep(b, DType::kF32, {plan.tokens, V});
-    b.Upload(result.logits.As<float>(), logits.view());
-  }
-  Buffer dlogits = AllocateInStep(b, DType::kF32, {plan.tokens, V});
-  b.Upload(dlogits_host.As<float>(), dlogits.view());
-  dlogits_host = Buffer();
-  Buffer dx = HeadBackward(g, shard.head, step.x.view(), logits.view(), dlogits.view());
-  for (int l = config_.n_layers - 1; l >= 0; --l) {
-    LayerTape tape(b, plan, l);
-    const StepPlan tape_plan = BuildStepPlan(batch, &tape, bs);
-    Step recompute;
-    recompute.plan = &tape_plan;
-    RankContext t = ContextFor(recompute, shard);
-    Buffer x = AllocateInStep(b, DType::kF32, {plan.tokens, D});
-    b.Copy(inputs[l].view(), x.view());
-    BlockForward(t, InputsOf(l), x.view());
-    FlushCaptures();
-    back.scratch.Clear();
-    BlockBackward(g, InputsOf(l), tape, inputs[l].view(), dx.view());
-    inputs[l] = Buffer();
-  }
-  EmbedBackward(g, dx.view());
+  ASSIGN_OR_RETURN(Buffer dlogits, LogitsGradientOf(batch, step.result, objective));
+  Backward(batch, grads, step.result, std::move(dlogits), step.x.view(), inputs);
   FlushCaptures();
   RETURN_IF_ERROR(b.TakeError());
-  return result;
+  return std::move(step.result);
 }
 
 }  // namespace lensd

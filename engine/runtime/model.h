@@ -176,8 +176,16 @@ class Model {
   Shard& ShardAt(int stage, int rank) { return *shards_[stage * tp_ + rank]; }
   // Why ForwardBackward cannot run `batch` on this model (OK when it can).
   absl::Status CheckGradients(const std::vector<SeqInput>& batch) const;
-  // Layer `layer`'s inputs on the one device.
-  LayerInputs InputsOf(int layer);
+  // What layer `layer`'s math reads on `shard` (which holds it).
+  LayerInputs InputsOf(Shard& shard, int layer);
+  // ForwardBackward's halves: the objective's gradient of every row's logits (on the device),
+  // and the backward walk from the head (`x`: the final residual) down to the embedding,
+  // each layer recomputed from its kept input (`inputs`, freed as it goes).
+  absl::StatusOr<Buffer> LogitsGradientOf(const std::vector<SeqInput>& batch,
+                                          const ForwardResult& result,
+                                          const LogitsGradient& objective);
+  void Backward(const std::vector<SeqInput>& batch, HookSink* grads, const ForwardResult& result,
+                Buffer dlogits, TensorView x, std::vector<Buffer>& inputs);
 
   ModelConfig config_;
   DType dtype_ = DType::kF32;

@@ -45,6 +45,8 @@ struct Model::Step {
   std::vector<float> host;
   StepScratch scratch;   // freed at each block boundary
   ForwardResult result;  // rank 0
+  // ForwardBackward: each layer's input residual, kept for its recomputation (null: not kept).
+  std::vector<Buffer>* inputs = nullptr;
 };
 
 }  // namespace lensd
