@@ -11,6 +11,7 @@
 #include "engine/cpu/cpu_gradients.h"
 #include "engine/cpu/gemm.h"
 #include "engine/cpu/host_pool.h"
+#include "engine/cpu/rotary.h"
 #include "engine/cpu/thread_pool.h"
 #include "engine/cpu/vec_ops.h"
 
@@ -198,22 +199,7 @@ void CpuBackend::Norm(NormKind kind, TensorView x, TensorView w, TensorView b, f
 }
 
 void CpuBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) {
-  const int64_t T = x.shape[0], heads = x.shape[1], dh = x.shape[2];
-  const int half = rotary_dim / 2;
-  pool_.ParallelFor(T, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      for (int i = 0; i < half; ++i) {
-        const double angle = static_cast<double>(positions[t]) * inv_freq.As<float>()[i];
-        const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
-        for (int64_t h = 0; h < heads; ++h) {
-          float* row = x.As<float>() + (t * heads + h) * dh;
-          const float x1 = row[i], x2 = row[i + half];
-          row[i] = x1 * c - x2 * s;
-          row[i + half] = x2 * c + x1 * s;
-        }
-      }
-    }
-  });
+  RotateHalves(pool_, x, inv_freq, rotary_dim, positions, /*transposed=*/false);
 }
 
 void CpuBackend::GatherKvRows(KvLayerView kv, const AttentionSeq& s, int kv_head, int n,

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "engine/cpu/gemm.h"
+#include "engine/cpu/rotary.h"
 
 namespace lensd {
 namespace {
@@ -45,14 +46,12 @@ void ActAndSlope(ActKind kind, double x, double* a, double* slope) {
 void PanelColumn(TensorView w, int64_t p, int64_t i, float* row) {
   const int64_t kp = PackedK(w.dtype, w.shape[1]);
   if (w.dtype == DType::kF32) {
-    std::copy_n(w.As<float>() + (p * kp + i) * kPanel, kPanel, row);
+    std::copy_n(w.As<float>() + PackedIndex(w.dtype, kp, p, 0, i), kPanel, row);
     return;
   }
   const uint16_t* base = static_cast<const uint16_t*>(w.data);
   for (int64_t j = 0; j < kPanel; ++j) {
-    const int64_t at = w.dtype == DType::kBF16 ? (p * kp + i / 2 * 2) * kPanel + j * 2 + i % 2
-                                               : (p * kp + i) * kPanel + j;
-    ConvertToF32(w.dtype, base + at, row + j, 1);
+    ConvertToF32(w.dtype, base + PackedIndex(w.dtype, kp, p, j, i), row + j, 1);
   }
 }
 
@@ -131,24 +130,7 @@ class CpuGradientOps : public GradientOps {
 
   void RopeBackward(TensorView dx, TensorView inv_freq, int rotary_dim,
                     const int32_t* positions) override {
-    const int64_t T = dx.shape[0], heads = dx.shape[1], dh = dx.shape[2];
-    const int half = rotary_dim / 2;
-    pool_.ParallelFor(T, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        for (int i = 0; i < half; ++i) {
-          // The forward's angle and its float32 cos and sin, applied transposed.
-          const double angle = static_cast<double>(positions[t]) * inv_freq.As<float>()[i];
-          const float c = static_cast<float>(std::cos(angle)),
-                      s = static_cast<float>(std::sin(angle));
-          for (int64_t h = 0; h < heads; ++h) {
-            float* row = dx.As<float>() + (t * heads + h) * dh;
-            const float g1 = row[i], g2 = row[i + half];
-            row[i] = g1 * c + g2 * s;
-            row[i + half] = g2 * c - g1 * s;
-          }
-        }
-      }
-    });
+    RotateHalves(pool_, dx, inv_freq, rotary_dim, positions, /*transposed=*/true);
   }
 
   void ActivationBackward(ActKind kind, TensorView x, TensorView dy, TensorView dx) override {

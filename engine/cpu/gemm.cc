@@ -77,10 +77,7 @@ void PackMatrix(const float* w, int64_t n, int64_t k, DType dtype, void* out) {
     for (int64_t j = 0; j < kPanel && p * kPanel + j < n; ++j) {
       const float* row = w + (p * kPanel + j) * k;
       for (int64_t i = 0; i < k; ++i) {
-        // float32 and float16: [p][k][j]; bfloat16: [p][k / 2][j][k % 2].
-        const int64_t at = dtype == DType::kBF16
-                               ? ((p * kp + i / 2 * 2) * kPanel + j * 2 + i % 2)
-                               : ((p * kp + i) * kPanel + j);
+        const int64_t at = PackedIndex(dtype, kp, p, j, i);
         if (dtype == DType::kF32) {
           static_cast<float*>(out)[at] = row[i];
         } else {

@@ -44,6 +44,12 @@ int64_t PackedK(DType dtype, int64_t k);
 int64_t PackedBytes(DType dtype, int64_t n, int64_t k);
 // Packs float32 W [n, k] (row-major) into `out` (PackedBytes of `dtype`), rounding to dtype.
 void PackMatrix(const float* w, int64_t n, int64_t k, DType dtype, void* out);
+// The element index of W[p·kPanel + j, i] in the packed form (`kp`: PackedK): float32 and
+// float16 [p][k][j]; bfloat16 [p][k / 2][j][k % 2].
+inline int64_t PackedIndex(DType dtype, int64_t kp, int64_t p, int64_t j, int64_t i) {
+  return dtype == DType::kBF16 ? (p * kp + i / 2 * 2) * kPanel + j * 2 + i % 2
+                               : (p * kp + i) * kPanel + j;
+}
 
 struct GemmProblem {
   const float* x = nullptr;  // [T, ldx]; bfloat16 weights: rounded, zero-padded to PackedK
