@@ -33,20 +33,14 @@ absl::StatusOr<HookPoint> ComponentPoint(v1::SweepComponent c) {
                  "Z, Q, K, V, PATTERN");
 }
 
-absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const char* field,
-                      int vocab, std::vector<int>& out) {
-  if (ids.empty()) return Invalid(absl::StrCat("metric.", field, " is empty"));
-  RETURN_IF_ERROR(CheckTokenIds(ids, vocab, absl::StrCat("metric.", field)));
-  out.assign(ids.begin(), ids.end());
-  return absl::OkStatus();
-}
-
 absl::Status ToMetric(const v1::SweepMetric& m, int P, int vocab, SweepSpec& s) {
   switch (m.kind_case()) {
     case v1::SweepMetric::kLogitDiff:
       s.metric = SweepSpec::Metric::kLogitDiff;
-      RETURN_IF_ERROR(CheckIds(m.logit_diff().answer_ids(), "logit_diff.answer_ids", vocab, s.answer));
-      RETURN_IF_ERROR(CheckIds(m.logit_diff().wrong_ids(), "logit_diff.wrong_ids", vocab, s.wrong));
+      RETURN_IF_ERROR(TokenIdList(m.logit_diff().answer_ids(), vocab,
+                                  "metric.logit_diff.answer_ids", s.answer));
+      RETURN_IF_ERROR(
+          TokenIdList(m.logit_diff().wrong_ids(), vocab, "metric.logit_diff.wrong_ids", s.wrong));
       if (std::set<int>(s.answer.begin(), s.answer.end()) ==
           std::set<int>(s.wrong.begin(), s.wrong.end())) {
         return Invalid(
@@ -56,7 +50,7 @@ absl::Status ToMetric(const v1::SweepMetric& m, int P, int vocab, SweepSpec& s) 
       break;
     case v1::SweepMetric::kLogprob:
       s.metric = SweepSpec::Metric::kLogProb;
-      RETURN_IF_ERROR(CheckIds(m.logprob().ids(), "logprob.ids", vocab, s.answer));
+      RETURN_IF_ERROR(TokenIdList(m.logprob().ids(), vocab, "metric.logprob.ids", s.answer));
       break;
     case v1::SweepMetric::kKl: s.metric = SweepSpec::Metric::kKl; break;
     case v1::SweepMetric::kLogits: s.metric = SweepSpec::Metric::kLogits; break;

@@ -60,17 +60,6 @@ absl::StatusOr<DType> CaptureDType(v1::DType wire, const ModelFacts& model) {
 
 }  // namespace
 
-absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
-                           const std::string& field) {
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", ids[i],
-                                                     " is outside the vocabulary [0, ", vocab, ")"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 int MaxPromptTokens(const ModelConfig& c, const ServerLimits& limits) {
   return limits.max_prompt_tokens > 0 ? std::min(limits.max_prompt_tokens, c.max_positions)
                                       : c.max_positions;

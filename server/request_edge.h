@@ -13,6 +13,7 @@
 #include "lensd/v1/lensd.pb.h"
 #include "server/interventions_wire.h"
 #include "server/job.h"
+#include "server/request_wire.h"
 #include "server/wire.h"
 
 namespace lensd {
@@ -62,9 +63,6 @@ struct CaptureRequest {
   int64_t total_bytes = 0;
 };
 
-// InvalidArgument "<field>[i] = id is outside the vocabulary [0, vocab)" for the first bad id.
-absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
-                           const std::string& field);
 // RESOURCE_EXHAUSTED when `tokens` exceed the whole KV cache ("<what> needs ...").
 absl::Status CheckKvFits(int tokens, const std::string& what, const ModelFacts& model);
 // The longest prompt accepted: --max-prompt-tokens capped by the model's context.

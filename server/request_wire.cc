@@ -22,22 +22,24 @@ absl::StatusOr<SamplingParams> ToSampling(const v1::SamplingParams& s) {
   return p;
 }
 
-namespace {
-
-absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const char* field,
-                      int vocab, std::vector<int>& out) {
-  if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat("objective.", field, " is empty"));
+absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
+                           const std::string& field) {
   for (int i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("objective.", field, "[", i, "] = ", ids[i],
-                                                     " is outside the vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, "[", i, "] = ", ids[i], " is outside the vocabulary [0, ", vocab, ")"));
     }
-    out.push_back(ids[i]);
   }
   return absl::OkStatus();
 }
 
-}  // namespace
+absl::Status TokenIdList(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
+                         const std::string& field, std::vector<int>& out) {
+  if (ids.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
+  RETURN_IF_ERROR(CheckTokenIds(ids, vocab, field));
+  out.assign(ids.begin(), ids.end());
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Objective> ToObjective(const v1::Objective& o, int vocab,
                                       const std::vector<int>& prompt_lengths) {
@@ -57,12 +59,14 @@ absl::StatusOr<Objective> ToObjective(const v1::Objective& o, int vocab,
       return out;
     case v1::Objective::kLogitDiff:
       out.kind = Objective::Kind::kLogitDiff;
-      RETURN_IF_ERROR(CheckIds(o.logit_diff().answer_ids(), "logit_diff.answer_ids", vocab, out.answer));
-      RETURN_IF_ERROR(CheckIds(o.logit_diff().wrong_ids(), "logit_diff.wrong_ids", vocab, out.wrong));
+      RETURN_IF_ERROR(TokenIdList(o.logit_diff().answer_ids(), vocab,
+                                  "objective.logit_diff.answer_ids", out.answer));
+      RETURN_IF_ERROR(TokenIdList(o.logit_diff().wrong_ids(), vocab,
+                                  "objective.logit_diff.wrong_ids", out.wrong));
       break;
     case v1::Objective::kLogprob:
       out.kind = Objective::Kind::kLogProb;
-      RETURN_IF_ERROR(CheckIds(o.logprob().ids(), "logprob.ids", vocab, out.answer));
+      RETURN_IF_ERROR(TokenIdList(o.logprob().ids(), vocab, "objective.logprob.ids", out.answer));
       break;
     case v1::Objective::KIND_NOT_SET:
       return absl::InvalidArgumentError("objective is empty: set loss, logit_diff or logprob");

@@ -4,6 +4,7 @@
 #ifndef LENSD_SERVER_REQUEST_WIRE_H_
 #define LENSD_SERVER_REQUEST_WIRE_H_
 
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -12,6 +13,13 @@
 #include "lensd/v1/lensd.pb.h"
 
 namespace lensd {
+
+// InvalidArgument "<field>[i] = id is outside the vocabulary [0, vocab)" for the first bad id.
+absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
+                           const std::string& field);
+// A list of ids that must not be empty ("<field> is empty"), checked as CheckTokenIds, into `out`.
+absl::Status TokenIdList(const google::protobuf::RepeatedField<int32_t>& ids, int vocab,
+                         const std::string& field, std::vector<int>& out);
 
 // Unset fields keep the engine's defaults; INVALID_ARGUMENT naming "sampling.<field>".
 // max_new_tokens is the caller's (its bounds differ between the server and the CLI).

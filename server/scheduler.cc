@@ -208,28 +208,10 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
   }
   BatchHookSink hooks(jobs, prompts);
   const Clock::time_point t0 = Clock::now();
-  absl::StatusOr<ForwardResult> result;
-  if (batch[0].seq->gradient()) {  // a gradient batch is one job's prompts (GradientBatch)
-    BatchHookSink grads(jobs, prompts, /*gradients=*/true);
-    JobState& job = *batch[0].seq->job;
-    job.stats.objective.assign(job.job.prompts.size(), 0.0);
-    auto objective = [&](int seq, TensorView logits, float* dlogits) -> absl::Status {
-      const Seq& s = *batch[seq].seq;
-      ASSIGN_OR_RETURN(job.stats.objective[s.prompt_index],
-                       ObjectiveAndGradient(*job.job.objective, logits.As<float>(), s.tokens,
-                                            c.vocab_size, dlogits));
-      return absl::OkStatus();
-    };
-    result = model_.ForwardBackward(inputs, &hooks, objective, &grads);
-    if (result.ok()) {
-      std::lock_guard<std::mutex> lock(counters_mu_);
-      ++counters_.gradient_requests;
-      for (const SeqInput& in : inputs)
-        counters_.gradient_tokens += static_cast<int64_t>(in.tokens.size());
-    }
-  } else {
-    result = model_.Forward(inputs, &hooks);
-  }
+  // A gradient batch is one job's prompts (GradientBatch).
+  absl::StatusOr<ForwardResult> result = batch[0].seq->gradient()
+                                             ? ForwardBackward(batch, inputs, hooks, jobs, prompts)
+                                             : model_.Forward(inputs, &hooks);
   const double ms = MsBetween(t0, Clock::now());
   int64_t prompt_tokens = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -250,6 +232,33 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
   std::lock_guard<std::mutex> lock(counters_mu_);
   ++counters_.steps;
   counters_.prompt_tokens += prompt_tokens;
+}
+
+absl::StatusOr<ForwardResult> Scheduler::ForwardBackward(const std::vector<Work>& batch,
+                                                         const std::vector<SeqInput>& inputs,
+                                                         BatchHookSink& hooks,
+                                                         const std::vector<const Job*>& jobs,
+                                                         const std::vector<int>& prompts) {
+  BatchHookSink grads(jobs, prompts, /*gradients=*/true);
+  JobState& job = *batch[0].seq->job;
+  job.stats.objective.assign(job.job.prompts.size(), 0.0);
+  const int vocab = model_.config().vocab_size;
+  auto objective = [&](int seq, TensorView logits, float* dlogits) -> absl::Status {
+    const Seq& s = *batch[seq].seq;
+    ASSIGN_OR_RETURN(
+        job.stats.objective[s.prompt_index],
+        ObjectiveAndGradient(*job.job.objective, logits.As<float>(), s.tokens, vocab, dlogits));
+    return absl::OkStatus();
+  };
+  absl::StatusOr<ForwardResult> result = model_.ForwardBackward(inputs, &hooks, objective, &grads);
+  if (result.ok()) {
+    std::lock_guard<std::mutex> lock(counters_mu_);
+    ++counters_.gradient_requests;
+    for (const SeqInput& in : inputs) {
+      counters_.gradient_tokens += static_cast<int64_t>(in.tokens.size());
+    }
+  }
+  return result;
 }
 
 void Scheduler::Advance(Seq& s, int n, const float* logits) {

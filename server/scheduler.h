@@ -52,6 +52,8 @@ struct SchedulerCounters {
   int64_t gradient_tokens = 0;    // their prompt tokens
 };
 
+class BatchHookSink;
+
 class Scheduler {
  public:
   Scheduler(Model& model, SchedulerOptions options);
@@ -78,6 +80,13 @@ class Scheduler {
   void CountInterventions(const InterventionSet& set);
   void Admit();
   void RunBatch(const std::vector<Work>& batch);
+  // A gradient batch's step (Model::ForwardBackward): each prompt's objective into its job's
+  // stats, hooks to `hooks`, gradients to the jobs' sinks.
+  absl::StatusOr<ForwardResult> ForwardBackward(const std::vector<Work>& batch,
+                                                const std::vector<SeqInput>& inputs,
+                                                BatchHookSink& hooks,
+                                                const std::vector<const Job*>& jobs,
+                                                const std::vector<int>& prompts);
   // After a step: `n` more tokens computed; `logits` are the sequence's rows.
   void Advance(Seq& s, int n, const float* logits);
   void Sample(Seq& seq, const float* logits);
