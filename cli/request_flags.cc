@@ -107,17 +107,15 @@ std::string CacheSummary(const std::string& path, const std::vector<std::vector<
                       " + logits for ", tokens, " tokens", what, " to ", path, "\n");
 }
 
-namespace {
-
-absl::Status IntsInto(absl::string_view text, const std::string& what,
-                      google::protobuf::RepeatedField<int32_t>* out) {
-  ASSIGN_OR_RETURN(std::vector<int> values, ParseIntList(what, std::string(text)));
-  if (values.empty()) return absl::InvalidArgumentError(absl::StrCat("--grad: ", what, " is empty"));
+absl::Status IdsFromFlag(const std::string& flag, absl::string_view text,
+                         google::protobuf::RepeatedField<int32_t>* out) {
+  ASSIGN_OR_RETURN(std::vector<int> values, ParseIntList(flag, std::string(text)));
+  if (values.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": a list of ids is empty"));
+  }
   out->Add(values.begin(), values.end());
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::Status ObjectiveFromFlag(const std::string& text, v1::Objective* out) {
   std::vector<absl::string_view> at = absl::StrSplit(text, absl::MaxSplits('@', 1));
@@ -125,16 +123,16 @@ absl::Status ObjectiveFromFlag(const std::string& text, v1::Objective* out) {
   if (parts[0] == "loss" && parts.size() == 1) {
     out->mutable_loss();
   } else if (parts[0] == "logit_diff" && parts.size() == 3) {
-    RETURN_IF_ERROR(IntsInto(parts[1], "answer ids", out->mutable_logit_diff()->mutable_answer_ids()));
-    RETURN_IF_ERROR(IntsInto(parts[2], "wrong ids", out->mutable_logit_diff()->mutable_wrong_ids()));
+    RETURN_IF_ERROR(IdsFromFlag("grad", parts[1], out->mutable_logit_diff()->mutable_answer_ids()));
+    RETURN_IF_ERROR(IdsFromFlag("grad", parts[2], out->mutable_logit_diff()->mutable_wrong_ids()));
   } else if (parts[0] == "logprob" && parts.size() == 2) {
-    RETURN_IF_ERROR(IntsInto(parts[1], "ids", out->mutable_logprob()->mutable_ids()));
+    RETURN_IF_ERROR(IdsFromFlag("grad", parts[1], out->mutable_logprob()->mutable_ids()));
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "--grad ", QuoteUserText(text),
         " is not loss, logit_diff:A:W or logprob:I,J (ids comma-separated, optional @positions)"));
   }
-  if (at.size() == 2) RETURN_IF_ERROR(IntsInto(at[1], "positions", out->mutable_positions()));
+  if (at.size() == 2) RETURN_IF_ERROR(IdsFromFlag("grad", at[1], out->mutable_positions()));
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "cli/flags.h"
 #include "engine/core/cache_result.h"
 #include "lensd/v1/lensd.pb.h"
@@ -25,6 +26,10 @@ const FlagTable& CacheFlags();         // a cache request: prompts, --out, --hoo
 // where absent); the values are checked where every request's are (the server's edge, or the
 // offline command's conversion).
 absl::Status SamplingFromFlags(const Flags& flags, v1::GenerateRequest* request);
+
+// Comma-separated integers (a part of flag --<flag>'s value) appended to `out`; at least one.
+absl::Status IdsFromFlag(const std::string& flag, absl::string_view text,
+                         google::protobuf::RepeatedField<int32_t>* out);
 
 // --grad: "loss", "logit_diff:A:W" or "logprob:I,J" (A, W, I, J: comma-separated token
 // ids), with an optional "@p,q" suffix of positions, as the wire's Objective; INVALID_ARGUMENT

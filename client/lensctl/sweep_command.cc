@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "cli/request_flags.h"
 #include "client/lensctl/commands.h"
 #include "engine/core/status.h"
 #include "lensd/v1/lensd.grpc.pb.h"
@@ -46,16 +47,13 @@ absl::StatusOr<v1::SweepComponent> Component(const std::string& name) {
 // logit_diff:ANSWER:WRONG, logprob:ID[,ID...], kl (ids comma-separated).
 absl::Status ParseMetric(const std::string& spec, v1::SweepMetric* m) {
   std::vector<std::string> parts = absl::StrSplit(spec, ':');
-  auto ids = [&](size_t i, google::protobuf::RepeatedField<int32_t>* out) -> absl::Status {
-    ASSIGN_OR_RETURN(std::vector<int> v, ParseIntList("metric", parts[i]));
-    out->Add(v.begin(), v.end());
-    return absl::OkStatus();
-  };
   if (parts[0] == "logit_diff" && parts.size() == 3) {
-    RETURN_IF_ERROR(ids(1, m->mutable_logit_diff()->mutable_answer_ids()));
-    return ids(2, m->mutable_logit_diff()->mutable_wrong_ids());
+    RETURN_IF_ERROR(IdsFromFlag("metric", parts[1], m->mutable_logit_diff()->mutable_answer_ids()));
+    return IdsFromFlag("metric", parts[2], m->mutable_logit_diff()->mutable_wrong_ids());
   }
-  if (parts[0] == "logprob" && parts.size() == 2) return ids(1, m->mutable_logprob()->mutable_ids());
+  if (parts[0] == "logprob" && parts.size() == 2) {
+    return IdsFromFlag("metric", parts[1], m->mutable_logprob()->mutable_ids());
+  }
   if (parts[0] == "kl" && parts.size() == 1) return m->mutable_kl(), absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "--metric '", spec, "': logit_diff:ANSWER:WRONG, logprob:ID[,ID...] or kl"));
