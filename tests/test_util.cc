@@ -48,6 +48,16 @@ std::vector<int32_t> ToIds(const TensorInfo& info) {
   return ids;
 }
 
+std::vector<int32_t> ReferencePrompt(const std::string& family, int index) {
+  auto ref = SafetensorsFile::Open(FamilyDir(family) + "/reference.safetensors");
+  const TensorInfo* ids = ref.ok() ? (*ref)->Find(absl::StrCat("p", index, ".input_ids")) : nullptr;
+  if (ids == nullptr) {
+    ADD_FAILURE() << family << " has no reference prompt " << index << ": " << ref.status();
+    return {};
+  }
+  return ToIds(*ids);
+}
+
 ::testing::AssertionResult FailsWith(const absl::Status& status, absl::StatusCode code,
                                      const std::string& needle) {
   if (status.code() != code) {

@@ -42,6 +42,9 @@ Buffer ToF32(const TensorInfo& info);
 ::testing::AssertionResult GreedyIdsAre(Model& model, const std::vector<int32_t>& prompt,
                                         const std::vector<int32_t>& expected);
 std::vector<int32_t> ToIds(const TensorInfo& info);
+// The input ids of prompt `index` (0: 7 tokens, 1: 19) of family `family`'s reference run
+// (FamilyDir/reference.safetensors); empty, with a test failure, when it cannot be read.
+std::vector<int32_t> ReferencePrompt(const std::string& family, int index);
 
 // Golden rule: |got - ref| <= tol × max(1, max|ref|) everywhere; -inf exactly where ref is.
 ::testing::AssertionResult AllClose(const std::string& what, const TensorView& got,

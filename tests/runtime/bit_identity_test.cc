@@ -96,10 +96,8 @@ class BitIdentityTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(BitIdentityTest, EveryConfigurationEqualsTheSavedRun) {
   const std::string family = GetParam();
   const std::string dir = testing::FamilyDir(family);
-  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
-  ASSERT_TRUE(ref.ok()) << ref.status();
-  const std::vector<std::vector<int32_t>> prompts = {
-      testing::ToIds(*(*ref)->Find("p0.input_ids")), testing::ToIds(*(*ref)->Find("p1.input_ids"))};
+  const std::vector<std::vector<int32_t>> prompts = {testing::ReferencePrompt(family, 0),
+                                                     testing::ReferencePrompt(family, 1)};
   nlohmann::json got;
   for (const Configuration& c : Configurations(dir)) {
     auto model = Model::Load(c.options);

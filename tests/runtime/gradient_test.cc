@@ -23,9 +23,7 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
     auto m = Model::Load(o);
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
-    auto ref = SafetensorsFile::Open(o.model_dir + "/reference.safetensors");
-    ASSERT_TRUE(ref.ok());
-    prompt_ = testing::ToIds(*(*ref)->Find("p0.input_ids"));
+    prompt_ = testing::ReferencePrompt(GetParam(), 0);
   }
   const ModelConfig& c() const { return model_->config(); }
 

@@ -23,9 +23,7 @@ class IdentityTest : public ::testing::TestWithParam<std::string> {
     auto m = Model::Load(o);
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
-    auto ref = SafetensorsFile::Open(o.model_dir + "/reference.safetensors");
-    ASSERT_TRUE(ref.ok());
-    clean_ = testing::ToIds(*(*ref)->Find("p1.input_ids"));  // 19 tokens
+    clean_ = testing::ReferencePrompt(GetParam(), 1);  // 19 tokens
     corrupted_ = clean_;
     for (size_t i = 2; i < corrupted_.size(); i += 3) corrupted_[i] = (corrupted_[i] * 7 + 3) % 1000;
   }
