@@ -1,5 +1,7 @@
 #include "engine/runtime/blocks_backward.h"
 
+#include <algorithm>
+#include <iterator>
 #include <vector>
 
 #include "engine/runtime/step_hooks.h"
@@ -180,8 +182,28 @@ TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerT
 }  // namespace
 
 bool LayerTape::Wants(int seq, HookId id) const {
-  return id.layer == layer_ && !id.attached() && PositionAxis(id.point) == 1 &&
-         !IsHeadsFirst(id.point);
+  // What BlockBackward reads (Get): the projections, the MLP's activations, the middle
+  // residual and the norms' statistics.
+  static constexpr P kRead[] = {P::kQ,
+                                P::kK,
+                                P::kV,
+                                P::kRotQ,
+                                P::kRotK,
+                                P::kZ,
+                                P::kResidMid,
+                                P::kMlpPre,
+                                P::kMlpPreLinear,
+                                P::kMlpPost,
+                                P::kLn1Scale,
+                                P::kLn1Normalized,
+                                P::kLn2Scale,
+                                P::kLn2Normalized,
+                                P::kLn1PostScale,
+                                P::kLn1PostNormalized,
+                                P::kLn2PostScale,
+                                P::kLn2PostNormalized};
+  return id.layer == layer_ && !id.attached() &&
+         std::find(std::begin(kRead), std::end(kRead), id.point) != std::end(kRead);
 }
 
 void LayerTape::Capture(int seq, HookId id, TensorView value) {

@@ -13,8 +13,8 @@
 
 namespace lensd {
 
-// One layer's activations for its backward, captured from its recomputation: every
-// token-major hook of the layer as [T, width] rows of the whole step, in device memory.
+// One layer's activations for its backward, captured from its recomputation: the hooks
+// BlockBackward reads, as [T, width] rows of the whole step, in device memory.
 class LayerTape : public HookSink {
  public:
   LayerTape(Backend& b, const StepPlan& plan, int layer) : b_(b), plan_(plan), layer_(layer) {}
