@@ -9,22 +9,18 @@ namespace lensd {
 namespace {
 
 // log Σ exp(l[i]) over i in `ids`, or over the whole row (`ids` null), in double.
-double LogSumExp(const float* l, const std::vector<int>* ids, int vocab, double* max_out) {
+double LogSumExp(const float* l, const std::vector<int>* ids, int vocab) {
   const int n = ids != nullptr ? static_cast<int>(ids->size()) : vocab;
   auto at = [&](int k) -> double { return l[ids != nullptr ? (*ids)[k] : k]; };
   double max = -INFINITY, sum = 0;
   for (int k = 0; k < n; ++k) max = std::max(max, at(k));
   for (int k = 0; k < n; ++k) sum += std::exp(at(k) - max);
-  *max_out = max;
   return max + std::log(sum);
 }
 
 }  // namespace
 
-double LogSumExpRow(const float* l, int vocab) {
-  double max;
-  return LogSumExp(l, nullptr, vocab, &max);
-}
+double LogSumExpRow(const float* l, int vocab) { return LogSumExp(l, nullptr, vocab); }
 
 double LogitDiffRow(const float* l, const std::vector<int>& answer, const std::vector<int>& wrong,
                     double weight, float* grad) {
@@ -40,9 +36,7 @@ double LogitDiffRow(const float* l, const std::vector<int>& answer, const std::v
 
 double LogProbRow(const float* l, const std::vector<int>& ids, int vocab, double weight,
                   float* grad) {
-  double max_all, max_ids;
-  const double z = LogSumExp(l, nullptr, vocab, &max_all);
-  const double zi = LogSumExp(l, &ids, vocab, &max_ids);
+  const double z = LogSumExp(l, nullptr, vocab), zi = LogSumExp(l, &ids, vocab);
   if (grad != nullptr) {
     // d/dl_v = [v ∈ ids] softmax restricted to ids − softmax over the row.
     for (int v = 0; v < vocab; ++v) grad[v] -= static_cast<float>(weight * std::exp(l[v] - z));
