@@ -137,13 +137,11 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
   }
   std::vector<CacheResult> results;
   if (flags.Has("grad")) {
-    if (interventions != nullptr) {
-      return absl::InvalidArgumentError("--grad with --interventions is not supported yet");
-    }
     v1::Objective wire;
     RETURN_IF_ERROR(ObjectiveFromFlag(flags.Get("grad"), &wire));
     ASSIGN_OR_RETURN(Objective objective, ToObjective(wire, c.vocab_size, lengths));
-    ASSIGN_OR_RETURN(results, RunWithGradients(*model, prompts, selection, objective));
+    ASSIGN_OR_RETURN(results,
+                     RunWithGradients(*model, prompts, selection, objective, interventions.get()));
   } else {
     ASSIGN_OR_RETURN(results, RunWithCache(*model, prompts, selection, interventions.get()));
   }

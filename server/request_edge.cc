@@ -181,10 +181,7 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     if (!model.gradients.ok()) {
       return absl::FailedPreconditionError(absl::StrCat("objective: ", model.gradients.message()));
     }
-    if (r.job.interventions != nullptr) {
-      return absl::InvalidArgumentError(
-          "objective: gradients through interventions are not supported yet");
-    }
+    if (r.job.interventions != nullptr) RETURN_IF_ERROR(r.job.interventions->CheckGradientRules());
     ASSIGN_OR_RETURN(r.job.objective, ToObjective(request.objective(), c.vocab_size, lengths));
   }
   RETURN_IF_ERROR(CheckActivationsFit(r, model, limits));

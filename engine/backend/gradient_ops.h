@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/backend/row_ops.h"
 #include "engine/core/tensor.h"
 #include "engine/model/architecture.h"
 #include "engine/model/config.h"
@@ -54,6 +55,9 @@ class GradientOps {
   virtual void AttentionBackward(TensorView q, TensorView k, TensorView v,
                                  const std::vector<SeqRows>& seqs, const AttentionParams& params,
                                  TensorView dz, TensorView dq, TensorView dk, TensorView dv) = 0;
+  // The interventions' gradient rules at one hook (RowOpsBackwardHost): `grad` [T, ...] in
+  // place; `x` the hook's rows before the ops (empty unless ReadsInput(plan)).
+  virtual void RowOpsBackward(TensorView grad, TensorView x, const RowOpPlan& plan) = 0;
 };
 
 }  // namespace lensd

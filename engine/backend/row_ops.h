@@ -66,6 +66,15 @@ struct RowOpPlan {
 // semantics every backend must reproduce.
 void ApplyRowOpsHost(float* x, const float* source, const RowOpPlan& plan);
 
+// The gradient rules of `plan` (DESIGN.md "Gradients"): `grad`, the gradient with respect to
+// the tensor after the plan's ops, becomes the gradient with respect to it before them, in
+// place. zero, set and copy (a patch) cut the gradient of the elements they write (a patch
+// sends none to its source); scale multiplies; add and noise pass; project keeps the part
+// orthogonal to its direction; an SAE clamp differentiates its activation (step slope).
+// `x` is the tensor before the ops, read only when the plan clamps (may be null otherwise).
+void RowOpsBackwardHost(float* grad, const float* x, const RowOpPlan& plan);
+bool ReadsInput(const RowOpPlan& plan);  // RowOpsBackwardHost needs `x`
+
 // A standard normal sample from the counter-based key (Philox-free: splitmix64 hashing and
 // Box-Muller in double precision), identical on host and device up to libm rounding.
 LENSD_HOST_DEVICE inline float NoiseSample(uint64_t seed, int32_t prompt, int32_t position,

@@ -171,6 +171,10 @@ class CpuGradientOps : public GradientOps {
                          const AttentionParams& params, TensorView dz, TensorView dq, TensorView dk,
                          TensorView dv) override;
 
+  void RowOpsBackward(TensorView grad, TensorView x, const RowOpPlan& plan) override {
+    RowOpsBackwardHost(grad.As<float>(), x.empty() ? nullptr : x.As<float>(), plan);
+  }
+
  private:
   // One (sequence, key/value head): every query head of its group, in order, so dk and dv of
   // its keys sum the group's contributions in a fixed order.

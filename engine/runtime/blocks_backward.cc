@@ -13,6 +13,33 @@ using P = HookPoint;
 
 GradientOps& Ops(RankContext& g) { return *g.b.gradients(); }
 
+// Hook `id`'s gradient N_grad from `d`, the gradient of the value it passes downstream; then
+// `d` becomes the gradient of its value before the interventions there, by their rules
+// (`unedited`: that value, read by an SAE clamp's rule).
+void GradAt(RankContext& g, HookId id, TensorView d, TensorView unedited) {
+  CaptureRows(g, id, d);
+  if (!g.Intervened(id)) return;
+  Ops(g).RowOpsBackward(d, unedited,
+                        InterventionSet::PlanTokenHook(g.config, id, g.plan.plan_seqs));
+}
+
+void GradAt(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
+  GradAt(g, id, d, t.Unedited(id.point));
+}
+
+// A branch leaving the residual at hook `id` (attn_out, mlp_out) from the residual's `d`: the
+// branch's own gradient, `d` itself unless interventions there change it.
+TensorView BranchGrad(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
+  if (!g.Intervened(id)) {
+    CaptureRows(g, id, d);
+    return d;
+  }
+  TensorView own = g.Scratch(d.shape);
+  g.b.Copy(d, own);
+  GradAt(g, t, id, own);
+  return own;
+}
+
 // The gradients of a norm's hooks, from the gradient `dy` [T, D] of its output y =
 // normalized · w + b: normalized_grad = dy ⊙ w and, per row, scale_grad =
 // −Σ normalized_grad ⊙ normalized / scale (normalized = x_c / scale). Emitted when wanted.
@@ -89,19 +116,19 @@ TensorView MlpBackward(RankContext& g, const LayerInputs& in, const LayerTape& t
   const LayerWeights& w = in.w;
   TensorView d_post = g.Scratch({T, M}), d_pre = g.Scratch({T, M}), d_in = g.Scratch({T, D});
   Ops(g).LinearBackward(d_out, w.w_out.view(), d_post);
-  CaptureRows(g, {P::kMlpPost, l}, d_post);
+  GradAt(g, t, {P::kMlpPost, l}, d_post);
   if (g.config.layers[l].mlp == MlpKind::kGated) {
     TensorView d_lin = g.Scratch({T, M}), d_from_up = g.Scratch({T, D});
     Ops(g).GatedActivationBackward(g.config.act, t.Get(P::kMlpPre), t.Get(P::kMlpPreLinear), d_post,
                                    d_pre, d_lin);
-    CaptureRows(g, {P::kMlpPreLinear, l}, d_lin);
+    GradAt(g, t, {P::kMlpPreLinear, l}, d_lin);
     Ops(g).LinearBackward(d_lin, w.w_up.view(), d_from_up);
-    CaptureRows(g, {P::kMlpPre, l}, d_pre);
+    GradAt(g, t, {P::kMlpPre, l}, d_pre);
     Ops(g).LinearBackward(d_pre, w.w_in.view(), d_in);
     g.b.Add(d_in, d_from_up, d_in);
   } else {
     Ops(g).ActivationBackward(g.config.act, t.Get(P::kMlpPre), d_post, d_pre);
-    CaptureRows(g, {P::kMlpPre, l}, d_pre);
+    GradAt(g, t, {P::kMlpPre, l}, d_pre);
     Ops(g).LinearBackward(d_pre, w.w_in.view(), d_in);
   }
   return d_in;
@@ -130,7 +157,7 @@ TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerT
   const LayerSpec& spec = g.config.layers[l];
   TensorView dz = g.Scratch({T, H, dh});
   Ops(g).LinearBackward(d_out, w.wo.view(), dz.Reshaped({T, H * dh}));
-  CaptureRows(g, {P::kZ, l}, dz);
+  GradAt(g, t, {P::kZ, l}, dz);
   const bool rotary = !g.config.learned_positions;
   const Shape qs{T, H, dh}, ks{T, Hkv, dh};
   // The queries and keys attention read: after rotary, else after the q/k norm, else as
@@ -156,10 +183,10 @@ TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerT
     if (!seqs[s].dscores.empty()) CaptureSeq(g, static_cast<int>(s), scores_id, seqs[s].dscores);
     if (!seqs[s].dpattern.empty()) CaptureSeq(g, static_cast<int>(s), pattern_id, seqs[s].dpattern);
   }
-  CaptureRows(g, {P::kV, l}, dv);
+  GradAt(g, t, {P::kV, l}, dv);
   if (rotary) {
-    CaptureRows(g, {P::kRotQ, l}, dq);
-    CaptureRows(g, {P::kRotK, l}, dk);
+    GradAt(g, t, {P::kRotQ, l}, dq);
+    GradAt(g, t, {P::kRotK, l}, dk);
     Ops(g).RopeBackward(dq, in.inv_freq, spec.rope.rotary_dim, g.plan.positions.data());
     Ops(g).RopeBackward(dk, in.inv_freq, spec.rope.rotary_dim, g.plan.positions.data());
   }
@@ -167,8 +194,8 @@ TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerT
     dq = QkNormBackward(g, in, t.Get(P::kQ).Reshaped(qs), dq, w.q_norm_w);
     dk = QkNormBackward(g, in, t.Get(P::kK).Reshaped(ks), dk, w.k_norm_w);
   }
-  CaptureRows(g, {P::kQ, l}, dq);
-  CaptureRows(g, {P::kK, l}, dk);
+  GradAt(g, t, {P::kQ, l}, dq);
+  GradAt(g, t, {P::kK, l}, dk);
   const int64_t D = g.config.d_model;
   TensorView d_in = g.Scratch({T, D}), part = g.Scratch({T, D});
   Ops(g).LinearBackward(dq.Reshaped({T, H * dh}), w.wq.view(), d_in);
@@ -184,7 +211,8 @@ TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerT
 bool LayerTape::Wants(int seq, HookId id) const {
   // What BlockBackward reads (Get): the projections, the MLP's activations, the middle
   // residual and the norms' statistics.
-  static constexpr P kRead[] = {P::kQ,
+  static constexpr P kRead[] = {P::kResidPre,
+                                P::kQ,
                                 P::kK,
                                 P::kV,
                                 P::kRotQ,
@@ -220,6 +248,19 @@ TensorView LayerTape::Get(HookPoint point) const {
   return it == rows_.end() ? TensorView{} : it->second.view();
 }
 
+bool LayerTape::WantsUnedited(HookId id) const { return id.layer == layer_ && !id.attached(); }
+
+void LayerTape::CaptureUnedited(HookId id, TensorView rows) {
+  Buffer& kept = unedited_[id.point];
+  kept = AllocateInStep(b_, DType::kF32, rows.shape);
+  b_.Copy(rows, kept.view());
+}
+
+TensorView LayerTape::Unedited(HookPoint point) const {
+  auto it = unedited_.find(point);
+  return it == unedited_.end() ? TensorView{} : it->second.view();
+}
+
 Buffer HeadBackward(RankContext& g, const HeadWeights& h, TensorView x, TensorView logits,
                     TensorView dlogits) {
   const int64_t T = g.plan.tokens, D = g.config.d_model;
@@ -227,14 +268,14 @@ Buffer HeadBackward(RankContext& g, const HeadWeights& h, TensorView x, TensorVi
   if (g.config.final_softcap > 0.0f) {
     Ops(g).ScaleAndCapBackward(logits, 1.0f, g.config.final_softcap, dlogits);
   }
-  CaptureRows(g, {P::kUnembedOut, -1}, dlogits);
-  TensorView d_normed = g.Scratch({T, D});
-  Ops(g).LinearBackward(dlogits, h.w_u.view(), d_normed);
-  CaptureRows(g, {P::kUnembedIn, -1}, d_normed);
-  // The final norm's statistics, recomputed.
+  GradAt(g, {P::kUnembedOut, -1}, dlogits, {});  // no SAE clamps on logits (CheckGradients)
+  // The final norm recomputed: its statistics, and its output as hook_in held it before edits.
   TensorView y = g.Scratch({T, D}), normalized = g.Scratch({T, D}), scale = g.Scratch({T});
   g.b.Norm(g.config.norm, x, h.lnf_w.view(), h.lnf_b.view(), static_cast<float>(g.config.norm_eps),
            y, normalized, scale);
+  TensorView d_normed = g.Scratch({T, D});
+  Ops(g).LinearBackward(dlogits, h.w_u.view(), d_normed);
+  GradAt(g, {P::kUnembedIn, -1}, d_normed, y);
   TensorView dx = NormBackward(g, x, h.lnf_w, d_normed, normalized, scale.Reshaped({T, 1}),
                                {P::kLnFinalScale, -1}, {P::kLnFinalNormalized, -1});
   Buffer out = AllocateInStep(g.b, DType::kF32, {T, D});
@@ -242,32 +283,29 @@ Buffer HeadBackward(RankContext& g, const HeadWeights& h, TensorView x, TensorVi
   return out;
 }
 
-void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& t, TensorView x_pre,
-                   TensorView dx) {
+void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& t, TensorView dx) {
   const int l = in.layer;
   const LayerSpec& spec = g.config.layers[l];
   const LayerWeights& w = in.w;
   const int64_t T = g.plan.tokens, D = g.config.d_model;
-  CaptureRows(g, {P::kResidPost, l}, dx);
-  CaptureRows(g, {P::kMlpOut, l}, dx);
+  const TensorView x_pre = t.Get(P::kResidPre);  // after its interventions, as the block read it
+  GradAt(g, t, {P::kResidPost, l}, dx);
   // The MLP reads the middle residual, or the block's input with a parallel residual.
   const TensorView mlp_x = spec.parallel_residual ? x_pre : t.Get(P::kResidMid);
-  TensorView d_mlp_raw = PostNormBackward(g, in, t, dx, 2, [&] {
+  const TensorView d_mlp = BranchGrad(g, t, {P::kMlpOut, l}, dx);
+  TensorView d_mlp_raw = PostNormBackward(g, in, t, d_mlp, 2, [&] {
     TensorView raw = g.Scratch({T, D});
     g.b.Linear(t.Get(P::kMlpPost), w.w_out.view(), w.b_out.view(), raw);
     return raw;
   });
   TensorView d_from_mlp = PreNormBackward(g, in, t, mlp_x, MlpBackward(g, in, t, d_mlp_raw), 2);
-  // The attention branch's output gradient: the middle residual's (sequential) or the
-  // output's (parallel).
-  TensorView d_attn_out = dx;
+  // dx becomes the middle residual's gradient (sequential), the attention branch reads it.
   if (!spec.parallel_residual) {
-    d_attn_out = g.Scratch({T, D});
-    g.b.Add(dx, d_from_mlp, d_attn_out);
-    CaptureRows(g, {P::kResidMid, l}, d_attn_out);
+    g.b.Add(dx, d_from_mlp, dx);
+    GradAt(g, t, {P::kResidMid, l}, dx);
   }
-  CaptureRows(g, {P::kAttnOut, l}, d_attn_out);
-  TensorView d_attn_raw = PostNormBackward(g, in, t, d_attn_out, 1, [&] {
+  const TensorView d_attn = BranchGrad(g, t, {P::kAttnOut, l}, dx);
+  TensorView d_attn_raw = PostNormBackward(g, in, t, d_attn, 1, [&] {
     TensorView raw = g.Scratch({T, D});
     g.b.Linear(t.Get(P::kZ).Reshaped({T, g.n_heads * g.config.d_head}), w.wo.view(), w.bo.view(),
                raw);
@@ -276,12 +314,9 @@ void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& t, Te
   TensorView d_from_attn =
       PreNormBackward(g, in, t, x_pre, AttentionBackward(g, in, t, d_attn_raw), 1);
   // d resid_pre = the residual path + both branches' input gradients.
-  if (spec.parallel_residual)
-    g.b.Add(dx, d_from_mlp, dx);
-  else
-    g.b.Copy(d_attn_out, dx);
+  if (spec.parallel_residual) g.b.Add(dx, d_from_mlp, dx);
   g.b.Add(dx, d_from_attn, dx);
-  CaptureRows(g, {P::kResidPre, l}, dx);
+  GradAt(g, t, {P::kResidPre, l}, dx);
 }
 
 void EmbedBackward(RankContext& g, TensorView dx) {

@@ -22,12 +22,16 @@ class LayerTape : public HookSink {
   void Capture(int seq, HookId id, TensorView value) override;
   // The rows of `point` [T, width]; empty when the layer has no such hook.
   TensorView Get(HookPoint point) const;
+  // Hooks with interventions whose gradient rules read the value before them.
+  bool WantsUnedited(HookId id) const override;
+  void CaptureUnedited(HookId id, TensorView rows) override;
+  TensorView Unedited(HookPoint point) const;  // empty when not kept
 
  private:
   Backend& b_;
   const StepPlan& plan_;
   int layer_;
-  std::map<HookPoint, Buffer> rows_;
+  std::map<HookPoint, Buffer> rows_, unedited_;
 };
 
 // From the gradient of the returned (softcapped) logits `dlogits` [T, V] of every row (`logits`
@@ -37,9 +41,9 @@ Buffer HeadBackward(RankContext& g, const HeadWeights& h, TensorView x, TensorVi
                     TensorView dlogits);
 
 // `dx` [T, D]: the gradient of the block's output residual on entry, of its input residual
-// (`x_pre`) on return. Dense and gated MLPs; not mixtures of experts.
-void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& tape, TensorView x_pre,
-                   TensorView dx);
+// on return. Dense and gated MLPs; not mixtures of experts. Through the interventions at
+// the layer's token hooks by their gradient rules (RowOpsBackwardHost).
+void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& tape, TensorView dx);
 
 // The embedding's hooks from the first block's input gradient `dx`.
 void EmbedBackward(RankContext& g, TensorView dx);

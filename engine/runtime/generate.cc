@@ -113,10 +113,10 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
 
 absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
     Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
-    const Objective& objective) {
+    const Objective& objective, const InterventionSet* interventions) {
   std::vector<std::unique_ptr<BlockLease>> leases;
   ASSIGN_OR_RETURN(std::vector<SeqInput> batch,
-                   WholePrompts(model, prompts, selection, nullptr, {}, leases));
+                   WholePrompts(model, prompts, selection, interventions, {}, leases));
   const int n = static_cast<int>(prompts.size());
   CacheCollector collector(selection, n), gradients(selection, n, "_grad");
   std::vector<double> values(prompts.size());

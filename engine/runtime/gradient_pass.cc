@@ -39,9 +39,11 @@ absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch) const {
     if (in.start_pos != 0 || !in.all_logits) {
       return absl::InvalidArgumentError("gradients take whole prompts with every row's logits");
     }
-    if (in.interventions != nullptr || (in.attachments != nullptr && !in.attachments->empty())) {
-      return absl::InvalidArgumentError(
-          "gradients through interventions or attachments are not supported yet");
+    if (in.attachments != nullptr && !in.attachments->empty()) {
+      return absl::InvalidArgumentError("gradients through attachments are not supported yet");
+    }
+    if (in.interventions != nullptr) {
+      RETURN_IF_ERROR(in.interventions->CheckGradientRules());
     }
   }
   return absl::OkStatus();
@@ -95,7 +97,7 @@ void Model::Backward(const std::vector<SeqInput>& batch, HookSink* grads,
     BlockForward(t, in, y.view());
     FlushCaptures();
     back.scratch.Clear();
-    BlockBackward(g, in, tape, inputs[l].view(), dx.view());
+    BlockBackward(g, in, tape, dx.view());
     inputs[l] = Buffer();
   }
   EmbedBackward(g, dx.view());

@@ -92,6 +92,10 @@ bool IsHeadsFirst(HookPoint p);
 bool IsCaptureOnly(HookPoint p);
 // Whether the backward pass gives it a gradient (N_grad): every hook interventions can edit.
 bool HasGradient(HookPoint p);
+// Whether interventions there pass gradients by their rules (DESIGN.md "Gradients"): the
+// token hooks of the residual stream, attention heads, MLPs and head; not norm statistics,
+// q/k norms, attention maps or expert routing.
+bool HasGradientRule(HookPoint p);
 // The position axis of its TransformerLens shape: 2 for maps and heads-first hooks, 0 for the
 // routing hooks (no batch axis), else 1.
 int PositionAxis(HookPoint p);

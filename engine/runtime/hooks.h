@@ -60,6 +60,11 @@ class HookSink {
   // False when sequence `seq` wants no hook at all (such steps may be replayed as graphs).
   virtual bool WantsAny(int seq) const { return true; }
   virtual void Capture(int seq, HookId id, TensorView value) = 0;
+  // The whole step's rows [T, ...] of a hook with interventions, on the device, before they
+  // run: offered to a sink that asks (the gradient pass's LayerTape, for the rules that read
+  // an op's input).
+  virtual bool WantsUnedited(HookId id) const { return false; }
+  virtual void CaptureUnedited(HookId id, TensorView rows) {}
 };
 
 // The hook named exactly `name` (no patterns); InvalidArgument naming the closest valid

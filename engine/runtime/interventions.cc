@@ -456,6 +456,23 @@ bool InterventionSet::Touches(HookId id) const {
   return touched_[(id.layer + 1) * kNumHookPoints + static_cast<int>(id.point)];
 }
 
+absl::Status InterventionSet::CheckGradientRules() const {
+  for (size_t i = 0; i < list_.size(); ++i) {
+    const Intervention& iv = list_[i];
+    const bool ruled =
+        HasGradientRule(iv.hook.point) &&
+        !(iv.hook.point == HookPoint::kUnembedOut && iv.op == InterventionOp::kSaeClamp);
+    if (!ruled) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          NameOf(list_, i), ": gradients cannot pass ", OpName(iv.op), " at ", HookName(iv.hook),
+          "; they pass interventions at residual, attention head (q, k, v, z), MLP and unembed "
+          "hooks (no sae_clamp on the logits), not at norm statistics, attention maps or expert "
+          "routing"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::array<int, kNumInterventionOps> InterventionSet::OpCounts() const {
   std::array<int, kNumInterventionOps> counts{};
   for (const Intervention& iv : list_) ++counts[static_cast<int>(iv.op)];

@@ -113,6 +113,9 @@ class InterventionSet {
   // A hash of every field of every intervention and of `prompt`: the prefix-cache key of
   // that prompt's blocks from FirstPosition on (equal for equal requests).
   uint64_t Fingerprint(int prompt) const;
+  // OK when a gradient can pass every intervention (HasGradientRule; no SAE clamp on the
+  // logits); else INVALID_ARGUMENT naming the first that cannot.
+  absl::Status CheckGradientRules() const;
   // Counts per op kind (for metrics and logs).
   std::array<int, kNumInterventionOps> OpCounts() const;
 

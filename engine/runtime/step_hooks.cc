@@ -117,10 +117,19 @@ void CaptureRows(RankContext& c, HookId id, TensorView rows) {
   for (size_t s = 0; s < c.plan.batch->size(); ++s) EmitSeq(c, s, id, rows);
 }
 
+namespace {
+
+// The interventions at token hook `id` on the step's rows `all` [T, ...] (full width).
+void EditRows(RankContext& c, HookId id, TensorView all) {
+  HookSink* sink = c.plan.hooks;
+  if (sink != nullptr && c.rank == 0 && sink->WantsUnedited(id)) sink->CaptureUnedited(id, all);
+  c.b.ApplyRowOps(all, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
+}
+
+}  // namespace
+
 void HookRows(RankContext& c, HookId id, TensorView rows) {
-  if (c.Intervened(id)) {
-    c.b.ApplyRowOps(rows, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
-  }
+  if (c.Intervened(id)) EditRows(c, id, rows);
   RunAttachments(c, c.plan.AttachedAt(id), rows);
   CaptureRows(c, id, rows);
 }
@@ -193,9 +202,7 @@ void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   const Shape tl = HookShape(c.config, id.point, T);
   const Shape full = Shape::FromVector(std::vector<int64_t>(tl.dims + 1, tl.dims + tl.rank));
   TensorView all = Gathered(c, local, T, full);
-  if (edit) {
-    c.b.ApplyRowOps(all, {}, InterventionSet::PlanTokenHook(c.config, id, c.plan.plan_seqs));
-  }
+  if (edit) EditRows(c, id, all);
   RunAttachments(c, attached, all);
   if ((edit || !attached.empty()) && c.tp > 1) KeepOwnPart(c, all, local);
   CaptureRows(c, id, all);

@@ -23,9 +23,10 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
     auto m = Model::Load(o);
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
-    prompt_ = testing::ReferencePrompt(GetParam(), 0);
+    prompts_ = {testing::ReferencePrompt(GetParam(), 0)};
   }
   const ModelConfig& c() const { return model_->config(); }
+  int Length(int p) const { return static_cast<int>(prompts_[p].size()); }
 
   // The hooks whose gradients are checked: model-level ones and those of the first and last
   // block that have gradients.
@@ -38,10 +39,22 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
     return out;
   }
 
-  // The objective with `delta` added at flat coordinate `at` of hook `id`'s TransformerLens
-  // value ([1, P, ...], or [1, H, P, P] for the attention maps).
-  double ObjectiveWith(const Objective& o, HookId id, int64_t at, float delta) {
-    const int64_t P = static_cast<int64_t>(prompt_.size());
+  // `edits_` and then `more` as one validated set for prompts_.
+  std::shared_ptr<const InterventionSet> Set(std::vector<Intervention> more = {}) const {
+    std::vector<Intervention> list = edits_;
+    list.insert(list.end(), more.begin(), more.end());
+    if (list.empty()) return nullptr;
+    std::vector<int> lengths;
+    for (const auto& ids : prompts_) lengths.push_back(static_cast<int>(ids.size()));
+    auto set = InterventionSet::Create(c(), list, lengths, false, 0);
+    EXPECT_TRUE(set.ok()) << set.status();
+    return set.ok() ? *set : nullptr;
+  }
+
+  // Prompt p's objective with `edits_`, then `delta` added at flat coordinate `at` of its
+  // hook `id`'s TransformerLens value ([1, P, ...], or [1, H, P, P] for attention maps).
+  double ObjectiveWith(const Objective& o, int p, HookId id, int64_t at, float delta) {
+    const int64_t P = Length(p);
     const Shape shape = HookShape(c(), id.point, P);
     const int axis = PositionAxis(id.point);
     std::vector<int64_t> dims = shape.ToVector();
@@ -51,19 +64,18 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
     Intervention iv;
     iv.hook = id;
     iv.op = InterventionOp::kAdd;
+    iv.prompts = {p};
     iv.positions.kind = PositionSelector::Kind::kIndices;
     iv.positions.indices = {static_cast<int>(position)};
     iv.value.shape = dims;
     iv.value.data.assign(static_cast<size_t>(Shape::FromVector(dims).NumElements()), 0.0f);
     // Maps: [head][key] of the one query row; else the row's elements.
     iv.value.data[axis == 2 ? at / (P * P) * P + at % P : at % inner] = delta;
-    auto set = InterventionSet::Create(c(), {iv}, {static_cast<int>(P)}, false, 0);
-    EXPECT_TRUE(set.ok()) << set.status();
-    auto r = RunWithCache(*model_, {prompt_}, HookSelection::None(c()), set->get());
+    auto r = RunWithCache(*model_, prompts_, HookSelection::None(c()), Set({iv}).get());
     EXPECT_TRUE(r.ok()) << r.status();
-    std::vector<float> grad(prompt_.size() * c().vocab_size);
-    auto v =
-        ObjectiveAndGradient(o, (*r)[0].logits.As<float>(), prompt_, c().vocab_size, grad.data());
+    std::vector<float> grad(prompts_[p].size() * c().vocab_size);
+    auto v = ObjectiveAndGradient(o, (*r)[p].logits.As<float>(), prompts_[p], c().vocab_size,
+                                  grad.data());
     EXPECT_TRUE(v.ok()) << v.status();
     return *v;
   }
@@ -71,9 +83,8 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
   // A coordinate of hook `id` whose value flows downstream: for the maps, `at` if its key is
   // visible to its query (the layer's captured scores are finite there: causal and window
   // masks), else the query's own key (masked entries have gradient 0 by definition).
-  int64_t Visible(const CacheResult& r, HookId id, int64_t at) const {
+  static int64_t Visible(const CacheResult& r, HookId id, int64_t at, int64_t P) {
     if (!IsAttentionMap(id.point)) return at;
-    const int64_t P = static_cast<int64_t>(prompt_.size());
     if (!Masked(r, id, at)) return at;
     return at - at % P + at / P % P;
   }
@@ -82,47 +93,56 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
     return std::isinf(scores.As<float>()[at]);
   }
 
-  void ExpectFiniteDifferences(const Objective& o) {
-    auto run = RunWithGradients(*model_, {prompt_}, HookSelection::All(c()), o);
+  // Every prompt's N_grad of `hooks` (default: Checked()) at its largest and two random
+  // coordinates against central differences of its objective, with `edits_` in place.
+  void ExpectFiniteDifferences(const Objective& o, std::vector<HookId> hooks = {}) {
+    if (hooks.empty()) hooks = Checked();
+    auto run = RunWithGradients(*model_, prompts_, HookSelection::All(c()), o, Set().get());
     ASSERT_TRUE(run.ok()) << run.status();
-    const CacheResult& r = (*run)[0];
-    ASSERT_TRUE(r.objective.has_value());
-    std::vector<float> unused(prompt_.size() * c().vocab_size);
-    EXPECT_NEAR(
-        *r.objective,
-        *ObjectiveAndGradient(o, r.logits.As<float>(), prompt_, c().vocab_size, unused.data()),
-        1e-9);
     std::mt19937 rng(5);
-    for (HookId id : Checked()) {
-      const std::string name = HookName(id) + "_grad";
-      ASSERT_EQ(r.cache.count(name), 1u) << name;
-      const Buffer& g = r.cache.at(name);
-      ASSERT_EQ(g.shape(), r.cache.at(HookName(id)).shape()) << name;
-      const float* grad = g.As<float>();
-      const int64_t n = g.shape().NumElements();
-      int64_t top = 0;
-      double scale = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        if (std::fabs(grad[i]) > scale) scale = std::fabs(grad[i]), top = i;
+    for (int p = 0; p < static_cast<int>(prompts_.size()); ++p) {
+      const CacheResult& r = (*run)[p];
+      ASSERT_TRUE(r.objective.has_value());
+      std::vector<float> unused(prompts_[p].size() * c().vocab_size);
+      EXPECT_NEAR(*r.objective,
+                  *ObjectiveAndGradient(o, r.logits.As<float>(), prompts_[p], c().vocab_size,
+                                        unused.data()),
+                  1e-9);
+      for (HookId id : hooks) ExpectHook(o, p, r, id, rng);
+    }
+  }
+
+  void ExpectHook(const Objective& o, int p, const CacheResult& r, HookId id, std::mt19937& rng) {
+    const std::string name = HookName(id) + "_grad";
+    ASSERT_EQ(r.cache.count(name), 1u) << name;
+    const Buffer& g = r.cache.at(name);
+    ASSERT_EQ(g.shape(), r.cache.at(HookName(id)).shape()) << name;
+    const float* grad = g.As<float>();
+    const int64_t n = g.shape().NumElements();
+    int64_t top = 0;
+    double scale = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::fabs(grad[i]) > scale) scale = std::fabs(grad[i]), top = i;
+    }
+    if (IsAttentionMap(id.point)) {  // masked keys: exactly 0
+      for (int64_t e = 0; e < n; ++e) {
+        if (Masked(r, id, e)) ASSERT_EQ(grad[e], 0.0f) << name << " at " << e;
       }
-      if (IsAttentionMap(id.point)) {  // masked keys: exactly 0
-        for (int64_t e = 0; e < n; ++e) {
-          if (Masked(r, id, e)) ASSERT_EQ(grad[e], 0.0f) << name << " at " << e;
-        }
-      }
-      for (int64_t at : {top, Visible(r, id, static_cast<int64_t>(rng() % n)),
-                         Visible(r, id, static_cast<int64_t>(rng() % n))}) {
-        const float h = 1e-2f * std::max(1.0f, std::fabs(r.cache.at(HookName(id)).As<float>()[at]));
-        const double numeric =
-            (ObjectiveWith(o, id, at, h) - ObjectiveWith(o, id, at, -h)) / (2.0 * h);
-        EXPECT_NEAR(numeric, grad[at], 2e-2 * scale + 1e-4)
-            << name << " at " << at << " (largest |grad| " << scale << ")";
-      }
+    }
+    const int64_t P = Length(p);
+    for (int64_t at : {top, Visible(r, id, static_cast<int64_t>(rng() % n), P),
+                       Visible(r, id, static_cast<int64_t>(rng() % n), P)}) {
+      const float h = 1e-2f * std::max(1.0f, std::fabs(r.cache.at(HookName(id)).As<float>()[at]));
+      const double numeric =
+          (ObjectiveWith(o, p, id, at, h) - ObjectiveWith(o, p, id, at, -h)) / (2.0 * h);
+      EXPECT_NEAR(numeric, grad[at], 2e-2 * scale + 1e-4)
+          << "prompt " << p << " " << name << " at " << at << " (largest |grad| " << scale << ")";
     }
   }
 
   std::unique_ptr<Model> model_;
-  std::vector<int32_t> prompt_;
+  std::vector<std::vector<int32_t>> prompts_;
+  std::vector<Intervention> edits_;  // in place for every run
 };
 
 TEST_P(GradientTest, LossMatchesFiniteDifferencesAtEveryHook) {
@@ -140,8 +160,8 @@ TEST_P(GradientTest, LogitDiffMatchesFiniteDifferencesAtEveryHook) {
 TEST_P(GradientTest, APromptsGradientsAreTheSameBitsAloneAndBatched) {
   const std::vector<int32_t> other = {3, 14, 15, 92, 65};
   const Objective loss;
-  auto alone = RunWithGradients(*model_, {prompt_}, HookSelection::All(c()), loss);
-  auto batched = RunWithGradients(*model_, {other, prompt_}, HookSelection::All(c()), loss);
+  auto alone = RunWithGradients(*model_, prompts_, HookSelection::All(c()), loss);
+  auto batched = RunWithGradients(*model_, {other, prompts_[0]}, HookSelection::All(c()), loss);
   ASSERT_TRUE(alone.ok() && batched.ok());
   for (const auto& [name, buffer] : (*alone)[0].cache) {
     EXPECT_TRUE(testing::AllClose(name, (*batched)[1].cache.at(name).view(), buffer.view(), 0));
@@ -152,6 +172,118 @@ TEST_P(GradientTest, APromptsGradientsAreTheSameBitsAloneAndBatched) {
 INSTANTIATE_TEST_SUITE_P(Families, GradientTest,
                          ::testing::Values("gpt2", "gpt_neox", "llama", "qwen2", "gemma2",
                                            "gemma3_text", "qwen3", "olmo2", "phi3"));
+
+// The gradient rules through interventions (DESIGN.md "Gradients"), against finite
+// differences of the edited model: at every checked hook, with the edits in place.
+class GradientRuleTest : public GradientTest {
+ protected:
+  // An op at `hook` over `positions` (empty: all); vectors filled from a fixed seed.
+  Intervention Edit(HookId hook, InterventionOp op, std::vector<int> positions = {}) {
+    Intervention iv;
+    iv.hook = hook;
+    iv.op = op;
+    if (!positions.empty()) {
+      iv.positions.kind = PositionSelector::Kind::kIndices;
+      iv.positions.indices = std::move(positions);
+    }
+    return iv;
+  }
+  FloatTensor Random(int64_t n, float scale) {
+    FloatTensor t{{n}, std::vector<float>(static_cast<size_t>(n))};
+    std::normal_distribution<float> normal(0.0f, scale);
+    for (float& x : t.data) x = normal(rng_);
+    return t;
+  }
+  std::mt19937 rng_{11};
+};
+
+TEST_P(GradientRuleTest, CutScaleAddAndNoisePassAsTheirRules) {
+  using P = HookPoint;
+  const int64_t D = c().d_model;
+  Intervention zero = Edit({P::kZ, 0}, InterventionOp::kZero, {1});
+  zero.heads = {0};
+  Intervention set = Edit({P::kMlpPost, 0}, InterventionOp::kSet, {2});
+  set.value = {{1}, {0.3f}};
+  Intervention scale = Edit({P::kAttnOut, 0}, InterventionOp::kScale);
+  scale.factor = 0.5f;
+  Intervention add = Edit({P::kMlpOut, 0}, InterventionOp::kAdd);
+  add.value = Random(D, 0.5f);
+  Intervention noise = Edit({P::kResidPost, 0}, InterventionOp::kNoise);
+  noise.std = 0.05f, noise.seed = 3;
+  Intervention flip = Edit({P::kV, 0}, InterventionOp::kScale);
+  flip.factor = -2.0f;
+  // A whole residual row set (zeroing it would leave an RMS norm at its singular point).
+  Intervention cut = Edit({P::kResidPre, 1}, InterventionOp::kSet, {0});
+  cut.value = Random(D, 1.0f);
+  Intervention head = Edit({P::kUnembedIn, -1}, InterventionOp::kScale);
+  head.factor = 1.5f;
+  Intervention logits = Edit({P::kUnembedOut, -1}, InterventionOp::kScale, {1, 3});
+  logits.factor = 0.25f;
+  edits_ = {zero, set, scale, add, noise, flip, cut, head, logits};
+  ExpectFiniteDifferences(Objective{});
+}
+
+TEST_P(GradientRuleTest, ProjectAndSaeClampDifferentiate) {
+  using P = HookPoint;
+  const int64_t D = c().d_model;
+  Intervention project = Edit({P::kResidPost, 0}, InterventionOp::kProject);
+  project.value = Random(D, 1.0f);
+  project.target = 0.3f;
+  // A ReLU feature that fires on some positions and not others, clamped to 2.
+  Intervention clamp = Edit({P::kResidPre, 1}, InterventionOp::kSaeClamp);
+  clamp.value = Random(D, 1.0f);
+  clamp.decoder = Random(D, 0.3f);
+  clamp.decoder_bias = Random(D, 0.1f);
+  clamp.target = 2.0f;
+  Intervention twice = Edit({P::kMlpOut, 0}, InterventionOp::kSaeClamp, {0, 2});
+  twice.value = Random(D, 1.0f);
+  twice.decoder = Random(D, 0.3f);
+  twice.target = -1.0f;
+  Intervention then = Edit({P::kMlpOut, 0}, InterventionOp::kScale, {2});
+  then.factor = 3.0f;
+  edits_ = {project, clamp, twice, then};
+  ExpectFiniteDifferences(Objective{});
+}
+
+TEST_P(GradientRuleTest, APatchSendsNoGradientToItsSource) {
+  const std::vector<int32_t> source = {3, 14, 15, 92, 65, 35};
+  auto alone = RunWithGradients(*model_, {source}, HookSelection::All(c()), Objective{});
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  prompts_.push_back(source);
+  Intervention patch = Edit({HookPoint::kAttnOut, 0}, InterventionOp::kPatch, {1, 2});
+  patch.prompts = {0};
+  patch.source = 1;
+  edits_ = {patch};
+  ExpectFiniteDifferences(Objective{});
+  // The source's gradients are its own objective's alone: the same bits as without the patch.
+  auto run = RunWithGradients(*model_, prompts_, HookSelection::All(c()), Objective{}, Set().get());
+  ASSERT_TRUE(run.ok()) << run.status();
+  for (const auto& [name, buffer] : (*alone)[0].cache) {
+    EXPECT_TRUE(testing::AllClose(name, (*run)[1].cache.at(name).view(), buffer.view(), 0));
+  }
+}
+
+TEST_P(GradientRuleTest, RefusedWhereNoRuleIsDefined) {
+  const Intervention norm = Edit({HookPoint::kLn1Scale, 0}, InterventionOp::kScale);
+  Intervention map = Edit({HookPoint::kPattern, 0}, InterventionOp::kZero);
+  map.keys.kind = PositionSelector::Kind::kIndices;
+  map.keys.indices = {0};
+  Intervention clamp = Edit({HookPoint::kUnembedOut, -1}, InterventionOp::kSaeClamp);
+  clamp.value = Random(c().vocab_size, 1.0f);
+  clamp.decoder = Random(c().vocab_size, 1.0f);
+  for (const Intervention& iv : {norm, map, clamp}) {
+    edits_ = {iv};
+    auto r =
+        RunWithGradients(*model_, prompts_, HookSelection::None(c()), Objective{}, Set().get());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << HookName(iv.hook);
+    EXPECT_NE(r.status().message().find(HookName(iv.hook)), std::string::npos) << r.status();
+  }
+}
+
+// Learned positions and a plain MLP; rotary, grouped-query heads and a gated MLP; post-norms
+// and softcaps; a parallel residual.
+INSTANTIATE_TEST_SUITE_P(Families, GradientRuleTest,
+                         ::testing::Values("gpt2", "llama", "gemma2", "gpt_neox"));
 
 TEST(Gradients, RefusedWhereTheyCannotBeComputedYet) {
   LoadOptions o;

@@ -171,13 +171,16 @@ TEST_F(EdgeTest, ObjectiveAddsEachHooksGradientAfterTheLogits) {
   FillTensorInfo(req->manifest[6], &info);
   EXPECT_EQ(info.name(), "blocks.0.hook_resid_pre_grad");
   EXPECT_EQ(req->manifest[6].shape, Shape({1, 5, c.d_model}));
-  // Refused with interventions, and where the model computes no gradients.
+  // Through interventions where they have gradient rules; refused at norm statistics, and
+  // where the model computes no gradients.
   v1::RunWithCacheRequest with_ops = r;
   v1::Intervention* iv = with_ops.add_interventions();
   iv->set_hook("blocks.0.hook_resid_pre");
   iv->mutable_zero();
+  EXPECT_TRUE(ToCaptureRequest(with_ops, facts_, limits_).ok());
+  iv->set_hook("blocks.0.ln1.hook_scale");
   ExpectError(ToCaptureRequest(with_ops, facts_, limits_), C::kInvalidArgument,
-              "objective: gradients through interventions");
+              "interventions[0]: gradients cannot pass zero at blocks.0.ln1.hook_scale");
   ModelFacts none = facts_;
   none.gradients = absl::FailedPreconditionError("gradients through mixtures of experts");
   ExpectError(ToCaptureRequest(r, none, limits_), C::kFailedPrecondition,

@@ -331,7 +331,8 @@ class Client:
         `grad`: an objective — lensd.loss(), lensd.logit_diff(answer, wrong) or
         lensd.logprob(ids) — whose gradient comes back as cache["<hook>_grad"] for every hook
         (run_with_cache(incl_bwd=True)'s names) and whose value per prompt is
-        cache.objective."""
+        cache.objective; with interventions, through them by their gradient rules (README,
+        Gradients)."""
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         prompt_list = [prompts] if single else list(prompts)
         request = lensd_pb2.RunWithCacheRequest(prompts=[_prompt(p) for p in prompt_list],
