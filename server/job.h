@@ -75,6 +75,8 @@ struct Job {
   // Capture: gradients of this objective for every prompt (Model::ForwardBackward); the job's
   // prompts run together in a step of their own.
   std::optional<Objective> objective;
+  // Capture: SAEs (and other attachments) every prompt carries, at most one per hook.
+  AttachmentList attachments;
   Clock::time_point deadline = Clock::time_point::max();
   std::shared_ptr<JobSink> sink;
   // The program this job is a phase of (null: a job alone); set by the scheduler.

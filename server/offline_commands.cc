@@ -10,36 +10,59 @@ namespace lensd {
 
 const FlagTable& ModelFlags() {
   static const auto* table = new FlagTable{
-      {"model", "", "Hugging Face directory or hub id (org/name[@rev], offline cache); "
-                    "builtin:tiny|gpt2-small|llama-1b for random weights (default: builtin:tiny)"},
-      {"tokenizer", "", "directory of tokenizer files to use instead of the model's (a built-in "
-                        "model's is bytes), e.g. GPT-2's for builtin:gpt2-small"},
-      {"devices", "auto", "auto (every CUDA device, else the CPU), cpu, cpu:0,cpu:1,... or "
-                          "cuda:0,cuda:1,..."},
-      {"split", "", "layers per device: transformer-lens (block i on floor(i*n/L)), memory, or "
-                    "explicit ranges 0-9,10-31 (default: transformer-lens)"},
+      {"model", "",
+       "Hugging Face directory or hub id (org/name[@rev], offline cache); "
+       "builtin:tiny|gpt2-small|llama-1b for random weights (default: builtin:tiny)"},
+      {"tokenizer", "",
+       "directory of tokenizer files to use instead of the model's (a built-in "
+       "model's is bytes), e.g. GPT-2's for builtin:gpt2-small"},
+      {"devices", "auto",
+       "auto (every CUDA device, else the CPU), cpu, cpu:0,cpu:1,... or "
+       "cuda:0,cuda:1,..."},
+      {"split", "",
+       "layers per device: transformer-lens (block i on floor(i*n/L)), memory, or "
+       "explicit ranges 0-9,10-31 (default: transformer-lens)"},
       {"dtype", "float32", "weight matrices and KV cache: float32, bfloat16 or float16"},
-      {"kv-dtype", "", "KV cache storage when it should differ from --dtype: float32, bfloat16 "
-                       "or float16 (default: --dtype)"},
-      {"processing", "none", "none, or transformer-lens (fold_ln, center_writing_weights, "
-                             "center_unembed, fold_value_biases)"},
+      {"kv-dtype", "",
+       "KV cache storage when it should differ from --dtype: float32, bfloat16 "
+       "or float16 (default: --dtype)"},
+      {"processing", "none",
+       "none, or transformer-lens (fold_ln, center_writing_weights, "
+       "center_unembed, fold_value_biases)"},
       {"threads", "", "CPU compute threads (default: every core; serve: cores - 1)"},
-      {"kv-tokens", "", "paged KV cache in tokens (default: what the memory budget leaves after "
-                        "the weights, else 16384)"},
+      {"kv-tokens", "",
+       "paged KV cache in tokens (default: what the memory budget leaves after "
+       "the weights, else 16384)"},
       {"tensor-parallel", "1", "ranks per pipeline stage (consecutive devices)"},
-      {"device-memory-mib", "", "memory of each virtual device for --split memory, e.g. "
-                                "8000,24000 (default: host memory shared evenly)"},
+      {"device-memory-mib", "",
+       "memory of each virtual device for --split memory, e.g. "
+       "8000,24000 (default: host memory shared evenly)"},
       {"offload-layers", "0", "the last K layers stay in host memory, streamed in ahead of use"},
       {"gpu-memory-fraction", "0.9", "share of each GPU's memory lensd may use"},
       {"cuda-graphs", "false", "replay decode steps on one GPU as CUDA graphs (true|false)"},
       {"activation-mib", "2048", "GPU memory kept for one step's activations"},
+      {"sae", "",
+       "NAME=DIR[@HOOK]: an SAELens SAE directory (cfg.json + sae_weights."
+       "safetensors) to load beside the model, HOOK overriding cfg.json's "
+       "(repeatable)"},
   };
   return *table;
 }
 
 FlagTable RunFlags() {
-  return Concat({ModelFlags(), CacheFlags(),
-                 {{"verbose", "", "print the CPU kernel families in use", true}}});
+  return Concat({ModelFlags(),
+                 CacheFlags(),
+                 {{"verbose", "", "print the CPU kernel families in use", true},
+                  {"splice", "",
+                   "every --sae's reconstruction replaces its hook's value "
+                   "(default: the error term is kept, the model unchanged)",
+                   true}}});
+}
+
+absl::StatusOr<SaeSet> SaesFromFlags(const Flags& flags, const Model& model) {
+  std::vector<std::string> args;
+  for (const auto& [name, value] : flags.Occurrences({"sae"})) args.push_back(value);
+  return LoadSaes(model, args);
 }
 
 FlagTable GenerateFlags() {
@@ -131,11 +154,23 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
   std::vector<int> lengths;
   for (const auto& ids : prompts) lengths.push_back(static_cast<int>(ids.size()));
   ASSIGN_OR_RETURN(auto interventions, InterventionsFromFlags(flags, c, lengths, false, 0));
-  HookSelection selection = HookSelection::All(c);
+  // Every loaded SAE attached to every prompt.
+  ASSIGN_OR_RETURN(SaeSet saes, SaesFromFlags(flags, *model));
+  AttachmentList attached;
+  std::vector<HookId> sites;
+  for (const auto& [name, sae] : saes) {
+    attached.push_back(sae->Attach(flags.Has("splice")));
+    sites.push_back(sae->spec().site);
+  }
+  RETURN_IF_ERROR(AttachmentSites(c, attached).status());
+  HookSelection selection = HookSelection::All(c, sites);
   if (flags.Has("hooks")) {
-    ASSIGN_OR_RETURN(selection, HookSelection::Parse(c, flags.GetList("hooks")));
+    ASSIGN_OR_RETURN(selection, HookSelection::Parse(c, flags.GetList("hooks"), sites));
   }
   std::vector<CacheResult> results;
+  if (flags.Has("grad") && !saes.empty()) {
+    return absl::InvalidArgumentError("--grad with --sae is not supported yet");
+  }
   if (flags.Has("grad")) {
     v1::Objective wire;
     RETURN_IF_ERROR(ObjectiveFromFlag(flags.Get("grad"), &wire));
@@ -143,7 +178,10 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
     ASSIGN_OR_RETURN(results,
                      RunWithGradients(*model, prompts, selection, objective, interventions.get()));
   } else {
-    ASSIGN_OR_RETURN(results, RunWithCache(*model, prompts, selection, interventions.get()));
+    const std::vector<const AttachmentList*> per_prompt(prompts.size(),
+                                                        attached.empty() ? nullptr : &attached);
+    ASSIGN_OR_RETURN(results,
+                     RunWithCache(*model, prompts, selection, interventions.get(), per_prompt));
   }
   RETURN_IF_ERROR(WriteCacheFile(flags.Get("out"), prompts, results));
   out << CacheSummary(flags.Get("out"), prompts, results);

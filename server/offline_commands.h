@@ -11,6 +11,7 @@
 #include "cli/request_flags.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
+#include "engine/runtime/sae.h"
 
 namespace lensd {
 
@@ -20,6 +21,8 @@ absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream&
 // lensd's own flag tables; the request flags (sampling, prompts, ...) are cli/request_flags.h.
 const FlagTable& ModelFlags();  // loading: --model, --devices, --dtype, ...
 FlagTable RunFlags();           // lensd run
+// The --sae arguments loaded for `model`.
+absl::StatusOr<SaeSet> SaesFromFlags(const Flags& flags, const Model& model);
 FlagTable GenerateFlags();      // lensd generate
 
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags);

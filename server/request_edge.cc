@@ -137,10 +137,26 @@ absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const Mode
   return job;
 }
 
+absl::StatusOr<AttachmentList> ToAttachments(
+    const google::protobuf::RepeatedPtrField<v1::SaeAttach>& saes, const ModelFacts& model) {
+  AttachmentList out;
+  const SaeSet none;
+  for (int i = 0; i < saes.size(); ++i) {
+    absl::StatusOr<std::shared_ptr<const Sae>> sae =
+        FindSae(model.saes != nullptr ? *model.saes : none, saes[i].name());
+    if (!sae.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("saes[", i, "]: ", sae.status().message()));
+    }
+    out.push_back((*sae)->Attach(saes[i].splice()));
+  }
+  return out;
+}
+
 absl::StatusOr<HookSelection> ParseNamesFilter(
-    const ModelConfig& c, const google::protobuf::RepeatedPtrField<std::string>& f) {
-  if (f.empty()) return HookSelection::All(c);
-  absl::StatusOr<HookSelection> s = HookSelection::Parse(c, {f.begin(), f.end()});
+    const ModelConfig& c, const google::protobuf::RepeatedPtrField<std::string>& f,
+    const std::vector<HookId>& sites) {
+  if (f.empty()) return HookSelection::All(c, sites);
+  absl::StatusOr<HookSelection> s = HookSelection::Parse(c, {f.begin(), f.end()}, sites);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("names_filter: ", s.status().message()));
   return s;
 }
@@ -162,10 +178,12 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     RETURN_IF_ERROR(CheckKvFits(static_cast<int>(ids.size()), field, model));
     r.job.prompts.push_back(std::move(ids));
   }
+  ASSIGN_OR_RETURN(r.job.attachments, ToAttachments(request.saes(), model));
+  ASSIGN_OR_RETURN(const std::vector<HookId> sites, AttachmentSites(c, r.job.attachments));
   if (request.skip_hooks()) {
     r.job.hooks = HookSelection::None(c);
   } else {
-    ASSIGN_OR_RETURN(r.job.hooks, ParseNamesFilter(c, request.names_filter()));
+    ASSIGN_OR_RETURN(r.job.hooks, ParseNamesFilter(c, request.names_filter(), sites));
   }
   r.job.want_logits = !request.skip_logits();
   if (request.has_position_slice()) {
@@ -182,6 +200,9 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
       return absl::FailedPreconditionError(absl::StrCat("objective: ", model.gradients.message()));
     }
     if (r.job.interventions != nullptr) RETURN_IF_ERROR(r.job.interventions->CheckGradientRules());
+    if (!r.job.attachments.empty()) {
+      return absl::InvalidArgumentError("objective: gradients through SAEs are not supported yet");
+    }
     ASSIGN_OR_RETURN(r.job.objective, ToObjective(request.objective(), c.vocab_size, lengths));
   }
   RETURN_IF_ERROR(CheckActivationsFit(r, model, limits));
@@ -198,7 +219,8 @@ absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, Cap
                                                      i, "] (", p, " tokens)"));
     }
     for (HookId id : r.job.hooks.hooks()) {
-      r.manifest.push_back({i, id, false, false, WireShape(c, id.point, p, r.slice), r.dtype});
+      r.manifest.push_back(
+          {i, id, false, false, WireShape(c, id, p, r.slice, r.job.attachments), r.dtype});
     }
     if (r.job.want_logits) {
       r.manifest.push_back(
@@ -208,7 +230,7 @@ absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, Cap
     const std::vector<HookId>& hooks = r.job.hooks.hooks();
     for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) {  // as the backward reaches them
       if (!HasGradient(it->point)) continue;
-      r.manifest.push_back({i, *it, false, true, WireShape(c, it->point, p, r.slice), r.dtype});
+      r.manifest.push_back({i, *it, false, true, WireShape(c, *it, p, r.slice), r.dtype});
     }
   }
   for (const WireTensor& t : r.manifest) r.total_bytes += t.NumBytes();

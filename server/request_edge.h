@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/runtime/model.h"
+#include "engine/runtime/sae.h"
 #include "lensd/v1/lensd.pb.h"
 #include "server/interventions_wire.h"
 #include "server/job.h"
@@ -42,6 +43,7 @@ struct ModelFacts {
   int kv_tokens = 0;
   int64_t activation_budget = 0;
   absl::Status gradients;  // why this model computes no gradients (OK: it does)
+  const SaeSet* saes = nullptr;  // loaded SAEs (null: none)
 };
 
 // One tensor a RunWithCache stream will carry.
@@ -83,8 +85,14 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
 // Fills r.manifest and r.total_bytes from r.job's prompts, hooks and logits, r.slice and
 // r.dtype; INVALID_ARGUMENT for an empty slice, RESOURCE_EXHAUSTED over the byte budget.
 absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, CaptureRequest& r);
-absl::StatusOr<HookSelection> ParseNamesFilter(const ModelConfig& c,
-                                               const google::protobuf::RepeatedPtrField<std::string>& f);
+// The request's SAEs by name (INVALID_ARGUMENT "saes[i]: no SAE named ..." listing the
+// loaded ones).
+absl::StatusOr<AttachmentList> ToAttachments(
+    const google::protobuf::RepeatedPtrField<v1::SaeAttach>& saes, const ModelFacts& model);
+// `sites`: where the request attaches SAEs (their hooks are selectable too).
+absl::StatusOr<HookSelection> ParseNamesFilter(
+    const ModelConfig& c, const google::protobuf::RepeatedPtrField<std::string>& f,
+    const std::vector<HookId>& sites = {});
 
 v1::DType ToWire(DType dtype);
 absl::StatusOr<DType> FromWire(v1::DType dtype);

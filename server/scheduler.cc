@@ -138,6 +138,8 @@ void Scheduler::Enqueue(Job job) {
       // A patched prompt's K/V also depend on its source prompt: never share them.
       seq->publish = !set->HasPatch();
     }
+    // Nor K/V that an attachment (a spliced SAE) changed.
+    for (const auto& a : state->job.attachments) seq->publish = seq->publish && !a->ChangesStream();
     if (!seq->capture()) {
       seq->sampler = std::make_unique<Sampler>(state->job.sampling);
       seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());
@@ -201,6 +203,7 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
     const InterventionSet* set = s->job->job.interventions.get();
     in.all_logits = AllLogits(*s);
     in.interventions = set;
+    if (!s->job->job.attachments.empty()) in.attachments = &s->job->job.attachments;
     in.prompt_index = s->prompt_index;
     inputs.push_back(std::move(in));
     jobs.push_back(&s->job->job);

@@ -59,12 +59,14 @@ struct ServeOptions {
   int metrics_port = 0;
   std::string metrics_host;  // default: --host
   std::string tls_cert, tls_key;
+  std::vector<std::string> saes;  // --sae NAME=DIR[@HOOK], loaded after the model
 };
 
 absl::StatusOr<ServeOptions> ParseServeFlags(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(Flags flags, Flags::Parse(args, ServeFlags()));
   ServeOptions o;
   ASSIGN_OR_RETURN(o.load, LoadOptionsFromFlags(flags));
+  for (const auto& [name, value] : flags.Occurrences({"sae"})) o.saes.push_back(value);
   if (!flags.Has("threads")) {
     // Leave one core to gRPC and the scheduler: CPU GEMM threads that busy-wait against the
     // network threads cost more than they gain (measured in bench/serve_bench.sh).
@@ -179,9 +181,11 @@ absl::Status CheckStepsFit(const Model& model, const SchedulerOptions& s) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Model>> LoadServedModel(const ServeOptions& o) {
+// The model and its --sae SAEs.
+absl::StatusOr<std::unique_ptr<Model>> LoadServedModel(const ServeOptions& o, SaeSet* saes) {
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(o.load));
   RETURN_IF_ERROR(CheckStepsFit(*model, o.scheduler));
+  ASSIGN_OR_RETURN(*saes, LoadSaes(*model, o.saes));
   return model;
 }
 
@@ -222,7 +226,8 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   health->SetServingStatus(false);
   spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", host, port);
 
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadServedModel(o);
+  SaeSet saes;
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadServedModel(o, &saes);
   if (!model.ok()) {
     server->Shutdown();
     return model.status();
@@ -231,7 +236,7 @@ absl::Status ServeCommand(const std::vector<std::string>& args) {
   if (metrics) metrics->Attach(scheduler.get());
   const std::string name = o.load.model_dir.empty() ? "builtin:tiny" : o.load.model_dir;
   service.AttachModel({model->get(), scheduler.get(), name,
-                       o.load.processing.fold_ln ? "transformer-lens" : "none"});
+                       o.load.processing.fold_ln ? "transformer-lens" : "none", &saes});
   health->SetServingStatus(true);
   spdlog::info("ready: serving lensd.v1.Lensd ({}) on {}:{}", name, host, port);
 

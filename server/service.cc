@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
@@ -34,12 +36,45 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
   return reactor;
 }
 
+// An SAE's feature hooks are [1, P, d_sae] (of whichever SAE a request attaches there); its
+// other hooks have its hook's width, flattened over heads.
 void AddHookInfos(const ModelConfig& c, const std::vector<HookId>& hooks,
                   google::protobuf::RepeatedPtrField<v1::HookInfo>* out) {
   for (HookId id : hooks) {
     v1::HookInfo* h = out->Add();
     h->set_name(HookName(id));
-    h->set_shape(HookShapeFormula(c, id.point));
+    if (!id.attached()) {
+      h->set_shape(HookShapeFormula(c, id.point));
+      continue;
+    }
+    const auto sub = static_cast<AttachedHook>(id.sub);
+    const bool features = sub == AttachedHook::kSaeActsPre || sub == AttachedHook::kSaeActsPost;
+    const int64_t width = RowWidth(c, id.point) * std::max(1, HeadsOf(c, id.point));
+    h->set_shape(features ? "[1, P, d_sae]" : absl::StrCat("[1, P, ", width, "]"));
+  }
+}
+
+// Where the loaded SAEs attach, each hook once.
+std::vector<HookId> SaeSites(const SaeSet* saes) {
+  std::vector<HookId> sites;
+  for (const auto& [name, sae] : saes != nullptr ? *saes : SaeSet{}) {
+    if (std::find(sites.begin(), sites.end(), sae->spec().site) == sites.end()) {
+      sites.push_back(sae->spec().site);
+    }
+  }
+  return sites;
+}
+
+void AddSaeInfos(const SaeSet* saes, google::protobuf::RepeatedPtrField<v1::SaeInfo>* out) {
+  for (const auto& [name, sae] : saes != nullptr ? *saes : SaeSet{}) {
+    const SaeSpec& s = sae->spec();
+    v1::SaeInfo* info = out->Add();
+    info->set_name(name);
+    info->set_hook(HookName(s.site));
+    info->set_kind(SaeKindName(s.kind));
+    info->set_d_in(static_cast<int32_t>(s.d_in));
+    info->set_d_sae(static_cast<int32_t>(s.d_sae));
+    info->set_dir(s.dir);
   }
 }
 
@@ -151,7 +186,8 @@ ModelFacts LensdService::Facts() const {
           serving_.model->dtype(),
           blocks.num_blocks() * blocks.block_size(),
           serving_.model->activation_budget(),
-          serving_.model->GradientSupport()};
+          serving_.model->GradientSupport(),
+          serving_.saes};
 }
 
 absl::Status LensdService::SubmitJob(Job job, grpc::CallbackServerContext* ctx,
@@ -295,7 +331,8 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   info->set_dtype(ToWire(Facts().dtype));
   info->set_processing(serving_.processing);
   for (const DeviceLayout& d : serving_.model->Devices()) ToWire(d, info->add_devices());
-  AddHookInfos(c, AllHooks(c), info->mutable_hooks());
+  AddHookInfos(c, AllHooks(c, SaeSites(serving_.saes)), info->mutable_hooks());
+  AddSaeInfos(serving_.saes, info->mutable_saes());
   info->set_has_tokenizer(serving_.model->tokenizer() != nullptr);
   const SchedulerCounters counters = serving_.scheduler->Counters();
   info->set_kv_block_size(serving_.model->blocks().block_size());
@@ -328,7 +365,8 @@ grpc::ServerUnaryReactor* LensdService::ListHooks(grpc::CallbackServerContext* c
   absl::Status gate = Gate(ctx);
   if (!gate.ok()) return Reply(ctx, gate);
   const ModelConfig& c = serving_.model->config();
-  absl::StatusOr<HookSelection> selection = ParseNamesFilter(c, request->names_filter());
+  absl::StatusOr<HookSelection> selection =
+      ParseNamesFilter(c, request->names_filter(), SaeSites(serving_.saes));
   if (!selection.ok()) return Reply(ctx, selection.status());
   AddHookInfos(c, selection->hooks(), response->mutable_hooks());
   return Reply(ctx, absl::OkStatus());

@@ -36,6 +36,7 @@ struct ServingModel {
   Scheduler* scheduler = nullptr;
   std::string name;        // model directory or "builtin:..."
   std::string processing;  // "none" / "transformer-lens"
+  const SaeSet* saes = nullptr;
 };
 
 class LensdService final : public v1::Lensd::CallbackService {

@@ -12,10 +12,12 @@ std::pair<int64_t, int64_t> PositionSlice::Resolve(int64_t n) const {
   return {b, std::max(b, e)};
 }
 
-Shape WireShape(const ModelConfig& c, HookPoint point, int64_t p, const PositionSlice& slice) {
-  Shape s = HookShape(c, point, p);
+Shape WireShape(const ModelConfig& c, HookId id, int64_t p, const PositionSlice& slice,
+                const AttachmentList& attached) {
   const auto [b, e] = slice.Resolve(p);
-  s.dims[PositionAxis(point)] = e - b;
+  if (id.attached()) return Shape{1, e - b, AttachedWidth(attached, id)};
+  Shape s = HookShape(c, id.point, p);
+  s.dims[PositionAxis(id.point)] = e - b;
   return s;
 }
 

@@ -9,6 +9,7 @@
 
 #include "engine/core/tensor.h"
 #include "engine/model/config.h"
+#include "engine/runtime/attachments.h"
 #include "engine/runtime/hooks.h"
 
 namespace lensd {
@@ -22,8 +23,10 @@ struct PositionSlice {
   bool IsFull() const { return !start && !stop; }
 };
 
-// Shape of a hook for a prompt of `p` tokens after slicing positions.
-Shape WireShape(const ModelConfig& c, HookPoint point, int64_t p, const PositionSlice& slice);
+// Shape of a hook for a prompt of `p` tokens after slicing positions; an attached hook's
+// width comes from its attachment in `attached`.
+Shape WireShape(const ModelConfig& c, HookId id, int64_t p, const PositionSlice& slice,
+                const AttachmentList& attached = {});
 
 // Rows [range) of `axis` of `src` (host, float32), converted to `dtype`.
 Buffer SliceAndConvert(TensorView src, int axis, std::pair<int64_t, int64_t> range, DType dtype);

@@ -29,6 +29,14 @@ absl::Status CheckAttachmentSite(const ModelConfig& c, HookId site) {
   return absl::OkStatus();
 }
 
+int64_t AttachedWidth(const AttachmentList& list, HookId id) {
+  const HookId site{id.point, id.layer};
+  for (const auto& a : list) {
+    if (a->site() == site) return a->Width(static_cast<AttachedHook>(id.sub));
+  }
+  return 0;
+}
+
 absl::StatusOr<std::vector<HookId>> AttachmentSites(const ModelConfig& c,
                                                     const AttachmentList& list) {
   std::vector<HookId> sites;

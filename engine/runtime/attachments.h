@@ -30,6 +30,10 @@ class HookAttachment {
   // it; only their rows may change. Runs on every rank alike; capture through EmitAttached
   // (step_hooks.h), which only rank 0 delivers.
   virtual void Run(RankContext& c, TensorView rows, const std::vector<int>& seqs) const = 0;
+  // The last axis of its attached hook `h` ([1, P, width]).
+  virtual int64_t Width(AttachedHook h) const = 0;
+  // Whether it may change what flows downstream (then the sequence's K/V are its own).
+  virtual bool ChangesStream() const { return true; }
 };
 
 // A request's attachments, at most one per site; shared by its sequences.
@@ -38,6 +42,10 @@ using AttachmentList = std::vector<std::shared_ptr<const HookAttachment>>;
 // Whether `site` can carry an attachment: a token-major hook ([1, P, ...] with positions on
 // axis 1) that interventions may edit, other than the logits. InvalidArgument naming it if not.
 absl::Status CheckAttachmentSite(const ModelConfig& c, HookId site);
+
+// The width of attached hook `id` (id.attached()) from the attachment of `list` at its site;
+// 0 when none is there.
+int64_t AttachedWidth(const AttachmentList& list, HookId id);
 
 // The sites of `list`; InvalidArgument when two share one or one is not a valid site.
 absl::StatusOr<std::vector<HookId>> AttachmentSites(const ModelConfig& c,

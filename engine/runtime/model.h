@@ -119,6 +119,9 @@ class Model {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   BlockAllocator& blocks() { return *blocks_; }
   std::vector<DeviceLayout> Devices() const;
+  // The backends that run hook `id`: every tensor-parallel rank of the stage holding its layer
+  // (model-level hooks: the first stage for the embedding's, the last for the head's).
+  std::vector<Backend*> BackendsAt(HookId id) const;
   // The CPU GEMM kernel families in use ("" without CPU devices): results are bit-identical
   // across instruction sets of one family (engine/cpu/gemm.h).
   std::string CpuKernels() const;

@@ -455,6 +455,16 @@ std::string Model::CpuKernels() const {
   return "";
 }
 
+std::vector<Backend*> Model::BackendsAt(HookId id) const {
+  const bool embedding = id.point == HookPoint::kEmbed || id.point == HookPoint::kPosEmbed;
+  const int layer = id.layer >= 0 ? id.layer : embedding ? 0 : config_.n_layers - 1;
+  std::vector<Backend*> out;
+  for (const auto& s : shards_) {
+    if (layer >= s->first && layer < s->end) out.push_back(s->backend.get());
+  }
+  return out;
+}
+
 std::vector<DeviceLayout> Model::Devices() const {
   std::vector<DeviceLayout> out;
   for (const auto& s : shards_) {

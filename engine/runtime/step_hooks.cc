@@ -134,9 +134,16 @@ void HookRows(RankContext& c, HookId id, TensorView rows) {
   CaptureRows(c, id, rows);
 }
 
-void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs) {
+void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs,
+                  const std::vector<int>& first_rows) {
   if (c.plan.hooks == nullptr || c.rank != 0) return;
-  for (int s : seqs) EmitSeq(c, static_cast<size_t>(s), id, rows);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int s = seqs[i];
+    if (!SeqWants(c, static_cast<size_t>(s), id)) continue;
+    const int64_t first = first_rows.empty() ? c.plan.q_begin[s] : first_rows[i];
+    const int64_t n = static_cast<int64_t>((*c.plan.batch)[s].tokens.size());
+    CaptureSeq(c, s, id, rows.Rows(first, first + n));
+  }
 }
 
 void CaptureSeq(RankContext& c, int seq, HookId id, TensorView value) {

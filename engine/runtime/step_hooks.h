@@ -25,8 +25,10 @@ void HookSplitRows(RankContext& c, HookId id, TensorView local);
 void CaptureRows(RankContext& c, HookId id, TensorView rows);
 
 // For an attachment: captures attached hook `id` (id.attached()) from its token-major `rows`
-// [T, w] for each of `seqs` that wants it, as [1, n, w] (rank 0).
-void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs);
+// [T, w] for each of `seqs` that wants it, as [1, n, w] (rank 0). `first_rows`: where each of
+// `seqs` starts in `rows` (empty: the step's rows, StepPlan::q_begin).
+void EmitAttached(RankContext& c, HookId id, TensorView rows, const std::vector<int>& seqs,
+                  const std::vector<int>& first_rows = {});
 
 // `local` [outer, ...] of every rank concatenated per outer row into `full` (one rank:
 // `local` itself); replicated key/value heads are taken once.

@@ -61,6 +61,11 @@ def test_builtin_examples(tmp_path):
     assert (tmp_path / "cache.safetensors").exists()
 
 
+def test_sae_examples(tmp_path):
+    run_examples("sae", tmp_path, "--model", str(ROOT / "tests/data/golden/gpt2"),
+                 "--sae", f"res1={ROOT / 'tests/data/saes/gpt2_standard'}")
+
+
 def test_gpt2_examples(tmp_path):
     if not (GPT2_TOKENIZER / "vocab.json").exists():
         pytest.skip(f"GPT-2's tokenizer is not at {GPT2_TOKENIZER}")

@@ -22,6 +22,7 @@ class AddAttachment : public HookAttachment {
  public:
   AddAttachment(HookId site, std::vector<float> v) : site_(site), v_(std::move(v)) {}
   HookId site() const override { return site_; }
+  int64_t Width(AttachedHook) const override { return static_cast<int64_t>(v_.size()); }
   void Run(RankContext& c, TensorView rows, const std::vector<int>& seqs) const override {
     const int64_t w = rows.shape[1];
     TensorView input = c.Scratch(rows.shape);

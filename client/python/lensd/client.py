@@ -318,7 +318,7 @@ class Client:
                        position_slice: Optional[Tuple[Optional[int], Optional[int]]] = None,
                        dtype: Optional[str] = "float32", return_logits: bool = True,
                        interventions: Sequence[lensd_pb2.Intervention] = (),
-                       grad=None,
+                       grad=None, saes: Sequence = (),
                        ) -> Tuple[Optional[np.ndarray], ActivationCache]:
         """Like HookedTransformer.run_with_cache: returns (logits [batch, P, vocab], cache).
 
@@ -332,13 +332,16 @@ class Client:
         lensd.logprob(ids) — whose gradient comes back as cache["<hook>_grad"] for every hook
         (run_with_cache(incl_bwd=True)'s names) and whose value per prompt is
         cache.objective; with interventions, through them by their gradient rules (README,
-        Gradients)."""
+        Gradients). `saes`: names of SAEs the server loaded, or lensd.sae(name, splice=True);
+        their hooks ("<hook>.hook_sae_acts_post", ...) are then selectable."""
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         prompt_list = [prompts] if single else list(prompts)
         request = lensd_pb2.RunWithCacheRequest(prompts=[_prompt(p) for p in prompt_list],
                                                 dtype=_DTYPES[dtype],
                                                 skip_logits=not return_logits,
-                                                interventions=list(interventions))
+                                                interventions=list(interventions),
+                                                saes=[lensd_pb2.SaeAttach(name=s) if isinstance(s, str)
+                                                      else s for s in saes])
         if grad is not None:
             request.objective.CopyFrom(sweep.objective(grad))
         if callable(names_filter):

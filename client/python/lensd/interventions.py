@@ -138,3 +138,11 @@ def noise(hook: str, std: float, seed: int = 0, *, positions: Positions = None, 
     """x += N(0, std²), reproducible for a seed and independent of the batch."""
     return _make(hook, positions, heads, keys, prompts,
                  noise=lensd_pb2.NoiseOp(std=float(std), seed=int(seed)))
+
+
+def sae(name: str, *, splice: bool = False) -> lensd_pb2.SaeAttach:
+    """An SAE the server loaded (lensd serve --sae NAME=DIR), for run_with_cache(saes=[...]):
+    its hook points (H.hook_sae_input ... H.hook_sae_output) become capturable under its hook
+    H. The error term is kept (the model's outputs unchanged) unless `splice`, which makes the
+    reconstruction replace the hook's value (SAELens's use_error_term=False)."""
+    return lensd_pb2.SaeAttach(name=str(name), splice=bool(splice))

@@ -1,0 +1,85 @@
+"""SAEs served (lensd serve --sae NAME=DIR): attached by name, their hook points equal SAELens's
+(tests/data/saes, tools/reference/make_sae_references.py), the model unchanged with the error
+term kept, the spliced logits SAELens's; served equals `lensd run --sae` bit for bit; bad names
+are clear errors and leave the server healthy."""
+import numpy as np
+import pytest
+
+import lensd
+from conftest import GOLDEN, LENSD, Server, read_safetensors, run_cli
+
+SAES = GOLDEN.parent / "saes"
+SITE = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server("--model", str(GOLDEN / "gpt2"), "--sae", f"res1={SAES / 'gpt2_standard'}",
+               "--sae", f"z0={SAES / 'gpt2_topk_z'}")
+    yield s
+    assert s.stop() == 0, "".join(s.log)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return read_safetensors(SAES / "gpt2_standard" / "reference.safetensors")
+
+
+def close(got, want, what):
+    tol = 1e-4 * max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() <= tol, what
+
+
+def test_hook_points_equal_saelens_and_the_model_is_unchanged(server, reference):
+    prompts = [reference[f"p{j}.input_ids"][0].tolist() for j in range(2)]
+    with lensd.Client(server.addr) as client:
+        logits, cache = client.run_with_cache(prompts, f"{SITE}.hook_sae_*", saes=["res1"])
+        plain, _ = client.run_with_cache(prompts, [])
+    np.testing.assert_array_equal(logits, plain)
+    assert len(cache) == 6
+    for j, ids in enumerate(prompts):
+        for name in cache:
+            close(cache[name][j, -len(ids):], reference[f"p{j}.{name}"][0], f"p{j} {name}")
+
+
+def test_spliced_logits_equal_saelens_and_lensd_run(server, reference, tmp_path):
+    ids = reference["p1.input_ids"][0].tolist()
+    with lensd.Client(server.addr) as client:
+        logits, cache = client.run_with_cache(ids, [f"{SITE}.hook_sae_acts_post", "blocks.0.attn.hook_z.*"],
+                                              saes=[lensd.sae("res1", splice=True), "z0"])
+    close(logits[0], reference["p1.spliced_logits"][0], "spliced logits")
+    assert cache["blocks.0.attn.hook_z.hook_sae_acts_post"].shape == (1, len(ids), 72)
+    assert (cache["blocks.0.attn.hook_z.hook_sae_acts_post"][0] > 0).sum(-1).max() <= 6, "top-6"
+    path = tmp_path / "offline.safetensors"
+    run_cli(LENSD, "run", "--model", str(GOLDEN / "gpt2"), "--token-ids", ",".join(map(str, ids)),
+            "--sae", f"res1={SAES / 'gpt2_standard'}", "--splice",
+            "--hooks", f"{SITE}.hook_sae_acts_post", "--out", str(path))
+    offline = read_safetensors(path)
+    np.testing.assert_array_equal(offline["logits"], logits)
+    np.testing.assert_array_equal(offline[f"{SITE}.hook_sae_acts_post"],
+                                  cache[f"{SITE}.hook_sae_acts_post"])
+
+
+def test_model_info_and_list_hooks_name_the_saes(server):
+    with lensd.Client(server.addr) as client:
+        info = client.model_info()
+        hooks = dict(client.list_hooks([f"{SITE}.*"]))
+    assert [(s["name"], s["hook"], s["kind"], s["d_sae"]) for s in info["saes"]] == [
+        ("res1", SITE, "standard", 96), ("z0", "blocks.0.attn.hook_z", "topk", 72)]
+    assert hooks[f"{SITE}.hook_sae_acts_post"] == "[1, P, d_sae]"
+    assert hooks[f"{SITE}.hook_sae_recons"] == "[1, P, 64]"
+    assert f"{SITE}.hook_sae_output" in [h["name"] for h in info["hooks"]]
+
+
+def test_bad_requests_are_clear_errors(server):
+    with lensd.Client(server.addr) as client:
+        with pytest.raises(lensd.InvalidArgument, match="saes\\[0\\]: no SAE named 'nope'; "
+                                                        "loaded: res1, z0"):
+            client.run_with_cache([1, 2, 3], saes=["nope"])
+        with pytest.raises(lensd.InvalidArgument, match="names_filter"):
+            client.run_with_cache([1, 2, 3], f"{SITE}.hook_sae_acts_post")
+        with pytest.raises(lensd.InvalidArgument, match="gradients through SAEs"):
+            client.run_with_cache([1, 2, 3], saes=["res1"], grad=lensd.loss())
+        assert client.health() == "SERVING"
+        logits, _ = client.run_with_cache([1, 2, 3], [])
+    assert logits.shape == (1, 3, 1000)

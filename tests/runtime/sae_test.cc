@@ -1,0 +1,188 @@
+// SAEs attached to the golden models against SAELens itself (tests/data/saes, made by
+// tools/reference/make_sae_references.py): every hook_sae_* of both reference prompts with the
+// error term kept, the logits unchanged bit for bit, the logits with the SAE spliced in; batch
+// invariance; and the load and lookup errors.
+#include "engine/runtime/sae.h"
+
+#include <cmath>
+#include <fstream>
+
+#include "engine/model/safetensors.h"
+#include "engine/runtime/generate.h"
+#include "tests/test_util.h"
+
+namespace lensd {
+namespace {
+
+using testing::AllClose;
+
+std::string SaeDir(const std::string& name) {
+  return std::string(LENSD_GOLDEN_DIR) + "/../saes/" + name;
+}
+
+struct Case {
+  std::string name, family;
+  friend void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+};
+
+class SaeReferenceTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    LoadOptions o;
+    o.model_dir = testing::FamilyDir(GetParam().family);
+    auto m = Model::Load(o);
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = std::move(*m);
+    auto sae = Sae::Load(*model_, "x=" + SaeDir(GetParam().name));
+    ASSERT_TRUE(sae.ok()) << sae.status();
+    sae_ = *sae;
+    auto ref = SafetensorsFile::Open(SaeDir(GetParam().name) + "/reference.safetensors");
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    ref_ = std::move(*ref);
+    for (int p = 0; p < 2; ++p) {
+      prompts_.push_back(testing::ToIds(*ref_->Find("p" + std::to_string(p) + ".input_ids")));
+    }
+  }
+  const ModelConfig& c() const { return model_->config(); }
+  Buffer Ref(const std::string& name) const {
+    const TensorInfo* t = ref_->Find(name);
+    EXPECT_NE(t, nullptr) << name;
+    return testing::ToF32(*t);
+  }
+  // Both reference prompts with the SAE attached (error kept or spliced) and a third prompt
+  // without it, in one batch; every attached hook selected.
+  std::vector<CacheResult> Run(bool splice) {
+    const AttachmentList attached = {sae_->Attach(splice)};
+    auto selection = HookSelection::Parse(c(), {HookName(sae_->spec().site) + ".hook_sae_*"},
+                                          {sae_->spec().site});
+    EXPECT_TRUE(selection.ok()) << selection.status();
+    auto r = RunWithCache(*model_, {prompts_[0], prompts_[1], other_}, *selection, nullptr,
+                          {&attached, &attached, nullptr});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : std::vector<CacheResult>{};
+  }
+
+  std::unique_ptr<Model> model_;
+  std::shared_ptr<const Sae> sae_;
+  std::unique_ptr<SafetensorsFile> ref_;
+  std::vector<std::vector<int32_t>> prompts_;
+  const std::vector<int32_t> other_ = {1, 5, 9, 14, 3};
+};
+
+TEST_P(SaeReferenceTest, HookPointsEqualSaeLensAndTheModelIsUnchanged) {
+  const std::vector<CacheResult> r = Run(/*splice=*/false);
+  ASSERT_EQ(r.size(), 3u);
+  const std::string site = HookName(sae_->spec().site);
+  for (int p = 0; p < 2; ++p) {
+    const std::string key = "p" + std::to_string(p) + ".";
+    for (const char* h : {"hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post",
+                          "hook_sae_recons", "hook_sae_error", "hook_sae_output"}) {
+      const std::string name = site + "." + h;
+      ASSERT_EQ(r[p].cache.count(name), 1u) << name;
+      EXPECT_TRUE(AllClose(key + name, r[p].cache.at(name).view(), Ref(key + name).view(), 1e-4));
+    }
+    // The error term kept: the model's own logits, bit for bit.
+    auto plain = RunWithCache(*model_, prompts_[p], HookSelection::None(c()));
+    ASSERT_TRUE(plain.ok());
+    EXPECT_TRUE(AllClose(key + "logits", r[p].logits.view(), plain->logits.view(), 0));
+  }
+  EXPECT_TRUE(r[2].cache.empty());
+}
+
+TEST_P(SaeReferenceTest, SplicedLogitsEqualSaeLensAndBatchesDoNotMatter) {
+  const std::vector<CacheResult> r = Run(/*splice=*/true);
+  ASSERT_EQ(r.size(), 3u);
+  for (int p = 0; p < 2; ++p) {
+    const std::string key = "p" + std::to_string(p) + ".";
+    EXPECT_TRUE(AllClose(key + "spliced logits", r[p].logits.view(),
+                         Ref(key + "spliced_logits").view(), 1e-4));
+  }
+  // The prompt without the SAE is untouched; an attached prompt is the same bits alone.
+  auto plain = RunWithCache(*model_, other_, HookSelection::None(c()));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(AllClose("unattached", r[2].logits.view(), plain->logits.view(), 0));
+  const AttachmentList attached = {sae_->Attach(true)};
+  auto alone = RunWithCache(*model_, {prompts_[1]}, HookSelection::None(c()), nullptr, {&attached});
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_TRUE(AllClose("alone", (*alone)[0].logits.view(), r[1].logits.view(), 0));
+}
+
+INSTANTIATE_TEST_SUITE_P(SaeLens, SaeReferenceTest,
+                         ::testing::Values(Case{"gpt2_standard", "gpt2"},
+                                           Case{"llama_jumprelu", "llama"},
+                                           Case{"gpt2_topk_z", "gpt2"},
+                                           Case{"llama_topk", "llama"}),
+                         [](const auto& info) { return info.param.name; });
+
+// A copy of reference SAE `name` in a fresh directory, cfg.json replaced by `cfg` when given.
+std::string CopySae(const std::string& name, const std::string& tag, const std::string& cfg = "") {
+  const std::string dir = testing::TempDir(tag);
+  for (const char* f : {"cfg.json", "sae_weights.safetensors"}) {
+    std::ifstream in(SaeDir(name) + "/" + f, std::ios::binary);
+    std::ofstream(dir + "/" + f, std::ios::binary) << in.rdbuf();
+  }
+  if (!cfg.empty()) std::ofstream(dir + "/cfg.json") << cfg;
+  return dir;
+}
+
+TEST(Sae, LoadErrorsNameTheFileAndField) {
+  LoadOptions o;
+  o.model_dir = testing::FamilyDir("gpt2");
+  auto model = Model::Load(o);
+  ASSERT_TRUE(model.ok());
+  Model& m = **model;
+  using C = absl::StatusCode;
+  const std::string good = SaeDir("gpt2_standard");
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(m, good).status(), C::kInvalidArgument, "NAME=DIR"));
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(m, "a=" + good + "@blocks.0.mlp.hook_post").status(),
+                                 C::kInvalidArgument,
+                                 "d_in = 64 but blocks.0.mlp.hook_post has width 256"));
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(m, "a=" + good + "@blocks.7.hook_resid_post").status(),
+                                 C::kInvalidArgument, "cfg.json"));
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(m, "a=/nonexistent").status(), C::kNotFound,
+                                 "/nonexistent/cfg.json"));
+  const std::string gated = CopySae(
+      "gpt2_standard", "sae_gated",
+      R"({"architecture": "gated", "d_in": 64, "d_sae": 96, "hook_name": "blocks.1.hook_resid_post"})");
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(m, "a=" + gated).status(), C::kInvalidArgument,
+                                 "architecture 'gated' is not supported"));
+  const std::string wide = CopySae(
+      "gpt2_standard", "sae_wide",
+      R"({"architecture": "standard", "d_in": 64, "d_sae": 97, "hook_name": "blocks.1.hook_resid_post"})");
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(m, "a=" + wide).status(), C::kInvalidArgument,
+                                 "W_enc has shape [64, 96], expected [64, 97]"));
+  // The older SAELens form (activation_fn_str) loads; two SAEs may not share a name.
+  const std::string old = CopySae(
+      "gpt2_standard", "sae_old",
+      R"({"activation_fn_str": "relu", "d_in": 64, "d_sae": 96, "hook_name": "blocks.1.hook_resid_post"})");
+  auto saes = LoadSaes(m, {"old=" + old, "new=" + good});
+  ASSERT_TRUE(saes.ok()) << saes.status();
+  EXPECT_EQ(saes->at("old")->spec().kind, SaeSpec::Kind::kStandard);
+  EXPECT_TRUE(testing::FailsWith(LoadSaes(m, {"a=" + old, "a=" + good}).status(),
+                                 C::kInvalidArgument, "'a' is used twice"));
+  EXPECT_TRUE(testing::FailsWith(FindSae(*saes, "res1").status(), C::kInvalidArgument,
+                                 "no SAE named 'res1'; loaded: new, old"));
+}
+
+TEST(Sae, NonFiniteWeightsAreRefused) {
+  LoadOptions o;
+  o.model_dir = testing::FamilyDir("gpt2");
+  auto model = Model::Load(o);
+  ASSERT_TRUE(model.ok());
+  const std::string dir = CopySae("gpt2_standard", "sae_nan");
+  auto file = SafetensorsFile::Open(SaeDir("gpt2_standard") + "/sae_weights.safetensors");
+  ASSERT_TRUE(file.ok());
+  SafetensorsWriter w;
+  for (const auto& [name, info] : (*file)->tensors()) {
+    Buffer b = testing::ToF32(info);
+    if (name == "b_enc") b.As<float>()[3] = NAN;
+    w.AddF32(name, b.view());
+  }
+  ASSERT_TRUE(w.WriteFile(dir + "/sae_weights.safetensors").ok());
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(**model, "a=" + dir).status(),
+                                 absl::StatusCode::kInvalidArgument,
+                                 "b_enc has non-finite values"));
+}
+
+}  // namespace
+}  // namespace lensd
