@@ -3,8 +3,11 @@
 //   input = x;  s = norm_in(x) − b_dec·apply_b_dec_to_input;  acts_pre = s·W_enc + b_enc;
 //   acts_post = act(acts_pre);  recons = acts_post·W_dec + b_dec;  error = x − norm_out(recons);
 //   output = x (error kept, nothing edited) or norm_out(recons) (spliced).
+// Only what is read runs: with the error kept the decoder runs only when recons or error is
+// captured.
 // Each row's arithmetic depends on that row alone, so results do not depend on the batch.
 #include <algorithm>
+#include <initializer_list>
 #include <cmath>
 #include <numeric>
 
@@ -57,10 +60,32 @@ class Sae::Attachment : public HookAttachment {
   bool ChangesStream() const override { return splice_; }
 
  private:
+  // One Run's state: the attached sequences' rows gathered back to back (`ids` the step rows,
+  // `first` where each sequence starts), on this rank's device weights.
+  struct Step {
+    RankContext& c;
+    const std::vector<int>& seqs;
+    const DeviceWeights& weights;
+    std::vector<int32_t> ids;
+    std::vector<int> first;
+    int64_t n;
+  };
+  // acts_post [n, d_sae] (host) from the input rows `in`, emitting acts_pre and acts_post;
+  // `scale`, `shift` undo the input normalisation.
+  std::vector<float> Encode(const Step& st, const std::vector<float>& in,
+                            std::vector<float>& scale, std::vector<float>& shift) const;
+  // norm_out(recons) [n, d_in] (host) from acts_post, emitting recons.
+  std::vector<float> Decode(const Step& st, std::vector<float>& acts,
+                            const std::vector<float>& scale,
+                            const std::vector<float>& shift) const;
   // acts_post from acts_pre [n, d_sae] (host, in place).
   void Activate(int64_t n, float* acts) const;
+  bool Wanted(const Step& st, std::initializer_list<AttachedHook> hooks) const;
+  void Emit(const Step& st, AttachedHook h, TensorView value) const {
+    EmitAttached(st.c, AttachedAt(site(), h), value, st.seqs, st.first);
+  }
   // `host` [n, w] into step scratch on the device.
-  TensorView Staged(RankContext& c, const std::vector<float>& host, int64_t w) const {
+  static TensorView Staged(RankContext& c, const std::vector<float>& host, int64_t w) {
     TensorView t = c.Scratch({static_cast<int64_t>(host.size()) / w, w});
     c.b.Upload(host.data(), t);
     return t;
@@ -104,68 +129,94 @@ void Sae::Attachment::Activate(int64_t n, float* acts) const {
 
 void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int>& seqs) const {
   const SaeSpec& s = sae_->spec_;
-  const DeviceWeights& dw = sae_->devices_.at(&c.b);
-  const int64_t w = s.d_in, f = s.d_sae;
-  // The attached sequences' rows, back to back; `first`: where each starts.
-  std::vector<int32_t> ids;
-  std::vector<int> first;
-  for (int seq : seqs) {
-    first.push_back(static_cast<int>(ids.size()));
+  const int64_t w = s.d_in;
+  Step st{c, seqs, sae_->devices_.at(&c.b), {}, {}, 0};
+  for (int seq : seqs) {  // the attached sequences' rows, back to back
+    st.first.push_back(static_cast<int>(st.ids.size()));
     const int n = static_cast<int>((*c.plan.batch)[seq].tokens.size());
-    for (int i = 0; i < n; ++i) ids.push_back(c.plan.q_begin[seq] + i);
+    for (int i = 0; i < n; ++i) st.ids.push_back(c.plan.q_begin[seq] + i);
   }
-  const int64_t n = static_cast<int64_t>(ids.size());
-  auto Emit = [&](AttachedHook h, TensorView value) {
-    EmitAttached(c, AttachedAt(site(), h), value, seqs, first);
-  };
-  TensorView x = c.Scratch({n, w});
-  c.b.Gather(rows, ids.data(), x);
-  Emit(AttachedHook::kSaeInput, x);
-  std::vector<float> in(static_cast<size_t>(n * w)), work(in.size()), scale, shift;
+  st.n = static_cast<int64_t>(st.ids.size());
+  TensorView x = c.Scratch({st.n, w});
+  c.b.Gather(rows, st.ids.data(), x);
+  Emit(st, AttachedHook::kSaeInput, x);
+  std::vector<float> in(static_cast<size_t>(st.n * w)), scale, shift;
   c.b.Download(x, in.data());
-  work = in;
+  std::vector<float> acts = Encode(st, in, scale, shift);
+  // Error kept and nobody reading the decoder's side: the model's value flows on as it was.
+  if (!splice_ && !Wanted(st, {AttachedHook::kSaeRecons, AttachedHook::kSaeError})) {
+    Emit(st, AttachedHook::kSaeOutput, x);
+    return;
+  }
+  std::vector<float> out = Decode(st, acts, scale, shift), error(in.size());
+  for (size_t i = 0; i < in.size(); ++i) error[i] = in[i] - out[i];
+  Emit(st, AttachedHook::kSaeError, Staged(c, error, w));
+  if (!splice_) {
+    Emit(st, AttachedHook::kSaeOutput, x);
+    return;
+  }
+  Emit(st, AttachedHook::kSaeOutput, Staged(c, out, w));
+  // The reconstruction replaces the attached sequences' rows of the step.
+  std::vector<float> all(static_cast<size_t>(rows.NumElements()));
+  c.b.Download(rows, all.data());
+  for (int64_t r = 0; r < st.n; ++r) {
+    std::copy_n(out.data() + r * w, w, all.data() + st.ids[r] * w);
+  }
+  c.b.Upload(all.data(), rows);
+}
+
+std::vector<float> Sae::Attachment::Encode(const Step& st, const std::vector<float>& in,
+                                           std::vector<float>& scale,
+                                           std::vector<float>& shift) const {
+  const SaeSpec& s = sae_->spec_;
+  const int64_t w = s.d_in, f = s.d_sae, n = st.n;
+  std::vector<float> work = in;
   NormalizeIn(s.norm, n, w, work.data(), scale, shift);
   for (int64_t r = 0; r < n && s.apply_b_dec_to_input; ++r) {
     for (int64_t i = 0; i < w; ++i) work[r * w + i] -= sae_->host_.b_dec[i];
   }
-  TensorView pre = c.Scratch({n, f});
-  c.b.Linear(Staged(c, work, w), dw.w_enc.view(), dw.b_enc.view(), pre);
-  Emit(AttachedHook::kSaeActsPre, pre);
+  TensorView pre = st.c.Scratch({n, f});
+  st.c.b.Linear(Staged(st.c, work, w), st.weights.w_enc.view(), st.weights.b_enc.view(), pre);
+  Emit(st, AttachedHook::kSaeActsPre, pre);
   std::vector<float> acts(static_cast<size_t>(n * f));
-  c.b.Download(pre, acts.data());
+  st.c.b.Download(pre, acts.data());
   Activate(n, acts.data());
-  const TensorView post = Staged(c, acts, f);
-  Emit(AttachedHook::kSaeActsPost, post);
+  if (Wanted(st, {AttachedHook::kSaeActsPost})) {
+    Emit(st, AttachedHook::kSaeActsPost, Staged(st.c, acts, f));
+  }
+  return acts;
+}
+
+std::vector<float> Sae::Attachment::Decode(const Step& st, std::vector<float>& acts,
+                                           const std::vector<float>& scale,
+                                           const std::vector<float>& shift) const {
+  const SaeSpec& s = sae_->spec_;
+  const int64_t w = s.d_in, f = s.d_sae, n = st.n;
   if (s.rescale_acts_by_decoder_norm) {
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t i = 0; i < f; ++i) acts[r * f + i] /= sae_->host_.decoder_norm[i];
     }
   }
-  TensorView recons = c.Scratch({n, w});
-  c.b.Linear(s.rescale_acts_by_decoder_norm ? Staged(c, acts, f) : post, dw.w_dec.view(),
-             dw.b_dec.view(), recons);
-  Emit(AttachedHook::kSaeRecons, recons);
-  std::vector<float> out(in.size()), error(in.size());
-  c.b.Download(recons, out.data());
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t i = 0; i < w; ++i) {
-      float& y = out[r * w + i];
-      y = y * scale[r] + shift[r];
-      error[r * w + i] = in[r * w + i] - y;
+  TensorView recons = st.c.Scratch({n, w});
+  st.c.b.Linear(Staged(st.c, acts, f), st.weights.w_dec.view(), st.weights.b_dec.view(), recons);
+  Emit(st, AttachedHook::kSaeRecons, recons);
+  std::vector<float> out(static_cast<size_t>(n * w));
+  st.c.b.Download(recons, out.data());
+  for (int64_t r = 0; r < n; ++r) {  // norm_out
+    for (int64_t i = 0; i < w; ++i) out[r * w + i] = out[r * w + i] * scale[r] + shift[r];
+  }
+  return out;
+}
+
+bool Sae::Attachment::Wanted(const Step& st, std::initializer_list<AttachedHook> hooks) const {
+  HookSink* sink = st.c.plan.hooks;
+  if (sink == nullptr) return false;
+  for (int seq : st.seqs) {
+    for (AttachedHook h : hooks) {
+      if (sink->Wants(seq, AttachedAt(site(), h))) return true;
     }
   }
-  Emit(AttachedHook::kSaeError, Staged(c, error, w));
-  if (!splice_) {
-    Emit(AttachedHook::kSaeOutput, x);
-    return;
-  }
-  const TensorView spliced = Staged(c, out, w);
-  Emit(AttachedHook::kSaeOutput, spliced);
-  // The reconstruction replaces the attached sequences' rows of the step.
-  std::vector<float> all(static_cast<size_t>(rows.NumElements()));
-  c.b.Download(rows, all.data());
-  for (int64_t r = 0; r < n; ++r) std::copy_n(out.data() + r * w, w, all.data() + ids[r] * w);
-  c.b.Upload(all.data(), rows);
+  return false;
 }
 
 std::shared_ptr<const HookAttachment> Sae::Attach(bool splice) const {
