@@ -32,7 +32,8 @@ const std::map<std::string, std::set<std::string>>& OpFields() {
   };
   return *fields;
 }
-const std::set<std::string> kCommonFields = {"hook", "op", "prompts", "positions", "heads", "keys"};
+const std::set<std::string> kCommonFields = {"hook",  "op",   "prompts", "positions",
+                                             "heads", "keys", "features"};
 
 absl::Status Invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
@@ -235,6 +236,9 @@ absl::Status ToIntervention(const json& j, const std::string& at, const std::str
   if (j.contains("prompts"))
     RETURN_IF_ERROR(IntList(j["prompts"], at + ".prompts", iv->mutable_prompts()));
   if (j.contains("heads")) RETURN_IF_ERROR(IntList(j["heads"], at + ".heads", iv->mutable_heads()));
+  if (j.contains("features")) {
+    RETURN_IF_ERROR(IntList(j["features"], at + ".features", iv->mutable_features()));
+  }
   if (j.contains("positions")) {
     RETURN_IF_ERROR(ToPositions(j["positions"], at + ".positions", iv->mutable_positions()));
   }

@@ -1,5 +1,6 @@
 #include "server/interventions_wire.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/dtype.h"
 #include "engine/core/status.h"
@@ -52,6 +53,8 @@ absl::StatusOr<std::vector<HookId>> HooksOf(const ModelConfig& c, const std::str
   ASSIGN_OR_RETURN(HookSelection selection, HookSelection::Parse(c, {pattern}));
   return selection.hooks();
 }
+
+}  // namespace
 
 absl::StatusOr<FloatTensor> ToFloatTensor(const v1::Tensor& t, const std::string& field) {
   auto invalid = [&](const std::string& what) {
@@ -113,6 +116,8 @@ PositionSelector ToSelector(const v1::Positions& p) {
   }
   return s;
 }
+
+namespace {
 
 absl::Status ToSaeClamp(const v1::SaeClampOp& s, const std::string& at, Intervention& iv) {
   iv.encoder_bias = s.encoder_bias(), iv.threshold = s.threshold(), iv.target = s.target();
@@ -178,6 +183,20 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
   int64_t count = 0;
   bytes = 0;
   for (int i = 0; i < list.size(); ++i) {
+    if (IsFeatureEdit(list[i]) && generate) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("interventions[", i,
+                       "]: SAE feature edits apply to RunWithCache (SAEs are not "
+                       "attached in generation yet)"));
+    }
+    if (IsFeatureEdit(list[i])) continue;  // an attached SAE's (sae_wire.h)
+    if (!list[i].features().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("interventions[", i,
+                       "].features applies to an attached SAE's <hook>.hook_sae_acts_post "
+                       "only, not to ",
+                       list[i].hook()));
+    }
     absl::StatusOr<std::vector<HookId>> found = HooksOf(c, list[i].hook());
     if (!found.ok()) {
       return absl::InvalidArgumentError(
@@ -191,6 +210,7 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
   std::vector<Intervention> out;
   for (int i = 0; i < list.size(); ++i) {
     const v1::Intervention& w = list[i];
+    if (IsFeatureEdit(w)) continue;
     Intervention iv;
     iv.prompts.assign(w.prompts().begin(), w.prompts().end());
     iv.positions = ToSelector(w.positions());
@@ -206,7 +226,12 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
       out.push_back(iv);
     }
   }
+  if (out.empty()) return nullptr;
   return InterventionSet::Create(c, std::move(out), prompt_lengths, generate, max_tokens);
+}
+
+bool IsFeatureEdit(const v1::Intervention& w) {
+  return absl::EndsWith(w.hook(), kFeatureHookSuffix);
 }
 
 }  // namespace lensd

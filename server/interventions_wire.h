@@ -23,9 +23,19 @@ struct InterventionLimits {
 // RESOURCE_EXHAUSTED over the limits (checked first, before decoding anything);
 // INVALID_ARGUMENT naming "interventions[i].<field>" for a malformed tensor, an unknown hook
 // or anything InterventionSet::Create refuses. Null when the list is empty.
+// Entries that edit an attached SAE's features (IsFeatureEdit) are left out: sae_wire.h takes
+// them (refused for generation).
 absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
     const WireInterventions& list, const ModelConfig& c, const std::vector<int>& prompt_lengths,
     bool generate, int max_tokens, const InterventionLimits& limits);
+
+// An intervention at "<hook>.hook_sae_acts_post": a feature edit of the SAE attached there.
+inline constexpr char kFeatureHookSuffix[] = ".hook_sae_acts_post";
+bool IsFeatureEdit(const v1::Intervention& w);
+
+// A wire tensor as float32 (errors name `field`); a wire position selector.
+absl::StatusOr<FloatTensor> ToFloatTensor(const v1::Tensor& t, const std::string& field);
+PositionSelector ToSelector(const v1::Positions& p);
 
 }  // namespace lensd
 

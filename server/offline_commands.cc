@@ -5,6 +5,7 @@
 #include "engine/core/status.h"
 #include "server/interventions_wire.h"
 #include "server/request_wire.h"
+#include "server/sae_wire.h"
 
 namespace lensd {
 
@@ -125,15 +126,24 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> PromptIds(const Flags& flags,
   return out;
 }
 
+namespace {
+
+// The CLIs' own files: no server limits.
+InterventionLimits UnlimitedInterventions() {
+  InterventionLimits unlimited;
+  unlimited.max_interventions = INT32_MAX, unlimited.max_bytes = INT64_MAX;
+  return unlimited;
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionsFromFlags(
     const Flags& flags, const ModelConfig& c, const std::vector<int>& prompt_lengths,
     bool generate, int max_tokens) {
   if (!flags.Has("interventions")) return nullptr;
   WireInterventions wire;
   RETURN_IF_ERROR(ReadInterventionsFile(flags.Get("interventions"), &wire));
-  InterventionLimits unlimited;
-  unlimited.max_interventions = INT32_MAX, unlimited.max_bytes = INT64_MAX;
-  return ToInterventionSet(wire, c, prompt_lengths, generate, max_tokens, unlimited);
+  return ToInterventionSet(wire, c, prompt_lengths, generate, max_tokens, UnlimitedInterventions());
 }
 
 std::string FormatGeneration(const std::vector<int32_t>& ids, const Tokenizer* tokenizer) {
@@ -153,16 +163,22 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
   ASSIGN_OR_RETURN(auto prompts, PromptIds(flags, model->tokenizer()));
   std::vector<int> lengths;
   for (const auto& ids : prompts) lengths.push_back(static_cast<int>(ids.size()));
-  ASSIGN_OR_RETURN(auto interventions, InterventionsFromFlags(flags, c, lengths, false, 0));
-  // Every loaded SAE attached to every prompt.
-  ASSIGN_OR_RETURN(SaeSet saes, SaesFromFlags(flags, *model));
-  AttachmentList attached;
-  std::vector<HookId> sites;
-  for (const auto& [name, sae] : saes) {
-    attached.push_back(sae->Attach(flags.Has("splice")));
-    sites.push_back(sae->spec().site);
+  WireInterventions wire;
+  if (flags.Has("interventions")) {
+    RETURN_IF_ERROR(ReadInterventionsFile(flags.Get("interventions"), &wire));
   }
-  RETURN_IF_ERROR(AttachmentSites(c, attached).status());
+  ASSIGN_OR_RETURN(auto interventions,
+                   ToInterventionSet(wire, c, lengths, false, 0, UnlimitedInterventions()));
+  // Every loaded SAE attached to every prompt, with the file's feature edits.
+  ASSIGN_OR_RETURN(SaeSet saes, SaesFromFlags(flags, *model));
+  google::protobuf::RepeatedPtrField<v1::SaeAttach> requested;
+  for (const auto& [name, sae] : saes) {
+    v1::SaeAttach* a = requested.Add();
+    a->set_name(name);
+    a->set_splice(flags.Has("splice"));
+  }
+  ASSIGN_OR_RETURN(AttachmentList attached, ToAttachments(requested, wire, &saes, lengths));
+  ASSIGN_OR_RETURN(const std::vector<HookId> sites, AttachmentSites(c, attached));
   HookSelection selection = HookSelection::All(c, sites);
   if (flags.Has("hooks")) {
     ASSIGN_OR_RETURN(selection, HookSelection::Parse(c, flags.GetList("hooks"), sites));

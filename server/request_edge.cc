@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "server/request_wire.h"
+#include "server/sae_wire.h"
 
 namespace lensd {
 
@@ -137,21 +138,6 @@ absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const Mode
   return job;
 }
 
-absl::StatusOr<AttachmentList> ToAttachments(
-    const google::protobuf::RepeatedPtrField<v1::SaeAttach>& saes, const ModelFacts& model) {
-  AttachmentList out;
-  const SaeSet none;
-  for (int i = 0; i < saes.size(); ++i) {
-    absl::StatusOr<std::shared_ptr<const Sae>> sae =
-        FindSae(model.saes != nullptr ? *model.saes : none, saes[i].name());
-    if (!sae.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("saes[", i, "]: ", sae.status().message()));
-    }
-    out.push_back((*sae)->Attach(saes[i].splice()));
-  }
-  return out;
-}
-
 absl::StatusOr<HookSelection> ParseNamesFilter(
     const ModelConfig& c, const google::protobuf::RepeatedPtrField<std::string>& f,
     const std::vector<HookId>& sites) {
@@ -178,7 +164,10 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     RETURN_IF_ERROR(CheckKvFits(static_cast<int>(ids.size()), field, model));
     r.job.prompts.push_back(std::move(ids));
   }
-  ASSIGN_OR_RETURN(r.job.attachments, ToAttachments(request.saes(), model));
+  std::vector<int> lengths;
+  for (const auto& ids : r.job.prompts) lengths.push_back(static_cast<int>(ids.size()));
+  ASSIGN_OR_RETURN(r.job.attachments,
+                   ToAttachments(request.saes(), request.interventions(), model.saes, lengths));
   ASSIGN_OR_RETURN(const std::vector<HookId> sites, AttachmentSites(c, r.job.attachments));
   if (request.skip_hooks()) {
     r.job.hooks = HookSelection::None(c);
@@ -191,8 +180,6 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     if (request.position_slice().has_stop()) r.slice.stop = request.position_slice().stop();
   }
   ASSIGN_OR_RETURN(r.dtype, CaptureDType(request.dtype(), model));
-  std::vector<int> lengths;
-  for (const auto& ids : r.job.prompts) lengths.push_back(static_cast<int>(ids.size()));
   ASSIGN_OR_RETURN(r.job.interventions, ToInterventionSet(request.interventions(), c, lengths, false,
                                                           0, limits.interventions));
   if (request.has_objective()) {

@@ -85,10 +85,6 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
 // Fills r.manifest and r.total_bytes from r.job's prompts, hooks and logits, r.slice and
 // r.dtype; INVALID_ARGUMENT for an empty slice, RESOURCE_EXHAUSTED over the byte budget.
 absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, CaptureRequest& r);
-// The request's SAEs by name (INVALID_ARGUMENT "saes[i]: no SAE named ..." listing the
-// loaded ones).
-absl::StatusOr<AttachmentList> ToAttachments(
-    const google::protobuf::RepeatedPtrField<v1::SaeAttach>& saes, const ModelFacts& model);
 // `sites`: where the request attaches SAEs (their hooks are selectable too).
 absl::StatusOr<HookSelection> ParseNamesFilter(
     const ModelConfig& c, const google::protobuf::RepeatedPtrField<std::string>& f,

@@ -72,11 +72,9 @@ int Selection::IndexOf(int pos) const {
 
 int Selection::PositionAt(int j) const { return listed ? list[j] : lo + j; }
 
-namespace {
-
-// `s` against a prompt of `len` tokens; positions of a sequence end before `limit`.
-absl::StatusOr<Selection> Resolve(const PositionSelector& s, int len, int limit, bool generate,
-                                  const std::string& field, const std::string& prompt) {
+absl::StatusOr<Selection> ResolvePositions(const PositionSelector& s, int len, int limit,
+                                           bool generate, const std::string& field,
+                                           const std::string& prompt) {
   using K = PositionSelector::Kind;
   Selection out;
   switch (s.kind) {
@@ -120,6 +118,7 @@ absl::StatusOr<Selection> Resolve(const PositionSelector& s, int len, int limit,
   return out;
 }
 
+namespace {
 
 // Checks the op's scalar fields and vectors; fills vec and params.
 absl::Status PrepareOp(const Intervention& iv, const Where& w, InterventionSet::Prepared& p) {
@@ -311,15 +310,16 @@ absl::Status PreparePatch(const Intervention& iv, const Where& w, const std::vec
   const int len = lens[iv.source];
   const std::string source = "source " + w.Prompt(iv.source, len);
   const char* field = iv.source_positions ? "source_positions" : "positions";
-  ASSIGN_OR_RETURN(pp.source, Resolve(iv.source_positions.value_or(iv.positions), len, len, false,
-                                      w.Field(field), source));
+  ASSIGN_OR_RETURN(pp.source, ResolvePositions(iv.source_positions.value_or(iv.positions), len, len,
+                                               false, w.Field(field), source));
   if (pp.source.Count() != pp.positions.Count()) {
     return Invalid(absl::StrCat(w.Field(field), " selects ", pp.source.Count(), " positions of ",
                                 source, " but ", pp.positions.Count(), " of ",
                                 w.Prompt(target, lens[target]), "; they map one to one"));
   }
   if (!map) return absl::OkStatus();
-  ASSIGN_OR_RETURN(pp.source_keys, Resolve(iv.keys, len, len, false, w.Field("keys"), source));
+  ASSIGN_OR_RETURN(pp.source_keys,
+                   ResolvePositions(iv.keys, len, len, false, w.Field("keys"), source));
   if (pp.source_keys.Count() != pp.keys.Count()) {
     return Invalid(absl::StrCat(w.Field("keys"), " selects ", pp.source_keys.Count(), " keys of ",
                                 source, " but ", pp.keys.Count(), " of prompts[",
@@ -341,11 +341,11 @@ absl::Status PreparePrompts(const Intervention& iv, const Where& w, const std::v
     auto& pp = p.prompts.emplace_back();
     const std::string prompt = w.Prompt(t, lens[t]);
     const int limit = w.generate ? max_tokens : lens[t];
-    ASSIGN_OR_RETURN(pp.positions, Resolve(iv.positions, lens[t], limit, w.generate,
-                                           w.Field("positions"), prompt));
+    ASSIGN_OR_RETURN(pp.positions, ResolvePositions(iv.positions, lens[t], limit, w.generate,
+                                                    w.Field("positions"), prompt));
     if (map) {
-      ASSIGN_OR_RETURN(pp.keys, Resolve(iv.keys, lens[t], limit, w.generate, w.Field("keys"),
-                                        prompt));
+      ASSIGN_OR_RETURN(
+          pp.keys, ResolvePositions(iv.keys, lens[t], limit, w.generate, w.Field("keys"), prompt));
     }
     const std::vector<int64_t> slice = SliceDims(p.geometry, pp, heads);
     if (iv.op == InterventionOp::kSet || iv.op == InterventionOp::kAdd) {

@@ -85,6 +85,12 @@ struct Selection {
   int PositionAt(int j) const;
 };
 
+// `s` against a prompt of `len` tokens whose sequence's positions end before `limit`;
+// INVALID_ARGUMENT naming `field` (and `prompt`, e.g. "prompts[1] (5 tokens)") otherwise.
+absl::StatusOr<Selection> ResolvePositions(const PositionSelector& s, int len, int limit,
+                                           bool generate, const std::string& field,
+                                           const std::string& prompt);
+
 // One sequence of a forward step as the planner sees it: its rows [q_begin, q_begin + n) of
 // the step's tensors hold positions [start_pos, start_pos + n).
 class InterventionSet;

@@ -9,12 +9,14 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/runtime/attachments.h"
+#include "engine/runtime/interventions.h"
 #include "engine/runtime/model.h"
 
 namespace lensd {
@@ -37,6 +39,19 @@ struct SaeSpec {
 };
 const char* SaeKindName(SaeSpec::Kind kind);  // "standard", "jumprelu", "topk"
 
+// An edit of an attached SAE's feature activations (an intervention at H.hook_sae_acts_post
+// with `features`): after the activation, before the decoder, on the selected positions of
+// the selected prompts.
+struct FeatureEdit {
+  enum class Op { kZero, kScale, kSet, kAdd };
+  Op op = Op::kZero;
+  std::vector<int> features;  // in [0, d_sae)
+  // One per feature: kScale the factor, kSet the value, kAdd coeff · value; kZero none.
+  std::vector<float> values;
+  // Per prompt of the request: its edited positions; nullopt: the prompt is not edited.
+  std::vector<std::optional<Selection>> positions;
+};
+
 class Sae : public std::enable_shared_from_this<Sae> {
  public:
   // `arg`: NAME=DIR, or NAME=DIR@HOOK where HOOK overrides cfg.json's hook. Reads DIR/cfg.json
@@ -49,8 +64,10 @@ class Sae : public std::enable_shared_from_this<Sae> {
   int64_t device_bytes() const { return device_bytes_; }  // on each device holding it
   // This SAE as an attachment at its hook: the hook's value flows on unchanged (SAELens's
   // error term kept: output = reconstruction + error), or, with `splice`, replaced by the
-  // reconstruction.
-  std::shared_ptr<const HookAttachment> Attach(bool splice) const;
+  // reconstruction; `edits` (validated for this SAE) change feature activations first, and
+  // the output of an edited position is the edited reconstruction (+ the clean error).
+  std::shared_ptr<const HookAttachment> Attach(bool splice,
+                                               std::vector<FeatureEdit> edits = {}) const;
 
  private:
   class Attachment;

@@ -50,14 +50,15 @@ void NormalizeIn(SaeSpec::Norm norm, int64_t n, int64_t w, float* x, std::vector
 
 class Sae::Attachment : public HookAttachment {
  public:
-  Attachment(std::shared_ptr<const Sae> sae, bool splice) : sae_(std::move(sae)), splice_(splice) {}
+  Attachment(std::shared_ptr<const Sae> sae, bool splice, std::vector<FeatureEdit> edits)
+      : sae_(std::move(sae)), splice_(splice), edits_(std::move(edits)) {}
   HookId site() const override { return sae_->spec_.site; }
   void Run(RankContext& c, TensorView rows, const std::vector<int>& seqs) const override;
   int64_t Width(AttachedHook h) const override {
     const bool features = h == AttachedHook::kSaeActsPre || h == AttachedHook::kSaeActsPost;
     return features ? sae_->spec_.d_sae : sae_->spec_.d_in;
   }
-  bool ChangesStream() const override { return splice_; }
+  bool ChangesStream() const override { return splice_ || !edits_.empty(); }
 
  private:
   // One Run's state: the attached sequences' rows gathered back to back (`ids` the step rows,
@@ -70,14 +71,17 @@ class Sae::Attachment : public HookAttachment {
     std::vector<int> first;
     int64_t n;
   };
-  // acts_post [n, d_sae] (host) from the input rows `in`, emitting acts_pre and acts_post;
-  // `scale`, `shift` undo the input normalisation.
+  // acts_post [n, d_sae] (host) from the input rows `in`, emitting acts_pre; `scale`, `shift`
+  // undo the input normalisation.
   std::vector<float> Encode(const Step& st, const std::vector<float>& in,
                             std::vector<float>& scale, std::vector<float>& shift) const;
-  // norm_out(recons) [n, d_in] (host) from acts_post, emitting recons.
+  // The edits on acts_post [n, d_sae] (host, in place); per row, whether one applied.
+  std::vector<char> ApplyEdits(const Step& st, std::vector<float>& acts) const;
+  // norm_out(recons) [n, d_in] (host) from acts_post (`acts`, overwritten), emitting recons
+  // when `emit`.
   std::vector<float> Decode(const Step& st, std::vector<float>& acts,
-                            const std::vector<float>& scale,
-                            const std::vector<float>& shift) const;
+                            const std::vector<float>& scale, const std::vector<float>& shift,
+                            bool emit) const;
   // acts_post from acts_pre [n, d_sae] (host, in place).
   void Activate(int64_t n, float* acts) const;
   bool Wanted(const Step& st, std::initializer_list<AttachedHook> hooks) const;
@@ -93,6 +97,7 @@ class Sae::Attachment : public HookAttachment {
 
   std::shared_ptr<const Sae> sae_;
   bool splice_;
+  std::vector<FeatureEdit> edits_;
 };
 
 void Sae::Attachment::Activate(int64_t n, float* acts) const {
@@ -142,21 +147,37 @@ void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int
   Emit(st, AttachedHook::kSaeInput, x);
   std::vector<float> in(static_cast<size_t>(st.n * w)), scale, shift;
   c.b.Download(x, in.data());
-  std::vector<float> acts = Encode(st, in, scale, shift);
-  // Error kept and nobody reading the decoder's side: the model's value flows on as it was.
-  if (!splice_ && !Wanted(st, {AttachedHook::kSaeRecons, AttachedHook::kSaeError})) {
+  std::vector<float> acts = Encode(st, in, scale, shift), clean;
+  if (!edits_.empty()) clean = acts;
+  const std::vector<char> edited = ApplyEdits(st, acts);
+  const bool any = std::find(edited.begin(), edited.end(), 1) != edited.end();
+  if (Wanted(st, {AttachedHook::kSaeActsPost})) {
+    Emit(st, AttachedHook::kSaeActsPost, Staged(c, acts, s.d_sae));
+  }
+  // Error kept, nothing edited and nobody reading the decoder's side: the model's value flows
+  // on as it was.
+  if (!splice_ && !any && !Wanted(st, {AttachedHook::kSaeRecons, AttachedHook::kSaeError})) {
     Emit(st, AttachedHook::kSaeOutput, x);
     return;
   }
-  std::vector<float> out = Decode(st, acts, scale, shift), error(in.size());
-  for (size_t i = 0; i < in.size(); ++i) error[i] = in[i] - out[i];
+  std::vector<float> out = Decode(st, acts, scale, shift, true);
+  const std::vector<float> clean_out = any ? Decode(st, clean, scale, shift, false) : out;
+  std::vector<float> error(in.size());
+  for (size_t i = 0; i < in.size(); ++i) error[i] = in[i] - clean_out[i];
   Emit(st, AttachedHook::kSaeError, Staged(c, error, w));
-  if (!splice_) {
+  if (!splice_ && !any) {
     Emit(st, AttachedHook::kSaeOutput, x);
     return;
+  }
+  // Spliced: the reconstruction; edited with the error kept: edited reconstruction + error;
+  // other rows as they were.
+  for (int64_t r = 0; r < st.n && !splice_; ++r) {
+    for (int64_t i = 0; i < w; ++i) {
+      float& y = out[r * w + i];
+      y = edited[r] ? y + error[r * w + i] : in[r * w + i];
+    }
   }
   Emit(st, AttachedHook::kSaeOutput, Staged(c, out, w));
-  // The reconstruction replaces the attached sequences' rows of the step.
   std::vector<float> all(static_cast<size_t>(rows.NumElements()));
   c.b.Download(rows, all.data());
   for (int64_t r = 0; r < st.n; ++r) {
@@ -181,15 +202,49 @@ std::vector<float> Sae::Attachment::Encode(const Step& st, const std::vector<flo
   std::vector<float> acts(static_cast<size_t>(n * f));
   st.c.b.Download(pre, acts.data());
   Activate(n, acts.data());
-  if (Wanted(st, {AttachedHook::kSaeActsPost})) {
-    Emit(st, AttachedHook::kSaeActsPost, Staged(st.c, acts, f));
-  }
   return acts;
+}
+
+std::vector<char> Sae::Attachment::ApplyEdits(const Step& st, std::vector<float>& acts) const {
+  std::vector<char> edited(static_cast<size_t>(st.n), 0);
+  const int64_t f = sae_->spec_.d_sae;
+  for (size_t k = 0; k < st.seqs.size() && !edits_.empty(); ++k) {
+    const SeqInput& in = (*st.c.plan.batch)[st.seqs[k]];
+    for (int i = 0; i < static_cast<int>(in.tokens.size()); ++i) {
+      const int64_t r = st.first[k] + i;
+      for (const FeatureEdit& e : edits_) {
+        const size_t p = static_cast<size_t>(in.prompt_index);
+        if (p >= e.positions.size() || !e.positions[p] ||
+            e.positions[p]->IndexOf(in.start_pos + i) < 0) {
+          continue;
+        }
+        edited[r] = 1;
+        for (size_t j = 0; j < e.features.size(); ++j) {
+          float& a = acts[r * f + e.features[j]];
+          switch (e.op) {
+            case FeatureEdit::Op::kZero:
+              a = 0.0f;
+              break;
+            case FeatureEdit::Op::kScale:
+              a *= e.values[j];
+              break;
+            case FeatureEdit::Op::kSet:
+              a = e.values[j];
+              break;
+            case FeatureEdit::Op::kAdd:
+              a += e.values[j];
+              break;
+          }
+        }
+      }
+    }
+  }
+  return edited;
 }
 
 std::vector<float> Sae::Attachment::Decode(const Step& st, std::vector<float>& acts,
                                            const std::vector<float>& scale,
-                                           const std::vector<float>& shift) const {
+                                           const std::vector<float>& shift, bool emit) const {
   const SaeSpec& s = sae_->spec_;
   const int64_t w = s.d_in, f = s.d_sae, n = st.n;
   if (s.rescale_acts_by_decoder_norm) {
@@ -199,7 +254,7 @@ std::vector<float> Sae::Attachment::Decode(const Step& st, std::vector<float>& a
   }
   TensorView recons = st.c.Scratch({n, w});
   st.c.b.Linear(Staged(st.c, acts, f), st.weights.w_dec.view(), st.weights.b_dec.view(), recons);
-  Emit(st, AttachedHook::kSaeRecons, recons);
+  if (emit) Emit(st, AttachedHook::kSaeRecons, recons);
   std::vector<float> out(static_cast<size_t>(n * w));
   st.c.b.Download(recons, out.data());
   for (int64_t r = 0; r < n; ++r) {  // norm_out
@@ -219,8 +274,9 @@ bool Sae::Attachment::Wanted(const Step& st, std::initializer_list<AttachedHook>
   return false;
 }
 
-std::shared_ptr<const HookAttachment> Sae::Attach(bool splice) const {
-  return std::make_shared<Attachment>(shared_from_this(), splice);
+std::shared_ptr<const HookAttachment> Sae::Attach(bool splice,
+                                                  std::vector<FeatureEdit> edits) const {
+  return std::make_shared<Attachment>(shared_from_this(), splice, std::move(edits));
 }
 
 }  // namespace lensd

@@ -2,6 +2,8 @@
 (tests/data/saes, tools/reference/make_sae_references.py), the model unchanged with the error
 term kept, the spliced logits SAELens's; served equals `lensd run --sae` bit for bit; bad names
 are clear errors and leave the server healthy."""
+import json
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,35 @@ def test_spliced_logits_equal_saelens_and_lensd_run(server, reference, tmp_path)
                                   cache[f"{SITE}.hook_sae_acts_post"])
 
 
+def test_feature_edits_steer_as_saelens_does(server, reference, tmp_path):
+    """The reference script's `steer` (feature 3 += 4, feature 5 = 0, features 1 and 2 doubled
+    at position 1; error kept) over the wire, by SAE name and by hook, and from a JSON file
+    offline."""
+    prompts = [reference[f"p{j}.input_ids"][0].tolist() for j in range(2)]
+    edits = [lensd.steer_feature("res1", 3, coeff=4.0),
+             lensd.edit_features(SITE, [5], "zero"),
+             lensd.edit_features("res1", [1, 2], "scale", 2.0, positions=[1])]
+    with lensd.Client(server.addr) as client:
+        logits, cache = client.run_with_cache(prompts, f"{SITE}.hook_sae_acts_post", saes=["res1"],
+                                              interventions=edits)
+    for j, ids in enumerate(prompts):
+        close(logits[j, -len(ids):], reference[f"p{j}.steered_logits"][0], f"p{j} steered logits")
+        acts = cache[f"{SITE}.hook_sae_acts_post"][j, -len(ids):]
+        assert np.all(acts[:, 5] == 0), "the captured features are the edited ones"
+    spec = tmp_path / "edits.json"
+    spec.write_text(json.dumps([
+        {"hook": f"{SITE}.hook_sae_acts_post", "op": "add", "features": [3], "value": [4.0]},
+        {"hook": "res1.hook_sae_acts_post", "op": "zero", "features": [5]},
+        {"hook": "res1.hook_sae_acts_post", "op": "scale", "factor": 2.0, "features": [1, 2],
+         "positions": [1]}]))
+    path = tmp_path / "offline.safetensors"
+    ids = prompts[1]
+    run_cli(LENSD, "run", "--model", str(GOLDEN / "gpt2"), "--token-ids", ",".join(map(str, ids)),
+            "--sae", f"res1={SAES / 'gpt2_standard'}", "--interventions", str(spec),
+            "--hooks", f"{SITE}.hook_sae_acts_post", "--out", str(path))
+    np.testing.assert_array_equal(read_safetensors(path)["logits"][0], logits[1, -len(ids):])
+
+
 def test_model_info_and_list_hooks_name_the_saes(server):
     with lensd.Client(server.addr) as client:
         info = client.model_info()
@@ -78,6 +109,19 @@ def test_bad_requests_are_clear_errors(server):
             client.run_with_cache([1, 2, 3], saes=["nope"])
         with pytest.raises(lensd.InvalidArgument, match="names_filter"):
             client.run_with_cache([1, 2, 3], f"{SITE}.hook_sae_acts_post")
+        for edit, message in [
+                (lensd.steer_feature("res1", 96), "features\\[0\\] = 96 is out of range: SAE "
+                                                  "'res1' has 96 features"),
+                (lensd.steer_feature("z0", 1), "no SAE in saes is attached at z0"),
+                (lensd.project(f"{SITE}.hook_sae_acts_post", np.ones(96)), "zero, scale, set or add")]:
+            if edit.HasField("project"):
+                edit.features.append(1)
+            with pytest.raises(lensd.InvalidArgument, match=message):
+                client.run_with_cache([1, 2, 3], [], saes=["res1"], interventions=[edit])
+        bad = lensd.zero(SITE)
+        bad.features.append(1)
+        with pytest.raises(lensd.InvalidArgument, match="features applies to an attached SAE"):
+            client.run_with_cache([1, 2, 3], [], saes=["res1"], interventions=[bad])
         with pytest.raises(lensd.InvalidArgument, match="gradients through SAEs"):
             client.run_with_cache([1, 2, 3], saes=["res1"], grad=lensd.loss())
         assert client.health() == "SERVING"

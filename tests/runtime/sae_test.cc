@@ -107,6 +107,32 @@ TEST_P(SaeReferenceTest, SplicedLogitsEqualSaeLensAndBatchesDoNotMatter) {
   EXPECT_TRUE(AllClose("alone", (*alone)[0].logits.view(), r[1].logits.view(), 0));
 }
 
+TEST_P(SaeReferenceTest, FeatureEditsSteerAsSaeLensDoes) {
+  // The reference script's `steer`: feature 3 += 4, feature 5 = 0 everywhere; features 1 and
+  // 2 doubled at position 1; the error term kept.
+  auto everywhere = [&](FeatureEdit e) {
+    for (const auto& ids : prompts_)
+      e.positions.push_back(Selection{false, {}, 0, static_cast<int>(ids.size())});
+    return e;
+  };
+  FeatureEdit add{FeatureEdit::Op::kAdd, {3}, {4.0f}, {}};
+  FeatureEdit zero{FeatureEdit::Op::kZero, {5}, {0.0f}, {}};
+  FeatureEdit scale{FeatureEdit::Op::kScale, {1, 2}, {2.0f, 2.0f}, {}};
+  for (int p = 0; p < 2; ++p) scale.positions.push_back(Selection{true, {1}, 0, 0});
+  const AttachmentList attached = {sae_->Attach(false, {everywhere(add), everywhere(zero), scale})};
+  auto r = RunWithCache(*model_, {prompts_[0], prompts_[1], other_}, HookSelection::None(c()),
+                        nullptr, {&attached, &attached, nullptr});
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (int p = 0; p < 2; ++p) {
+    const std::string key = "p" + std::to_string(p) + ".";
+    EXPECT_TRUE(AllClose(key + "steered logits", (*r)[p].logits.view(),
+                         Ref(key + "steered_logits").view(), 1e-4));
+  }
+  auto plain = RunWithCache(*model_, other_, HookSelection::None(c()));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(AllClose("unattached", (*r)[2].logits.view(), plain->logits.view(), 0));
+}
+
 INSTANTIATE_TEST_SUITE_P(SaeLens, SaeReferenceTest,
                          ::testing::Values(Case{"gpt2_standard", "gpt2"},
                                            Case{"llama_jumprelu", "llama"},

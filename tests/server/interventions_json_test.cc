@@ -30,12 +30,13 @@ TEST(InterventionsJson, UnknownFieldListsEveryFieldOfTheOpSelectorsIncluded) {
       ParseInterventionsJson(R"([{"op": "zero", "hook": "hook_embed", "head": 2}])", ".", &out);
   EXPECT_TRUE(testing::FailsWith(
       s, C::kInvalidArgument,
-      "interventions[0] has unknown field 'head' for op zero (its fields: heads, hook, keys, op, "
-      "positions, prompts)"))
+      "interventions[0] has unknown field 'head' for op zero (its fields: features, heads, hook, "
+      "keys, op, positions, prompts)"))
       << s;
   const absl::Status scale =
       ParseInterventionsJson(R"([{"op": "scale", "hook": "hook_embed", "fator": 2}])", ".", &out);
-  EXPECT_TRUE(testing::FailsWith(scale, C::kInvalidArgument, "factor, heads, hook")) << scale;
+  EXPECT_TRUE(testing::FailsWith(scale, C::kInvalidArgument, "factor, features, heads, hook"))
+      << scale;
 }
 
 absl::StatusOr<std::shared_ptr<const InterventionSet>> FromJson(const std::string& text,

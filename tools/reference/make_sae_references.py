@@ -4,7 +4,8 @@ architecture (standard, jumprelu, topk) and normalisation, saved with SAELens's 
 `save_model` (cfg.json + sae_weights.safetensors), and for the golden prompts every SAELens
 hook point (`SAE.run_with_cache` with the error term kept) plus the model's logits with the
 SAE spliced in (its output replacing the hook's value, as HookedSAETransformer does with
-use_error_term=False), run through Hugging Face transformers with a module hook.
+use_error_term=False) and with the error term kept and a feature edit on hook_sae_acts_post
+(`steered_logits`, see `steer`), run through Hugging Face transformers with a module hook.
 
 Run by hand inside .reference-venv (tools/reference/make-env.sh), never by CI:
   .reference-venv/bin/python tools/reference/make_sae_references.py
@@ -69,6 +70,16 @@ def hf_module(model, family, hook, layer):
     return block.attn.c_proj if family == "gpt2" else block.self_attn.o_proj  # attn.hook_z
 
 
+# The feature edit of the steered references (tests/runtime/sae_test.cc repeats it): feature 3
+# += 4 everywhere, feature 5 set to 0, features 1 and 2 scaled by 2 at position 1.
+def steer(acts, hook):
+    acts = acts.clone()
+    acts[..., 3] += 4.0
+    acts[..., 5] = 0.0
+    acts[:, 1, 1:3] *= 2.0
+    return acts
+
+
 def make_sae(arch, extra, d_in, d_sae, hook_name, seed):
     cls, cfg_cls = CLASSES[arch]
     cfg = cfg_cls(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(hook_name=hook_name), **extra)
@@ -104,6 +115,11 @@ def run_case(name, family, hook, layer, arch, extra, d_sae, seed):
             out[f"{p}.{hook_name}.{h}"] = cache[h].contiguous()
         sae.use_error_term = False
         out[f"{p}.spliced_logits"] = spliced_logits(model, module, hook, sae, ids, x)
+        # Steered: the error term kept and a hook on hook_sae_acts_post editing features.
+        sae.use_error_term = True
+        sae.add_hook("hook_sae_acts_post", steer)
+        out[f"{p}.steered_logits"] = spliced_logits(model, module, hook, sae, ids, x)
+        sae.reset_hooks()
         out[f"{p}.input_ids"] = ids.to(torch.int32)
     d = os.path.join(ROOT, "saes", name)
     sae.save_model(d)
