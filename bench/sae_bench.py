@@ -8,7 +8,7 @@ SAELens directory, then times RunWithCache of 128 tokens (best of 7 each): the p
 capturing the hook; the SAE attached (error kept) capturing its feature activations
 hook_sae_acts_post (the decoder does not run); the same with every hook_sae_* captured (encoder
 and decoder); the SAE spliced in (logits only). Reports the bytes of the dense
-hook_sae_acts_post for those 128 tokens on the wire against top-64 (index + value).
+hook_sae_acts_post for those 128 tokens on the wire against feature_top_k 64 (index + value).
 """
 import argparse
 import json
@@ -71,6 +71,8 @@ def main():
         feats = f"{hook}.hook_sae_acts_post"
         plain = best(lambda: client.run_with_cache(ids, hook), 7)
         kept = best(lambda: client.run_with_cache(ids, feats, saes=["s"]), 7)
+        top = best(lambda: client.run_with_cache(ids, feats, saes=["s"], feature_top_k=64), 7)
+        _, sparse = client.run_with_cache(ids, feats, saes=["s"], feature_top_k=64)
         every = best(lambda: client.run_with_cache(ids, f"{hook}.hook_sae_*", saes=["s"]), 7)
         logits = best(lambda: client.run_with_cache(ids, []), 7)
         spliced = best(lambda: client.run_with_cache(ids, [], saes=[lensd.sae("s", splice=True)]), 7)
@@ -79,13 +81,16 @@ def main():
         server.stop()
     print(f"128 tokens, capturing {hook}: {plain * 1e3:.1f} ms; with the SAE capturing "
           f"hook_sae_acts_post {kept * 1e3:.1f} ms (+{(kept / plain - 1) * 100:.1f} %); every "
-          f"hook_sae_* {every * 1e3:.1f} ms (+{(every / plain - 1) * 100:.1f} %)")
+          f"hook_sae_* {every * 1e3:.1f} ms (+{(every / plain - 1) * 100:.1f} %); feature_top_k "
+          f"64 {top * 1e3:.1f} ms (+{(top / plain - 1) * 100:.1f} %)")
     print(f"128 tokens, logits only: {logits * 1e3:.1f} ms; SAE spliced {spliced * 1e3:.1f} ms "
           f"(+{(spliced / logits - 1) * 100:.1f} %)")
     nonzero = int((acts > 0).sum())
+    sparse_bytes = sum(sparse[f"{feats}.{part}"].nbytes for part in ("top_indices", "top_values"))
     print(f"hook_sae_acts_post, 128 tokens: dense float32 {acts.nbytes} bytes; "
-          f"{nonzero / acts.shape[1]:.1f} active features per position; top-64 as int32 index + "
-          f"float32 value: {128 * 64 * 8} bytes ({acts.nbytes / (128 * 64 * 8):.0f}x fewer)")
+          f"{nonzero / acts.shape[1]:.1f} active features per position; feature_top_k 64 "
+          f"(int32 index + float32 value): {sparse_bytes} bytes ({acts.nbytes / sparse_bytes:.0f}x "
+          f"fewer)")
 
 
 if __name__ == "__main__":

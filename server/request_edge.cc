@@ -48,6 +48,25 @@ absl::Status CheckActivationsFit(const CaptureRequest& r, const ModelFacts& mode
   return absl::OkStatus();
 }
 
+// feature_top_k within 4096 and the d_sae of every SAE whose features are captured.
+absl::Status CheckFeatureTopK(const CaptureRequest& r) {
+  constexpr int kMaxTopK = 4096;
+  if (r.feature_top_k < 0 || r.feature_top_k > kMaxTopK) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("feature_top_k = ", r.feature_top_k, " is out of range [0, ", kMaxTopK, "]"));
+  }
+  for (HookId id : r.job.hooks.hooks()) {
+    if (r.feature_top_k == 0 || !IsFeatureHook(id)) continue;
+    const int64_t width = AttachedWidth(r.job.attachments, id);
+    if (r.feature_top_k > width) {
+      return absl::InvalidArgumentError(absl::StrCat("feature_top_k = ", r.feature_top_k,
+                                                     " exceeds the ", width, " features of ",
+                                                     HookName(id)));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The returned dtype: unspecified = the model's; int32 is not a dtype for activations.
 absl::StatusOr<DType> CaptureDType(v1::DType wire, const ModelFacts& model) {
   if (wire == v1::DTYPE_UNSPECIFIED) return model.dtype;
@@ -174,6 +193,8 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
   } else {
     ASSIGN_OR_RETURN(r.job.hooks, ParseNamesFilter(c, request.names_filter(), sites));
   }
+  r.feature_top_k = request.feature_top_k();
+  RETURN_IF_ERROR(CheckFeatureTopK(r));
   r.job.want_logits = !request.skip_logits();
   if (request.has_position_slice()) {
     if (request.position_slice().has_start()) r.slice.start = request.position_slice().start();
@@ -206,18 +227,31 @@ absl::Status BuildManifest(const ModelConfig& c, const ServerLimits& limits, Cap
                                                      i, "] (", p, " tokens)"));
     }
     for (HookId id : r.job.hooks.hooks()) {
-      r.manifest.push_back(
-          {i, id, false, false, WireShape(c, id, p, r.slice, r.job.attachments), r.dtype});
+      const Shape shape = WireShape(c, id, p, r.slice, r.job.attachments);
+      if (r.feature_top_k > 0 && IsFeatureHook(id)) {
+        const Shape top{1, shape[1], r.feature_top_k};
+        r.manifest.push_back(
+            {i, id, false, false, WireTensor::Part::kTopIndices, top, DType::kI32});
+        r.manifest.push_back({i, id, false, false, WireTensor::Part::kTopValues, top, r.dtype});
+        continue;
+      }
+      r.manifest.push_back({i, id, false, false, WireTensor::Part::kDense, shape, r.dtype});
     }
     if (r.job.want_logits) {
-      r.manifest.push_back(
-          {i, {HookPoint::kUnembedOut, -1}, true, false, {1, p, c.vocab_size}, r.dtype});
+      r.manifest.push_back({i,
+                            {HookPoint::kUnembedOut, -1},
+                            true,
+                            false,
+                            WireTensor::Part::kDense,
+                            {1, p, c.vocab_size},
+                            r.dtype});
     }
     if (!r.job.objective.has_value()) continue;
     const std::vector<HookId>& hooks = r.job.hooks.hooks();
     for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) {  // as the backward reaches them
       if (!HasGradient(it->point)) continue;
-      r.manifest.push_back({i, *it, false, true, WireShape(c, *it, p, r.slice), r.dtype});
+      r.manifest.push_back(
+          {i, *it, false, true, WireTensor::Part::kDense, WireShape(c, *it, p, r.slice), r.dtype});
     }
   }
   for (const WireTensor& t : r.manifest) r.total_bytes += t.NumBytes();
@@ -261,7 +295,10 @@ v1::FinishReason ToWire(FinishReason reason) {
 }
 
 void FillTensorInfo(const WireTensor& t, v1::TensorInfo* info) {
-  info->set_name(t.logits ? "logits" : t.grad ? HookName(t.id) + "_grad" : HookName(t.id));
+  const char* part = t.part == WireTensor::Part::kTopIndices  ? ".top_indices"
+                     : t.part == WireTensor::Part::kTopValues ? ".top_values"
+                                                              : "";
+  info->set_name(t.logits ? "logits" : t.grad ? HookName(t.id) + "_grad" : HookName(t.id) + part);
   info->set_prompt_index(t.prompt);
   info->set_layer(t.logits ? -1 : t.id.layer);
   info->set_dtype(ToWire(t.dtype));

@@ -52,6 +52,10 @@ struct WireTensor {
   HookId id{HookPoint::kEmbed, -1};
   bool logits = false;
   bool grad = false;  // the hook's gradient, "<name>_grad"
+  // An SAE's feature activations sent sparse (CaptureRequest::feature_top_k): their indices
+  // "<name>.top_indices" or values "<name>.top_values".
+  enum class Part { kDense, kTopIndices, kTopValues };
+  Part part = Part::kDense;
   Shape shape;
   DType dtype = DType::kF32;
   int64_t NumBytes() const { return shape.NumElements() * static_cast<int64_t>(DTypeSize(dtype)); }
@@ -63,6 +67,7 @@ struct CaptureRequest {
   DType dtype = DType::kF32;
   std::vector<WireTensor> manifest;  // per prompt: hooks in forward order, then logits
   int64_t total_bytes = 0;
+  int feature_top_k = 0;  // > 0: SAE feature activations as top-k indices + values
 };
 
 // RESOURCE_EXHAUSTED when `tokens` exceed the whole KV cache ("<what> needs ...").

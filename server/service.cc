@@ -228,8 +228,9 @@ grpc::ServerWriteReactor<v1::CacheMessage>* LensdService::RunWithCache(
   for (const WireTensor& t : capture->manifest) FillTensorInfo(t, header->add_manifest());
   header->set_total_bytes(capture->total_bytes);
   reactor->outbox()->Push(std::move(header_message));
-  capture->job.sink = std::make_shared<CaptureSink>(reactor->outbox(), capture->slice,
-                                                    capture->dtype, std::move(lengths));
+  capture->job.sink =
+      std::make_shared<CaptureSink>(reactor->outbox(), capture->slice, capture->dtype,
+                                    std::move(lengths), capture->feature_top_k);
   absl::Status submitted = SubmitJob(std::move(capture->job), ctx, reactor->outbox());
   if (!submitted.ok()) return Fail(reactor, submitted);
   return reactor;

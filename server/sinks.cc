@@ -82,8 +82,15 @@ void CaptureSink::Send(const WireTensor& meta, const Buffer& data) {
 
 void CaptureSink::SendHook(int prompt, HookId id, bool grad, TensorView value) {
   const auto range = slice_.Resolve(lengths_[prompt]);
+  using Part = WireTensor::Part;
+  if (!grad && feature_top_k_ > 0 && IsFeatureHook(id)) {
+    auto [indices, values] = TopFeatures(value, range, feature_top_k_, dtype_);
+    Send({prompt, id, false, false, Part::kTopIndices, indices.shape(), DType::kI32}, indices);
+    Send({prompt, id, false, false, Part::kTopValues, values.shape(), dtype_}, values);
+    return;
+  }
   Buffer data = SliceAndConvert(value, PositionAxis(id.point), range, dtype_);
-  Send({prompt, id, false, grad, data.shape(), dtype_}, data);
+  Send({prompt, id, false, grad, Part::kDense, data.shape(), dtype_}, data);
 }
 
 void CaptureSink::OnTensor(int prompt, HookId id, TensorView value) {
@@ -96,7 +103,14 @@ void CaptureSink::OnGradient(int prompt, HookId id, TensorView value) {
 
 void CaptureSink::OnLogits(int prompt, int /*first: always 0 here*/, TensorView value) {
   Buffer data = SliceAndConvert(value, 1, {0, value.shape[1]}, dtype_);
-  Send({prompt, {HookPoint::kUnembedOut, -1}, true, false, data.shape(), dtype_}, data);
+  Send({prompt,
+        {HookPoint::kUnembedOut, -1},
+        true,
+        false,
+        WireTensor::Part::kDense,
+        data.shape(),
+        dtype_},
+       data);
 }
 
 void CaptureSink::OnFinish(const absl::Status& status, const JobStats& stats) {

@@ -42,9 +42,14 @@ class GenerateSink final : public JobSink {
 class CaptureSink final : public JobSink {
  public:
   using Outbox = StreamReactor<v1::CacheMessage>::Outbox;
+  // `feature_top_k` > 0: SAE feature activations go out as top-k indices + values.
   CaptureSink(std::shared_ptr<Outbox> out, PositionSlice slice, DType dtype,
-              std::vector<int64_t> prompt_lengths)
-      : out_(std::move(out)), slice_(slice), dtype_(dtype), lengths_(std::move(prompt_lengths)) {}
+              std::vector<int64_t> prompt_lengths, int feature_top_k = 0)
+      : out_(std::move(out)),
+        slice_(slice),
+        dtype_(dtype),
+        lengths_(std::move(prompt_lengths)),
+        feature_top_k_(feature_top_k) {}
   bool Cancelled() const override { return out_->Cancelled(); }
   void OnToken(int32_t, int) override {}
   void OnTensor(int prompt, HookId id, TensorView value) override;
@@ -59,6 +64,7 @@ class CaptureSink final : public JobSink {
   PositionSlice slice_;
   DType dtype_;
   std::vector<int64_t> lengths_;
+  int feature_top_k_ = 0;
   int64_t bytes_sent_ = 0;
 };
 

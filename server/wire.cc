@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
+#include <vector>
 
 namespace lensd {
 
@@ -19,6 +21,28 @@ Shape WireShape(const ModelConfig& c, HookId id, int64_t p, const PositionSlice&
   Shape s = HookShape(c, id.point, p);
   s.dims[PositionAxis(id.point)] = e - b;
   return s;
+}
+
+std::pair<Buffer, Buffer> TopFeatures(TensorView src, std::pair<int64_t, int64_t> range, int k,
+                                      DType dtype) {
+  const int64_t n = src.shape[2], m = range.second - range.first;
+  Buffer indices = Buffer::Host(DType::kI32, {1, m, k});
+  std::vector<float> values(static_cast<size_t>(m * k));
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = src.As<float>() + (range.first + r) * n;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [row](int32_t a, int32_t b) {
+      return row[a] > row[b] || (row[a] == row[b] && a < b);
+    });
+    for (int j = 0; j < k; ++j) {
+      indices.As<int32_t>()[r * k + j] = order[j];
+      values[static_cast<size_t>(r * k + j)] = row[order[j]];
+    }
+  }
+  Buffer converted = Buffer::Host(dtype, {1, m, k});
+  ConvertFromF32(values.data(), dtype, converted.As<char>(), values.size());
+  return {std::move(indices), std::move(converted)};
 }
 
 Buffer SliceAndConvert(TensorView src, int axis, std::pair<int64_t, int64_t> range, DType dtype) {

@@ -28,6 +28,12 @@ struct PositionSlice {
 Shape WireShape(const ModelConfig& c, HookId id, int64_t p, const PositionSlice& slice,
                 const AttachmentList& attached = {});
 
+// Per position in [range) of `src` [1, P, n] (host, float32): its k largest elements,
+// descending (ties to the lower index), as indices (int32 [1, m, k]) and values ([1, m, k] in
+// `dtype`).
+std::pair<Buffer, Buffer> TopFeatures(TensorView src, std::pair<int64_t, int64_t> range, int k,
+                                      DType dtype);
+
 // Rows [range) of `axis` of `src` (host, float32), converted to `dtype`.
 Buffer SliceAndConvert(TensorView src, int axis, std::pair<int64_t, int64_t> range, DType dtype);
 

@@ -54,6 +54,12 @@ inline HookId AttachedAt(HookId site, AttachedHook h) {
   return {site.point, site.layer, static_cast<int>(h)};
 }
 
+// An SAE's feature activations, H.hook_sae_acts_post (what feature edits and sparse
+// streaming act on).
+inline bool IsFeatureHook(HookId id) {
+  return id.sub == static_cast<int>(AttachedHook::kSaeActsPost);
+}
+
 // What a hook's tensor is; TransformerLens shapes with batch dim 1 and P positions.
 enum class HookGeometry {
   kResidual,    // [1, P, D]

@@ -91,6 +91,30 @@ def test_feature_edits_steer_as_saelens_does(server, reference, tmp_path):
     np.testing.assert_array_equal(read_safetensors(path)["logits"][0], logits[1, -len(ids):])
 
 
+def test_top_k_feature_streaming_equals_the_dense_activations(server, reference):
+    prompts = [reference[f"p{j}.input_ids"][0].tolist() for j in range(2)]
+    name = f"{SITE}.hook_sae_acts_post"
+    with lensd.Client(server.addr) as client:
+        _, dense = client.run_with_cache(prompts, name, saes=["res1"])
+        _, sparse = client.run_with_cache(prompts, name, saes=["res1"], feature_top_k=8)
+        with pytest.raises(lensd.InvalidArgument, match="feature_top_k = 97 exceeds the 96 "
+                                                        "features of " + name):
+            client.run_with_cache(prompts, name, saes=["res1"], feature_top_k=97)
+        with pytest.raises(lensd.InvalidArgument, match="feature_top_k = 5000 is out of range"):
+            client.run_with_cache(prompts, name, saes=["res1"], feature_top_k=5000)
+    indices, values = sparse[name + ".top_indices"], sparse[name + ".top_values"]
+    assert name not in sparse and indices.dtype == np.int32 and indices.shape == (2, 19, 8)
+    full = dense[name]
+    n0 = len(prompts[0])
+    assert np.all(indices[0, :-n0] == -1), "padded positions carry index -1"
+    want = -np.sort(-full, axis=-1)[..., :8]  # each position's 8 largest, descending
+    got = np.take_along_axis(full, np.maximum(indices, 0), -1)
+    np.testing.assert_array_equal(values[1], want[1])
+    np.testing.assert_array_equal(got[1], values[1])
+    kept = lensd.dense_features(indices, values, 96)
+    np.testing.assert_array_equal(kept[1], np.where(full[1] >= want[1][:, -1:], full[1], 0))
+
+
 def test_model_info_and_list_hooks_name_the_saes(server):
     with lensd.Client(server.addr) as client:
         info = client.model_info()

@@ -8,13 +8,13 @@
 from lensd.client import PAD_ID, ActivationCache, Client, GenerateDone, TokenEvent
 from lensd.errors import ERRORS, Error
 from lensd.names import act_name
-from lensd.interventions import (add, edit_features, noise, patch, project, sae, sae_clamp, scale,
-                                 set, steer_feature, tensor, zero)
+from lensd.interventions import add, noise, patch, project, sae_clamp, scale, set, tensor, zero
+from lensd.saes import dense_features, edit_features, sae, steer_feature
 from lensd.sweep import SweepResult, kl, logit_diff, logits, logprob, loss
 
 __all__ = ["PAD_ID", "act_name", "ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl", "loss",
            "logit_diff", "logits", "logprob", "noise", "patch", "project", "sae", "sae_clamp", "scale",
-           "edit_features", "steer_feature",
+           "dense_features", "edit_features", "steer_feature",
            "set", "tensor", "zero", "Error"]
 
 # lensd.InvalidArgument, lensd.ResourceExhausted, lensd.Unavailable, ...: one per status code.

@@ -318,7 +318,7 @@ class Client:
                        position_slice: Optional[Tuple[Optional[int], Optional[int]]] = None,
                        dtype: Optional[str] = "float32", return_logits: bool = True,
                        interventions: Sequence[lensd_pb2.Intervention] = (),
-                       grad=None, saes: Sequence = (),
+                       grad=None, saes: Sequence = (), feature_top_k: int = 0,
                        ) -> Tuple[Optional[np.ndarray], ActivationCache]:
         """Like HookedTransformer.run_with_cache: returns (logits [batch, P, vocab], cache).
 
@@ -333,7 +333,9 @@ class Client:
         (run_with_cache(incl_bwd=True)'s names) and whose value per prompt is
         cache.objective; with interventions, through them by their gradient rules (README,
         Gradients). `saes`: names of SAEs the server loaded, or lensd.sae(name, splice=True);
-        their hooks ("<hook>.hook_sae_acts_post", ...) are then selectable."""
+        their hooks ("<hook>.hook_sae_acts_post", ...) are then selectable; `feature_top_k` > 0
+        returns feature activations as "<hook>.hook_sae_acts_post.top_indices" / ".top_values"
+        [batch, P, k] (lensd.dense_features makes them dense)."""
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         prompt_list = [prompts] if single else list(prompts)
         request = lensd_pb2.RunWithCacheRequest(prompts=[_prompt(p) for p in prompt_list],
@@ -341,7 +343,8 @@ class Client:
                                                 skip_logits=not return_logits,
                                                 interventions=list(interventions),
                                                 saes=[lensd_pb2.SaeAttach(name=s) if isinstance(s, str)
-                                                      else s for s in saes])
+                                                      else s for s in saes],
+                                                feature_top_k=feature_top_k)
         if grad is not None:
             request.objective.CopyFrom(sweep.objective(grad))
         if callable(names_filter):
@@ -404,7 +407,8 @@ class Client:
             hook = name[:-len("_grad")] if name.endswith("_grad") else name
             maps = hook.endswith("hook_attn_scores") or hook.endswith("hook_pattern")
             scores = name.endswith("hook_attn_scores")  # gradients pad with 0
-            stacked = _pad_left(arrays, (2, 3) if maps else (1,), -np.inf if scores else 0)
+            fill = -np.inf if scores else -1 if name.endswith(".top_indices") else 0
+            stacked = _pad_left(arrays, (2, 3) if maps else (1,), fill)
             if name == "logits":
                 logits = stacked
             else:

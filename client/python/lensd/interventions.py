@@ -139,38 +139,3 @@ def noise(hook: str, std: float, seed: int = 0, *, positions: Positions = None, 
     return _make(hook, positions, heads, keys, prompts,
                  noise=lensd_pb2.NoiseOp(std=float(std), seed=int(seed)))
 
-
-def sae(name: str, *, splice: bool = False) -> lensd_pb2.SaeAttach:
-    """An SAE the server loaded (lensd serve --sae NAME=DIR), for run_with_cache(saes=[...]):
-    its hook points (H.hook_sae_input ... H.hook_sae_output) become capturable under its hook
-    H. The error term is kept (the model's outputs unchanged) unless `splice`, which makes the
-    reconstruction replace the hook's value (SAELens's use_error_term=False)."""
-    return lensd_pb2.SaeAttach(name=str(name), splice=bool(splice))
-
-
-def steer_feature(sae_or_hook: str, feature: int, coeff: float = 1.0, *,
-                  positions: Positions = None, prompts=None) -> lensd_pb2.Intervention:
-    """Adds `coeff` to one feature of an attached SAE (named, or its hook) before its decoder:
-    with the error term kept the output becomes the steered reconstruction + the clean error.
-    lensd.steer_feature("res1", 10200, coeff=8), with saes=["res1"] in the same request."""
-    return edit_features(sae_or_hook, [feature], "add", coeff, positions=positions,
-                         prompts=prompts)
-
-
-def edit_features(sae_or_hook: str, features, op: str, value=None, *,
-                  positions: Positions = None, prompts=None) -> lensd_pb2.Intervention:
-    """An edit of SAE features (indices) at `<sae_or_hook>.hook_sae_acts_post`: op "zero",
-    "scale" (value: factor), "set" or "add" (value: a number or one per feature)."""
-    hook = f"{sae_or_hook}.hook_sae_acts_post"
-    if op == "zero":
-        iv = zero(hook, positions=positions, prompts=prompts)
-    elif op == "scale":
-        iv = scale(hook, float(value), positions=positions, prompts=prompts)
-    elif op in ("set", "add"):
-        make = set if op == "set" else add
-        iv = make(hook, np.atleast_1d(np.asarray(value, np.float32)), positions=positions,
-                  prompts=prompts)
-    else:
-        raise ValueError(f"op must be zero, scale, set or add, not {op!r}")
-    iv.features.extend(int(f) for f in features)
-    return iv
