@@ -183,12 +183,6 @@ absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
   int64_t count = 0;
   bytes = 0;
   for (int i = 0; i < list.size(); ++i) {
-    if (IsFeatureEdit(list[i]) && generate) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("interventions[", i,
-                       "]: SAE feature edits apply to RunWithCache (SAEs are not "
-                       "attached in generation yet)"));
-    }
     if (IsFeatureEdit(list[i])) continue;  // an attached SAE's (sae_wire.h)
     if (!list[i].features().empty()) {
       return absl::InvalidArgumentError(

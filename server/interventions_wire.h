@@ -24,7 +24,7 @@ struct InterventionLimits {
 // INVALID_ARGUMENT naming "interventions[i].<field>" for a malformed tensor, an unknown hook
 // or anything InterventionSet::Create refuses. Null when the list is empty.
 // Entries that edit an attached SAE's features (IsFeatureEdit) are left out: sae_wire.h takes
-// them (refused for generation).
+// them.
 absl::StatusOr<std::shared_ptr<const InterventionSet>> ToInterventionSet(
     const WireInterventions& list, const ModelConfig& c, const std::vector<int>& prompt_lengths,
     bool generate, int max_tokens, const InterventionLimits& limits);

@@ -50,14 +50,18 @@ const FlagTable& ModelFlags() {
   return *table;
 }
 
+FlagTable SpliceFlag() {
+  return {{"splice", "",
+           "every --sae's reconstruction replaces its hook's value (default: the error term is "
+           "kept, the model unchanged)",
+           true}};
+}
+
 FlagTable RunFlags() {
   return Concat({ModelFlags(),
                  CacheFlags(),
-                 {{"verbose", "", "print the CPU kernel families in use", true},
-                  {"splice", "",
-                   "every --sae's reconstruction replaces its hook's value "
-                   "(default: the error term is kept, the model unchanged)",
-                   true}}});
+                 SpliceFlag(),
+                 {{"verbose", "", "print the CPU kernel families in use", true}}});
 }
 
 absl::StatusOr<SaeSet> SaesFromFlags(const Flags& flags, const Model& model) {
@@ -66,8 +70,33 @@ absl::StatusOr<SaeSet> SaesFromFlags(const Flags& flags, const Model& model) {
   return LoadSaes(model, args);
 }
 
+namespace {
+
+// Every loaded SAE (--splice: spliced) with the interventions file's feature edits.
+absl::StatusOr<AttachmentList> AttachAll(const Flags& flags, const SaeSet& saes,
+                                         const WireInterventions& wire,
+                                         const std::vector<int>& lengths, bool generate,
+                                         int max_tokens) {
+  google::protobuf::RepeatedPtrField<v1::SaeAttach> requested;
+  for (const auto& [name, sae] : saes) {
+    v1::SaeAttach* a = requested.Add();
+    a->set_name(name);
+    a->set_splice(flags.Has("splice"));
+  }
+  return ToAttachments(requested, wire, &saes, lengths, generate, max_tokens);
+}
+
+// The CLIs' own files: no server limits.
+InterventionLimits UnlimitedInterventions() {
+  InterventionLimits unlimited;
+  unlimited.max_interventions = INT32_MAX, unlimited.max_bytes = INT64_MAX;
+  return unlimited;
+}
+
+}  // namespace
+
 FlagTable GenerateFlags() {
-  return Concat({ModelFlags(), SamplingFlags(), PromptFlags(), InterventionFlags()});
+  return Concat({ModelFlags(), SamplingFlags(), PromptFlags(), InterventionFlags(), SpliceFlag()});
 }
 
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
@@ -126,24 +155,12 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> PromptIds(const Flags& flags,
   return out;
 }
 
-namespace {
-
-// The CLIs' own files: no server limits.
-InterventionLimits UnlimitedInterventions() {
-  InterventionLimits unlimited;
-  unlimited.max_interventions = INT32_MAX, unlimited.max_bytes = INT64_MAX;
-  return unlimited;
-}
-
-}  // namespace
-
-absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionsFromFlags(
-    const Flags& flags, const ModelConfig& c, const std::vector<int>& prompt_lengths,
-    bool generate, int max_tokens) {
-  if (!flags.Has("interventions")) return nullptr;
+absl::StatusOr<WireInterventions> WireInterventionsFromFlags(const Flags& flags) {
   WireInterventions wire;
-  RETURN_IF_ERROR(ReadInterventionsFile(flags.Get("interventions"), &wire));
-  return ToInterventionSet(wire, c, prompt_lengths, generate, max_tokens, UnlimitedInterventions());
+  if (flags.Has("interventions")) {
+    RETURN_IF_ERROR(ReadInterventionsFile(flags.Get("interventions"), &wire));
+  }
+  return wire;
 }
 
 std::string FormatGeneration(const std::vector<int32_t>& ids, const Tokenizer* tokenizer) {
@@ -163,21 +180,11 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
   ASSIGN_OR_RETURN(auto prompts, PromptIds(flags, model->tokenizer()));
   std::vector<int> lengths;
   for (const auto& ids : prompts) lengths.push_back(static_cast<int>(ids.size()));
-  WireInterventions wire;
-  if (flags.Has("interventions")) {
-    RETURN_IF_ERROR(ReadInterventionsFile(flags.Get("interventions"), &wire));
-  }
+  ASSIGN_OR_RETURN(const WireInterventions wire, WireInterventionsFromFlags(flags));
   ASSIGN_OR_RETURN(auto interventions,
                    ToInterventionSet(wire, c, lengths, false, 0, UnlimitedInterventions()));
-  // Every loaded SAE attached to every prompt, with the file's feature edits.
   ASSIGN_OR_RETURN(SaeSet saes, SaesFromFlags(flags, *model));
-  google::protobuf::RepeatedPtrField<v1::SaeAttach> requested;
-  for (const auto& [name, sae] : saes) {
-    v1::SaeAttach* a = requested.Add();
-    a->set_name(name);
-    a->set_splice(flags.Has("splice"));
-  }
-  ASSIGN_OR_RETURN(AttachmentList attached, ToAttachments(requested, wire, &saes, lengths));
+  ASSIGN_OR_RETURN(AttachmentList attached, AttachAll(flags, saes, wire, lengths, false, 0));
   ASSIGN_OR_RETURN(const std::vector<HookId> sites, AttachmentSites(c, attached));
   HookSelection selection = HookSelection::All(c, sites);
   if (flags.Has("hooks")) {
@@ -213,10 +220,15 @@ absl::Status GenerateCommand(const std::vector<std::string>& args, std::ostream&
   if (prompts.size() != 1) return absl::InvalidArgumentError("generate takes one prompt");
   const int P = static_cast<int>(prompts[0].size());
   const int max_tokens = std::min(P + params.max_new_tokens, model->config().max_positions);
-  ASSIGN_OR_RETURN(auto interventions,
-                   InterventionsFromFlags(flags, model->config(), {P}, true, max_tokens));
+  ASSIGN_OR_RETURN(const WireInterventions wire, WireInterventionsFromFlags(flags));
+  ASSIGN_OR_RETURN(auto interventions, ToInterventionSet(wire, model->config(), {P}, true,
+                                                         max_tokens, UnlimitedInterventions()));
+  ASSIGN_OR_RETURN(SaeSet saes, SaesFromFlags(flags, *model));
+  ASSIGN_OR_RETURN(AttachmentList attached, AttachAll(flags, saes, wire, {P}, true, max_tokens));
+  RETURN_IF_ERROR(AttachmentSites(model->config(), attached).status());
   ASSIGN_OR_RETURN(GenerateResult result,
-                   Generate(*model, prompts[0], params, nullptr, interventions.get()));
+                   Generate(*model, prompts[0], params, nullptr, interventions.get(),
+                            attached.empty() ? nullptr : &attached));
   out << FormatGeneration(result.tokens, model->tokenizer());
   return absl::OkStatus();
 }

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/flags.h"
+#include "cli/interventions_json.h"
 #include "cli/request_flags.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
@@ -31,10 +32,8 @@ absl::StatusOr<SamplingParams> GenerateSampling(const Flags& flags);
 // The prompts' token ids, text through `tokenizer`.
 absl::StatusOr<std::vector<std::vector<int32_t>>> PromptIds(const Flags& flags,
                                                             const Tokenizer* tokenizer);
-// --interventions FILE.json, validated for these prompts (null without the flag).
-absl::StatusOr<std::shared_ptr<const InterventionSet>> InterventionsFromFlags(
-    const Flags& flags, const ModelConfig& c, const std::vector<int>& prompt_lengths,
-    bool generate, int max_tokens);
+// --interventions FILE.json as on the wire (empty without the flag).
+absl::StatusOr<WireInterventions> WireInterventionsFromFlags(const Flags& flags);
 // FormatGeneration with the text decoded by `tokenizer` (none: empty).
 std::string FormatGeneration(const std::vector<int32_t>& ids, const Tokenizer* tokenizer);
 

@@ -149,10 +149,12 @@ absl::StatusOr<Job> ToGenerateJob(const v1::GenerateRequest& request, const Mode
   }
   const int total = std::min(static_cast<int>(ids.size()) + n, model.config->max_positions);
   RETURN_IF_ERROR(CheckKvFits(total, "prompt plus max_new_tokens", model));
-  ASSIGN_OR_RETURN(job.interventions,
-                   ToInterventionSet(request.interventions(), *model.config,
-                                     {static_cast<int>(ids.size())}, true, total,
-                                     limits.interventions));
+  const int P = static_cast<int>(ids.size());
+  ASSIGN_OR_RETURN(job.interventions, ToInterventionSet(request.interventions(), *model.config, {P},
+                                                        true, total, limits.interventions));
+  ASSIGN_OR_RETURN(job.attachments, ToAttachments(request.saes(), request.interventions(),
+                                                  model.saes, {P}, true, total));
+  RETURN_IF_ERROR(AttachmentSites(*model.config, job.attachments).status());
   job.prompts.push_back(std::move(ids));
   return job;
 }

@@ -45,7 +45,8 @@ absl::StatusOr<std::vector<float>> EditValues(const v1::Intervention& w, size_t 
 
 // Intervention `i` (IsFeatureEdit) as an edit of `sae`'s features.
 absl::StatusOr<FeatureEdit> ToFeatureEdit(const v1::Intervention& w, int i, const Sae& sae,
-                                          const std::vector<int>& lengths) {
+                                          const std::vector<int>& lengths, bool generate,
+                                          int max_tokens) {
   const std::string at = absl::StrCat("interventions[", i, "]");
   if (!w.heads().empty() || w.has_keys()) {
     return Invalid(at + ": heads and keys do not apply to SAE features");
@@ -83,10 +84,12 @@ absl::StatusOr<FeatureEdit> ToFeatureEdit(const v1::Intervention& w, int i, cons
       return Invalid(absl::StrCat(at, ".prompts[", k, "] = ", p, " is out of range: the request ",
                                   "has ", lengths.size(), " prompt(s)"));
     }
-    ASSIGN_OR_RETURN(e.positions[p],
-                     ResolvePositions(ToSelector(w.positions()), lengths[p], lengths[p], false,
-                                      at + ".positions",
-                                      absl::StrCat("prompts[", p, "] (", lengths[p], " tokens)")));
+    const std::string prompt = generate
+                                   ? absl::StrCat("the prompt (", lengths[p], " tokens)")
+                                   : absl::StrCat("prompts[", p, "] (", lengths[p], " tokens)");
+    ASSIGN_OR_RETURN(e.positions[p], ResolvePositions(ToSelector(w.positions()), lengths[p],
+                                                      generate ? max_tokens : lengths[p], generate,
+                                                      at + ".positions", prompt));
   }
   return e;
 }
@@ -96,7 +99,7 @@ absl::StatusOr<FeatureEdit> ToFeatureEdit(const v1::Intervention& w, int i, cons
 absl::StatusOr<AttachmentList> ToAttachments(
     const google::protobuf::RepeatedPtrField<v1::SaeAttach>& saes,
     const WireInterventions& interventions, const SaeSet* loaded,
-    const std::vector<int>& prompt_lengths) {
+    const std::vector<int>& prompt_lengths, bool generate, int max_tokens) {
   std::vector<std::shared_ptr<const Sae>> found;
   const SaeSet none;
   for (int i = 0; i < saes.size(); ++i) {
@@ -120,7 +123,8 @@ absl::StatusOr<AttachmentList> ToAttachments(
       return Invalid(absl::StrCat("interventions[", i, "].hook: no SAE in saes is attached at ",
                                   site, " or named so"));
     }
-    ASSIGN_OR_RETURN(FeatureEdit e, ToFeatureEdit(w, i, *found[k], prompt_lengths));
+    ASSIGN_OR_RETURN(FeatureEdit e,
+                     ToFeatureEdit(w, i, *found[k], prompt_lengths, generate, max_tokens));
     edits[k].push_back(std::move(e));
   }
   AttachmentList out;

@@ -17,11 +17,12 @@ namespace lensd {
 // INVALID_ARGUMENT "saes[i]: no SAE named ..." (listing the loaded ones; `loaded` may be
 // null), "interventions[i]...: ..." for a feature edit at a hook no requested SAE sits at, a
 // feature out of range, an op other than zero/scale/set/add, heads or keys, bad values or
-// positions. `prompt_lengths`: the request's prompts.
+// positions. `prompt_lengths`: the request's prompts; `generate`: Generate's one prompt, whose
+// positions reach `max_tokens` (positions may then select "generated" ones).
 absl::StatusOr<AttachmentList> ToAttachments(
     const google::protobuf::RepeatedPtrField<v1::SaeAttach>& saes,
     const WireInterventions& interventions, const SaeSet* loaded,
-    const std::vector<int>& prompt_lengths);
+    const std::vector<int>& prompt_lengths, bool generate = false, int max_tokens = 0);
 
 }  // namespace lensd
 

@@ -10,6 +10,9 @@
 namespace lensd {
 namespace {
 
+// The prefix key of sequences whose K/V are their own (nothing with it is ever published).
+constexpr uint64_t kOwnKvKey = 0x5ae5ae5ae5ae5ae5ULL;
+
 double MsBetween(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
@@ -138,8 +141,13 @@ void Scheduler::Enqueue(Job job) {
       // A patched prompt's K/V also depend on its source prompt: never share them.
       seq->publish = !set->HasPatch();
     }
-    // Nor K/V that an attachment (a spliced SAE) changed.
-    for (const auto& a : state->job.attachments) seq->publish = seq->publish && !a->ChangesStream();
+    // Nor K/V that an attachment (a spliced or edited SAE) changes, which also never come from
+    // the cache: every block takes a key no published block has.
+    for (const auto& a : state->job.attachments) {
+      if (!a->ChangesStream()) continue;
+      seq->publish = false;
+      seq->prefix = {0, kOwnKvKey};
+    }
     if (!seq->capture()) {
       seq->sampler = std::make_unique<Sampler>(state->job.sampling);
       seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());

@@ -154,7 +154,8 @@ std::optional<FinishReason> FinishAfter(const ModelConfig& config, const Samplin
 absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>& prompt,
                                         const SamplingParams& params,
                                         const std::function<void(int32_t)>& on_token,
-                                        const InterventionSet* interventions) {
+                                        const InterventionSet* interventions,
+                                        const AttachmentList* attachments) {
   RETURN_IF_ERROR(ValidateSampling(params));
   const ModelConfig& c = model.config();
   const int P = static_cast<int>(prompt.size());
@@ -165,7 +166,7 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>
   GenerateResult result;
   if (params.max_new_tokens == 0) return result;
   std::vector<int> prompt_ints(prompt.begin(), prompt.end()), out_ints;
-  std::vector<SeqInput> batch = {{prompt, 0, lease.table(), false, interventions, 0}};
+  std::vector<SeqInput> batch = {{prompt, 0, lease.table(), false, interventions, 0, attachments}};
   while (true) {
     ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, nullptr));
     const int32_t next = sampler.Sample(fr.logits.As<float>(), c.vocab_size, prompt_ints, out_ints);

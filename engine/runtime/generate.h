@@ -68,11 +68,13 @@ struct GenerateResult {
 };
 
 // Prefill then cached decode. `on_token` (optional) sees each token as it is produced.
-// `interventions` (null: none) apply at every step, prompt and new tokens alike.
+// `interventions` (null: none) and `attachments` (null: none) apply at every step, prompt and
+// new tokens alike.
 absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>& prompt,
                                         const SamplingParams& params,
                                         const std::function<void(int32_t)>& on_token = nullptr,
-                                        const InterventionSet* interventions = nullptr);
+                                        const InterventionSet* interventions = nullptr,
+                                        const AttachmentList* attachments = nullptr);
 
 // True when `token` ends generation under `params` for `config`.
 bool IsStopToken(const ModelConfig& config, const SamplingParams& params, int32_t token);

@@ -115,6 +115,35 @@ def test_top_k_feature_streaming_equals_the_dense_activations(server, reference)
     np.testing.assert_array_equal(kept[1], np.where(full[1] >= want[1][:, -1:], full[1], 0))
 
 
+def test_steered_generation_equals_saelens_and_lensd_generate(server, reference, tmp_path):
+    """The reference's steered greedy tokens served and offline; the SAE's K/V never mix with
+    plain traffic's through the prefix cache, in either order."""
+    ids = reference["p1.input_ids"][0].tolist()
+    want = reference["p1.steered_greedy"][0].tolist()[len(ids):]
+    edits = [lensd.steer_feature("res1", 3, coeff=4.0),
+             lensd.edit_features("res1", [5], "zero"),
+             lensd.edit_features("res1", [1, 2], "scale", 2.0, positions=[1])]
+    n = len(want)
+    with lensd.Client(server.addr) as client:
+        plain_first = list(client.generate(ids, n, ignore_eos=True))[-1].ids
+        steered = list(client.generate(ids, n, ignore_eos=True, saes=["res1"],
+                                       interventions=edits))[-1].ids
+        plain_again = list(client.generate(ids, n, ignore_eos=True))[-1].ids
+        kept = list(client.generate(ids, n, ignore_eos=True, saes=["res1"]))[-1].ids
+    assert steered == want
+    assert plain_first == plain_again == kept != steered
+    spec = tmp_path / "edits.json"
+    spec.write_text(json.dumps([
+        {"hook": "res1.hook_sae_acts_post", "op": "add", "features": [3], "value": [4.0]},
+        {"hook": "res1.hook_sae_acts_post", "op": "zero", "features": [5]},
+        {"hook": "res1.hook_sae_acts_post", "op": "scale", "factor": 2.0, "features": [1, 2],
+         "positions": [1]}]))
+    out = run_cli(LENSD, "generate", "--model", str(GOLDEN / "gpt2"), "--token-ids",
+                  ",".join(map(str, ids)), "--max-new-tokens", str(n), "--ignore-eos",
+                  "--sae", f"res1={SAES / 'gpt2_standard'}", "--interventions", str(spec)).stdout
+    assert out.decode().split("\n")[0] == " ".join(map(str, want))
+
+
 def test_model_info_and_list_hooks_name_the_saes(server):
     with lensd.Client(server.addr) as client:
         info = client.model_info()

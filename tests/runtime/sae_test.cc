@@ -107,19 +107,54 @@ TEST_P(SaeReferenceTest, SplicedLogitsEqualSaeLensAndBatchesDoNotMatter) {
   EXPECT_TRUE(AllClose("alone", (*alone)[0].logits.view(), r[1].logits.view(), 0));
 }
 
-TEST_P(SaeReferenceTest, FeatureEditsSteerAsSaeLensDoes) {
-  // The reference script's `steer`: feature 3 += 4, feature 5 = 0 everywhere; features 1 and
-  // 2 doubled at position 1; the error term kept.
-  auto everywhere = [&](FeatureEdit e) {
-    for (const auto& ids : prompts_)
-      e.positions.push_back(Selection{false, {}, 0, static_cast<int>(ids.size())});
-    return e;
-  };
+// The reference script's `steer`: feature 3 += 4, feature 5 = 0 everywhere; features 1 and 2
+// doubled at position 1; the error term kept. Edits for `prompts` prompts.
+AttachmentList Steered(const Sae& sae, int prompts) {
+  const Selection everywhere{false, {}, 0, Selection::kOpen};
   FeatureEdit add{FeatureEdit::Op::kAdd, {3}, {4.0f}, {}};
   FeatureEdit zero{FeatureEdit::Op::kZero, {5}, {0.0f}, {}};
   FeatureEdit scale{FeatureEdit::Op::kScale, {1, 2}, {2.0f, 2.0f}, {}};
-  for (int p = 0; p < 2; ++p) scale.positions.push_back(Selection{true, {1}, 0, 0});
-  const AttachmentList attached = {sae_->Attach(false, {everywhere(add), everywhere(zero), scale})};
+  add.positions.assign(prompts, everywhere);
+  zero.positions.assign(prompts, everywhere);
+  scale.positions.assign(prompts, Selection{true, {1}, 0, 0});
+  return {sae.Attach(false, {add, zero, scale})};
+}
+
+TEST_P(SaeReferenceTest, SteeredGreedyTokensEqualSaeLens) {
+  const AttachmentList attached = Steered(*sae_, 1);
+  for (int p = 0; p < 2; ++p) {
+    const std::vector<int32_t> want =
+        testing::ToIds(*ref_->Find("p" + std::to_string(p) + ".steered_greedy"));
+    SamplingParams greedy;
+    greedy.max_new_tokens = static_cast<int>(want.size() - prompts_[p].size());
+    greedy.ignore_eos = true;
+    auto gen = Generate(*model_, prompts_[p], greedy, nullptr, nullptr, &attached);
+    ASSERT_TRUE(gen.ok()) << gen.status();
+    std::vector<int32_t> got = prompts_[p];
+    got.insert(got.end(), gen->tokens.begin(), gen->tokens.end());
+    EXPECT_EQ(got, want) << "prompt " << p;
+  }
+}
+
+TEST_P(SaeReferenceTest, EditsOfGeneratedPositionsStartAtTheFirstNewToken) {
+  const std::vector<int32_t>& prompt = prompts_[1];
+  const int P = static_cast<int>(prompt.size());
+  FeatureEdit add{FeatureEdit::Op::kAdd, {3}, {40.0f}, {Selection{false, {}, P, Selection::kOpen}}};
+  const AttachmentList attached = {sae_->Attach(false, {add})};
+  SamplingParams greedy;
+  greedy.max_new_tokens = 8;
+  greedy.ignore_eos = true;
+  auto plain = Generate(*model_, prompt, greedy);
+  auto steered = Generate(*model_, prompt, greedy, nullptr, nullptr, &attached);
+  ASSERT_TRUE(plain.ok() && steered.ok());
+  // The prompt's positions are untouched, so the first token is the plain one; the edit acts
+  // from its position on.
+  EXPECT_EQ(steered->tokens[0], plain->tokens[0]);
+  EXPECT_NE(steered->tokens, plain->tokens);
+}
+
+TEST_P(SaeReferenceTest, FeatureEditsSteerAsSaeLensDoes) {
+  const AttachmentList attached = Steered(*sae_, 3);
   auto r = RunWithCache(*model_, {prompts_[0], prompts_[1], other_}, HookSelection::None(c()),
                         nullptr, {&attached, &attached, nullptr});
   ASSERT_TRUE(r.ok()) << r.status();

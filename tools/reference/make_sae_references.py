@@ -119,6 +119,7 @@ def run_case(name, family, hook, layer, arch, extra, d_sae, seed):
         sae.use_error_term = True
         sae.add_hook("hook_sae_acts_post", steer)
         out[f"{p}.steered_logits"] = spliced_logits(model, module, hook, sae, ids, x)
+        out[f"{p}.steered_greedy"] = steered_greedy(model, module, hook, sae, ids)
         sae.reset_hooks()
         out[f"{p}.input_ids"] = ids.to(torch.int32)
     d = os.path.join(ROOT, "saes", name)
@@ -127,9 +128,25 @@ def run_case(name, family, hook, layer, arch, extra, d_sae, seed):
     print(name, {k: tuple(v.shape) for k, v in out.items() if k.startswith("p0")})
 
 
+def steered_greedy(model, module, hook, sae, ids, new_tokens=8):
+    """The prompt and `new_tokens` greedy tokens of the steered model, each by full recompute
+    (the edit applies at every position, generated ones included)."""
+    for _ in range(new_tokens):
+        logits = run_with_sae(model, module, hook, sae, ids)[0]
+        ids = torch.cat([ids, logits[0, -1].argmax().reshape(1, 1)], dim=1)
+    return ids.to(torch.int32)
+
+
 def spliced_logits(model, module, hook, sae, ids, x):
     """Logits with the SAE's output in place of the hook's value (checked against the golden
     value first, so the module hook is the TransformerLens hook)."""
+    logits, seen = run_with_sae(model, module, hook, sae, ids)
+    torch.testing.assert_close(seen, x, atol=1e-4, rtol=1e-4)
+    return logits.contiguous()
+
+
+def run_with_sae(model, module, hook, sae, ids):
+    """(logits, the hook's value as the SAE saw it) with the SAE's output in its place."""
     seen = {}
 
     def replace(value):
@@ -157,8 +174,7 @@ def spliced_logits(model, module, hook, sae, ids, x):
             logits = model(ids).logits
     finally:
         handle.remove()
-    torch.testing.assert_close(seen["x"], x, atol=1e-4, rtol=1e-4)
-    return logits.contiguous()
+    return logits, seen["x"]
 
 
 def main():

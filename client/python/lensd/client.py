@@ -138,6 +138,11 @@ def _pad_left(arrays: List[np.ndarray], axes: Sequence[int], fill: float = 0) ->
     return out
 
 
+def _saes(saes) -> List[lensd_pb2.SaeAttach]:
+    """SAE names or lensd.sae(...) attachments as the request carries them."""
+    return [lensd_pb2.SaeAttach(name=s) if isinstance(s, str) else s for s in saes]
+
+
 def _prompt(p: Prompt) -> lensd_pb2.Prompt:
     if isinstance(p, str):
         return lensd_pb2.Prompt(text=p)
@@ -275,13 +280,14 @@ class Client:
                  frequency_penalty: Optional[float] = None,
                  presence_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop_token_ids: Sequence[int] = (), ignore_eos: bool = False,
-                 interventions: Sequence[lensd_pb2.Intervention] = (),
+                 interventions: Sequence[lensd_pb2.Intervention] = (), saes: Sequence = (),
                  ) -> Iterator[Union[TokenEvent, GenerateDone]]:
         """Yields a TokenEvent per generated token, then one GenerateDone.
 
         Unset sampling values take the server's defaults (greedy). `interventions`
         (lensd.add, lensd.zero, ...) apply at every step, to the prompt and to every new
-        token their positions select (default: all)."""
+        token their positions select (default: all); `saes` as in run_with_cache (spliced or
+        with feature edits they steer the generation)."""
         sampling = lensd_pb2.SamplingParams(stop_token_ids=list(stop_token_ids),
                                             ignore_eos=ignore_eos)
         for name, value in [("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
@@ -291,7 +297,8 @@ class Client:
             if value is not None:
                 setattr(sampling, name, value)
         request = lensd_pb2.GenerateRequest(prompt=_prompt(prompt), max_new_tokens=max_new_tokens,
-                                            sampling=sampling, interventions=list(interventions))
+                                            sampling=sampling, interventions=list(interventions),
+                                            saes=_saes(saes))
         call = self._call(self._stub.Generate, request)
         try:
             yield from self._events(call)
@@ -342,8 +349,7 @@ class Client:
                                                 dtype=_DTYPES[dtype],
                                                 skip_logits=not return_logits,
                                                 interventions=list(interventions),
-                                                saes=[lensd_pb2.SaeAttach(name=s) if isinstance(s, str)
-                                                      else s for s in saes],
+                                                saes=_saes(saes),
                                                 feature_top_k=feature_top_k)
         if grad is not None:
             request.objective.CopyFrom(sweep.objective(grad))
