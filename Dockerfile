@@ -18,7 +18,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
       build-essential cmake ninja-build pkg-config git ca-certificates \
       libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto \
       libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev \
-      nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev prometheus-cpp-dev \
+      nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev prometheus-cpp-dev libzip-dev \
       libcpp-httplib-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
   libabsl-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev prometheus-cpp-dev
+  nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev prometheus-cpp-dev libzip-dev
   libcpp-httplib-dev
   clang libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf python3-numpy python3-pytest python3-sentencepiece

@@ -1,7 +1,9 @@
-// Loading SAEs: cfg.json and sae_weights.safetensors as SAELens writes them (save_model).
+// Loading SAEs: cfg.json and sae_weights.safetensors as SAELens writes them (save_model), or
+// Gemma Scope's params.npz.
 #include "engine/runtime/sae.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/core/status.h"
 #include "engine/model/json_fields.h"
+#include "engine/model/npz.h"
 #include "engine/model/safetensors.h"
 #include "engine/runtime/hooks.h"
 
@@ -17,6 +20,11 @@ namespace lensd {
 namespace {
 
 using json = nlohmann::json;
+
+// An SAE's weights in host float32, as SAELens names them (threshold: JumpReLU only).
+struct SaeWeights {
+  std::vector<float> w_enc, w_dec, b_enc, b_dec, threshold;
+};
 
 absl::Status Invalid(const std::string& what) { return absl::InvalidArgumentError(what); }
 
@@ -92,6 +100,17 @@ absl::Status ParseNorm(const json& j, SaeSpec& s) {
   return absl::OkStatus();
 }
 
+// `hook` as s.site: a hook of the model an SAE can attach at, of width s.d_in.
+absl::Status SetSite(const ModelConfig& c, const std::string& hook, SaeSpec& s) {
+  ASSIGN_OR_RETURN(s.site, HookFromName(c, hook));
+  RETURN_IF_ERROR(CheckAttachmentSite(c, s.site));
+  const int64_t width = RowWidth(c, s.site.point) * std::max(1, HeadsOf(c, s.site.point));
+  if (s.d_in != width) {
+    return Invalid(absl::StrCat("d_in = ", s.d_in, " but ", hook, " has width ", width));
+  }
+  return absl::OkStatus();
+}
+
 // cfg.json's hook (metadata.hook_name, else hook_name) or `hook`, checked against the model.
 absl::Status ParseSite(const json& j, const ModelConfig& c, std::string hook, SaeSpec& s) {
   if (hook.empty() && JsonHas(j, "metadata") && j["metadata"].is_object()) {
@@ -103,13 +122,7 @@ absl::Status ParseSite(const json& j, const ModelConfig& c, std::string hook, Sa
   if (hook.empty()) {
     return Invalid("no hook_name (metadata.hook_name); give it as NAME=DIR@blocks.L.hook_...");
   }
-  ASSIGN_OR_RETURN(s.site, HookFromName(c, hook));
-  RETURN_IF_ERROR(CheckAttachmentSite(c, s.site));
-  const int64_t width = RowWidth(c, s.site.point) * std::max(1, HeadsOf(c, s.site.point));
-  if (s.d_in != width) {
-    return Invalid(absl::StrCat("d_in = ", s.d_in, " but ", hook, " has width ", width));
-  }
-  return absl::OkStatus();
+  return SetSite(c, hook, s);
 }
 
 absl::StatusOr<SaeSpec> ParseSpec(const ModelConfig& c, std::string_view text,
@@ -127,21 +140,84 @@ absl::StatusOr<SaeSpec> ParseSpec(const ModelConfig& c, std::string_view text,
   return s;
 }
 
-// Tensor `name` of `file` as float32, which must have `shape` and finite values.
+// Weights `name` of `file` (float32 `data` of shape `got`), which must have shape `want` and
+// finite values.
+absl::StatusOr<std::vector<float>> Checked(const std::string& file, const std::string& name,
+                                           const std::vector<int64_t>& got, std::vector<float> data,
+                                           const std::vector<int64_t>& want) {
+  if (got != want) {
+    return Bad(file, absl::StrCat(name, " has shape [", absl::StrJoin(got, ", "), "], expected [",
+                                  absl::StrJoin(want, ", "), "]"));
+  }
+  if (!std::all_of(data.begin(), data.end(), [](float x) { return std::isfinite(x); })) {
+    return Bad(file, absl::StrCat(name, " has non-finite values"));
+  }
+  return data;
+}
+
 absl::StatusOr<std::vector<float>> ReadTensor(const SafetensorsFile& file, const std::string& name,
                                               const std::vector<int64_t>& shape) {
   const TensorInfo* t = file.Find(name);
   if (t == nullptr) return Bad(file.path(), absl::StrCat("no tensor ", name));
-  if (t->shape != shape) {
-    return Bad(file.path(), absl::StrCat(name, " has shape [", absl::StrJoin(t->shape, ", "),
-                                         "], expected [", absl::StrJoin(shape, ", "), "]"));
-  }
   std::vector<float> out(t->num_bytes / DTypeSize(t->dtype));
   ConvertToF32(t->dtype, t->data, out.data(), out.size());
-  if (!std::all_of(out.begin(), out.end(), [](float x) { return std::isfinite(x); })) {
-    return Bad(file.path(), absl::StrCat(name, " has non-finite values"));
+  return Checked(file.path(), name, t->shape, std::move(out), shape);
+}
+
+// SAELens's sae_weights.safetensors for `s`.
+absl::StatusOr<SaeWeights> ReadSaeLensWeights(const std::string& dir, const SaeSpec& s) {
+  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/sae_weights.safetensors"));
+  SaeWeights w;
+  ASSIGN_OR_RETURN(w.w_enc, ReadTensor(*file, "W_enc", {s.d_in, s.d_sae}));
+  ASSIGN_OR_RETURN(w.w_dec, ReadTensor(*file, "W_dec", {s.d_sae, s.d_in}));
+  ASSIGN_OR_RETURN(w.b_enc, ReadTensor(*file, "b_enc", {s.d_sae}));
+  ASSIGN_OR_RETURN(w.b_dec, ReadTensor(*file, "b_dec", {s.d_in}));
+  if (s.kind == SaeSpec::Kind::kJumpRelu) {
+    const bool log = file->Find("threshold") == nullptr && file->Find("log_threshold") != nullptr;
+    ASSIGN_OR_RETURN(w.threshold,
+                     ReadTensor(*file, log ? "log_threshold" : "threshold", {s.d_sae}));
+    if (log) {
+      for (float& t : w.threshold) t = std::exp(t);
+    }
   }
-  return out;
+  return w;
+}
+
+// Gemma Scope's params.npz (JumpReLU; W_enc [d_model, d_sae], W_dec, b_enc, b_dec, threshold;
+// no b_dec on the input, no normalisation) at `hook`, which the argument must give.
+absl::StatusOr<SaeWeights> ReadGemmaScope(const std::string& path, const ModelConfig& c,
+                                          const std::string& hook, SaeSpec& s) {
+  if (hook.empty()) {
+    return Bad(path,
+               "Gemma Scope's params.npz names no hook: give it as NAME=DIR@blocks.L.hook_...");
+  }
+  ASSIGN_OR_RETURN(auto arrays, ReadNpz(path));
+  for (const char* name : {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"}) {
+    if (arrays.count(name) == 0) return Bad(path, absl::StrCat("no array ", name));
+  }
+  const std::vector<int64_t>& enc = arrays["W_enc"].shape;
+  if (enc.size() != 2) return Bad(path, "W_enc is not a matrix");
+  s.kind = SaeSpec::Kind::kJumpRelu;
+  s.apply_b_dec_to_input = false;
+  s.d_in = enc[0], s.d_sae = enc[1];
+  absl::Status site = SetSite(c, hook, s);
+  if (!site.ok()) return Bad(path, std::string(site.message()));
+  SaeWeights w;
+  auto take = [&](const char* name, const std::vector<int64_t>& want) {
+    NpyArray& a = arrays[name];
+    return Checked(path, name, a.shape, std::move(a.data), want);
+  };
+  ASSIGN_OR_RETURN(w.w_enc, take("W_enc", {s.d_in, s.d_sae}));
+  ASSIGN_OR_RETURN(w.w_dec, take("W_dec", {s.d_sae, s.d_in}));
+  ASSIGN_OR_RETURN(w.b_enc, take("b_enc", {s.d_sae}));
+  ASSIGN_OR_RETURN(w.b_dec, take("b_dec", {s.d_in}));
+  ASSIGN_OR_RETURN(w.threshold, take("threshold", {s.d_sae}));
+  return w;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
 }
 
 // [rows, cols] row-major → [cols, rows].
@@ -170,37 +246,30 @@ const char* SaeKindName(SaeSpec::Kind kind) {
 absl::StatusOr<std::shared_ptr<const Sae>> Sae::Load(const Model& model, std::string_view arg) {
   std::string name, dir, hook;
   RETURN_IF_ERROR(SplitArg(arg, name, dir, hook));
-  const std::string cfg_path = dir + "/cfg.json";
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(cfg_path));
   auto sae = std::make_shared<Sae>();
-  absl::StatusOr<SaeSpec> spec = ParseSpec(model.config(), text, hook);
-  if (!spec.ok()) return Bad(cfg_path, std::string(spec.status().message()));
-  sae->spec_ = *std::move(spec);
   SaeSpec& s = sae->spec_;
+  SaeWeights w;
+  const std::string cfg_path = dir + "/cfg.json", npz_path = dir + "/params.npz";
+  if (Exists(cfg_path) || !Exists(npz_path)) {  // SAELens (and its error when neither is there)
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(cfg_path));
+    absl::StatusOr<SaeSpec> spec = ParseSpec(model.config(), text, hook);
+    if (!spec.ok()) return Bad(cfg_path, std::string(spec.status().message()));
+    s = *std::move(spec);
+    ASSIGN_OR_RETURN(w, ReadSaeLensWeights(dir, s));
+  } else {
+    ASSIGN_OR_RETURN(w, ReadGemmaScope(npz_path, model.config(), hook, s));
+  }
   s.name = name, s.dir = dir;
-  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/sae_weights.safetensors"));
-  ASSIGN_OR_RETURN(std::vector<float> w_enc, ReadTensor(*file, "W_enc", {s.d_in, s.d_sae}));
-  ASSIGN_OR_RETURN(std::vector<float> w_dec, ReadTensor(*file, "W_dec", {s.d_sae, s.d_in}));
-  ASSIGN_OR_RETURN(std::vector<float> b_enc, ReadTensor(*file, "b_enc", {s.d_sae}));
-  ASSIGN_OR_RETURN(sae->host_.b_dec, ReadTensor(*file, "b_dec", {s.d_in}));
-  if (s.kind == SaeSpec::Kind::kJumpRelu) {
-    const bool log = file->Find("threshold") == nullptr && file->Find("log_threshold") != nullptr;
-    ASSIGN_OR_RETURN(sae->host_.threshold,
-                     ReadTensor(*file, log ? "log_threshold" : "threshold", {s.d_sae}));
-    if (log) {
-      for (float& t : sae->host_.threshold) t = std::exp(t);
-    }
+  sae->host_.b_dec = w.b_dec;
+  sae->host_.threshold = std::move(w.threshold);
+  for (int64_t f = 0; f < s.d_sae && s.rescale_acts_by_decoder_norm; ++f) {
+    double sum = 0;
+    for (int64_t i = 0; i < s.d_in; ++i)
+      sum += double{w.w_dec[f * s.d_in + i]} * w.w_dec[f * s.d_in + i];
+    sae->host_.decoder_norm.push_back(static_cast<float>(std::sqrt(sum)));
   }
-  if (s.rescale_acts_by_decoder_norm) {
-    for (int64_t f = 0; f < s.d_sae; ++f) {
-      double sum = 0;
-      for (int64_t i = 0; i < s.d_in; ++i)
-        sum += double{w_dec[f * s.d_in + i]} * w_dec[f * s.d_in + i];
-      sae->host_.decoder_norm.push_back(static_cast<float>(std::sqrt(sum)));
-    }
-  }
-  RETURN_IF_ERROR(sae->Upload(model, Transposed(w_enc, s.d_in, s.d_sae), b_enc,
-                              Transposed(w_dec, s.d_sae, s.d_in)));
+  RETURN_IF_ERROR(sae->Upload(model, Transposed(w.w_enc, s.d_in, s.d_sae), w.b_enc,
+                              Transposed(w.w_dec, s.d_sae, s.d_in)));
   return std::shared_ptr<const Sae>(std::move(sae));
 }
 

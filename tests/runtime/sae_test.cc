@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "engine/model/npz.h"
 #include "engine/model/safetensors.h"
 #include "engine/runtime/generate.h"
 #include "tests/test_util.h"
@@ -223,6 +224,68 @@ TEST(Sae, LoadErrorsNameTheFileAndField) {
                                  C::kInvalidArgument, "'a' is used twice"));
   EXPECT_TRUE(testing::FailsWith(FindSae(*saes, "res1").status(), C::kInvalidArgument,
                                  "no SAE named 'res1'; loaded: new, old"));
+}
+
+// Gemma Scope's params.npz (tools/reference/make_gemmascope_npz.py: the reference is numpy's
+// own reading of the archive and Gemma Scope's JumpReLU in float64).
+TEST(Sae, GemmaScopeNpzEqualsNumpy) {
+  LoadOptions o;
+  o.model_dir = testing::FamilyDir("gpt2");
+  auto model = Model::Load(o);
+  ASSERT_TRUE(model.ok());
+  const std::string dir = SaeDir("gemmascope_gpt2");
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(**model, "gs=" + dir).status(),
+                                 absl::StatusCode::kInvalidArgument, "names no hook"));
+  auto sae = Sae::Load(**model, "gs=" + dir + "@blocks.1.hook_resid_post");
+  ASSERT_TRUE(sae.ok()) << sae.status();
+  EXPECT_EQ((*sae)->spec().kind, SaeSpec::Kind::kJumpRelu);
+  EXPECT_EQ((*sae)->spec().d_sae, 48);
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok());
+  const AttachmentList attached = {(*sae)->Attach(false)};
+  const HookId site{HookPoint::kResidPost, 1};
+  auto selection = HookSelection::Parse((*model)->config(), {"blocks.1.hook_resid_post.*"}, {site});
+  ASSERT_TRUE(selection.ok());
+  for (int p = 0; p < 2; ++p) {
+    const std::string key = "p" + std::to_string(p) + ".";
+    const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find(key + "input_ids"));
+    auto r = RunWithCache(**model, {ids}, *selection, nullptr, {&attached});
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const char* h : {"hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons"}) {
+      const std::string name = std::string("blocks.1.hook_resid_post.") + h;
+      EXPECT_TRUE(AllClose(key + name, (*r)[0].cache.at(name).view(),
+                           testing::ToF32(*(*ref)->Find(key + name)).view(), 1e-4));
+    }
+  }
+}
+
+TEST(Npy, HeadersAreCheckedAndNamed) {
+  auto npy = [](const std::string& header, size_t data_bytes) {
+    std::string h = header;
+    h.resize(118, ' ');
+    h += '\n';  // magic (6) + version (2) + length (2) + header: a multiple of 64
+    std::string out = std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(h.size()) + '\0';
+    return out + h + std::string(data_bytes, '\0');
+  };
+  auto ok = ParseNpy(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 24), "a");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(ok->data.size(), 6u);
+  using C = absl::StatusCode;
+  EXPECT_TRUE(testing::FailsWith(
+      ParseNpy(npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24), "b").status(),
+      C::kInvalidArgument, "b: a Fortran-order array"));
+  EXPECT_TRUE(testing::FailsWith(
+      ParseNpy(npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", 16), "c").status(),
+      C::kInvalidArgument, "c: dtype '<i8'"));
+  EXPECT_TRUE(testing::FailsWith(
+      ParseNpy(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 20), "d")
+          .status(),
+      C::kInvalidArgument, "d: holds 20 data bytes; its shape needs 24"));
+  EXPECT_TRUE(
+      testing::FailsWith(ParseNpy("PK", "e").status(), C::kInvalidArgument, "e: not a .npy array"));
+  EXPECT_TRUE(
+      testing::FailsWith(ReadNpz("/nonexistent.npz").status(), C::kNotFound, "/nonexistent.npz"));
 }
 
 TEST(Sae, NonFiniteWeightsAreRefused) {
