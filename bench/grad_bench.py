@@ -10,19 +10,9 @@ machine:
 """
 import argparse
 import random
-import time
 
 import lensd
-from sweep_bench import Server
-
-
-def best(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from sweep_bench import Server, best
 
 
 def peak_rss_mib(pid):

@@ -14,14 +14,13 @@ import argparse
 import json
 import struct
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import lensd
 
-from sweep_bench import Server
+from sweep_bench import Server, best
 
 
 def write_sae(directory: Path, d_in: int, d_sae: int, hook: str):
@@ -44,15 +43,6 @@ def write_sae(directory: Path, d_in: int, d_sae: int, hook: str):
     (directory / "cfg.json").write_text(json.dumps(
         {"architecture": "topk", "k": 64, "d_in": d_in, "d_sae": d_sae,
          "metadata": {"hook_name": hook}}))
-
-
-def best(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main():

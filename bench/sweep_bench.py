@@ -47,6 +47,16 @@ class Server:
         self.proc.wait(timeout=60)
 
 
+def best(fn, repeats):
+    """The shortest of `repeats` timed calls of fn, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def sweep_vs_requests(server, positions, rng):
     client = server.client
     vocab = client.model_info()["vocab_size"]
