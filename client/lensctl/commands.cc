@@ -38,6 +38,15 @@ absl::Status InterventionsFromFile(const Flags& flags, WireInterventions* out) {
   return ReadInterventionsFile(flags.Get("interventions"), out);
 }
 
+// Every --sae NAME (with --splice) as the request's attachments.
+void SaesFromFlags(const Flags& flags, google::protobuf::RepeatedPtrField<v1::SaeAttach>* out) {
+  for (const auto& [flag, name] : flags.Occurrences({"sae"})) {
+    v1::SaeAttach* a = out->Add();
+    a->set_name(name);
+    a->set_splice(flags.Has("splice"));
+  }
+}
+
 // Reassembles float32 tensors from a RunWithCache stream, per prompt.
 class CacheAssembler {
  public:
@@ -96,6 +105,7 @@ absl::Status GenerateRemote(const Connection& c, const Flags& flags, std::ostrea
   if (prompts.size() != 1) return absl::InvalidArgumentError("generate takes one prompt");
   *request.mutable_prompt() = prompts[0];
   RETURN_IF_ERROR(InterventionsFromFile(flags, request.mutable_interventions()));
+  SaesFromFlags(flags, request.mutable_saes());
   auto stub = v1::Lensd::NewStub(c.channel);
   auto ctx = c.NewContext();
   auto reader = stub->Generate(ctx.get(), request);
@@ -117,6 +127,7 @@ absl::Status CacheRemote(const Connection& c, const Flags& flags, std::ostream& 
   ASSIGN_OR_RETURN(std::vector<v1::Prompt> prompts, PromptsFromFlags(flags));
   for (v1::Prompt& p : prompts) *request.add_prompts() = std::move(p);
   RETURN_IF_ERROR(InterventionsFromFile(flags, request.mutable_interventions()));
+  SaesFromFlags(flags, request.mutable_saes());
   for (const std::string& h : flags.GetList("hooks")) request.add_names_filter(h);
   if (flags.Has("grad"))
     RETURN_IF_ERROR(ObjectiveFromFlag(flags.Get("grad"), request.mutable_objective()));

@@ -53,16 +53,26 @@ struct Command {
   lensd::FlagTable flags;  // besides the global ones
 };
 
+// The server's SAEs attached by name (lensd serve --sae NAME=DIR).
+lensd::FlagTable SaeFlags() {
+  return {{"sae", "", "attach the server's SAE NAME (repeatable)"},
+          {"splice", "",
+           "the attached SAEs' reconstructions replace their hooks' values "
+           "(default: the error term is kept)",
+           true}};
+}
+
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{
       {"generate",
        "usage: lensctl generate (--prompt TEXT | --token-ids 1,2,3) [flags]\n"
        "Generates remotely; prints exactly what `lensd generate` prints.",
-       lensd::Concat({lensd::SamplingFlags(), lensd::PromptFlags(), lensd::InterventionFlags()})},
+       lensd::Concat(
+           {lensd::SamplingFlags(), lensd::PromptFlags(), lensd::InterventionFlags(), SaeFlags()})},
       {"cache",
        "usage: lensctl cache (--prompt TEXT | --token-ids 1,2,3)... --out FILE [flags]\n"
        "RunWithCache remotely; writes exactly the file `lensd run` writes.",
-       lensd::CacheFlags()},
+       lensd::Concat({lensd::CacheFlags(), SaeFlags()})},
       {"info",
        "usage: lensctl info [--hooks]\nModel, devices, KV blocks and limits.",
        {{"hooks", "", "also list every hook with its shape", true}}},

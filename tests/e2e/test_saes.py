@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lensd
-from conftest import GOLDEN, LENSD, Server, read_safetensors, run_cli
+from conftest import GOLDEN, LENSCTL, LENSD, Server, read_safetensors, run_cli
 
 SAES = GOLDEN.parent / "saes"
 SITE = "blocks.1.hook_resid_post"
@@ -58,6 +58,10 @@ def test_spliced_logits_equal_saelens_and_lensd_run(server, reference, tmp_path)
             "--hooks", f"{SITE}.hook_sae_acts_post", "--out", str(path))
     offline = read_safetensors(path)
     np.testing.assert_array_equal(offline["logits"], logits)
+    remote = tmp_path / "remote.safetensors"
+    run_cli(LENSCTL, "--addr", server.addr, "cache", "--token-ids", ",".join(map(str, ids)),
+            "--sae", "res1", "--splice", "--hooks", f"{SITE}.hook_sae_acts_post", "--out", str(remote))
+    assert remote.read_bytes() == path.read_bytes(), "lensctl cache --sae differs from lensd run"
     np.testing.assert_array_equal(offline[f"{SITE}.hook_sae_acts_post"],
                                   cache[f"{SITE}.hook_sae_acts_post"])
 
@@ -142,6 +146,10 @@ def test_steered_generation_equals_saelens_and_lensd_generate(server, reference,
                   ",".join(map(str, ids)), "--max-new-tokens", str(n), "--ignore-eos",
                   "--sae", f"res1={SAES / 'gpt2_standard'}", "--interventions", str(spec)).stdout
     assert out.decode().split("\n")[0] == " ".join(map(str, want))
+    remote = run_cli(LENSCTL, "--addr", server.addr, "generate", "--token-ids", ",".join(map(str, ids)),
+                     "--max-new-tokens", str(n), "--ignore-eos", "--sae", "res1",
+                     "--interventions", str(spec)).stdout
+    assert remote == out
 
 
 def test_model_info_and_list_hooks_name_the_saes(server):
