@@ -118,9 +118,15 @@ absl::Status FromFile(const json& j, const std::string& base_dir, const std::str
   }
   std::string path = j["file"].get<std::string>();
   if (!path.empty() && path[0] != '/') path = base_dir + "/" + path;
+  return TensorFromSafetensors(path, j["tensor"].get<std::string>(), field, out);
+}
+
+}  // namespace
+
+absl::Status TensorFromSafetensors(const std::string& path, const std::string& name,
+                                   const std::string& field, v1::Tensor* out) {
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return Invalid(field, std::string(file.status().message()));
-  const std::string name = j["tensor"].get<std::string>();
   const TensorInfo* t = (*file)->Find(name);
   if (t == nullptr)
     return Invalid(field, absl::StrCat(": ", path, " has no tensor ", QuoteUserText(name)));
@@ -141,6 +147,8 @@ absl::Status FromFile(const json& j, const std::string& base_dir, const std::str
   out->set_data(static_cast<const char*>(t->data), t->num_bytes);
   return absl::OkStatus();
 }
+
+namespace {
 
 absl::Status ToTensor(const json& j, const std::string& base_dir, const std::string& field,
                       v1::Tensor* out) {

@@ -21,6 +21,11 @@ absl::Status ParseInterventionsJson(std::string_view text, const std::string& ba
                                     WireInterventions* out);
 absl::Status ReadInterventionsFile(const std::string& path, WireInterventions* out);
 
+// Tensor `name` of the safetensors file `path` as a wire tensor (floating point only); errors
+// name `field`.
+absl::Status TensorFromSafetensors(const std::string& path, const std::string& name,
+                                   const std::string& field, v1::Tensor* out);
+
 }  // namespace lensd
 
 #endif  // LENSD_CLI_INTERVENTIONS_JSON_H_

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "cli/interventions_json.h"
 #include "engine/core/status.h"
 #include "engine/core/user_text.h"
 #include "engine/model/safetensors.h"
@@ -48,9 +49,11 @@ const FlagTable& CacheFlags() {
   static const auto* table = new FlagTable(
       Concat({PromptFlags(),
               {{"out", "", "the safetensors file to write (required)"},
-        {"grad", "", "an objective — loss, logit_diff:A:W or logprob:I,J (token ids "
-                     "comma-separated, optional @positions) — whose gradient is written as "
-                     "<hook>_grad beside each hook, with `objective`"},
+               {"grad", "",
+                "an objective — loss, logit_diff:A:W, logprob:I,J (token ids "
+                "comma-separated) or hook_dot:HOOK:FILE.safetensors:TENSOR, optional "
+                "@positions — whose gradient is written as <hook>_grad beside each hook, "
+                "with `objective`"},
                {"hooks", "",
                 "hook names, globs and layer ranges, comma-separated, e.g. "
                 "blocks.*.hook_resid_post,blocks.0-3.attn.hook_pattern (default: every hook)"}},
@@ -127,10 +130,15 @@ absl::Status ObjectiveFromFlag(const std::string& text, v1::Objective* out) {
     RETURN_IF_ERROR(IdsFromFlag("grad", parts[2], out->mutable_logit_diff()->mutable_wrong_ids()));
   } else if (parts[0] == "logprob" && parts.size() == 2) {
     RETURN_IF_ERROR(IdsFromFlag("grad", parts[1], out->mutable_logprob()->mutable_ids()));
+  } else if (parts[0] == "hook_dot" && parts.size() == 4) {
+    out->mutable_hook_dot()->set_hook(std::string(parts[1]));
+    RETURN_IF_ERROR(TensorFromSafetensors(std::string(parts[2]), std::string(parts[3]), "--grad",
+                                          out->mutable_hook_dot()->mutable_direction()));
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "--grad ", QuoteUserText(text),
-        " is not loss, logit_diff:A:W or logprob:I,J (ids comma-separated, optional @positions)"));
+        " is not loss, logit_diff:A:W, logprob:I,J or hook_dot:HOOK:FILE.safetensors:TENSOR (ids "
+        "comma-separated, optional @positions)"));
   }
   if (at.size() == 2) RETURN_IF_ERROR(IdsFromFlag("grad", at[1], out->mutable_positions()));
   return absl::OkStatus();

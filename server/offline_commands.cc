@@ -197,7 +197,7 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
   if (flags.Has("grad")) {
     v1::Objective wire;
     RETURN_IF_ERROR(ObjectiveFromFlag(flags.Get("grad"), &wire));
-    ASSIGN_OR_RETURN(Objective objective, ToObjective(wire, c.vocab_size, lengths));
+    ASSIGN_OR_RETURN(Objective objective, ToObjective(wire, c, lengths));
     ASSIGN_OR_RETURN(results,
                      RunWithGradients(*model, prompts, selection, objective, interventions.get()));
   } else {

@@ -213,7 +213,7 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
     if (!r.job.attachments.empty()) {
       return absl::InvalidArgumentError("objective: gradients through SAEs are not supported yet");
     }
-    ASSIGN_OR_RETURN(r.job.objective, ToObjective(request.objective(), c.vocab_size, lengths));
+    ASSIGN_OR_RETURN(r.job.objective, ToObjective(request.objective(), c, lengths));
   }
   RETURN_IF_ERROR(CheckActivationsFit(r, model, limits));
   RETURN_IF_ERROR(BuildManifest(c, limits, r));

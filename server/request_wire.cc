@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
+#include "server/interventions_wire.h"
 
 namespace lensd {
 
@@ -68,8 +69,11 @@ absl::StatusOr<Objective> ToObjective(const v1::Objective& o, int vocab,
       out.kind = Objective::Kind::kLogProb;
       RETURN_IF_ERROR(TokenIdList(o.logprob().ids(), vocab, "objective.logprob.ids", out.answer));
       break;
+    case v1::Objective::kHookDot:
+      return absl::InvalidArgumentError("objective.hook_dot needs the model (internal)");
     case v1::Objective::KIND_NOT_SET:
-      return absl::InvalidArgumentError("objective is empty: set loss, logit_diff or logprob");
+      return absl::InvalidArgumentError(
+          "objective is empty: set loss, logit_diff, logprob or hook_dot");
   }
   for (int k = 0; k < o.positions_size(); ++k) {
     for (size_t p = 0; p < prompt_lengths.size(); ++p) {
@@ -82,6 +86,28 @@ absl::StatusOr<Objective> ToObjective(const v1::Objective& o, int vocab,
     }
     out.positions.push_back(o.positions(k));
   }
+  return out;
+}
+
+absl::StatusOr<Objective> ToObjective(const v1::Objective& o, const ModelConfig& c,
+                                      const std::vector<int>& prompt_lengths) {
+  if (!o.has_hook_dot()) return ToObjective(o, c.vocab_size, prompt_lengths);
+  v1::Objective positions_only;  // the positions, checked as the other kinds' are
+  positions_only.mutable_logprob()->add_ids(0);
+  *positions_only.mutable_positions() = o.positions();
+  ASSIGN_OR_RETURN(Objective out, ToObjective(positions_only, c.vocab_size, prompt_lengths));
+  out.kind = Objective::Kind::kHookDot;
+  out.answer.clear();
+  absl::StatusOr<HookId> hook = HookFromName(c, o.hook_dot().hook());
+  if (!hook.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("objective.hook_dot.hook: ", hook.status().message()));
+  }
+  out.hook = *hook;
+  ASSIGN_OR_RETURN(FloatTensor direction,
+                   ToFloatTensor(o.hook_dot().direction(), "objective.hook_dot.direction"));
+  out.direction = std::move(direction.data);
+  RETURN_IF_ERROR(CheckObjective(c, out));
   return out;
 }
 

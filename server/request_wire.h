@@ -29,6 +29,9 @@ absl::StatusOr<SamplingParams> ToSampling(const v1::SamplingParams& s);
 // outside a prompt (every prompt of `prompt_lengths`), a loss of a one-token prompt.
 absl::StatusOr<Objective> ToObjective(const v1::Objective& o, int vocab,
                                       const std::vector<int>& prompt_lengths);
+// With the model: also hook_dot (its hook and direction checked, CheckObjective).
+absl::StatusOr<Objective> ToObjective(const v1::Objective& o, const ModelConfig& c,
+                                      const std::vector<int>& prompt_lengths);
 
 }  // namespace lensd
 

@@ -252,16 +252,27 @@ absl::StatusOr<ForwardResult> Scheduler::ForwardBackward(const std::vector<Work>
                                                          const std::vector<int>& prompts) {
   BatchHookSink grads(jobs, prompts, /*gradients=*/true);
   JobState& job = *batch[0].seq->job;
+  const Objective& o = *job.job.objective;
   job.stats.objective.assign(job.job.prompts.size(), 0.0);
   const int vocab = model_.config().vocab_size;
   auto objective = [&](int seq, TensorView logits, float* dlogits) -> absl::Status {
     const Seq& s = *batch[seq].seq;
-    ASSIGN_OR_RETURN(
-        job.stats.objective[s.prompt_index],
-        ObjectiveAndGradient(*job.job.objective, logits.As<float>(), s.tokens, vocab, dlogits));
+    ASSIGN_OR_RETURN(job.stats.objective[s.prompt_index],
+                     ObjectiveAndGradient(o, logits.As<float>(), s.tokens, vocab, dlogits));
     return absl::OkStatus();
   };
-  absl::StatusOr<ForwardResult> result = model_.ForwardBackward(inputs, &hooks, objective, &grads);
+  // An objective at a hook: its gradient seeds the hook, its value comes from the forward.
+  const bool hook_dot = o.kind == Objective::Kind::kHookDot;
+  HookDotTap tap(o, &hooks, static_cast<int>(batch.size()));
+  std::vector<int> lengths;
+  for (const Work& w : batch) lengths.push_back(static_cast<int>(w.seq->tokens.size()));
+  const HookSeed seed = HookDotSeed(o, lengths);
+  absl::StatusOr<ForwardResult> result =
+      model_.ForwardBackward(inputs, hook_dot ? &tap : static_cast<HookSink*>(&hooks), objective,
+                             &grads, hook_dot ? &seed : nullptr);
+  for (size_t i = 0; i < batch.size() && hook_dot && result.ok(); ++i) {
+    job.stats.objective[batch[i].seq->prompt_index] = tap.value(static_cast<int>(i));
+  }
   if (result.ok()) {
     std::lock_guard<std::mutex> lock(counters_mu_);
     ++counters_.gradient_requests;

@@ -16,7 +16,26 @@ GradientOps& Ops(RankContext& g) { return *g.b.gradients(); }
 // Hook `id`'s gradient N_grad from `d`, the gradient of the value it passes downstream; then
 // `d` becomes the gradient of its value before the interventions there, by their rules
 // (`unedited`: that value, read by an SAE clamp's rule).
+// An objective's gradient at hook `id` (StepPlan::seed) added to `d` [T, ...].
+bool Seeded(const RankContext& g, HookId id) {
+  return g.plan.seed != nullptr && g.plan.seed->id == id;
+}
+
+void AddSeed(RankContext& g, HookId id, TensorView d) {
+  if (!Seeded(g, id)) return;
+  const int64_t T = g.plan.tokens, w = d.NumElements() / T;
+  std::vector<float> rows(static_cast<size_t>(T * w), 0.0f);
+  for (size_t s = 0; s < g.plan.seed->rows.size(); ++s) {
+    const std::vector<float>& seq = g.plan.seed->rows[s];
+    std::copy(seq.begin(), seq.end(), rows.begin() + g.plan.q_begin[s] * w);
+  }
+  TensorView seed = g.Scratch(d.shape);
+  g.b.Upload(rows.data(), seed);
+  g.b.Add(d, seed, d);
+}
+
 void GradAt(RankContext& g, HookId id, TensorView d, TensorView unedited) {
+  AddSeed(g, id, d);
   CaptureRows(g, id, d);
   if (!g.Intervened(id)) return;
   Ops(g).RowOpsBackward(d, unedited,
@@ -28,9 +47,10 @@ void GradAt(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
 }
 
 // A branch leaving the residual at hook `id` (attn_out, mlp_out) from the residual's `d`: the
-// branch's own gradient, `d` itself unless interventions there change it.
+// branch's own gradient, `d` itself unless interventions or an objective's seed there change
+// it.
 TensorView BranchGrad(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
-  if (!g.Intervened(id)) {
+  if (!g.Intervened(id) && !Seeded(g, id)) {
     CaptureRows(g, id, d);
     return d;
   }

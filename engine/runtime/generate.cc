@@ -117,8 +117,14 @@ absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
   std::vector<std::unique_ptr<BlockLease>> leases;
   ASSIGN_OR_RETURN(std::vector<SeqInput> batch,
                    WholePrompts(model, prompts, selection, interventions, {}, leases));
+  RETURN_IF_ERROR(CheckObjective(model.config(), objective));
   const int n = static_cast<int>(prompts.size());
   CacheCollector collector(selection, n), gradients(selection, n, "_grad");
+  HookDotTap tap(objective, &collector, n);
+  const bool hook_dot = objective.kind == Objective::Kind::kHookDot;
+  std::vector<int> lengths;
+  for (const auto& ids : prompts) lengths.push_back(static_cast<int>(ids.size()));
+  const HookSeed seed = HookDotSeed(objective, lengths);
   std::vector<double> values(prompts.size());
   const int vocab = model.config().vocab_size;
   auto dlogits = [&](int s, TensorView logits, float* grad) -> absl::Status {
@@ -126,11 +132,14 @@ absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
                      ObjectiveAndGradient(objective, logits.As<float>(), prompts[s], vocab, grad));
     return absl::OkStatus();
   };
-  ASSIGN_OR_RETURN(ForwardResult fr, model.ForwardBackward(batch, &collector, dlogits, &gradients));
+  ASSIGN_OR_RETURN(
+      ForwardResult fr,
+      model.ForwardBackward(batch, hook_dot ? &tap : static_cast<HookSink*>(&collector), dlogits,
+                            &gradients, hook_dot ? &seed : nullptr));
   std::vector<CacheResult> results = Results(model.config(), prompts, fr, collector);
   for (int p = 0; p < n; ++p) {
     results[p].cache.merge(gradients.cache(p));
-    results[p].objective = values[p];
+    results[p].objective = hook_dot ? tap.value(p) : values[p];
   }
   return results;
 }

@@ -66,13 +66,14 @@ absl::StatusOr<Buffer> Model::LogitsGradientOf(const std::vector<SeqInput>& batc
   return device;
 }
 
-void Model::Backward(const std::vector<SeqInput>& batch, HookSink* grads,
+void Model::Backward(const std::vector<SeqInput>& batch, HookSink* grads, const HookSeed* seed,
                      const ForwardResult& result, Buffer dlogits, TensorView x,
                      std::vector<Buffer>& inputs) {
   Shard& shard = *shards_[0];
   Backend& b = *shard.backend;
   const int bs = blocks_->block_size();
-  const StepPlan plan = BuildStepPlan(batch, grads, bs);
+  StepPlan plan = BuildStepPlan(batch, grads, bs);
+  plan.seed = seed;
   Step back;
   back.plan = &plan;
   RankContext g = ContextFor(back, shard);
@@ -106,7 +107,7 @@ void Model::Backward(const std::vector<SeqInput>& batch, HookSink* grads,
 absl::StatusOr<ForwardResult> Model::ForwardBackward(const std::vector<SeqInput>& batch,
                                                      HookSink* hooks,
                                                      const LogitsGradient& objective,
-                                                     HookSink* grads) {
+                                                     HookSink* grads, const HookSeed* seed) {
   RETURN_IF_ERROR(Validate(batch));
   RETURN_IF_ERROR(CheckGradients(batch));
   Backend& b = *shards_[0]->backend;
@@ -120,7 +121,7 @@ absl::StatusOr<ForwardResult> Model::ForwardBackward(const std::vector<SeqInput>
   FlushCaptures();
   RETURN_IF_ERROR(b.TakeError());
   ASSIGN_OR_RETURN(Buffer dlogits, LogitsGradientOf(batch, step.result, objective));
-  Backward(batch, grads, step.result, std::move(dlogits), step.x.view(), inputs);
+  Backward(batch, grads, seed, step.result, std::move(dlogits), step.x.view(), inputs);
   FlushCaptures();
   RETURN_IF_ERROR(b.TakeError());
   return std::move(step.result);

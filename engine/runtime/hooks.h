@@ -67,6 +67,13 @@ class HookSink {
   virtual void CaptureUnedited(HookId id, TensorView rows) {}
 };
 
+// What an objective that reads a hook (hook_dot) adds to that hook's gradient in the
+// backward walk: per sequence of the batch, rows [n, width] (host; empty: none).
+struct HookSeed {
+  HookId id{HookPoint::kResidPost, 0};
+  std::vector<std::vector<float>> rows;
+};
+
 // The hook named exactly `name` (no patterns); InvalidArgument naming the closest valid
 // names when this model has none such.
 absl::StatusOr<HookId> HookFromName(const ModelConfig& c, std::string_view name);

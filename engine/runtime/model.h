@@ -142,8 +142,10 @@ class Model {
   // is recomputed from its saved input, so memory is the residuals plus one layer.
   // Why this model cannot run ForwardBackward at all (FAILED_PRECONDITION), OK when it can.
   absl::Status GradientSupport() const;
+  // `seed` (null: none): gradients an objective adds at a hook (HookSeed).
   absl::StatusOr<ForwardResult> ForwardBackward(const std::vector<SeqInput>& batch, HookSink* hooks,
-                                                const LogitsGradient& objective, HookSink* grads);
+                                                const LogitsGradient& objective, HookSink* grads,
+                                                const HookSeed* seed = nullptr);
 
  private:
   struct Shard;
@@ -187,8 +189,9 @@ class Model {
   absl::StatusOr<Buffer> LogitsGradientOf(const std::vector<SeqInput>& batch,
                                           const ForwardResult& result,
                                           const LogitsGradient& objective);
-  void Backward(const std::vector<SeqInput>& batch, HookSink* grads, const ForwardResult& result,
-                Buffer dlogits, TensorView x, std::vector<Buffer>& inputs);
+  void Backward(const std::vector<SeqInput>& batch, HookSink* grads, const HookSeed* seed,
+                const ForwardResult& result, Buffer dlogits, TensorView x,
+                std::vector<Buffer>& inputs);
 
   ModelConfig config_;
   DType dtype_ = DType::kF32;

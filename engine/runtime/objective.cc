@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/status.h"
 
 namespace lensd {
 namespace {
@@ -18,7 +19,84 @@ double LogSumExp(const float* l, const std::vector<int>* ids, int vocab) {
   return max + std::log(sum);
 }
 
+// The objective's positions in a prompt of `n` tokens (empty: the last).
+absl::StatusOr<std::vector<int>> Positions(const Objective& o, int n) {
+  std::vector<int> positions = o.positions.empty() ? std::vector<int>{n - 1} : o.positions;
+  for (int& p : positions) {
+    const int given = p;
+    if (p < 0) p += n;
+    if (p < 0 || p >= n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("objective position ", given, " is outside a prompt of ", n, " tokens"));
+    }
+  }
+  return positions;
+}
+
+int64_t HookWidth(const ModelConfig& c, HookPoint p) {
+  return RowWidth(c, p) * std::max(1, HeadsOf(c, p));
+}
+
 }  // namespace
+
+absl::Status CheckObjective(const ModelConfig& c, const Objective& o) {
+  if (o.kind != Objective::Kind::kHookDot) return absl::OkStatus();
+  const HookPoint p = o.hook.point;
+  const bool seeded = HasGradientRule(p) && p != HookPoint::kEmbed && p != HookPoint::kPosEmbed &&
+                      p != HookPoint::kUnembedOut && !o.hook.attached();
+  if (!seeded) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("objective.hook_dot.hook: ", HookName(o.hook),
+                     " cannot carry the objective; use a "
+                     "residual, attention head (q, k, v, z), MLP hook or unembed.hook_in"));
+  }
+  const int64_t width = HookWidth(c, p);
+  if (static_cast<int64_t>(o.direction.size()) != width) {
+    return absl::InvalidArgumentError(absl::StrCat("objective.hook_dot.direction has ",
+                                                   o.direction.size(), " elements; ",
+                                                   HookName(o.hook), " has ", width));
+  }
+  for (float x : o.direction) {
+    if (!std::isfinite(x)) {
+      return absl::InvalidArgumentError("objective.hook_dot.direction has non-finite values");
+    }
+  }
+  return absl::OkStatus();
+}
+
+HookSeed HookDotSeed(const Objective& o, const std::vector<int>& lengths) {
+  HookSeed seed{o.hook, {}};
+  const int64_t w = static_cast<int64_t>(o.direction.size());
+  for (int n : lengths) {
+    std::vector<float>& rows = seed.rows.emplace_back(static_cast<size_t>(n * w), 0.0f);
+    const absl::StatusOr<std::vector<int>> positions = Positions(o, n);  // checked at the edge
+    if (!positions.ok()) continue;
+    const float scale = 1.0f / static_cast<float>(positions->size());
+    for (int p : *positions) {
+      for (int64_t i = 0; i < w; ++i) rows[p * w + i] += scale * o.direction[i];
+    }
+  }
+  return seed;
+}
+
+double HookDotValue(const Objective& o, const float* rows, int n) {
+  const int64_t w = static_cast<int64_t>(o.direction.size());
+  const absl::StatusOr<std::vector<int>> positions = Positions(o, n);
+  if (!positions.ok()) return 0.0;
+  double sum = 0;
+  for (int p : *positions) {
+    for (int64_t i = 0; i < w; ++i) sum += double{rows[p * w + i]} * o.direction[i];
+  }
+  return sum / static_cast<double>(positions->size());
+}
+
+void HookDotTap::Capture(int seq, HookId id, TensorView value) {
+  if (id == o_.hook) {
+    const int n = static_cast<int>(value.NumElements() / static_cast<int64_t>(o_.direction.size()));
+    values_[static_cast<size_t>(seq)] = HookDotValue(o_, value.As<float>(), n);
+  }
+  if (inner_ != nullptr && inner_->Wants(seq, id)) inner_->Capture(seq, id, value);
+}
 
 double LogSumExpRow(const float* l, int vocab) { return LogSumExp(l, nullptr, vocab); }
 
@@ -60,15 +138,8 @@ absl::StatusOr<double> ObjectiveAndGradient(const Objective& o, const float* log
     }
     return -sum / (P - 1);
   }
-  std::vector<int> positions = o.positions.empty() ? std::vector<int>{P - 1} : o.positions;
-  for (int& p : positions) {
-    const int given = p;
-    if (p < 0) p += P;
-    if (p < 0 || p >= P) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("objective position ", given, " is outside a prompt of ", P, " tokens"));
-    }
-  }
+  if (o.kind == Objective::Kind::kHookDot) return 0.0;
+  ASSIGN_OR_RETURN(const std::vector<int> positions, Positions(o, P));
   const double weight = 1.0 / static_cast<double>(positions.size());
   double sum = 0;
   for (int p : positions) {

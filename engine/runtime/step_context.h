@@ -36,6 +36,7 @@ struct StepPlan {
   std::vector<PlanSeq> plan_seqs;              // per sequence, for intervention plans
   bool any_interventions = false;
   bool any_attachments = false;
+  const HookSeed* seed = nullptr;  // the backward walk's gradient seed at a hook (null: none)
 
   // True when some sequence of the step has interventions at `id`.
   bool Intervened(HookId id) const;

@@ -84,6 +84,39 @@ def test_gradients_through_interventions_equal_lensd_run(llama, tmp_path):
     assert remote.read_bytes() == path.read_bytes(), "lensctl cache --grad differs"
 
 
+def test_hook_dot_objective_served_equals_lensd_run(llama, tmp_path):
+    """⟨blocks.1.hook_resid_post, v⟩ at two positions: its value is the captured hook's, its
+    gradient there is v / 2 at those positions, later hooks get none; served == offline."""
+    d = 64
+    v = np.random.default_rng(4).standard_normal(d).astype(np.float32)
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
+    with lensd.Client(llama.addr) as client:
+        _, cache = client.run_with_cache(PROMPTS, hooks, grad=lensd.hook_dot(hooks[1], v, [1, -1]))
+        with pytest.raises(lensd.InvalidArgument, match="objective.hook_dot.direction has 3 "
+                                                        "elements; blocks.1.hook_resid_post has 64"):
+            client.run_with_cache(PROMPTS, hooks, grad=lensd.hook_dot(hooks[1], v[:3]))
+        with pytest.raises(lensd.InvalidArgument, match="objective.hook_dot.hook"):
+            client.run_with_cache(PROMPTS, hooks, grad=lensd.hook_dot("blocks.9.hook_resid_post", v))
+    for j, ids in enumerate(PROMPTS):
+        x = cache[hooks[1]][j, -len(ids):]
+        assert cache.objective[j] == pytest.approx((x[1] @ v + x[-1] @ v) / 2, rel=1e-5)
+        g = cache[hooks[1] + "_grad"][j, -len(ids):]
+        np.testing.assert_allclose(g[[1, -1]], np.stack([v, v]) / 2, rtol=1e-6)
+        assert np.all(cache[hooks[2] + "_grad"][j] == 0)
+        assert np.any(cache[hooks[0] + "_grad"][j] != 0)
+    path = tmp_path / "v.safetensors"
+    header = json.dumps({"v": {"dtype": "F32", "shape": [d], "data_offsets": [0, 4 * d]}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + v.tobytes())
+    out = tmp_path / "offline.safetensors"
+    run_cli(LENSD, "run", "--model", str(GOLDEN / "llama"), "--token-ids",
+            ",".join(map(str, PROMPTS[0])), "--hooks", ",".join(hooks), "--grad",
+            f"hook_dot:{hooks[1]}:{path}:v@1,-1", "--out", str(out))
+    offline = read_safetensors(out)
+    assert float(offline["objective"][0]) == pytest.approx(cache.objective[0], abs=1e-6)
+    for name in hooks:
+        np.testing.assert_array_equal(offline[name + "_grad"], cache[name + "_grad"][:1])
+
+
 def test_loss_gradient_points_downhill(llama):
     """A small step against resid_pre's gradient lowers the loss (an add intervention)."""
     ids = PROMPTS[0]

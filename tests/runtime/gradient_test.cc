@@ -71,8 +71,14 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
     iv.value.data.assign(static_cast<size_t>(Shape::FromVector(dims).NumElements()), 0.0f);
     // Maps: [head][key] of the one query row; else the row's elements.
     iv.value.data[axis == 2 ? at / (P * P) * P + at % P : at % inner] = delta;
-    auto r = RunWithCache(*model_, prompts_, HookSelection::None(c()), Set({iv}).get());
+    const bool hook_dot = o.kind == Objective::Kind::kHookDot;
+    auto selection = HookSelection::Parse(c(), {HookName(o.hook)});
+    auto r = RunWithCache(*model_, prompts_, hook_dot ? *selection : HookSelection::None(c()),
+                          Set({iv}).get());
     EXPECT_TRUE(r.ok()) << r.status();
+    if (hook_dot) {
+      return HookDotValue(o, (*r)[p].cache.at(HookName(o.hook)).As<float>(), Length(p));
+    }
     std::vector<float> grad(prompts_[p].size() * c().vocab_size);
     auto v = ObjectiveAndGradient(o, (*r)[p].logits.As<float>(), prompts_[p], c().vocab_size,
                                   grad.data());
@@ -105,8 +111,10 @@ class GradientTest : public ::testing::TestWithParam<std::string> {
       ASSERT_TRUE(r.objective.has_value());
       std::vector<float> unused(prompts_[p].size() * c().vocab_size);
       EXPECT_NEAR(*r.objective,
-                  *ObjectiveAndGradient(o, r.logits.As<float>(), prompts_[p], c().vocab_size,
-                                        unused.data()),
+                  o.kind == Objective::Kind::kHookDot
+                      ? HookDotValue(o, r.cache.at(HookName(o.hook)).As<float>(), Length(p))
+                      : *ObjectiveAndGradient(o, r.logits.As<float>(), prompts_[p], c().vocab_size,
+                                              unused.data()),
                   1e-9);
       for (HookId id : hooks) ExpectHook(o, p, r, id, rng);
     }
@@ -155,6 +163,23 @@ TEST_P(GradientTest, LogitDiffMatchesFiniteDifferencesAtEveryHook) {
   o.answer = {5, 9}, o.wrong = {7};
   o.positions = {-1, 2};
   ExpectFiniteDifferences(o);
+}
+
+// ⟨hook, direction⟩ objectives: at attention heads (z of the first layer, two positions)
+// and at the last layer's residual output; hooks after them get gradient 0.
+TEST_P(GradientTest, HookDotMatchesFiniteDifferencesAtEveryHook) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  for (HookId at : {HookId{HookPoint::kZ, 0}, HookId{HookPoint::kResidPost, c().n_layers - 1}}) {
+    Objective o;
+    o.kind = Objective::Kind::kHookDot;
+    o.hook = at;
+    o.direction.resize(
+        static_cast<size_t>(RowWidth(c(), at.point) * std::max(1, HeadsOf(c(), at.point))));
+    for (float& x : o.direction) x = normal(rng);
+    if (at.point == HookPoint::kZ) o.positions = {-1, 1};
+    ExpectFiniteDifferences(o);
+  }
 }
 
 TEST_P(GradientTest, APromptsGradientsAreTheSameBitsAloneAndBatched) {

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from lensd.interventions import tensor
 from lensd.v1 import lensd_pb2
 
 COMPONENTS = {
@@ -55,8 +56,17 @@ def loss() -> lensd_pb2.Objective:
     return lensd_pb2.Objective(loss=lensd_pb2.LossObjective())
 
 
+def hook_dot(hook: str, direction, positions: Sequence[int] = ()) -> lensd_pb2.Objective:
+    """Gradients' objective ⟨value of `hook`, direction⟩ per position (flattened, e.g. H·dh for
+    hook_z), averaged over `positions` (default: the last): a probe or a feature direction."""
+    return lensd_pb2.Objective(
+        hook_dot=lensd_pb2.HookDotObjective(hook=hook, direction=tensor(np.ravel(direction))),
+        positions=list(positions))
+
+
 def objective(metric) -> lensd_pb2.Objective:
-    """An Objective from lensd.loss(), or from the sweep metrics logit_diff / logprob."""
+    """An Objective from lensd.loss() or lensd.hook_dot(...), or from the sweep metrics
+    logit_diff / logprob."""
     if isinstance(metric, lensd_pb2.Objective):
         return metric
     kind = metric.WhichOneof("kind") if isinstance(metric, lensd_pb2.SweepMetric) else None
@@ -64,7 +74,8 @@ def objective(metric) -> lensd_pb2.Objective:
         return lensd_pb2.Objective(logit_diff=metric.logit_diff, positions=list(metric.positions))
     if kind == "logprob":
         return lensd_pb2.Objective(logprob=metric.logprob, positions=list(metric.positions))
-    raise ValueError("grad must be lensd.loss(), lensd.logit_diff(...) or lensd.logprob(...)")
+    raise ValueError("grad must be lensd.loss(), lensd.logit_diff(...), lensd.logprob(...) or "
+                     "lensd.hook_dot(...)")
 
 
 @dataclasses.dataclass
