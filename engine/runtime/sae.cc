@@ -270,6 +270,7 @@ absl::StatusOr<std::shared_ptr<const Sae>> Sae::Load(const Model& model, std::st
   }
   RETURN_IF_ERROR(sae->Upload(model, Transposed(w.w_enc, s.d_in, s.d_sae), w.b_enc,
                               Transposed(w.w_dec, s.d_sae, s.d_in)));
+  sae->host_.w_dec = std::move(w.w_dec);
   return std::shared_ptr<const Sae>(std::move(sae));
 }
 

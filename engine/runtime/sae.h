@@ -76,9 +76,9 @@ class Sae : public std::enable_shared_from_this<Sae> {
     Buffer w_enc, b_enc, w_dec, b_dec;
   };
   // Host copies: the encoder's input shift, JumpReLU thresholds, decoder row norms (TopK
-  // rescaling).
+  // rescaling), the decoder [d_sae, d_in] for rows with few active features.
   struct HostWeights {
-    std::vector<float> b_dec, threshold, decoder_norm;
+    std::vector<float> b_dec, threshold, decoder_norm, w_dec;
   };
   absl::Status Upload(const Model& model, const std::vector<float>& w_enc,
                       const std::vector<float>& b_enc, const std::vector<float>& w_dec);

@@ -18,6 +18,9 @@
 namespace lensd {
 namespace {
 
+// A row whose active features are at most 1/kSparseRatio of d_sae decodes sparsely.
+constexpr int64_t kSparseRatio = 8;
+
 // SAELens's run-time normalisation of rows x [n, w] in place, and what undoes it per row:
 // norm_out(y) = y · scale[r] + shift[r].
 void NormalizeIn(SaeSpec::Norm norm, int64_t n, int64_t w, float* x, std::vector<float>& scale,
@@ -252,11 +255,38 @@ std::vector<float> Sae::Attachment::Decode(const Step& st, std::vector<float>& a
       for (int64_t i = 0; i < f; ++i) acts[r * f + i] /= sae_->host_.decoder_norm[i];
     }
   }
-  TensorView recons = st.c.Scratch({n, w});
-  st.c.b.Linear(Staged(st.c, acts, f), st.weights.w_dec.view(), st.weights.b_dec.view(), recons);
-  if (emit) Emit(st, AttachedHook::kSaeRecons, recons);
+  // Rows with few active features sum their decoder rows on the host, in feature order; the
+  // others go through the decoder matrix. The choice is the row's own: a row's reconstruction
+  // does not depend on its batch.
   std::vector<float> out(static_cast<size_t>(n * w));
-  st.c.b.Download(recons, out.data());
+  std::vector<int32_t> dense;
+  for (int64_t r = 0; r < n; ++r) {
+    const float* a = acts.data() + r * f;
+    if (std::count_if(a, a + f, [](float x) { return x != 0.0f; }) * kSparseRatio > f) {
+      dense.push_back(static_cast<int32_t>(r));
+      continue;
+    }
+    float* y = out.data() + r * w;
+    std::copy_n(sae_->host_.b_dec.data(), w, y);
+    for (int64_t j = 0; j < f; ++j) {
+      if (a[j] == 0.0f) continue;
+      const float* row = sae_->host_.w_dec.data() + j * w;
+      for (int64_t i = 0; i < w; ++i) y[i] += a[j] * row[i];
+    }
+  }
+  if (!dense.empty()) {
+    const int64_t m = static_cast<int64_t>(dense.size());
+    std::vector<float> rows(static_cast<size_t>(m * f)), decoded(static_cast<size_t>(m * w));
+    for (int64_t k = 0; k < m; ++k) std::copy_n(acts.data() + dense[k] * f, f, rows.data() + k * f);
+    TensorView recons = st.c.Scratch({m, w});
+    st.c.b.Linear(Staged(st.c, rows, f), st.weights.w_dec.view(), st.weights.b_dec.view(), recons);
+    st.c.b.Download(recons, decoded.data());
+    for (int64_t k = 0; k < m; ++k)
+      std::copy_n(decoded.data() + k * w, w, out.data() + dense[k] * w);
+  }
+  if (emit && Wanted(st, {AttachedHook::kSaeRecons})) {
+    Emit(st, AttachedHook::kSaeRecons, Staged(st.c, out, w));
+  }
   for (int64_t r = 0; r < n; ++r) {  // norm_out
     for (int64_t i = 0; i < w; ++i) out[r * w + i] = out[r * w + i] * scale[r] + shift[r];
   }
