@@ -268,8 +268,7 @@ absl::StatusOr<ForwardResult> Scheduler::ForwardBackward(const std::vector<Work>
   for (const Work& w : batch) lengths.push_back(static_cast<int>(w.seq->tokens.size()));
   const HookSeed seed = HookDotSeed(o, lengths);
   absl::StatusOr<ForwardResult> result =
-      model_.ForwardBackward(inputs, hook_dot ? &tap : static_cast<HookSink*>(&hooks), objective,
-                             &grads, hook_dot ? &seed : nullptr);
+      model_.ForwardBackward(inputs, &tap, objective, &grads, hook_dot ? &seed : nullptr);
   for (size_t i = 0; i < batch.size() && hook_dot && result.ok(); ++i) {
     job.stats.objective[batch[i].seq->prompt_index] = tap.value(static_cast<int>(i));
   }

@@ -49,8 +49,8 @@ void AddHookInfos(const ModelConfig& c, const std::vector<HookId>& hooks,
     }
     const auto sub = static_cast<AttachedHook>(id.sub);
     const bool features = sub == AttachedHook::kSaeActsPre || sub == AttachedHook::kSaeActsPost;
-    const int64_t width = RowWidth(c, id.point) * std::max(1, HeadsOf(c, id.point));
-    h->set_shape(features ? "[1, P, d_sae]" : absl::StrCat("[1, P, ", width, "]"));
+    h->set_shape(features ? "[1, P, d_sae]"
+                          : absl::StrCat("[1, P, ", PositionWidth(c, id.point), "]"));
   }
 }
 

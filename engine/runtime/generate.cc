@@ -132,10 +132,8 @@ absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
                      ObjectiveAndGradient(objective, logits.As<float>(), prompts[s], vocab, grad));
     return absl::OkStatus();
   };
-  ASSIGN_OR_RETURN(
-      ForwardResult fr,
-      model.ForwardBackward(batch, hook_dot ? &tap : static_cast<HookSink*>(&collector), dlogits,
-                            &gradients, hook_dot ? &seed : nullptr));
+  ASSIGN_OR_RETURN(ForwardResult fr, model.ForwardBackward(batch, &tap, dlogits, &gradients,
+                                                           hook_dot ? &seed : nullptr));
   std::vector<CacheResult> results = Results(model.config(), prompts, fr, collector);
   for (int p = 0; p < n; ++p) {
     results[p].cache.merge(gradients.cache(p));

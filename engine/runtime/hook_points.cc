@@ -161,6 +161,10 @@ int HeadsOf(const ModelConfig& c, HookPoint p) {
   return 0;
 }
 
+int64_t PositionWidth(const ModelConfig& c, HookPoint p) {
+  return RowWidth(c, p) * std::max(1, HeadsOf(c, p));
+}
+
 int64_t RowWidth(const ModelConfig& c, HookPoint p) {
   switch (InfoOf(p).geometry) {
     case G::kResidual:

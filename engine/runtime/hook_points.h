@@ -109,6 +109,9 @@ int PositionAxis(HookPoint p);
 int HeadsOf(const ModelConfig& c, HookPoint p);
 // The size of its last axis for one position (and head): D, 1, dh, M or V; 0 for maps.
 int64_t RowWidth(const ModelConfig& c, HookPoint p);
+// Its elements per position over every head (RowWidth × heads): the width of a token-major
+// hook's rows, what an SAE or a hook_dot direction at it spans.
+int64_t PositionWidth(const ModelConfig& c, HookPoint p);
 
 // "blocks.L.<suffix>" or the model-level suffix; an attached hook's adds ".<its suffix>".
 std::string HookName(HookId id);

@@ -33,10 +33,6 @@ absl::StatusOr<std::vector<int>> Positions(const Objective& o, int n) {
   return positions;
 }
 
-int64_t HookWidth(const ModelConfig& c, HookPoint p) {
-  return RowWidth(c, p) * std::max(1, HeadsOf(c, p));
-}
-
 }  // namespace
 
 absl::Status CheckObjective(const ModelConfig& c, const Objective& o) {
@@ -50,7 +46,7 @@ absl::Status CheckObjective(const ModelConfig& c, const Objective& o) {
                      " cannot carry the objective; use a "
                      "residual, attention head (q, k, v, z), MLP hook or unembed.hook_in"));
   }
-  const int64_t width = HookWidth(c, p);
+  const int64_t width = PositionWidth(c, p);
   if (static_cast<int64_t>(o.direction.size()) != width) {
     return absl::InvalidArgumentError(absl::StrCat("objective.hook_dot.direction has ",
                                                    o.direction.size(), " elements; ",
@@ -91,7 +87,7 @@ double HookDotValue(const Objective& o, const float* rows, int n) {
 }
 
 void HookDotTap::Capture(int seq, HookId id, TensorView value) {
-  if (id == o_.hook) {
+  if (Reads(id)) {
     const int n = static_cast<int>(value.NumElements() / static_cast<int64_t>(o_.direction.size()));
     values_[static_cast<size_t>(seq)] = HookDotValue(o_, value.As<float>(), n);
   }

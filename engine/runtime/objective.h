@@ -50,19 +50,20 @@ absl::Status CheckObjective(const ModelConfig& c, const Objective& o);
 HookSeed HookDotSeed(const Objective& o, const std::vector<int>& lengths);
 double HookDotValue(const Objective& o, const float* rows, int n);
 
-// A sink that forwards to `inner` (may be null) and keeps, per sequence, the rows of a
-// kHookDot objective's hook: the objective's values.
+// A sink that forwards to `inner` (may be null) and, for a kHookDot objective, keeps per
+// sequence the objective's value from its hook's rows (other kinds: it only forwards).
 class HookDotTap : public HookSink {
  public:
   HookDotTap(const Objective& o, HookSink* inner, int sequences)
       : o_(o), inner_(inner), values_(static_cast<size_t>(sequences), 0.0) {}
   bool Wants(int seq, HookId id) const override {
-    return id == o_.hook || (inner_ != nullptr && inner_->Wants(seq, id));
+    return Reads(id) || (inner_ != nullptr && inner_->Wants(seq, id));
   }
   void Capture(int seq, HookId id, TensorView value) override;
   double value(int seq) const { return values_[static_cast<size_t>(seq)]; }
 
  private:
+  bool Reads(HookId id) const { return o_.kind == Objective::Kind::kHookDot && id == o_.hook; }
   const Objective& o_;
   HookSink* inner_;
   std::vector<double> values_;

@@ -104,7 +104,7 @@ absl::Status ParseNorm(const json& j, SaeSpec& s) {
 absl::Status SetSite(const ModelConfig& c, const std::string& hook, SaeSpec& s) {
   ASSIGN_OR_RETURN(s.site, HookFromName(c, hook));
   RETURN_IF_ERROR(CheckAttachmentSite(c, s.site));
-  const int64_t width = RowWidth(c, s.site.point) * std::max(1, HeadsOf(c, s.site.point));
+  const int64_t width = PositionWidth(c, s.site.point);
   if (s.d_in != width) {
     return Invalid(absl::StrCat("d_in = ", s.d_in, " but ", hook, " has width ", width));
   }

@@ -107,6 +107,7 @@ void Sae::Attachment::Activate(int64_t n, float* acts) const {
   const SaeSpec& s = sae_->spec_;
   const int64_t f = s.d_sae;
   std::vector<int32_t> order(static_cast<size_t>(f));
+  std::vector<float> kept(static_cast<size_t>(f));
   for (int64_t r = 0; r < n; ++r) {
     float* a = acts + r * f;
     switch (s.kind) {
@@ -126,7 +127,7 @@ void Sae::Attachment::Activate(int64_t n, float* acts) const {
         std::nth_element(
             order.begin(), order.begin() + (s.k - 1), order.end(),
             [a](int32_t x, int32_t y) { return a[x] > a[y] || (a[x] == a[y] && x < y); });
-        std::vector<float> kept(static_cast<size_t>(f), 0.0f);
+        std::fill(kept.begin(), kept.end(), 0.0f);
         for (int j = 0; j < s.k; ++j) kept[order[j]] = std::max(a[order[j]], 0.0f);
         std::copy(kept.begin(), kept.end(), a);
         break;
@@ -157,18 +158,18 @@ void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int
   if (Wanted(st, {AttachedHook::kSaeActsPost})) {
     Emit(st, AttachedHook::kSaeActsPost, Staged(c, acts, s.d_sae));
   }
-  // Error kept, nothing edited and nobody reading the decoder's side: the model's value flows
-  // on as it was.
-  if (!splice_ && !any && !Wanted(st, {AttachedHook::kSaeRecons, AttachedHook::kSaeError})) {
-    Emit(st, AttachedHook::kSaeOutput, x);
-    return;
+  // The decoder runs when its output is used or read; error kept and nothing edited, the
+  // model's value flows on as it was.
+  const bool stream = splice_ || any;
+  std::vector<float> out, error(in.size());
+  if (stream || Wanted(st, {AttachedHook::kSaeRecons, AttachedHook::kSaeError})) {
+    out = Decode(st, acts, scale, shift, true);
+    const std::vector<float> clean_out = any ? Decode(st, clean, scale, shift, false) : out;
+    for (size_t i = 0; i < in.size(); ++i) error[i] = in[i] - clean_out[i];
+    if (Wanted(st, {AttachedHook::kSaeError}))
+      Emit(st, AttachedHook::kSaeError, Staged(c, error, w));
   }
-  std::vector<float> out = Decode(st, acts, scale, shift, true);
-  const std::vector<float> clean_out = any ? Decode(st, clean, scale, shift, false) : out;
-  std::vector<float> error(in.size());
-  for (size_t i = 0; i < in.size(); ++i) error[i] = in[i] - clean_out[i];
-  Emit(st, AttachedHook::kSaeError, Staged(c, error, w));
-  if (!splice_ && !any) {
+  if (!stream) {
     Emit(st, AttachedHook::kSaeOutput, x);
     return;
   }
@@ -180,7 +181,7 @@ void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int
       y = edited[r] ? y + error[r * w + i] : in[r * w + i];
     }
   }
-  Emit(st, AttachedHook::kSaeOutput, Staged(c, out, w));
+  if (Wanted(st, {AttachedHook::kSaeOutput})) Emit(st, AttachedHook::kSaeOutput, Staged(c, out, w));
   std::vector<float> all(static_cast<size_t>(rows.NumElements()));
   c.b.Download(rows, all.data());
   for (int64_t r = 0; r < st.n; ++r) {
@@ -213,10 +214,10 @@ std::vector<char> Sae::Attachment::ApplyEdits(const Step& st, std::vector<float>
   const int64_t f = sae_->spec_.d_sae;
   for (size_t k = 0; k < st.seqs.size() && !edits_.empty(); ++k) {
     const SeqInput& in = (*st.c.plan.batch)[st.seqs[k]];
+    const size_t p = static_cast<size_t>(in.prompt_index);
     for (int i = 0; i < static_cast<int>(in.tokens.size()); ++i) {
       const int64_t r = st.first[k] + i;
       for (const FeatureEdit& e : edits_) {
-        const size_t p = static_cast<size_t>(in.prompt_index);
         if (p >= e.positions.size() || !e.positions[p] ||
             e.positions[p]->IndexOf(in.start_pos + i) < 0) {
           continue;

@@ -174,8 +174,7 @@ TEST_P(GradientTest, HookDotMatchesFiniteDifferencesAtEveryHook) {
     Objective o;
     o.kind = Objective::Kind::kHookDot;
     o.hook = at;
-    o.direction.resize(
-        static_cast<size_t>(RowWidth(c(), at.point) * std::max(1, HeadsOf(c(), at.point))));
+    o.direction.resize(static_cast<size_t>(PositionWidth(c(), at.point)));
     for (float& x : o.direction) x = normal(rng);
     if (at.point == HookPoint::kZ) o.positions = {-1, 1};
     ExpectFiniteDifferences(o);
