@@ -31,6 +31,20 @@ std::string FamilyDir(const std::string& family) {
   return ::stat(newer.c_str(), &st) == 0 ? newer : GoldenDir() + "/" + family;
 }
 
+std::unique_ptr<Model> LoadFamily(const std::string& family, int block_size) {
+  LoadOptions o;
+  o.model_dir = FamilyDir(family);
+  o.block_size = block_size;
+  auto m = Model::Load(o);
+  if (!m.ok()) {
+    ADD_FAILURE() << family << ": " << m.status();
+    return nullptr;
+  }
+  return *std::move(m);
+}
+
+std::string SaeDir(const std::string& name) { return GoldenDir() + "/../saes/" + name; }
+
 bool SharedExists(const std::string& relative) {
   struct stat st;
   return ::stat((SharedDir() + "/" + relative).c_str(), &st) == 0;

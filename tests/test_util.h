@@ -28,6 +28,11 @@ std::string FamiliesDir();
 // The model directory of a test family: FamiliesDir()/family when it is one of those, else
 // GoldenDir()/family.
 std::string FamilyDir(const std::string& family);
+// Test family `family` loaded on the CPU with KV blocks of `block_size` tokens; null (with a
+// test failure naming the status) when it does not load.
+std::unique_ptr<Model> LoadFamily(const std::string& family, int block_size = 16);
+// tests/data/saes/<name>: the reference SAEs (tools/reference/make_sae_references.py).
+std::string SaeDir(const std::string& name);
 // Skips the calling test (GTEST_SKIP) when `relative` is absent under SharedDir().
 #define LENSD_REQUIRE_SHARED(relative)                                              \
   if (!::lensd::testing::SharedExists(relative))                                   \

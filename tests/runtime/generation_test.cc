@@ -9,19 +9,10 @@
 namespace lensd {
 namespace {
 
-std::unique_ptr<Model> LoadGolden(const std::string& family, int block_size = 16) {
-  LoadOptions o;
-  o.model_dir = testing::FamilyDir(family);
-  o.block_size = block_size;
-  auto m = Model::Load(o);
-  EXPECT_TRUE(m.ok()) << m.status();
-  return m.ok() ? std::move(*m) : nullptr;
-}
-
 class PerFamily : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(PerFamily, CachedDecodeEqualsRecompute) {
-  auto model = LoadGolden(GetParam(), /*block_size=*/4);  // forces many block boundaries
+  auto model = testing::LoadFamily(GetParam(), /*block_size=*/4);  // forces many block boundaries
   const int V = model->config().vocab_size;
   std::vector<int32_t> seq = {3, 14, 15, 92, 65, 35};
   std::vector<int32_t> table;
@@ -45,7 +36,7 @@ TEST_P(PerFamily, CachedDecodeEqualsRecompute) {
 }
 
 TEST_P(PerFamily, BatchCompositionDoesNotChangeResults) {
-  auto model = LoadGolden(GetParam());
+  auto model = testing::LoadFamily(GetParam());
   const std::vector<int32_t> a = {5, 6, 7, 8, 9, 10, 11}, b = {400, 3}, c = {1, 2, 3, 4};
   CacheCollector alone(HookSelection::All(model->config()), 1);
   std::vector<int32_t> ta, tb, tc;

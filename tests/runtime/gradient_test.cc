@@ -18,11 +18,8 @@ namespace {
 class GradientTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    LoadOptions o;
-    o.model_dir = testing::FamilyDir(GetParam());
-    auto m = Model::Load(o);
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = std::move(*m);
+    model_ = testing::LoadFamily(GetParam());
+    ASSERT_NE(model_, nullptr);
     prompts_ = {testing::ReferencePrompt(GetParam(), 0)};
   }
   const ModelConfig& c() const { return model_->config(); }
@@ -310,11 +307,9 @@ INSTANTIATE_TEST_SUITE_P(Families, GradientRuleTest,
                          ::testing::Values("gpt2", "llama", "gemma2", "gpt_neox"));
 
 TEST(Gradients, RefusedWhereTheyCannotBeComputedYet) {
-  LoadOptions o;
-  o.model_dir = testing::FamilyDir("mixtral");
-  auto moe = Model::Load(o);
-  ASSERT_TRUE(moe.ok());
-  auto r = RunWithGradients(**moe, {{1, 2, 3}}, HookSelection::None((*moe)->config()), Objective{});
+  auto moe = testing::LoadFamily("mixtral");
+  ASSERT_NE(moe, nullptr);
+  auto r = RunWithGradients(*moe, {{1, 2, 3}}, HookSelection::None(moe->config()), Objective{});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
   LoadOptions split;
   split.devices = "cpu:0,cpu:1";

@@ -18,11 +18,8 @@ using testing::AllClose;
 class IdentityTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    LoadOptions o;
-    o.model_dir = testing::FamilyDir(GetParam());
-    auto m = Model::Load(o);
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = std::move(*m);
+    model_ = testing::LoadFamily(GetParam());
+    ASSERT_NE(model_, nullptr);
     clean_ = testing::ReferencePrompt(GetParam(), 1);  // 19 tokens
     corrupted_ = clean_;
     for (size_t i = 2; i < corrupted_.size(); i += 3) corrupted_[i] = (corrupted_[i] * 7 + 3) % 1000;

@@ -61,12 +61,9 @@ class PrefixHitTest : public ::testing::TestWithParam<std::string> {};
 // takes the cached blocks of its first 32 positions and computes the rest: its logits equal a
 // cold run of B, bit for bit.
 TEST_P(PrefixHitTest, AHitEqualsAColdRunBitForBit) {
-  LoadOptions o;
-  o.model_dir = testing::FamilyDir(GetParam());
-  o.block_size = 8;
-  auto model = Model::Load(o);
-  ASSERT_TRUE(model.ok()) << model.status();
-  Model& m = **model;
+  auto model = testing::LoadFamily(GetParam(), /*block_size=*/8);
+  ASSERT_NE(model, nullptr);
+  Model& m = *model;
   BlockAllocator& blocks = m.blocks();
   const auto a = Tokens(40, 3);
   auto b = a;

@@ -17,10 +17,6 @@ namespace {
 
 using testing::AllClose;
 
-std::string SaeDir(const std::string& name) {
-  return std::string(LENSD_GOLDEN_DIR) + "/../saes/" + name;
-}
-
 struct Case {
   std::string name, family;
   friend void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -29,15 +25,12 @@ struct Case {
 class SaeReferenceTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
-    LoadOptions o;
-    o.model_dir = testing::FamilyDir(GetParam().family);
-    auto m = Model::Load(o);
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = std::move(*m);
-    auto sae = Sae::Load(*model_, "x=" + SaeDir(GetParam().name));
+    model_ = testing::LoadFamily(GetParam().family);
+    ASSERT_NE(model_, nullptr);
+    auto sae = Sae::Load(*model_, "x=" + testing::SaeDir(GetParam().name));
     ASSERT_TRUE(sae.ok()) << sae.status();
     sae_ = *sae;
-    auto ref = SafetensorsFile::Open(SaeDir(GetParam().name) + "/reference.safetensors");
+    auto ref = SafetensorsFile::Open(testing::SaeDir(GetParam().name) + "/reference.safetensors");
     ASSERT_TRUE(ref.ok()) << ref.status();
     ref_ = std::move(*ref);
     for (int p = 0; p < 2; ++p) {
@@ -180,7 +173,7 @@ INSTANTIATE_TEST_SUITE_P(SaeLens, SaeReferenceTest,
 std::string CopySae(const std::string& name, const std::string& tag, const std::string& cfg = "") {
   const std::string dir = testing::TempDir(tag);
   for (const char* f : {"cfg.json", "sae_weights.safetensors"}) {
-    std::ifstream in(SaeDir(name) + "/" + f, std::ios::binary);
+    std::ifstream in(testing::SaeDir(name) + "/" + f, std::ios::binary);
     std::ofstream(dir + "/" + f, std::ios::binary) << in.rdbuf();
   }
   if (!cfg.empty()) std::ofstream(dir + "/cfg.json") << cfg;
@@ -188,13 +181,11 @@ std::string CopySae(const std::string& name, const std::string& tag, const std::
 }
 
 TEST(Sae, LoadErrorsNameTheFileAndField) {
-  LoadOptions o;
-  o.model_dir = testing::FamilyDir("gpt2");
-  auto model = Model::Load(o);
-  ASSERT_TRUE(model.ok());
-  Model& m = **model;
+  auto model = testing::LoadFamily("gpt2");
+  ASSERT_NE(model, nullptr);
+  Model& m = *model;
   using C = absl::StatusCode;
-  const std::string good = SaeDir("gpt2_standard");
+  const std::string good = testing::SaeDir("gpt2_standard");
   EXPECT_TRUE(testing::FailsWith(Sae::Load(m, good).status(), C::kInvalidArgument, "NAME=DIR"));
   EXPECT_TRUE(testing::FailsWith(Sae::Load(m, "a=" + good + "@blocks.0.mlp.hook_post").status(),
                                  C::kInvalidArgument,
@@ -229,14 +220,12 @@ TEST(Sae, LoadErrorsNameTheFileAndField) {
 // Gemma Scope's params.npz (tools/reference/make_gemmascope_npz.py: the reference is numpy's
 // own reading of the archive and Gemma Scope's JumpReLU in float64).
 TEST(Sae, GemmaScopeNpzEqualsNumpy) {
-  LoadOptions o;
-  o.model_dir = testing::FamilyDir("gpt2");
-  auto model = Model::Load(o);
-  ASSERT_TRUE(model.ok());
-  const std::string dir = SaeDir("gemmascope_gpt2");
-  EXPECT_TRUE(testing::FailsWith(Sae::Load(**model, "gs=" + dir).status(),
+  auto model = testing::LoadFamily("gpt2");
+  ASSERT_NE(model, nullptr);
+  const std::string dir = testing::SaeDir("gemmascope_gpt2");
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(*model, "gs=" + dir).status(),
                                  absl::StatusCode::kInvalidArgument, "names no hook"));
-  auto sae = Sae::Load(**model, "gs=" + dir + "@blocks.1.hook_resid_post");
+  auto sae = Sae::Load(*model, "gs=" + dir + "@blocks.1.hook_resid_post");
   ASSERT_TRUE(sae.ok()) << sae.status();
   EXPECT_EQ((*sae)->spec().kind, SaeSpec::Kind::kJumpRelu);
   EXPECT_EQ((*sae)->spec().d_sae, 48);
@@ -244,12 +233,12 @@ TEST(Sae, GemmaScopeNpzEqualsNumpy) {
   ASSERT_TRUE(ref.ok());
   const AttachmentList attached = {(*sae)->Attach(false)};
   const HookId site{HookPoint::kResidPost, 1};
-  auto selection = HookSelection::Parse((*model)->config(), {"blocks.1.hook_resid_post.*"}, {site});
+  auto selection = HookSelection::Parse(model->config(), {"blocks.1.hook_resid_post.*"}, {site});
   ASSERT_TRUE(selection.ok());
   for (int p = 0; p < 2; ++p) {
     const std::string key = "p" + std::to_string(p) + ".";
     const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find(key + "input_ids"));
-    auto r = RunWithCache(**model, {ids}, *selection, nullptr, {&attached});
+    auto r = RunWithCache(*model, {ids}, *selection, nullptr, {&attached});
     ASSERT_TRUE(r.ok()) << r.status();
     for (const char* h : {"hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons"}) {
       const std::string name = std::string("blocks.1.hook_resid_post.") + h;
@@ -289,12 +278,10 @@ TEST(Npy, HeadersAreCheckedAndNamed) {
 }
 
 TEST(Sae, NonFiniteWeightsAreRefused) {
-  LoadOptions o;
-  o.model_dir = testing::FamilyDir("gpt2");
-  auto model = Model::Load(o);
-  ASSERT_TRUE(model.ok());
+  auto model = testing::LoadFamily("gpt2");
+  ASSERT_NE(model, nullptr);
   const std::string dir = CopySae("gpt2_standard", "sae_nan");
-  auto file = SafetensorsFile::Open(SaeDir("gpt2_standard") + "/sae_weights.safetensors");
+  auto file = SafetensorsFile::Open(testing::SaeDir("gpt2_standard") + "/sae_weights.safetensors");
   ASSERT_TRUE(file.ok());
   SafetensorsWriter w;
   for (const auto& [name, info] : (*file)->tensors()) {
@@ -303,7 +290,7 @@ TEST(Sae, NonFiniteWeightsAreRefused) {
     w.AddF32(name, b.view());
   }
   ASSERT_TRUE(w.WriteFile(dir + "/sae_weights.safetensors").ok());
-  EXPECT_TRUE(testing::FailsWith(Sae::Load(**model, "a=" + dir).status(),
+  EXPECT_TRUE(testing::FailsWith(Sae::Load(*model, "a=" + dir).status(),
                                  absl::StatusCode::kInvalidArgument,
                                  "b_enc has non-finite values"));
 }

@@ -42,6 +42,20 @@ class RecordingSink : public JobSink {
     return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return finished_; });
   }
   void CancelAfter(int n) { cancel_after_ = n; }
+  // Whether prompt `prompt` received every tensor of `want` (a RunWithCache cache), with its
+  // shape and the same bits.
+  ::testing::AssertionResult Received(int prompt, const std::map<std::string, Buffer>& want) const {
+    for (const auto& [name, buffer] : want) {
+      auto it = tensors_.find({prompt, name});
+      if (it == tensors_.end()) return ::testing::AssertionFailure() << name << " missing";
+      const Buffer& got = it->second;
+      if (!(got.shape() == buffer.shape()) ||
+          std::memcmp(got.As<char>(), buffer.As<char>(), got.NumBytes()) != 0) {
+        return ::testing::AssertionFailure() << name << " differs";
+      }
+    }
+    return ::testing::AssertionSuccess();
+  }
 
   std::vector<int32_t> tokens_;
   std::map<std::pair<int, std::string>, Buffer> tensors_;
