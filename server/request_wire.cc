@@ -42,6 +42,27 @@ absl::Status TokenIdList(const google::protobuf::RepeatedField<int32_t>& ids, in
   return absl::OkStatus();
 }
 
+namespace {
+
+// o.positions into out.positions, each inside every prompt.
+absl::Status ToPositions(const v1::Objective& o, const std::vector<int>& prompt_lengths,
+                         Objective& out) {
+  for (int k = 0; k < o.positions_size(); ++k) {
+    for (size_t p = 0; p < prompt_lengths.size(); ++p) {
+      const int P = prompt_lengths[p], pos = o.positions(k);
+      if (pos >= P || pos < -P) {
+        return absl::InvalidArgumentError(absl::StrCat("objective.positions[", k, "] = ", pos,
+                                                       " is outside prompts[", p, "] (", P,
+                                                       " tokens)"));
+      }
+    }
+    out.positions.push_back(o.positions(k));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Objective> ToObjective(const v1::Objective& o, int vocab,
                                       const std::vector<int>& prompt_lengths) {
   Objective out;
@@ -75,29 +96,16 @@ absl::StatusOr<Objective> ToObjective(const v1::Objective& o, int vocab,
       return absl::InvalidArgumentError(
           "objective is empty: set loss, logit_diff, logprob or hook_dot");
   }
-  for (int k = 0; k < o.positions_size(); ++k) {
-    for (size_t p = 0; p < prompt_lengths.size(); ++p) {
-      const int P = prompt_lengths[p], pos = o.positions(k);
-      if (pos >= P || pos < -P) {
-        return absl::InvalidArgumentError(absl::StrCat("objective.positions[", k, "] = ", pos,
-                                                       " is outside prompts[", p, "] (", P,
-                                                       " tokens)"));
-      }
-    }
-    out.positions.push_back(o.positions(k));
-  }
+  RETURN_IF_ERROR(ToPositions(o, prompt_lengths, out));
   return out;
 }
 
 absl::StatusOr<Objective> ToObjective(const v1::Objective& o, const ModelConfig& c,
                                       const std::vector<int>& prompt_lengths) {
   if (!o.has_hook_dot()) return ToObjective(o, c.vocab_size, prompt_lengths);
-  v1::Objective positions_only;  // the positions, checked as the other kinds' are
-  positions_only.mutable_logprob()->add_ids(0);
-  *positions_only.mutable_positions() = o.positions();
-  ASSIGN_OR_RETURN(Objective out, ToObjective(positions_only, c.vocab_size, prompt_lengths));
+  Objective out;
   out.kind = Objective::Kind::kHookDot;
-  out.answer.clear();
+  RETURN_IF_ERROR(ToPositions(o, prompt_lengths, out));
   absl::StatusOr<HookId> hook = HookFromName(c, o.hook_dot().hook());
   if (!hook.ok()) {
     return absl::InvalidArgumentError(
