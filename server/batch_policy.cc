@@ -36,7 +36,32 @@ size_t Preempt(SeqList& running, SeqQueue& waiting, BlockAllocator& blocks, size
   return end - begin;
 }
 
+// The prefix key of K/V computed with longrope's long frequencies (mixed into the sequence's).
+constexpr uint64_t kLongRopeKey = 0x10e6209e10e6209eULL;
+
 }  // namespace
+
+void MarkLongRope(Seq& s, int rope_switch) {
+  if (rope_switch <= 0 || s.long_rope || static_cast<int>(s.tokens.size()) <= rope_switch) return;
+  s.long_rope = true;
+  s.prefix = {0, s.prefix.key ^ kLongRopeKey};  // no block is shared with short sequences
+}
+
+int SwitchRope(SeqList& running, SeqQueue& waiting, BlockAllocator& blocks, int rope_switch) {
+  int switched = 0;
+  for (size_t i = running.size();
+       rope_switch > 0 && i-- > 0;) {  // back to front: the queue keeps their order
+    Seq& s = *running[i];
+    if (s.long_rope || static_cast<int>(s.tokens.size()) <= rope_switch) continue;
+    MarkLongRope(s, rope_switch);
+    if (s.computed == 0) continue;
+    spdlog::debug("a sequence grew past {} tokens: recomputed with longrope's long frequencies",
+                  rope_switch);
+    Preempt(running, waiting, blocks, i);
+    ++switched;
+  }
+  return switched;
+}
 
 Admission Admit(SeqQueue& waiting, SeqList& running, BlockAllocator& blocks,
                 const SchedulerOptions& options) {

@@ -46,6 +46,7 @@ struct Seq {
   std::vector<int32_t> blocks;
   PrefixKey prefix;     // how its blocks hash for prefix caching
   bool publish = true;  // whether its computed blocks are offered for reuse
+  bool long_rope = false;  // its K/V take longrope's long frequencies (SeqInput::Context)
   bool done = false;
   // Generation only.
   std::unique_ptr<Sampler> sampler;
@@ -95,6 +96,15 @@ Admission Admit(SeqQueue& waiting, SeqList& running, BlockAllocator& blocks,
 // recently admitted sequence (with its gang) back to the front of the queue when blocks run
 // out: its blocks are freed and it is recomputed later. Returns the preemptions.
 int EnsureBlocks(SeqList& running, SeqQueue& waiting, BlockAllocator& blocks);
+
+// A sequence longer than `rope_switch` (RopeSwitch of the model's config; 0: none) takes
+// longrope's long frequencies, in blocks under a prefix key of their own. Marks it so.
+void MarkLongRope(Seq& s, int rope_switch);
+
+// Running generations that grew past `rope_switch` since their K/V were computed go back to
+// the front of the queue (blocks freed) to be recomputed with the long frequencies, as Hugging
+// Face's Phi-3 does; returns how many.
+int SwitchRope(SeqList& running, SeqQueue& waiting, BlockAllocator& blocks, int rope_switch);
 
 struct Work {
   Seq* seq;

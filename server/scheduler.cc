@@ -148,6 +148,7 @@ void Scheduler::Enqueue(Job job) {
       seq->publish = false;
       seq->prefix = {0, kOwnKvKey};
     }
+    MarkLongRope(*seq, RopeSwitch(model_.config()));
     if (!seq->capture()) {
       seq->sampler = std::make_unique<Sampler>(state->job.sampling);
       seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());
@@ -187,6 +188,7 @@ void Scheduler::Reap() {
 }
 
 void Scheduler::Admit() {
+  const int switched = SwitchRope(running_, waiting_, model_.blocks(), RopeSwitch(model_.config()));
   Admission a = lensd::Admit(waiting_, running_, model_.blocks(), options_);
   for (const auto& job : a.refused) {
     FinishJob(*job, absl::ResourceExhaustedError("the KV cache cannot hold this request"));
@@ -195,7 +197,7 @@ void Scheduler::Admit() {
   std::lock_guard<std::mutex> lock(counters_mu_);
   counters_.prefix_hit_blocks += a.prefix_hit_blocks;
   counters_.prefix_hit_tokens += a.prefix_hit_tokens;
-  counters_.preemptions += preempted;
+  counters_.preemptions += preempted + switched;
 }
 
 void Scheduler::RunBatch(const std::vector<Work>& batch) {
@@ -213,6 +215,7 @@ void Scheduler::RunBatch(const std::vector<Work>& batch) {
     in.interventions = set;
     if (!s->job->job.attachments.empty()) in.attachments = &s->job->job.attachments;
     in.prompt_index = s->prompt_index;
+    in.context = static_cast<int>(s->tokens.size());
     inputs.push_back(std::move(in));
     jobs.push_back(&s->job->job);
     prompts.push_back(s->prompt_index);

@@ -82,8 +82,9 @@ class FailingBackend final : public Backend {
             TensorView normalized, TensorView scale) override {
     if (error_.ok()) inner_->Norm(kind, x, w, b, eps, y, normalized, scale);
   }
-  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override {
-    if (error_.ok()) inner_->Rope(x, inv_freq, rotary_dim, positions);
+  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions,
+            float scale) override {
+    if (error_.ok()) inner_->Rope(x, inv_freq, rotary_dim, positions, scale);
   }
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
     if (error_.ok()) inner_->WriteKv(k, v, slots, kv);

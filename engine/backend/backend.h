@@ -103,8 +103,10 @@ class Backend {
   virtual void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps,
                     TensorView y, TensorView normalized, TensorView scale) = 0;
   // Rotates the first `rotary_dim` dims of each head of x[T,heads,dh] in place (half-split
-  // layout). inv_freq[rotary_dim/2]; positions in host memory.
-  virtual void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) = 0;
+  // layout) and multiplies them by `scale` (longrope's attention factor; 1 for every other
+  // rope: the cos and sin are scaled). inv_freq[rotary_dim/2]; positions in host memory.
+  virtual void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions,
+                    float scale) = 0;
   // Stores k, v [T,Hkv,dh] into the pool at slots[t] (host memory).
   virtual void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) = 0;
   // z[T,H,dh] for every sequence; GQA maps query head h to kv head h / (H / Hkv).

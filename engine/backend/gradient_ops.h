@@ -36,10 +36,10 @@ class GradientOps {
   // Norm: y = normalized · w (+ b) per row of x[T,D] (w optional); dx from dy.
   virtual void NormBackward(NormKind kind, TensorView x, TensorView w, float eps, TensorView dy,
                             TensorView dx) = 0;
-  // Rope: the forward rotates each (i, i + rotary_dim/2) pair by position · inv_freq[i]; the
-  // gradient rotates back, in place on dx[T, heads, dh].
+  // Rope: the forward rotates each (i, i + rotary_dim/2) pair by position · inv_freq[i] and
+  // scales it; the gradient rotates back and scales, in place on dx[T, heads, dh].
   virtual void RopeBackward(TensorView dx, TensorView inv_freq, int rotary_dim,
-                            const int32_t* positions) = 0;
+                            const int32_t* positions, float scale) = 0;
   // y = act(x): dx = dy · act'(x).
   virtual void ActivationBackward(ActKind kind, TensorView x, TensorView dy, TensorView dx) = 0;
   // y = act(gate) · up: dgate = dy · up · act'(gate), dup = dy · act(gate).

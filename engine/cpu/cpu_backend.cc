@@ -60,7 +60,8 @@ class CpuBackend : public Backend {
   }
   void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
             TensorView normalized, TensorView scale) override;
-  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override;
+  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions,
+            float scale) override;
   // The pool may be float32, bfloat16 or float16 (the model dtype): rows are rounded into it.
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override {
     const int64_t row = k.NumElements() / std::max<int64_t>(1, k.shape[0]);
@@ -198,8 +199,9 @@ void CpuBackend::Norm(NormKind kind, TensorView x, TensorView w, TensorView b, f
   });
 }
 
-void CpuBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) {
-  RotateHalves(pool_, x, inv_freq, rotary_dim, positions, /*transposed=*/false);
+void CpuBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions,
+                      float scale) {
+  RotateHalves(pool_, x, inv_freq, rotary_dim, positions, scale, /*transposed=*/false);
 }
 
 void CpuBackend::GatherKvRows(KvLayerView kv, const AttentionSeq& s, int kv_head, int n,

@@ -128,9 +128,9 @@ class CpuGradientOps : public GradientOps {
     });
   }
 
-  void RopeBackward(TensorView dx, TensorView inv_freq, int rotary_dim,
-                    const int32_t* positions) override {
-    RotateHalves(pool_, dx, inv_freq, rotary_dim, positions, /*transposed=*/true);
+  void RopeBackward(TensorView dx, TensorView inv_freq, int rotary_dim, const int32_t* positions,
+                    float scale) override {
+    RotateHalves(pool_, dx, inv_freq, rotary_dim, positions, scale, /*transposed=*/true);
   }
 
   void ActivationBackward(ActKind kind, TensorView x, TensorView dy, TensorView dx) override {

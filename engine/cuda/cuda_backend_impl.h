@@ -104,7 +104,8 @@ class CudaBackend final : public Backend {
   void Gather(TensorView table, const int32_t* ids, TensorView y) override;
   void Norm(NormKind kind, TensorView x, TensorView w, TensorView b, float eps, TensorView y,
             TensorView normalized, TensorView scale) override;
-  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) override;
+  void Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions,
+            float scale) override;
   void WriteKv(TensorView k, TensorView v, const int32_t* slots, KvLayerView kv) override;
   void Activation(ActKind kind, TensorView x, TensorView y) override;
   void GatedActivation(ActKind kind, TensorView gate, TensorView up, TensorView y) override;

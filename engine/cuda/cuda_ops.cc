@@ -66,13 +66,14 @@ void CudaBackend::Norm(NormKind kind, TensorView x, TensorView w, TensorView b, 
             "Norm");
 }
 
-void CudaBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions) {
+void CudaBackend::Rope(TensorView x, TensorView inv_freq, int rotary_dim, const int32_t* positions,
+                       float scale) {
   if (!Use()) return;
   const int tokens = static_cast<int>(x.shape[0]);
   const int32_t* dpos = Stage(0, positions, tokens);
   if (Skip()) return;
   CheckCuda(cuda::LaunchRope(F(x), F(inv_freq), dpos, tokens, static_cast<int>(x.shape[1]),
-                             static_cast<int>(x.shape[2]), rotary_dim, stream_.get()),
+                             static_cast<int>(x.shape[2]), rotary_dim, scale, stream_.get()),
             "Rope");
 }
 

@@ -7,10 +7,11 @@
 #define LENSD_ENGINE_MODEL_ARCHITECTURE_H_
 
 #include <cmath>
+#include <vector>
 
 namespace lensd {
 
-enum class RopeType { kDefault, kLinear, kLlama3 };
+enum class RopeType { kDefault, kLinear, kLlama3, kLongRope };
 
 struct RopeConfig {
   double theta = 10000.0;
@@ -19,7 +20,13 @@ struct RopeConfig {
   double factor = 1.0;  // linear and llama3
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
-  int original_max_position = 8192;
+  int original_max_position = 8192;  // llama3; longrope: the longest "short" sequence
+  // Longrope (Phi-3.5, Phi-4-mini): frequencies divided per pair by short_factor while the
+  // sequence has at most original_max_position tokens, by long_factor beyond; rotated q and k
+  // multiplied by attention_factor. A sequence's frequencies follow its whole length, so one
+  // growing past original_max_position is recomputed (Model::RopeSwitch).
+  std::vector<double> short_factor, long_factor;  // [rotary_dim / 2]
+  double attention_factor = 1.0;
 };
 
 // Attention's knobs, as every backend takes them.

@@ -1,6 +1,7 @@
 #include "engine/model/config.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
@@ -45,6 +46,53 @@ absl::Status ParseIds(const json& j, ModelConfig& c) {
 
 }  // namespace
 
+namespace {
+
+// rotary_dim / 2 positive numbers under `key` of the rope parameters.
+absl::StatusOr<std::vector<double>> RopeFactors(const json& s, const char* key, int n) {
+  const bool ok =
+      JsonHas(s, key) && s.at(key).is_array() && static_cast<int>(s.at(key).size()) == n;
+  std::vector<double> out;
+  for (size_t i = 0; ok && i < s.at(key).size(); ++i) {
+    if (s.at(key)[i].is_number() && s.at(key)[i].get<double>() > 0) {
+      out.push_back(s.at(key)[i].get<double>());
+    }
+  }
+  if (static_cast<int>(out.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "longrope: ", key, " must be a list of rotary_dim / 2 = ", n, " positive numbers"));
+  }
+  return out;
+}
+
+// Hugging Face's longrope: the pretraining length (in the rope parameters, else top level),
+// the factor (default: max_position_embeddings / that length) and the attention factor
+// (default: sqrt(1 + ln factor / ln length), 1 when factor <= 1).
+absl::Status ParseLongRope(const json& j, const json& s, RopeConfig& rope) {
+  rope.type = RopeType::kLongRope;
+  ASSIGN_OR_RETURN(int original,
+                   JsonInt(j, "original_max_position_embeddings", 0, 0, kMaxPositions));
+  ASSIGN_OR_RETURN(original,
+                   JsonInt(s, "original_max_position_embeddings", original, 0, kMaxPositions));
+  if (original < 2) {
+    return absl::InvalidArgumentError(
+        "longrope needs original_max_position_embeddings (at least 2)");
+  }
+  rope.original_max_position = original;
+  ASSIGN_OR_RETURN(int max_pos, JsonInt(j, "max_position_embeddings", original, 1, kMaxPositions));
+  ASSIGN_OR_RETURN(rope.factor, JsonDouble(s, "factor", static_cast<double>(max_pos) / original));
+  const double attention =
+      rope.factor <= 1.0
+          ? 1.0
+          : std::sqrt(1.0 + std::log(rope.factor) / std::log(static_cast<double>(original)));
+  ASSIGN_OR_RETURN(rope.attention_factor, JsonDouble(s, "attention_factor", attention));
+  ASSIGN_OR_RETURN(rope.short_factor, RopeFactors(s, "short_factor", rope.rotary_dim / 2));
+  ASSIGN_OR_RETURN(rope.long_factor, RopeFactors(s, "long_factor", rope.rotary_dim / 2));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<RopeConfig> ParseRope(const json& j, double default_pct, int d_head) {
   const json empty = json::object();
   const json& params = JsonHas(j, "rope_parameters") ? j.at("rope_parameters") : empty;
@@ -83,6 +131,8 @@ absl::StatusOr<RopeConfig> ParseRope(const json& j, double default_pct, int d_he
     if (rope.high_freq_factor <= rope.low_freq_factor) {
       return absl::InvalidArgumentError("llama3 rope: high_freq_factor must exceed low_freq_factor");
     }
+  } else if (type == "longrope" || type == "su") {  // "su": Phi-3's earlier name
+    RETURN_IF_ERROR(ParseLongRope(j, s, rope));
   } else {
     return absl::UnimplementedError(absl::StrCat("unsupported rope_type '", type, "'"));
   }
@@ -136,6 +186,15 @@ bool HasMoe(const ModelConfig& c) {
                      [](const LayerSpec& l) { return l.mlp == MlpKind::kMoe; });
 }
 
+int RopeSwitch(const ModelConfig& c) {
+  int at = 0;
+  for (const LayerSpec& l : c.layers) {
+    if (l.rope.type != RopeType::kLongRope) continue;
+    at = at == 0 ? l.rope.original_max_position : std::min(at, l.rope.original_max_position);
+  }
+  return at;
+}
+
 void SetUniformLayers(ModelConfig& c, const LayerSpec& spec) { c.layers.assign(c.n_layers, spec); }
 
 absl::Status ParseRotaryGeometry(const json& j, const char* default_act, ModelConfig& c) {
@@ -182,6 +241,12 @@ absl::StatusOr<ModelConfig> ParseImpl(const json& j, const FamilySpec* family) {
   }
   const json& text = key != nullptr ? j.at(key) : j;  // the language model's fields
   RETURN_IF_ERROR(family->parse_config(text, c));
+  for (const LayerSpec& l : c.layers) {
+    if (l.rope.type == RopeType::kLongRope && l.rope.original_max_position != RopeSwitch(c)) {
+      return absl::UnimplementedError(
+          "longrope layers with different original_max_position_embeddings");
+    }
+  }
   ASSIGN_OR_RETURN(c.vocab_size, JsonInt(text, "vocab_size", 0, 1, kMaxVocab));
   RETURN_IF_ERROR(ParseIds(text, c));
   if (&text != &j && c.bos_id < 0 && c.eos_ids.empty()) RETURN_IF_ERROR(ParseIds(j, c));

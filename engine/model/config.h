@@ -48,6 +48,11 @@ struct ModelConfig {
 // Whether some layer's MLP is a mixture of experts.
 bool HasMoe(const ModelConfig& c);
 
+// 0, or the length past which a sequence's longrope layers take their long frequencies: K/V
+// cached while it was at most this long must be recomputed once it grows past it. (Every
+// longrope layer of a model has the same length: ParseModelConfig refuses others.)
+int RopeSwitch(const ModelConfig& c);
+
 // c.layers: n_layers copies of `spec` (every family so far has one kind of layer).
 void SetUniformLayers(ModelConfig& c, const LayerSpec& spec);
 

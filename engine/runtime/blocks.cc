@@ -153,6 +153,34 @@ TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) 
   return out;
 }
 
+std::vector<RopeRun> RopeRuns(const RankContext& c, const LayerInputs& in) {
+  const RopeConfig& rope = c.config.layers[in.layer].rope;
+  if (rope.type != RopeType::kLongRope) return {{0, c.plan.tokens, in.inv_freq}};
+  const int64_t half = rope.rotary_dim / 2;
+  std::vector<RopeRun> runs;
+  int previous = -1;
+  for (size_t s = 0; s < c.plan.batch->size(); ++s) {
+    const SeqInput& seq = (*c.plan.batch)[s];
+    const int table = seq.Context() > rope.original_max_position ? 1 : 0;
+    const int64_t begin = c.plan.q_begin[s], end = begin + static_cast<int64_t>(seq.tokens.size());
+    if (table == previous) {
+      runs.back().end = end;
+    } else {
+      runs.push_back({begin, end, in.inv_freq.Rows(table, table + 1).Reshaped({half})});
+    }
+    previous = table;
+  }
+  return runs;
+}
+
+void RopeForward(RankContext& c, const LayerInputs& in, TensorView x) {
+  const RopeConfig& rope = c.config.layers[in.layer].rope;
+  for (const RopeRun& run : RopeRuns(c, in)) {
+    c.b.Rope(x.Rows(run.begin, run.end), run.inv_freq, rope.rotary_dim,
+             c.plan.positions.data() + run.begin, static_cast<float>(rope.attention_factor));
+  }
+}
+
 Buffer EmbedForward(RankContext& c, const EmbedWeights& e) {
   const int64_t T = c.plan.tokens, D = c.config.d_model;
   Buffer x = AllocateInStep(c.b, DType::kF32, {T, D});
@@ -236,8 +264,8 @@ TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView no
                       {P::kKNormScaleWhole, P::kKNormNormalizedWhole, P::kKNormedWhole});
   }
   if (!c.config.learned_positions) {
-    c.b.Rope(q, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());
-    c.b.Rope(k, in.inv_freq, spec.rope.rotary_dim, c.plan.positions.data());
+    RopeForward(c, in, q);
+    RopeForward(c, in, k);
     HookSplitRows(c, {HookPoint::kRotQ, l}, q);
     HookSplitRows(c, {HookPoint::kRotK, l}, k);
   }

@@ -15,9 +15,23 @@ namespace lensd {
 struct LayerInputs {
   int layer = 0;
   const LayerWeights& w;
-  TensorView inv_freq;  // [rotary_dim / 2]; empty with learned positions
+  TensorView inv_freq;  // [rotary_dim / 2] (longrope: [2, rotary_dim / 2], short then long);
+                        // empty with learned positions
   KvLayerView kv;       // the layer's K/V pools
 };
+
+// The step's rows in runs of one rotary frequency table: every row for most models; for
+// longrope, each sequence's short or long table by its length (SeqInput::Context), neighbours
+// with the same table merged.
+struct RopeRun {
+  int64_t begin, end;   // rows
+  TensorView inv_freq;  // [rotary_dim / 2]
+};
+std::vector<RopeRun> RopeRuns(const RankContext& c, const LayerInputs& in);
+
+// Rotates the rotary dims of q or k [T, heads, d_head] in place by each row's position, times
+// the rope's attention factor (longrope; 1 otherwise).
+void RopeForward(RankContext& c, const LayerInputs& in, TensorView x);
 
 // Token embeddings (plus learned positions) of the step's rows: the new residual [T, D].
 Buffer EmbedForward(RankContext& c, const EmbedWeights& e);

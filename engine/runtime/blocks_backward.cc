@@ -156,6 +156,16 @@ TensorView MlpBackward(RankContext& g, const LayerInputs& in, const LayerTape& t
 
 // The gradient of q or k before their RMSNorm (`lin`: the projection, hook_q / hook_k) from
 // the normed value's `d` [T, heads, dh].
+// RopeForward's gradient, in place on d [T, heads, d_head]: each run rotated back.
+void RopeBackward(RankContext& g, const LayerInputs& in, TensorView d) {
+  const RopeConfig& rope = g.config.layers[in.layer].rope;
+  for (const RopeRun& run : RopeRuns(g, in)) {
+    Ops(g).RopeBackward(d.Rows(run.begin, run.end), run.inv_freq, rope.rotary_dim,
+                        g.plan.positions.data() + run.begin,
+                        static_cast<float>(rope.attention_factor));
+  }
+}
+
 TensorView QkNormBackward(RankContext& g, const LayerInputs& in, TensorView lin, TensorView d,
                           const Buffer& w) {
   const int64_t T = d.shape[0], heads = d.shape[1], dh = d.shape[2];
@@ -207,8 +217,8 @@ TensorView AttentionBackward(RankContext& g, const LayerInputs& in, const LayerT
   if (rotary) {
     GradAt(g, t, {P::kRotQ, l}, dq);
     GradAt(g, t, {P::kRotK, l}, dk);
-    Ops(g).RopeBackward(dq, in.inv_freq, spec.rope.rotary_dim, g.plan.positions.data());
-    Ops(g).RopeBackward(dk, in.inv_freq, spec.rope.rotary_dim, g.plan.positions.data());
+    RopeBackward(g, in, dq);
+    RopeBackward(g, in, dk);
   }
   if (spec.qk_norm != QkNorm::kNone) {
     dq = QkNormBackward(g, in, t.Get(P::kQ).Reshaped(qs), dq, w.q_norm_w);

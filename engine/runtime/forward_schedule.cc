@@ -92,8 +92,9 @@ ForwardResult Model::ForwardDevices(const std::vector<SeqInput>& batch, HookSink
 
 std::optional<GraphKey> Model::GraphKeyFor(const std::vector<SeqInput>& batch,
                                            HookSink* hooks) const {
-  // Mixtures of experts route on the host mid-step: no graph replays them.
-  if (!cuda_graphs_ || HasMoe(config_) || shards_.size() != 1 ||
+  // Mixtures of experts route on the host mid-step, and longrope's rotary runs follow the
+  // batch's lengths: no graph replays them.
+  if (!cuda_graphs_ || HasMoe(config_) || RopeSwitch(config_) > 0 || shards_.size() != 1 ||
       shards_[0]->layers.offloaded() > 0) {
     return std::nullopt;
   }

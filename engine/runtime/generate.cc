@@ -187,6 +187,11 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>
     }
     batch[0].start_pos += static_cast<int>(batch[0].tokens.size());
     batch[0].tokens = {next};
+    if (batch[0].start_pos == RopeSwitch(c)) {  // longrope's long frequencies from here on:
+      batch[0].tokens = prompt;                 // recompute every position with them
+      batch[0].tokens.insert(batch[0].tokens.end(), result.tokens.begin(), result.tokens.end());
+      batch[0].start_pos = 0;
+    }
   }
   return result;
 }

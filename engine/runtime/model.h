@@ -78,6 +78,12 @@ struct SeqInput {
   int prompt_index = 0;
   // The request's attachments (null: none), run in the chain of their sites' hooks.
   const AttachmentList* attachments = nullptr;
+  // The sequence's whole length for this forward (0: start_pos + tokens), which longrope's
+  // frequencies follow: a chunk of a longer prompt passes the prompt's length.
+  int context = 0;
+  int Context() const {
+    return context > 0 ? context : start_pos + static_cast<int>(tokens.size());
+  }
 };
 
 struct ForwardResult {

@@ -52,12 +52,19 @@ absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>
   return out;
 }
 
-// inv_freq[i] = theta^(-2i/r), with Hugging Face's linear and llama3 rescaling.
+// inv_freq[i] = theta^(-2i/r), with Hugging Face's linear, llama3 and longrope rescaling;
+// longrope: the short set, then the long set ([2, r/2]).
 std::vector<float> RopeInvFreq(const RopeConfig& rope) {
   const int half = rope.rotary_dim / 2;
-  std::vector<float> out(half);
+  const bool longrope = rope.type == RopeType::kLongRope;
+  std::vector<float> out(longrope ? 2 * half : half);
   for (int i = 0; i < half; ++i) {
     double f = 1.0 / std::pow(rope.theta, 2.0 * i / rope.rotary_dim);
+    if (longrope) {
+      out[i] = static_cast<float>(f / rope.short_factor[i]);
+      out[half + i] = static_cast<float>(f / rope.long_factor[i]);
+      continue;
+    }
     if (rope.type == RopeType::kLinear) f /= rope.factor;
     if (rope.type == RopeType::kLlama3) {
       const double low_wavelen = rope.original_max_position / rope.low_freq_factor;
@@ -401,7 +408,9 @@ absl::Status Model::LoadShard(const WeightSource& source, const LoadOptions& opt
   }
   for (int l = shard->first; l < shard->end && !c.learned_positions; ++l) {
     std::vector<float> inv = RopeInvFreq(c.layers[l].rope);
-    ASSIGN_OR_RETURN(Buffer freq, b.Allocate(DType::kF32, {static_cast<int64_t>(inv.size())}));
+    const int64_t half = c.layers[l].rope.rotary_dim / 2;
+    const Shape shape = static_cast<int64_t>(inv.size()) == half ? Shape{half} : Shape{2, half};
+    ASSIGN_OR_RETURN(Buffer freq, b.Allocate(DType::kF32, shape));
     b.Upload(inv.data(), freq.view());
     shard->inv_freq.push_back(std::move(freq));
   }

@@ -125,19 +125,21 @@ TEST_F(GradientOpsTest, LayerAndRmsNorm) {
   }
 }
 
-TEST_F(GradientOpsTest, PartialRotaryAtSeveralPositions) {
+TEST_F(GradientOpsTest, PartialRotaryAtSeveralPositionsScaled) {
   const int64_t T = 3, heads = 2, dh = 8;
   const int rotary_dim = 6;
   const int32_t positions[T] = {0, 3, 250};
   Vec inv_freq = {1.0f, 0.1f, 0.01f};
-  Vec r = Random(T * heads * dh, rng_), dx = r;
-  grad_.RopeBackward(View(dx, {T, heads, dh}), View(inv_freq, {3}), rotary_dim, positions);
-  auto f = [&](const Vec& at) {
-    Vec y = at;
-    cpu_->Rope(View(y, {T, heads, dh}), View(inv_freq, {3}), rotary_dim, positions);
-    return y;
-  };
-  EXPECT_TRUE(MatchesFiniteDifferences(f, Random(T * heads * dh, rng_), r, dx, 1e-2));
+  for (const float scale : {1.0f, 1.6f}) {  // 1.6: longrope's attention factor
+    Vec r = Random(T * heads * dh, rng_), dx = r;
+    grad_.RopeBackward(View(dx, {T, heads, dh}), View(inv_freq, {3}), rotary_dim, positions, scale);
+    auto f = [&](const Vec& at) {
+      Vec y = at;
+      cpu_->Rope(View(y, {T, heads, dh}), View(inv_freq, {3}), rotary_dim, positions, scale);
+      return y;
+    };
+    EXPECT_TRUE(MatchesFiniteDifferences(f, Random(T * heads * dh, rng_), r, dx, 1e-2)) << scale;
+  }
 }
 
 TEST_F(GradientOpsTest, ActivationsPlainAndGated) {

@@ -124,8 +124,8 @@ TEST_F(OpTest, RopeIncludingPartialRotary) {
   std::vector<int32_t> pos = {0, 1, 7, 4095, 131071};
   for (int dh : {32, 64}) {  // rotary_dim 32: full, then 50% partial
     auto x = Random({5, 3, dh});
-    cpu_->Rope(x.first.view(), freq.first.view(), 32, pos.data());
-    gpu_->Rope(x.second.view(), freq.second.view(), 32, pos.data());
+    cpu_->Rope(x.first.view(), freq.first.view(), 32, pos.data(), 1.25f);
+    gpu_->Rope(x.second.view(), freq.second.view(), 32, pos.data(), 1.25f);
     EXPECT_TRUE(Same("rope", x, 1e-5));
   }
 }
@@ -376,7 +376,7 @@ TEST_P(GoldenOnGpu, PipelinedStagesAndOffloadEqualOneStage) {
 
 INSTANTIATE_TEST_SUITE_P(Golden, GoldenOnGpu,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "gemma2",
-                                           "mixtral", "qwen3_moe"));
+                                           "phi3_longrope", "mixtral", "qwen3_moe"));
 
 }  // namespace
 }  // namespace lensd

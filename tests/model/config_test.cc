@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 namespace lensd {
 namespace {
 
@@ -32,6 +34,47 @@ TEST(Config, Transformers5StyleRopeParameters) {
   EXPECT_EQ(c->layers[0].rope.factor, 32.0);
   EXPECT_EQ(c->layers[0].rope.theta, 500000.0);
   EXPECT_EQ(c->dtype, DType::kF16);
+}
+
+// Phi-3.5's classic form (type "longrope", the pretraining length at top level; Phi-3's older
+// "su" alike): the attention factor from max / original positions; errors name the field.
+TEST(Config, Phi3LongropeDefaultsAndErrors) {
+  const std::string head = R"({"model_type":"phi3","hidden_size":64,"num_attention_heads":4,
+    "num_hidden_layers":2,"intermediate_size":128,"vocab_size":100,
+    "max_position_embeddings":131072,"original_max_position_embeddings":4096,)";
+  auto c = ParseModelConfig(head + R"("rope_scaling":{"type":"su",
+    "short_factor":[1,1,1,1,1,1,1,1],"long_factor":[1,2,3,4,5,6,7,8]}})",
+                            "t");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const RopeConfig& r = c->layers[1].rope;
+  EXPECT_EQ(r.type, RopeType::kLongRope);
+  EXPECT_EQ(r.original_max_position, 4096);
+  EXPECT_DOUBLE_EQ(r.factor, 32.0);
+  EXPECT_DOUBLE_EQ(r.attention_factor, std::sqrt(1 + std::log(32.0) / std::log(4096.0)));
+  EXPECT_EQ(r.long_factor.back(), 8.0);
+  EXPECT_EQ(RopeSwitch(*c), 4096);
+  auto given = ParseModelConfig(head + R"("rope_scaling":{"rope_type":"longrope",
+    "attention_factor":1.5,"short_factor":[1,1,1,1,1,1,1,1],"long_factor":[1,1,1,1,1,1,1,1]}})",
+                                "t");
+  ASSERT_TRUE(given.ok()) << given.status();
+  EXPECT_EQ(given->layers[0].rope.attention_factor, 1.5);
+  auto short_list = ParseModelConfig(head + R"("rope_scaling":{"type":"longrope",
+    "short_factor":[1,1],"long_factor":[1,1,1,1,1,1,1,1]}})",
+                                     "t");
+  EXPECT_NE(short_list.status().message().find("short_factor must be a list of rotary_dim / 2 = 8"),
+            std::string::npos)
+      << short_list.status();
+  auto no_original = ParseModelConfig(R"({"model_type":"phi3","hidden_size":64,
+    "num_attention_heads":4,"num_hidden_layers":2,"intermediate_size":128,"vocab_size":100,
+    "rope_scaling":{"type":"longrope","short_factor":[1,1,1,1,1,1,1,1],
+    "long_factor":[1,1,1,1,1,1,1,1]}})",
+                                      "t");
+  EXPECT_NE(no_original.status().message().find("original_max_position_embeddings"),
+            std::string::npos)
+      << no_original.status();
+  auto plain = ParseModelConfig(head + R"("rope_theta":10000})", "t");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(RopeSwitch(*plain), 0);
 }
 
 TEST(Config, NeoxClassicRotaryPctAndMistralWindow) {

@@ -81,6 +81,9 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyGoldenTest,
                                            FamilyCase{"phi3",
                                                       {"attn.hook_hidden_states"},
                                                       {"attn.hook_rot_q", "attn.hook_rot_k"}},
+                                           FamilyCase{"phi3_longrope",
+                                                      {"attn.hook_hidden_states"},
+                                                      {"attn.hook_rot_q", "attn.hook_rot_k"}},
                                            FamilyCase{"mixtral", {}}, FamilyCase{"qwen3_moe", {}}),
                          [](const auto& info) { return info.param.family; });
 

@@ -31,6 +31,9 @@ TEST_P(PerFamily, CachedDecodeEqualsRecompute) {
     step[0].start_pos += static_cast<int>(step[0].tokens.size());
     step[0].tokens = {next};
     seq.push_back(next);
+    // Longrope past its switch: every position again with the long frequencies (as Generate
+    // and the scheduler do); cached decode goes on from there.
+    if (step[0].start_pos == RopeSwitch(model->config())) step[0] = {seq, 0, &table, false};
   }
   model->blocks().Release(table);
 }
@@ -66,8 +69,8 @@ TEST_P(PerFamily, BatchCompositionDoesNotChangeResults) {
 
 INSTANTIATE_TEST_SUITE_P(Golden, PerFamily,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
-                                           "gemma2", "gemma3_text", "phi3", "mixtral",
-                                           "qwen3_moe"));
+                                           "gemma2", "gemma3_text", "phi3", "phi3_longrope",
+                                           "mixtral", "qwen3_moe"));
 
 TEST(Generation, BuiltinModelRunsAndStopsAtLimits) {
   LoadOptions o;

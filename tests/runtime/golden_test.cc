@@ -156,7 +156,8 @@ INSTANTIATE_TEST_SUITE_P(
         ReducedCase{"gemma2", DType::kBF16, 1.2e-1}, ReducedCase{"gemma2", DType::kF16, 1.2e-2},
         ReducedCase{"gemma3_text", DType::kBF16, 6e-2},
         ReducedCase{"gemma3_text", DType::kF16, 6e-3}, ReducedCase{"phi3", DType::kBF16, 6e-2},
-        ReducedCase{"phi3", DType::kF16, 6e-3}, ReducedCase{"mixtral", DType::kBF16, 6e-2},
+        ReducedCase{"phi3", DType::kF16, 6e-3}, ReducedCase{"phi3_longrope", DType::kBF16, 6e-2},
+        ReducedCase{"phi3_longrope", DType::kF16, 6e-3}, ReducedCase{"mixtral", DType::kBF16, 6e-2},
         ReducedCase{"mixtral", DType::kF16, 6e-3}, ReducedCase{"qwen3_moe", DType::kBF16, 6e-2},
         ReducedCase{"qwen3_moe", DType::kF16, 6e-3}),
     [](const auto& info) {

@@ -329,8 +329,8 @@ TEST_P(IdentityTest, GenerationWithSteeringEqualsRecomputingWithTheSameOp) {
 
 INSTANTIATE_TEST_SUITE_P(Families, IdentityTest,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
-                                           "gemma2", "gemma3_text", "phi3", "mixtral",
-                                           "qwen3_moe"));
+                                           "gemma2", "gemma3_text", "phi3", "phi3_longrope",
+                                           "mixtral", "qwen3_moe"));
 
 }  // namespace
 }  // namespace lensd

@@ -88,8 +88,8 @@ TEST_P(PrefixHitTest, AHitEqualsAColdRunBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Families, PrefixHitTest,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
-                                           "gemma2", "gemma3_text", "phi3", "mixtral",
-                                           "qwen3_moe"));
+                                           "gemma2", "gemma3_text", "phi3", "phi3_longrope",
+                                           "mixtral", "qwen3_moe"));
 
 }  // namespace
 }  // namespace lensd

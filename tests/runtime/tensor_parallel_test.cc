@@ -73,6 +73,7 @@ INSTANTIATE_TEST_SUITE_P(
         ParallelCase{"gemma3_text", "cpu:0,cpu:1,cpu:2,cpu:3", 4, "", 2},
         ParallelCase{"phi3", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"phi3", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},
+        ParallelCase{"phi3_longrope", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"mixtral", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"mixtral", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},    // one expert per rank
         ParallelCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},  // with pipeline stages

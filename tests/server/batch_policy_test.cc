@@ -45,6 +45,34 @@ std::vector<std::pair<const Seq*, int>> Plan(const SeqList& running, int budget)
   return out;
 }
 
+// Longrope's switch at 8 tokens: a generation that grew to 9 with 8 computed goes back to be
+// recomputed, under a prefix key of its own; one not computed yet is only marked; one still at
+// 8 stays. Without a switch (0) nothing moves.
+TEST(SwitchRope, RecomputesOnlySequencesThatGrewPastTheSwitch) {
+  BlockAllocator blocks(16, 4);
+  SeqList running;
+  SeqQueue waiting;
+  running.push_back(SeqOf(NewJob(Job::Kind::kGenerate), 8, 7));  // at the switch
+  running.push_back(SeqOf(NewJob(Job::Kind::kGenerate), 9, 8));  // grew past it
+  running.push_back(SeqOf(NewJob(Job::Kind::kGenerate), 12));    // long, not yet computed
+  for (auto& s : running) ASSERT_TRUE(blocks.Reserve(s->blocks, 12));
+  EXPECT_EQ(SwitchRope(running, waiting, blocks, 0), 0);
+  EXPECT_EQ(running.size(), 3u);
+  const Seq* grew = running[1].get();
+  EXPECT_EQ(SwitchRope(running, waiting, blocks, 8), 1);
+  ASSERT_EQ(waiting.size(), 1u);
+  EXPECT_EQ(waiting.front().get(), grew);
+  EXPECT_TRUE(grew->long_rope);
+  EXPECT_EQ(grew->computed, 0);
+  EXPECT_TRUE(grew->blocks.empty());
+  EXPECT_NE(grew->prefix.key, 0u);
+  EXPECT_EQ(grew->prefix.first_position, 0);
+  ASSERT_EQ(running.size(), 2u);
+  EXPECT_FALSE(running[0]->long_rope);
+  EXPECT_TRUE(running[1]->long_rope);
+  EXPECT_EQ(SwitchRope(running, waiting, blocks, 8), 0);  // marked ones stay
+}
+
 TEST(BuildBatch, DecodeTokensFirstThenPrefillChunkedToTheBudget) {
   SeqList running;
   running.push_back(SeqOf(NewJob(Job::Kind::kGenerate), 40));      // prefill

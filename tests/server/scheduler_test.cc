@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "engine/model/safetensors.h"
 #include "engine/runtime/generate.h"
 #include "tests/failing_backend.h"
 #include "tests/server/recording_sink.h"
@@ -96,6 +97,37 @@ TEST(Scheduler, PreemptionByRecomputeKeepsTokens) {
     EXPECT_EQ(sinks[i]->tokens_, Alone(refs[i])) << "job " << i;
   }
   EXPECT_GT(scheduler.Counters().preemptions, 0);
+  ExpectAllBlocksFree(scheduler);
+}
+
+// Longrope (phi3_longrope: short frequencies up to 8 tokens, long beyond): served greedy
+// generations equal Hugging Face's full recompute (the reference's ids), whether the prompt is
+// long from the start and prefilled in chunks, or short and grows past 8 (recomputed then),
+// with prefix caching across the two kinds of sequence.
+TEST(Scheduler, LongropeSequencesEqualFullRecomputeAcrossTheSwitch) {
+  std::unique_ptr<Model> model = testing::LoadFamily("phi3_longrope", /*block_size=*/4);
+  ASSERT_NE(model, nullptr);
+  auto ref = SafetensorsFile::Open(testing::FamilyDir("phi3_longrope") + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  Scheduler scheduler(*model, {/*max_batch_tokens=*/5, /*max_running=*/64, /*max_queue=*/64});
+  std::vector<std::vector<int32_t>> expected;
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  for (int round = 0; round < 2; ++round) {  // the second round meets the first's blocks
+    for (const std::string p : {"p0", "p1"}) {
+      const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find(p + ".input_ids"));
+      std::vector<int32_t> greedy = testing::ToIds(*(*ref)->Find(p + ".greedy"));
+      expected.emplace_back(greedy.begin() + static_cast<std::ptrdiff_t>(ids.size()), greedy.end());
+      sinks.push_back(std::make_shared<RecordingSink>());
+      ASSERT_TRUE(scheduler.Submit(GenerateJob(ids, 12, 0.0f, 0, sinks.back())).ok());
+    }
+    for (size_t i = sinks.size() - 2; i < sinks.size(); ++i) {
+      ASSERT_TRUE(sinks[i]->Wait());
+      ASSERT_TRUE(sinks[i]->status_.ok()) << sinks[i]->status_;
+      EXPECT_EQ(sinks[i]->tokens_, expected[i]) << "job " << i;
+    }
+  }
+  EXPECT_EQ(scheduler.Counters().preemptions, 2);  // the 7-token prompt, once per round
+  EXPECT_GT(scheduler.Counters().prefix_hit_tokens, 0);
   ExpectAllBlocksFree(scheduler);
 }
 

@@ -58,6 +58,21 @@ def phi3():
                                    sliding_window=5, tie_word_embeddings=False)
 
 
+def phi3_longrope():
+    # Phi-3.5 / Phi-4-mini's long-context rope: pretrained on 8 positions (so the 7-token prompt
+    # uses the short factors, the 19-token one and greedy continuations past 8 the long ones),
+    # attention factor from max/original positions, partial rotary 0.75 (6 factors per head).
+    half = 6
+    return transformers.Phi3Config(**COMMON, num_hidden_layers=3, rms_norm_eps=1e-5,
+                                   tie_word_embeddings=False, original_max_position_embeddings=8,
+                                   partial_rotary_factor=0.75,
+                                   rope_scaling={"type": "longrope",
+                                                 "short_factor": [1.0 + 0.05 * i
+                                                                  for i in range(half)],
+                                                 "long_factor": [1.0 + 2.5 * i
+                                                                 for i in range(half)]})
+
+
 def mixtral():
     # 4 experts, 2 per token (renormalised, as Mixtral always does); experts of 96.
     return transformers.MixtralConfig(**{**COMMON, "intermediate_size": 96}, num_hidden_layers=3,
@@ -73,7 +88,8 @@ def qwen3_moe():
 
 
 FAMILIES = {"qwen3": qwen3, "olmo2": olmo2, "gemma2": gemma2, "gemma3_text": gemma3_text,
-            "phi3": phi3, "mixtral": mixtral, "qwen3_moe": qwen3_moe}
+            "phi3": phi3, "mixtral": mixtral, "qwen3_moe": qwen3_moe,
+            "phi3_longrope": phi3_longrope}
 
 
 def sharpen(model, seed):

@@ -32,9 +32,9 @@ cudaError_t LaunchGather(const T* table, const int32_t* ids, int rows, int d, fl
 // y = x rounded to T (__nv_bfloat16 or __half): GEMM inputs for reduced-precision weights.
 template <typename T>
 cudaError_t LaunchNarrow(const float* x, T* y, int64_t n, cudaStream_t stream);
-// In place on x[T, heads, dh], first rotary_dim dims, half-split layout.
+// In place on x[T, heads, dh], first rotary_dim dims, half-split layout, times `scale`.
 cudaError_t LaunchRope(float* x, const float* inv_freq, const int32_t* positions, int tokens,
-                       int heads, int dh, int rotary_dim, cudaStream_t stream);
+                       int heads, int dh, int rotary_dim, float scale, cudaStream_t stream);
 // pool[slots[t], :, :] = src[t, :, :] for k and v ([T, Hkv, dh]), rounded to the pools' T
 // (float, __nv_bfloat16 or __half, as for every KV pool below).
 template <typename T>

@@ -1,7 +1,7 @@
 // Phi-3 (model_type "phi3"): the Llama block with the query, key and value projections fused
 // into one qkv_proj (rows [q; k; v]) and the gate and up projections into one gate_up_proj
-// (rows [gate; up]); a sliding window when configured. Long-context rope scaling ("longrope",
-// "su") is refused by name until it is implemented.
+// (rows [gate; up]); a sliding window when configured; long-context "longrope" (or "su") rope
+// scaling as Phi-3.5 and Phi-4-mini configure it (config.cc's ParseRope).
 #include "engine/core/status.h"
 #include "engine/model/config_parse.h"
 #include "engine/model/families/llama_layout.h"
