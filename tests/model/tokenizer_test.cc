@@ -186,7 +186,8 @@ TEST_P(FamilyTokenizerTest, IdsAndDecodingMatchHuggingFaceTokenizers) {
 INSTANTIATE_TEST_SUITE_P(Families, FamilyTokenizerTest,
                          ::testing::Values(std::pair{std::string("gemma"), true},
                                            std::pair{std::string("qwen3"), false},
-                                           std::pair{std::string("phi3"), true}),
+                                           std::pair{std::string("phi3"), true},
+                                           std::pair{std::string("olmo2"), false}),
                          [](const auto& info) { return info.param.first; });
 
 }  // namespace

@@ -25,6 +25,25 @@ EXTRA = ["\u2581already marked\u2581\u2581twice", "   ", "tab\t\tand\u3000ideogr
          "0123 45678 9.0", "🧪🧬 rare emoji 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "한국어 텍스트와 ひらがな", "trailing space ",
          "\n\nleading newlines", "x" * 80]
 
+# cl100k_base's pre-tokenizer pattern, as transformers' TikTokenConverter writes it.
+CL100K = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+          r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def olmo2_base():
+    """OLMo 2 (transformers loads its tokenizer.json as it is: TokenizersBackend): the dolma2
+    tokenizer, derived from cl100k_base — the pattern split isolated, then byte-level without
+    its own regex, byte-level decoding, no BOS. Untrained; make() trains it like the others."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers, processors
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CL100K), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
 # (tokenizer class, special tokens, the BOS its checkpoints' post-processor prepends or None)
 FAMILIES = {
     # Gemma 2 / Gemma 3: spaces become ▁ (no prefix space), byte fallback, <bos> prepended.
@@ -33,6 +52,7 @@ FAMILIES = {
     "qwen3": (transformers.Qwen2Tokenizer, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None),
     # Phi-3 (LlamaTokenizer): Metaspace (prefix ▁ on the first piece), byte fallback, <s>.
     "phi3": (transformers.LlamaTokenizer, ["<unk>", "<s>", "</s>", "<|endoftext|>"], "<s>"),
+    "olmo2": (olmo2_base, ["<|endoftext|>", "<|pad|>"], None),
 }
 
 
