@@ -42,6 +42,9 @@ const FlagTable& ModelFlags() {
       {"gpu-memory-fraction", "0.9", "share of each GPU's memory lensd may use"},
       {"cuda-graphs", "false", "replay decode steps on one GPU as CUDA graphs (true|false)"},
       {"activation-mib", "2048", "GPU memory kept for one step's activations"},
+      {"gradient-mib", "0",
+       "memory one gradient request may use beyond its forward pass; more is "
+       "RESOURCE_EXHAUSTED (0: a quarter of host memory)"},
       {"sae", "",
        "NAME=DIR[@HOOK]: an SAELens SAE directory (cfg.json + sae_weights."
        "safetensors) to load beside the model, HOOK overriding cfg.json's "
@@ -111,6 +114,7 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags(const Flags& flags) {
   ASSIGN_OR_RETURN(o.gpu_memory_fraction,
                    flags.GetDouble("gpu-memory-fraction"));
   ASSIGN_OR_RETURN(o.activation_mib, flags.GetInt("activation-mib"));
+  ASSIGN_OR_RETURN(o.gradient_mib, flags.GetInt("gradient-mib"));
   const std::string graphs = flags.Get("cuda-graphs");
   if (graphs != "true" && graphs != "false") {
     return absl::InvalidArgumentError("--cuda-graphs must be true or false");

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "engine/runtime/blocks_backward.h"
+#include "engine/runtime/memory_plan.h"
 #include "engine/runtime/model_internal.h"
 
 namespace lensd {
@@ -33,8 +34,29 @@ absl::Status Model::GradientSupport() const {
   return absl::OkStatus();
 }
 
-absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch) const {
+absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch,
+                                   const HookSink* grads) const {
   RETURN_IF_ERROR(GradientSupport());
+  int64_t tokens = 0, map_tokens = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const int64_t n = static_cast<int64_t>(batch[s].tokens.size());
+    tokens += n;
+    for (int l = 0; l < config_.n_layers && grads != nullptr; ++l) {
+      const int seq = static_cast<int>(s);
+      if (grads->Wants(seq, {HookPoint::kAttnScores, l}) ||
+          grads->Wants(seq, {HookPoint::kPattern, l})) {
+        map_tokens += n;
+        break;
+      }
+    }
+  }
+  const int64_t need = GradientStepBytes(config_, tokens, map_tokens);
+  if (need > gradient_budget_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "gradients of ", tokens, " tokens", map_tokens > 0 ? " (with attention-map gradients)" : "",
+        " need about ", need >> 20, " MiB beyond the forward pass; this server allows ",
+        gradient_budget_ >> 20, " MiB (--gradient-mib)"));
+  }
   for (const SeqInput& in : batch) {
     if (in.start_pos != 0 || !in.all_logits) {
       return absl::InvalidArgumentError("gradients take whole prompts with every row's logits");
@@ -109,7 +131,7 @@ absl::StatusOr<ForwardResult> Model::ForwardBackward(const std::vector<SeqInput>
                                                      const LogitsGradient& objective,
                                                      HookSink* grads, const HookSeed* seed) {
   RETURN_IF_ERROR(Validate(batch));
-  RETURN_IF_ERROR(CheckGradients(batch));
+  RETURN_IF_ERROR(CheckGradients(batch, grads));
   Backend& b = *shards_[0]->backend;
   // The forward pass (one device: embedding, blocks, head), keeping each layer's input.
   const StepPlan plan = BuildStepPlan(batch, hooks, blocks_->block_size());

@@ -18,6 +18,12 @@ int64_t StepActivationBytes(const ModelConfig& c, int64_t tokens, int64_t map_to
   return 4 * std::max(block, head);
 }
 
+int64_t GradientStepBytes(const ModelConfig& c, int64_t tokens, int64_t map_tokens) {
+  const int64_t inputs = int64_t{c.n_layers + 1} * tokens * c.d_model;
+  const int64_t dlogits = 2 * tokens * c.vocab_size;
+  return 4 * (inputs + dlogits) + 2 * StepActivationBytes(c, tokens, map_tokens);
+}
+
 int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<int, int> layers,
                          int first_offloaded, bool first_stage, bool last_stage) {
   const int64_t D = c.d_model, q = int64_t{c.n_heads} * c.d_head,

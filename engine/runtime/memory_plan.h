@@ -43,6 +43,12 @@ absl::StatusOr<int> KvTokensForBudget(const ModelConfig& c, DType dtype, int tp,
 // size, as tensor-parallel gathers may be), the maps, and the residual; or the head's logits.
 int64_t StepActivationBytes(const ModelConfig& c, int64_t tokens, int64_t map_tokens);
 
+// An upper bound on what a gradient step of `tokens` rows holds beyond its forward: every
+// layer's saved input, the logits' gradient (host and device), and one layer's recomputed
+// activations with the backward's scratch (`map_tokens`: rows whose attention-map gradients
+// are captured).
+int64_t GradientStepBytes(const ModelConfig& c, int64_t tokens, int64_t map_tokens);
+
 }  // namespace lensd
 
 #endif  // LENSD_ENGINE_RUNTIME_MEMORY_PLAN_H_

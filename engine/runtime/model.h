@@ -57,6 +57,9 @@ struct LoadOptions {
   // Device memory kept from the KV cache for one step's activations (CUDA devices); the
   // server refuses work whose steps would need more (StepActivationBytes).
   int activation_mib = 2048;
+  // Memory one gradient step may hold beyond its forward (GradientStepBytes); 0: a quarter
+  // of the host's memory.
+  int gradient_mib = 0;
   int threads = 0;                   // CPU compute threads per device; 0: one per hardware thread
   // Decode steps on a single CUDA device recorded once per batch size and replayed as CUDA
   // graphs (one launch per step instead of hundreds). Off by default until verified on
@@ -121,6 +124,8 @@ class Model {
   // Device bytes a step's activations may take (LoadOptions::activation_mib on CUDA devices);
   // 0: no limit (CPU devices use host memory).
   int64_t activation_budget() const { return activation_budget_; }
+  // Bytes a gradient step may hold beyond its forward (LoadOptions::gradient_mib).
+  int64_t gradient_budget() const { return gradient_budget_; }
   // nullptr when the model directory has no tokenizer.
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   BlockAllocator& blocks() { return *blocks_; }
@@ -185,8 +190,9 @@ class Model {
   // device, one token per sequence, no hooks, no offloaded layers); nullopt otherwise.
   std::optional<GraphKey> GraphKeyFor(const std::vector<SeqInput>& batch, HookSink* hooks) const;
   Shard& ShardAt(int stage, int rank) { return *shards_[stage * tp_ + rank]; }
-  // Why ForwardBackward cannot run `batch` on this model (OK when it can).
-  absl::Status CheckGradients(const std::vector<SeqInput>& batch) const;
+  // Why ForwardBackward cannot run `batch` (its gradients to `grads`) on this model, or not
+  // within gradient_budget() (OK when it can).
+  absl::Status CheckGradients(const std::vector<SeqInput>& batch, const HookSink* grads) const;
   // What layer `layer`'s math reads on `shard` (which holds it).
   LayerInputs InputsOf(Shard& shard, int layer);
   // ForwardBackward's halves: the objective's gradient of every row's logits (on the device),
@@ -202,6 +208,7 @@ class Model {
   ModelConfig config_;
   DType dtype_ = DType::kF32;
   int64_t activation_budget_ = 0;
+  int64_t gradient_budget_ = 0;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<BlockAllocator> blocks_;
   std::vector<std::unique_ptr<Shard>> shards_;  // [stage * tp_ + rank]

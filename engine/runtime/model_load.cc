@@ -316,6 +316,9 @@ absl::Status CheckLoadOptions(const ModelConfig& c, const LoadOptions& options) 
   if (!(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
   }
+  if (options.gradient_mib < 0) {
+    return absl::InvalidArgumentError("--gradient-mib must be >= 0 (0: a quarter of host memory)");
+  }
   if (options.activation_mib < 1) {
     return absl::InvalidArgumentError("--activation-mib must be >= 1");
   }
@@ -436,6 +439,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   m->dtype_ = options.dtype;
   m->cuda_graphs_ = options.cuda_graphs;
   if (p.cuda) m->activation_budget_ = int64_t{options.activation_mib} << 20;
+  const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
+  m->gradient_budget_ = options.gradient_mib > 0 ? int64_t{options.gradient_mib} << 20 : host / 4;
   m->tp_ = p.tp;
   if (p.tp > 1) {
     for (int s = 0; s < p.stages; ++s) {

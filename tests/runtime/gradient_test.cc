@@ -9,6 +9,7 @@
 #include <random>
 
 #include "engine/runtime/generate.h"
+#include "engine/runtime/memory_plan.h"
 #include "engine/runtime/objective.h"
 #include "tests/test_util.h"
 
@@ -322,6 +323,35 @@ TEST(Gradients, RefusedWhereTheyCannotBeComputedYet) {
   ASSERT_TRUE(one.ok());
   r = RunWithGradients(**one, {{1}}, HookSelection::None((*one)->config()), Objective{});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+}
+
+// Memory is checked before anything runs: a budget below GradientStepBytes is
+// RESOURCE_EXHAUSTED naming both figures (attention-map gradients count); one above it runs.
+TEST(Gradients, MemoryBeyondTheBudgetIsRefusedBeforeRunning) {
+  LoadOptions tight;
+  tight.gradient_mib = 1;
+  auto model = Model::Load(tight);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelConfig& c = (*model)->config();
+  std::vector<int32_t> prompt(200, 7);
+  const int64_t need = GradientStepBytes(c, 200, 0);
+  ASSERT_GT(need, int64_t{1} << 20);
+  auto r = RunWithGradients(**model, {prompt}, HookSelection::None(c), Objective{});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_NE(r.status().message().find(absl::StrCat("need about ", need >> 20, " MiB")),
+            std::string::npos)
+      << r.status();
+  EXPECT_NE(r.status().message().find("allows 1 MiB (--gradient-mib)"), std::string::npos);
+  EXPECT_GT(GradientStepBytes(c, 200, 200), need);  // the maps' gradients cost more
+  auto maps = RunWithGradients(
+      **model, {prompt}, *HookSelection::Parse(c, {"blocks.0.attn.hook_pattern"}), Objective{});
+  EXPECT_NE(maps.status().message().find("with attention-map gradients"), std::string::npos)
+      << maps.status();
+  LoadOptions ample;
+  ample.gradient_mib = static_cast<int>((need >> 20) + 1);
+  auto roomy = Model::Load(ample);
+  ASSERT_TRUE(roomy.ok());
+  EXPECT_TRUE(RunWithGradients(**roomy, {prompt}, HookSelection::None(c), Objective{}).ok());
 }
 
 }  // namespace
