@@ -77,14 +77,9 @@ TensorView QkNormForward(RankContext& c, const LayerInputs& in, TensorView x, co
   return y;
 }
 
-// Each token's experts and their weights: softmax over the router's logits [T, E] (host),
-// the top_k largest (ties: the lower index), renormalised when the layer says so.
-struct Routing {
-  std::vector<std::vector<int32_t>> rows;   // per expert: its tokens, ascending
-  std::vector<std::vector<float>> weights;  // per expert: their weights
-  std::vector<float> scattered;             // [T, E]: each token's weights, 0 where not routed
-  std::vector<float> chosen;                // [T, top_k]: its experts, by falling weight
-};
+}  // namespace
+
+namespace {
 
 Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t tokens) {
   const int E = moe.experts;
@@ -92,10 +87,11 @@ Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t to
   r.rows.resize(E), r.weights.resize(E);
   r.scattered.assign(static_cast<size_t>(tokens * E), 0.0f);
   r.chosen.resize(static_cast<size_t>(tokens * moe.top_k));
-  std::vector<float> probs(E);
+  r.probs.resize(static_cast<size_t>(tokens * E));
   std::vector<int> order(E);
   for (int64_t t = 0; t < tokens; ++t) {
     const float* l = logits.data() + t * E;
+    float* probs = r.probs.data() + t * E;
     const float top = *std::max_element(l, l + E);
     float sum = 0.0f;
     for (int e = 0; e < E; ++e) sum += probs[e] = std::exp(l[e] - top);
@@ -120,17 +116,33 @@ Routing Route(const MoeParams& moe, const std::vector<float>& logits, int64_t to
 
 }  // namespace
 
-TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) {
+Routing RouteRows(RankContext& c, const LayerInputs& in, TensorView normed) {
   const MoeParams& moe = c.config.layers[in.layer].moe;
-  // Under tensor parallelism each rank holds whole experts [e0, e1), stacked from its row 0.
-  const auto [e0, e1] = ExpertsOfRank(moe, c.rank, c.tp);
-  const int64_t T = c.plan.tokens, D = c.config.d_model, M = c.config.d_mlp;
-  HookRows(c, {HookPoint::kMoeIn, in.layer}, normed);
+  const int64_t T = c.plan.tokens;
   TensorView logits = c.Scratch({T, moe.experts});
   c.b.Linear(normed, in.w.w_router.view(), {}, logits);
   std::vector<float> host(static_cast<size_t>(T * moe.experts));
   c.b.Download(logits, host.data());  // routing is decided on the host, per step
-  const Routing r = Route(moe, host, T);
+  return Route(moe, host, T);
+}
+
+ExpertPass ExpertForward(RankContext& c, const LayerInputs& in, int64_t local, TensorView x) {
+  const int64_t n = x.shape[0], D = c.config.d_model, M = c.config.d_mlp;
+  ExpertPass p{c.Scratch({n, M}), c.Scratch({n, M}), c.Scratch({n, M}), c.Scratch({n, D})};
+  c.b.Linear(x, c.b.MatrixRows(in.w.w_in.view(), local * M, M), {}, p.gate);
+  c.b.Linear(x, c.b.MatrixRows(in.w.w_up.view(), local * M, M), {}, p.up);
+  c.b.GatedActivation(c.config.act, p.gate, p.up, p.act);
+  c.b.Linear(p.act, c.b.MatrixRows(in.w.w_out.view(), local * D, D), {}, p.y);
+  return p;
+}
+
+TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) {
+  const MoeParams& moe = c.config.layers[in.layer].moe;
+  // Under tensor parallelism each rank holds whole experts [e0, e1), stacked from its row 0.
+  const auto [e0, e1] = ExpertsOfRank(moe, c.rank, c.tp);
+  const int64_t T = c.plan.tokens, D = c.config.d_model;
+  HookRows(c, {HookPoint::kMoeIn, in.layer}, normed);
+  const Routing r = RouteRows(c, in, normed);
   CaptureHostRows(c, {HookPoint::kExpertWeights, in.layer}, r.scattered.data(), moe.experts);
   CaptureHostRows(c, {HookPoint::kExpertIndices, in.layer}, r.chosen.data(), moe.top_k);
   TensorView out = c.Scratch({T, D});
@@ -139,14 +151,9 @@ TensorView MoeForward(RankContext& c, const LayerInputs& in, TensorView normed) 
   for (int e = e0; e < e1; ++e) {
     const int64_t n = static_cast<int64_t>(r.rows[e].size()), local = e - e0;
     if (n == 0) continue;
-    TensorView x = c.Scratch({n, D}), gate = c.Scratch({n, M}), up = c.Scratch({n, M});
-    TensorView act = c.Scratch({n, M}), y = c.Scratch({n, D});
+    TensorView x = c.Scratch({n, D});
     c.b.Gather(normed, r.rows[e].data(), x);
-    c.b.Linear(x, c.b.MatrixRows(in.w.w_in.view(), local * M, M), {}, gate);
-    c.b.Linear(x, c.b.MatrixRows(in.w.w_up.view(), local * M, M), {}, up);
-    c.b.GatedActivation(c.config.act, gate, up, act);
-    c.b.Linear(act, c.b.MatrixRows(in.w.w_out.view(), local * D, D), {}, y);
-    c.b.AddRowsScaled(y, r.rows[e].data(), r.weights[e].data(), out);
+    c.b.AddRowsScaled(ExpertForward(c, in, local, x).y, r.rows[e].data(), r.weights[e].data(), out);
   }
   ReduceOverRanks(c, out);
   HookRows(c, {HookPoint::kMoeOut, in.layer}, out);

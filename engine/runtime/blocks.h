@@ -51,6 +51,25 @@ TensorView AttentionForward(RankContext& c, const LayerInputs& in, TensorView no
 // The MLP (dense or gated) of `normed` [T, D], its output summed over ranks [T, D].
 TensorView MlpForward(RankContext& c, const LayerInputs& in, TensorView normed);
 
+// Each token's experts and their weights: softmax over the router's logits [T, E] (host),
+// the top_k largest (ties: the lower index), renormalised when the layer says so.
+struct Routing {
+  std::vector<std::vector<int32_t>> rows;   // per expert: its tokens, ascending
+  std::vector<std::vector<float>> weights;  // per expert: their weights
+  std::vector<float> probs;                 // [T, E]: the softmax
+  std::vector<float> scattered;             // [T, E]: each token's weights, 0 where not routed
+  std::vector<float> chosen;                // [T, top_k]: its experts, by falling weight
+};
+// The routing of a mixture layer's input rows `normed` [T, D].
+Routing RouteRows(RankContext& c, const LayerInputs& in, TensorView normed);
+
+// One expert's gated MLP over its tokens' rows x [n, D] (`local`: its index on this rank):
+// the gate and up projections, the activation and the output, in the context's scratch.
+struct ExpertPass {
+  TensorView gate, up, act, y;
+};
+ExpertPass ExpertForward(RankContext& c, const LayerInputs& in, int64_t local, TensorView x);
+
 // A mixture of experts on `normed` [T, D] (MlpKind::kMoe): the router's softmax picks each
 // token's top_k experts on the host; each expert runs on its tokens only and adds its
 // weighted output to their rows [T, D].

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <numeric>
 #include <vector>
 
 #include "engine/runtime/step_hooks.h"
@@ -128,9 +129,92 @@ TensorView PostNormBackward(RankContext& g, const LayerInputs& in, const LayerTa
                                    {P::kLn2PostNormalized, l});
 }
 
+// The router logits' gradient [T, E] from each routed weight's gradient `dw` [T, E] (0 where
+// not routed): through the renormalisation over the chosen experts when the layer has it,
+// then the softmax. In double, per token.
+std::vector<float> RouterGrad(const MoeParams& moe, const Routing& r,
+                              const std::vector<double>& dw) {
+  const int E = moe.experts;
+  const int64_t T = static_cast<int64_t>(dw.size()) / E;
+  std::vector<float> out(dw.size());
+  std::vector<double> dp(E);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* p = r.probs.data() + t * E;
+    const float* w = r.scattered.data() + t * E;
+    const double* d = dw.data() + t * E;
+    double kept = 0, dot = 0;  // w_e = p_e / Σ_chosen p: d p_e = (d w_e − Σ d w · w) / Σ p
+    for (int i = 0; i < moe.top_k; ++i) {
+      const int e = static_cast<int>(r.chosen[t * moe.top_k + i]);
+      kept += p[e], dot += d[e] * w[e];
+    }
+    for (int e = 0; e < E; ++e) {
+      dp[e] = w[e] == 0.0f ? 0.0 : moe.normalize ? (d[e] - dot) / kept : d[e];
+    }
+    double mean = 0;  // softmax: d logit_e = p_e (d p_e − Σ p · d p)
+    for (int e = 0; e < E; ++e) mean += p[e] * dp[e];
+    for (int e = 0; e < E; ++e) out[t * E + e] = static_cast<float>(p[e] * (dp[e] - mean));
+  }
+  return out;
+}
+
+// A mixture's input gradient [T, D] from its output's `d_out` (hook_post's value): each
+// expert recomputed on its tokens and walked back with its weight, each weight's gradient
+// (its expert's output · d_out) through the router; experts in index order per token.
+TensorView MoeBackward(RankContext& g, const LayerInputs& in, const LayerTape& t,
+                       TensorView d_post) {
+  const MoeParams& moe = g.config.layers[in.layer].moe;
+  const int64_t T = g.plan.tokens, D = g.config.d_model, M = g.config.d_mlp, E = moe.experts;
+  // Its own copy when rules change it: `d_post` may be the residual's gradient itself.
+  const TensorView d_out = BranchGrad(g, t, {P::kMoeOut, in.layer}, d_post);
+  const TensorView normed = t.Get(P::kMoeIn);
+  const Routing r = RouteRows(g, in, normed);
+  std::vector<float> host_out(static_cast<size_t>(T * D)), zeros(static_cast<size_t>(T * D));
+  g.b.Download(d_out, host_out.data());
+  TensorView d_in = g.Scratch({T, D});
+  g.b.Upload(zeros.data(), d_in);
+  std::vector<double> dw(static_cast<size_t>(T * E), 0.0);
+  for (int64_t e = 0; e < E; ++e) {
+    const std::vector<int32_t>& rows = r.rows[e];
+    const int64_t n = static_cast<int64_t>(rows.size());
+    if (n == 0) continue;
+    TensorView x = g.Scratch({n, D}), d_rows = g.Scratch({n, D}), d_y = g.Scratch({n, D});
+    g.b.Gather(normed, rows.data(), x);
+    const ExpertPass p = ExpertForward(g, in, e, x);
+    std::vector<float> y(static_cast<size_t>(n * D));
+    g.b.Download(p.y, y.data());
+    for (int64_t i = 0; i < n; ++i) {  // d weight = d_out · the expert's output, per token
+      double dot = 0;
+      for (int64_t k = 0; k < D; ++k) dot += double{host_out[rows[i] * D + k]} * y[i * D + k];
+      dw[rows[i] * E + e] = dot;
+    }
+    std::vector<int32_t> own(static_cast<size_t>(n));
+    std::iota(own.begin(), own.end(), 0);
+    g.b.Gather(d_out, rows.data(), d_rows);
+    g.b.Upload(zeros.data(), d_y);
+    g.b.AddRowsScaled(d_rows, own.data(), r.weights[e].data(), d_y);  // d y = weight · d_out
+    TensorView d_act = g.Scratch({n, M}), d_gate = g.Scratch({n, M}), d_up = g.Scratch({n, M});
+    TensorView dx = g.Scratch({n, D}), part = g.Scratch({n, D});
+    Ops(g).LinearBackward(d_y, g.b.MatrixRows(in.w.w_out.view(), e * D, D), d_act);
+    Ops(g).GatedActivationBackward(g.config.act, p.gate, p.up, d_act, d_gate, d_up);
+    Ops(g).LinearBackward(d_gate, g.b.MatrixRows(in.w.w_in.view(), e * M, M), dx);
+    Ops(g).LinearBackward(d_up, g.b.MatrixRows(in.w.w_up.view(), e * M, M), part);
+    g.b.Add(dx, part, dx);
+    const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
+    g.b.AddRowsScaled(dx, rows.data(), ones.data(), d_in);
+  }
+  const std::vector<float> d_logits = RouterGrad(moe, r, dw);
+  TensorView d_router = g.Scratch({T, E}), from_router = g.Scratch({T, D});
+  g.b.Upload(d_logits.data(), d_router);
+  Ops(g).LinearBackward(d_router, in.w.w_router.view(), from_router);
+  g.b.Add(d_in, from_router, d_in);
+  GradAt(g, t, {P::kMoeIn, in.layer}, d_in);
+  return d_in;
+}
+
 // The MLP's input gradient [T, D] from its (raw) output's `d_out`.
 TensorView MlpBackward(RankContext& g, const LayerInputs& in, const LayerTape& t,
                        TensorView d_out) {
+  if (g.config.layers[in.layer].mlp == MlpKind::kMoe) return MoeBackward(g, in, t, d_out);
   const int64_t T = g.plan.tokens, M = g.d_mlp, D = g.config.d_model;
   const int l = in.layer;
   const LayerWeights& w = in.w;
@@ -259,7 +343,9 @@ bool LayerTape::Wants(int seq, HookId id) const {
                                 P::kLn1PostScale,
                                 P::kLn1PostNormalized,
                                 P::kLn2PostScale,
-                                P::kLn2PostNormalized};
+                                P::kLn2PostNormalized,
+                                P::kMoeIn,
+                                P::kMoeOut};
   return id.layer == layer_ && !id.attached() &&
          std::find(std::begin(kRead), std::end(kRead), id.point) != std::end(kRead);
 }
@@ -324,6 +410,7 @@ void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& t, Te
   const TensorView mlp_x = spec.parallel_residual ? x_pre : t.Get(P::kResidMid);
   const TensorView d_mlp = BranchGrad(g, t, {P::kMlpOut, l}, dx);
   TensorView d_mlp_raw = PostNormBackward(g, in, t, d_mlp, 2, [&] {
+    if (spec.mlp == MlpKind::kMoe) return t.Get(P::kMoeOut);
     TensorView raw = g.Scratch({T, D});
     g.b.Linear(t.Get(P::kMlpPost), w.w_out.view(), w.b_out.view(), raw);
     return raw;

@@ -41,7 +41,8 @@ Buffer HeadBackward(RankContext& g, const HeadWeights& h, TensorView x, TensorVi
                     TensorView dlogits);
 
 // `dx` [T, D]: the gradient of the block's output residual on entry, of its input residual
-// on return. Dense and gated MLPs; not mixtures of experts. Through the interventions at
+// on return. Dense, gated and mixture-of-experts MLPs (the routing's choice is constant; its
+// weights are differentiated through the router). Through the interventions at
 // the layer's token hooks by their gradient rules (RowOpsBackwardHost).
 void BlockBackward(RankContext& g, const LayerInputs& in, const LayerTape& tape, TensorView dx);
 

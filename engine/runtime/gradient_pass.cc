@@ -25,12 +25,6 @@ absl::Status Model::GradientSupport() const {
     return absl::FailedPreconditionError(
         "gradients need every layer resident (no --offload-layers)");
   }
-  for (const LayerSpec& spec : config_.layers) {
-    if (spec.mlp == MlpKind::kMoe) {
-      return absl::FailedPreconditionError(
-          "gradients through mixtures of experts are not supported yet");
-    }
-  }
   return absl::OkStatus();
 }
 

@@ -123,11 +123,11 @@ bool HasGradient(HookPoint p) { return !IsCaptureOnly(p); }
 
 bool HasGradientRule(HookPoint p) {
   using P = HookPoint;
-  static constexpr P kRuled[] = {P::kEmbed,     P::kPosEmbed,  P::kResidPre,     P::kAttnOut,
-                                 P::kResidMid,  P::kMlpOut,    P::kResidPost,    P::kQ,
-                                 P::kK,         P::kV,         P::kRotQ,         P::kRotK,
-                                 P::kZ,         P::kMlpPre,    P::kMlpPreLinear, P::kMlpPost,
-                                 P::kUnembedIn, P::kUnembedOut};
+  static constexpr P kRuled[] = {P::kEmbed,     P::kPosEmbed,   P::kResidPre,     P::kAttnOut,
+                                 P::kResidMid,  P::kMlpOut,     P::kResidPost,    P::kQ,
+                                 P::kK,         P::kV,          P::kRotQ,         P::kRotK,
+                                 P::kZ,         P::kMlpPre,     P::kMlpPreLinear, P::kMlpPost,
+                                 P::kUnembedIn, P::kUnembedOut, P::kMoeIn,        P::kMoeOut};
   return std::find(std::begin(kRuled), std::end(kRuled), p) != std::end(kRuled);
 }
 
