@@ -35,8 +35,8 @@ constexpr LayerTensorSpec kSpecs[] = {
     // whole-projection norm runs on the gathered projection (blocks.cc).
     {&W::q_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 23},
     {&W::k_norm_w, Split::kReplicated, Role::kPostNorm, nullptr, Init::kNormWeight, 24},
-    // Mixture-of-experts models refuse tensor parallelism and weight processing.
-    {&W::w_router, Split::kReplicated, Role::kOther, nullptr, Init::kFanIn, 25},
+    // Every rank routes; the router reads ln2's output like the experts (fold_ln).
+    {&W::w_router, Split::kReplicated, Role::kReadsNorm2, nullptr, Init::kFanIn, 25},
 };
 
 }  // namespace

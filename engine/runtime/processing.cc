@@ -126,11 +126,15 @@ void ProcessLayer(const ModelConfig& c, const ProcessingOptions& o, LayerWeights
 
 void ProcessHead(const ModelConfig& c, const ProcessingOptions& o, HeadWeights& h) {
   const bool ln = c.norm == NormKind::kLayerNorm;
-  if (o.fold_ln) {
+  // As TransformerLens (4.3's bridge): the final norm stays where the blocks normalise only
+  // after their sublayers (OLMo 2), and a final softcap keeps the unembedding uncentred (the
+  // shift would no longer leave the softmax unchanged).
+  const bool post_norm_only = !c.layers.empty() && !HasPreNorms(c.layers.front().norms);
+  if (o.fold_ln && !post_norm_only) {
     FoldInto(h.lnf_w, h.lnf_b, ln, ln, h.w_u, h.b_u);
     h.lnf_w = Buffer(), h.lnf_b = Buffer();
   }
-  if (o.center_unembed) {
+  if (o.center_unembed && c.final_softcap == 0.0f) {
     CenterColumns(h.w_u);
     CenterRows(h.b_u);
   }

@@ -10,6 +10,7 @@
 #include "engine/model/json_fields.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/model.h"
+#include "engine/runtime/processing.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
@@ -32,20 +33,39 @@ std::string Suffix(const std::string& name) {
   return name.substr(dot + 1);
 }
 
-class FamilyGoldenTest : public ::testing::TestWithParam<FamilyCase> {};
+class FamilyGoldenTest : public ::testing::TestWithParam<FamilyCase> {
+ protected:
+  // Every hook of `file` (reference.safetensors, or processed.safetensors with processing)
+  // against the model loaded with `processing`; the greedy ids of reference.safetensors.
+  void ExpectMatches(const std::string& file, const std::string& processing);
+};
 
 TEST_P(FamilyGoldenTest, EveryServedHookLogitsAndGreedyMatchReference) {
+  ExpectMatches("reference.safetensors", "none");
+}
+
+// TransformerLens's default weight processing, as its bridge applies it to the family.
+TEST_P(FamilyGoldenTest, WithTransformerLensProcessing) {
+  ExpectMatches("processed.safetensors", "transformer-lens");
+}
+
+void FamilyGoldenTest::ExpectMatches(const std::string& file, const std::string& processing) {
   const FamilyCase& fc = GetParam();
   const std::string dir = testing::FamiliesDir() + "/" + fc.family;
-  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  auto ref = SafetensorsFile::Open(dir + "/" + file);
   ASSERT_TRUE(ref.ok()) << ref.status();
+  auto greedy = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
   LoadOptions options;
   options.model_dir = dir;
   options.devices = "cpu";
+  auto parsed = ParseProcessing(processing);
+  ASSERT_TRUE(parsed.ok());
+  options.processing = *parsed;
   auto model = Model::Load(options);
   ASSERT_TRUE(model.ok()) << model.status();
   for (const std::string p : {"p0", "p1"}) {
-    const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find(p + ".input_ids"));
+    const std::vector<int32_t> ids = testing::ToIds(*(*greedy)->Find(p + ".input_ids"));
     auto result = RunWithCache(**model, ids, HookSelection::All((*model)->config()));
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_TRUE(AllClose(p + ".logits", result->logits.view(),
@@ -68,7 +88,8 @@ TEST_P(FamilyGoldenTest, EveryServedHookLogitsAndGreedyMatchReference) {
       if ((*ref)->Find(p + "." + name) == nullptr) unchecked.insert(Suffix(name));
     }
     EXPECT_EQ(unchecked, fc.not_in_reference) << p;
-    EXPECT_TRUE(testing::GreedyIdsAre(**model, ids, testing::ToIds(*(*ref)->Find(p + ".greedy"))))
+    EXPECT_TRUE(
+        testing::GreedyIdsAre(**model, ids, testing::ToIds(*(*greedy)->Find(p + ".greedy"))))
         << p;
   }
 }

@@ -138,11 +138,9 @@ def make(family, seed):
     out = os.path.join(OUT, family)
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out)
-    # The bridge wants a tokenizer; ids are passed directly, so any will do (GPT-2's).
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(
-        os.path.dirname(__file__), "..", "..", "..", "shared", "tokenizers", "gpt2",
-        "tokenizer.json"))
-    bridge = TransformerBridge.boot_transformers(out, hf_model=model, tokenizer=tokenizer)
+    if os.path.exists(os.path.join(out, "generation_config.json")):  # not read by lensd
+        os.remove(os.path.join(out, "generation_config.json"))
+    bridge = TransformerBridge.boot_transformers(out, hf_model=model, tokenizer=any_tokenizer())
     bridge.enable_compatibility_mode(no_processing=True)
     tensors = {}
     with torch.no_grad():
@@ -161,6 +159,36 @@ def make(family, seed):
     save_file(tensors, os.path.join(out, "reference.safetensors"),
               metadata={"transformers": transformers.__version__, "torch": torch.__version__,
                         "transformer_lens": "bridge, compatibility mode, no processing"})
+    processed(out)
+
+
+def any_tokenizer():
+    """The bridge wants a tokenizer (and changes it); ids are passed directly, so a fresh
+    GPT-2 one will do."""
+    return transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "shared", "tokenizers", "gpt2",
+        "tokenizer.json"))
+
+
+def processed(out):
+    """The same prompts through a bridge with TransformerLens's default weight processing
+    (compatibility mode: fold_ln, center_writing_weights, center_unembed, fold_value_biases as
+    the bridge applies them per architecture). The bridge rewrites the Hugging Face model's
+    weights in place, so it gets a fresh copy from the saved directory."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    bridge = TransformerBridge.boot_transformers(out, hf_model=model, tokenizer=any_tokenizer())
+    bridge.enable_compatibility_mode()
+    tensors = {}
+    with torch.no_grad():
+        for p, ids in PROMPTS.items():
+            logits, cache = bridge.run_with_cache(torch.tensor([ids]))
+            tensors[f"{p}.logits"] = logits.float().clone().contiguous()
+            for name, value in cache.items():
+                if canonical(name):
+                    tensors[f"{p}.{name}"] = value.float().clone().contiguous()
+    save_file(tensors, os.path.join(out, "processed.safetensors"),
+              metadata={"transformers": transformers.__version__, "torch": torch.__version__,
+                        "transformer_lens": "bridge, compatibility mode, default processing"})
 
 
 def main():
