@@ -44,7 +44,8 @@ constexpr uint64_t kLongRopeKey = 0x10e6209e10e6209eULL;
 void MarkLongRope(Seq& s, int rope_switch) {
   if (rope_switch <= 0 || s.long_rope || static_cast<int>(s.tokens.size()) <= rope_switch) return;
   s.long_rope = true;
-  s.prefix = {0, s.prefix.key ^ kLongRopeKey};  // no block is shared with short sequences
+  // No block is shared with short sequences; long ones share as any others do.
+  s.prefix.key ^= kLongRopeKey, s.prefix.plain ^= kLongRopeKey;
 }
 
 int SwitchRope(SeqList& running, SeqQueue& waiting, BlockAllocator& blocks, int rope_switch) {

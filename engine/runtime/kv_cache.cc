@@ -8,7 +8,7 @@ namespace lensd {
 namespace {
 
 uint64_t KeyOf(PrefixKey key, int block, int block_size) {
-  return (block + 1) * block_size <= key.first_position ? 0 : key.key;
+  return (block + 1) * block_size <= key.first_position ? key.plain : key.key;
 }
 
 }  // namespace

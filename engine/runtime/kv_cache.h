@@ -21,11 +21,12 @@
 namespace lensd {
 
 // Which context key each block of a sequence hashes with: blocks ending at or before
-// `first_position` (the first position an intervention touches) are plain (key 0); the
-// others take `key`.
+// `first_position` (the first position an intervention touches) take `plain` (0, or a key of
+// the whole sequence's such as longrope's long frequencies); the others take `key`.
 struct PrefixKey {
   int first_position = INT32_MAX;
   uint64_t key = 0;
+  uint64_t plain = 0;
 };
 
 class BlockAllocator {

@@ -20,6 +20,15 @@ LENSD = os.environ.get("LENSD_BIN", str(ROOT / "build/server/lensd"))
 LENSCTL = os.environ.get("LENSCTL_BIN", str(ROOT / "build/client/lensctl"))
 GOLDEN = Path(os.environ.get("LENSD_GOLDEN_DIR", str(ROOT / "tests/data/golden")))
 FAMILIES = ["gpt2", "llama", "qwen2", "gpt_neox"]
+# The newer families' models and references (tools/reference/make_family_goldens.py), beside
+# the golden ones.
+NEW_FAMILIES = ["qwen3", "olmo2", "gemma2", "gemma3_text", "phi3", "phi3_longrope", "mixtral",
+                "qwen3_moe"]
+
+
+def model_dir(family):
+    """The directory of a golden or newer family's model and its reference.safetensors."""
+    return GOLDEN / family if family in FAMILIES else GOLDEN.parent / "families" / family
 
 
 class Server:

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 import lensd
-from conftest import FAMILIES, GOLDEN, LENSCTL, LENSD, Server, read_safetensors, run_cli
+from conftest import FAMILIES, NEW_FAMILIES, model_dir, GOLDEN, LENSCTL, LENSD, Server, read_safetensors, run_cli
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=FAMILIES + NEW_FAMILIES)
 def golden(request):
-    s = Server("--model", str(GOLDEN / request.param))
-    ref = read_safetensors(GOLDEN / request.param / "reference.safetensors")
+    s = Server("--model", str(model_dir(request.param)))
+    ref = read_safetensors(model_dir(request.param) / "reference.safetensors")
     prompts = [ref[f"p{j}.input_ids"][0].tolist() for j in range(2)]
     yield request.param, s, prompts
     assert s.stop() == 0, "".join(s.log)
@@ -19,12 +19,16 @@ def ids_flag(ids):
     return ",".join(str(i) for i in ids)
 
 
-def unpad(array, j, length, name):
-    """Prompt j of a left-padded batch, as a batch-of-1 array like `lensd run` writes."""
+def unpad(array, j, want):
+    """Prompt j of a left-padded batch shaped like `want` (its batch-of-1 array from `lensd
+    run`): the last entries of every axis, wherever the positions are (routing hooks, without a
+    batch axis, are [batch · positions, experts])."""
+    if array.ndim == want.ndim and array.shape[0] != 1 and want.shape[0] != 1:  # routing
+        width = array.shape[0] // 2
+        return array[(j + 1) * width - want.shape[0]:(j + 1) * width]
     a = array[j:j + 1]
-    if name.endswith("hook_attn_scores") or name.endswith("hook_pattern"):
-        return a[:, :, -length:, -length:]
-    return a[:, -length:]
+    return a[(slice(None),) + tuple(slice(a.shape[ax] - want.shape[ax], None)
+                                    for ax in range(1, a.ndim))]
 
 
 def test_run_with_cache_equals_lensd_run(golden, tmp_path):
@@ -34,17 +38,17 @@ def test_run_with_cache_equals_lensd_run(golden, tmp_path):
     assert cache.mask.shape == (2, max(map(len, prompts)))
     for j, ids in enumerate(prompts):
         path = tmp_path / f"offline{j}.safetensors"
-        run_cli(LENSD, "run", "--model", str(GOLDEN / family), "--token-ids", ids_flag(ids),
+        run_cli(LENSD, "run", "--model", str(model_dir(family)), "--token-ids", ids_flag(ids),
                 "--out", str(path))
         offline = read_safetensors(path)
         assert set(offline) == set(cache) | {"logits", "input_ids"}
         assert cache.mask[j].sum() == len(ids)
         np.testing.assert_array_equal(cache.tokens[j, -len(ids):], offline["input_ids"][0])
-        np.testing.assert_array_equal(unpad(logits, j, len(ids), "logits"), offline["logits"])
+        np.testing.assert_array_equal(unpad(logits, j, offline["logits"]), offline["logits"])
         for name, want in offline.items():
             if name in ("logits", "input_ids"):
                 continue
-            np.testing.assert_array_equal(unpad(cache[name], j, len(ids), name), want,
+            np.testing.assert_array_equal(unpad(cache[name], j, want), want,
                                           err_msg=f"{family} prompt {j} {name}")
         remote = tmp_path / f"remote{j}.safetensors"
         run_cli(LENSCTL, "--addr", server.addr, "cache", "--token-ids", ids_flag(ids),
@@ -55,7 +59,7 @@ def test_run_with_cache_equals_lensd_run(golden, tmp_path):
 def test_generate_equals_lensd_generate(golden):
     family, server, prompts = golden
     for ids in prompts:
-        offline = run_cli(LENSD, "generate", "--model", str(GOLDEN / family), "--token-ids",
+        offline = run_cli(LENSD, "generate", "--model", str(model_dir(family)), "--token-ids",
                           ids_flag(ids), "--max-new-tokens", "12").stdout
         remote = run_cli(LENSCTL, "--addr", server.addr, "generate", "--token-ids", ids_flag(ids),
                          "--max-new-tokens", "12").stdout
@@ -73,7 +77,7 @@ def test_sampled_generation_is_reproducible_and_matches_offline(golden):
     family, server, prompts = golden
     args = ["--token-ids", ids_flag(prompts[0]), "--max-new-tokens", "10", "--temperature", "0.9",
             "--top-k", "50", "--top-p", "0.9", "--seed", "7"]
-    offline = run_cli(LENSD, "generate", "--model", str(GOLDEN / family), *args).stdout
+    offline = run_cli(LENSD, "generate", "--model", str(model_dir(family)), *args).stdout
     remote = run_cli(LENSCTL, "--addr", server.addr, "generate", *args).stdout
     assert remote == offline
 

@@ -1,6 +1,7 @@
 """PatchSweep through real servers: every cell equals the same patch run as its own
 RunWithCache request (bit for bit), for every component kind on every golden family;
-noising, metrics and baselines; the cells reuse the corrupted run's cached prefix; errors."""
+noising, metrics and baselines; the cells reuse the corrupted run's cached prefix; errors. The
+newer families (tests/data/families) too."""
 import importlib.util
 import json
 import subprocess
@@ -10,16 +11,17 @@ import numpy as np
 import pytest
 
 import lensd
-from conftest import FAMILIES, GOLDEN, LENSCTL, Server, read_safetensors, run_cli
+from conftest import (FAMILIES, GOLDEN, LENSCTL, NEW_FAMILIES, Server, model_dir,
+                      read_safetensors, run_cli)
 from lensd.v1 import lensd_pb2
 
 P = lensd_pb2
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=FAMILIES + NEW_FAMILIES)
 def golden(request):
-    s = Server("--model", str(GOLDEN / request.param))
-    ref = read_safetensors(GOLDEN / request.param / "reference.safetensors")
+    s = Server("--model", str(model_dir(request.param)))
+    ref = read_safetensors(model_dir(request.param) / "reference.safetensors")
     clean = ref["p0.input_ids"][0].tolist()  # 7 tokens
     corrupted = list(clean)
     corrupted[2] = (corrupted[2] + 11) % 1000

@@ -30,6 +30,9 @@ TEST(BlockAllocator, PublishedBlocksAreSharedAndEvictedLeastRecentlyUsedFirst) {
   std::vector<int32_t> keyed;
   EXPECT_EQ(a.MatchPrefix(tokens, {4, 77}, 9, keyed), 4);
   a.Release(keyed);
+  // A whole-sequence key (longrope's long frequencies) shares nothing with plain blocks.
+  std::vector<int32_t> other_plain;
+  EXPECT_EQ(a.MatchPrefix(tokens, {4, 77, 5}, 9, other_plain), 0);
   // A different token in block 1 matches block 0 only; a cap limits the match.
   auto other = tokens;
   other[5] = 999;

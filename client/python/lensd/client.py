@@ -123,12 +123,12 @@ def _to_numpy(data: bytes, dtype: int, shape: Sequence[int]) -> np.ndarray:
 PAD_ID = -1  # ActivationCache.tokens where a shorter prompt is padded
 
 
-def _pad_left(arrays: List[np.ndarray], axes: Sequence[int], fill: float = 0) -> np.ndarray:
-    """Stacks [1, ...] arrays into [batch, ...], left-padding each axis in `axes` with `fill`."""
-    target = list(arrays[0].shape)
-    for a in arrays:
-        for ax in axes:
-            target[ax] = max(target[ax], a.shape[ax])
+def _pad_left(arrays: List[np.ndarray], fill: float = 0) -> np.ndarray:
+    """Stacks the prompts' [1, ...] arrays into [batch, ...], left-padding with `fill` each axis
+    whose size differs between them: the positions (and keys), wherever the hook has them
+    (after the heads for heads-first hooks)."""
+    axes = [ax for ax in range(1, arrays[0].ndim) if len({a.shape[ax] for a in arrays}) > 1]
+    target = [max(a.shape[ax] for a in arrays) for ax in range(arrays[0].ndim)]
     out = np.full([len(arrays)] + target[1:], fill, dtype=arrays[0].dtype)
     for i, a in enumerate(arrays):
         index = [i] + [slice(None)] * (a.ndim - 1)
@@ -136,6 +136,20 @@ def _pad_left(arrays: List[np.ndarray], axes: Sequence[int], fill: float = 0) ->
             index[ax] = slice(target[ax] - a.shape[ax], None)
         out[tuple(index)] = a[0]
     return out
+
+
+# Routing hooks of mixture layers are [positions, experts] without a batch axis, as
+# TransformerLens gives them: a batch is [batch · positions, ...], each prompt's rows
+# left-padded to the longest.
+_ROUTING = ("mlp.hook_expert_weights", "mlp.hook_expert_indices")
+
+
+def _stack(name: str, arrays: List[np.ndarray], width: int, fill: float) -> np.ndarray:
+    if not name.endswith(_ROUTING):
+        return _pad_left(arrays, fill)
+    rows = [np.concatenate([np.full((width - a.shape[0],) + a.shape[1:], fill, a.dtype), a])
+            for a in arrays]
+    return np.concatenate(rows)
 
 
 def _saes(saes) -> List[lensd_pb2.SaeAttach]:
@@ -410,11 +424,10 @@ class Client:
         for name in names:
             arrays = [_to_numpy(bytes(buffers[(name, i)]), infos[(name, i)].dtype,
                                 infos[(name, i)].shape) for i in range(n_prompts)]
-            hook = name[:-len("_grad")] if name.endswith("_grad") else name
-            maps = hook.endswith("hook_attn_scores") or hook.endswith("hook_pattern")
             scores = name.endswith("hook_attn_scores")  # gradients pad with 0
-            fill = -np.inf if scores else -1 if name.endswith(".top_indices") else 0
-            stacked = _pad_left(arrays, (2, 3) if maps else (1,), fill)
+            indices = name.endswith((".top_indices", "hook_expert_indices"))
+            fill = -np.inf if scores else -1 if indices else 0
+            stacked = _stack(name, arrays, width, fill)
             if name == "logits":
                 logits = stacked
             else:
