@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lensd
-from conftest import GOLDEN, LENSCTL, LENSD, Server, read_safetensors, run_cli
+from conftest import GOLDEN, LENSCTL, LENSD, Server, model_dir, read_safetensors, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,35 @@ def test_gradient_work_is_counted(llama):
         after = client.model_info()
     assert after["gradient_requests"] == before["gradient_requests"] + 1
     assert after["gradient_tokens"] == before["gradient_tokens"] + sum(map(len, PROMPTS))
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen3_moe", "phi3_longrope"])
+def test_mixtures_and_longrope_served_equal_lensd_run(server_factory, family, tmp_path):
+    """Gradients through experts and routers, and through longrope's scaled rotary (a 19-token
+    prompt: long factors), served and offline, bit for bit."""
+    server = server_factory("--model", str(model_dir(family)))
+    ids = read_safetensors(model_dir(family) / "reference.safetensors")["p1.input_ids"][0].tolist()
+    hooks = ["hook_embed", "blocks.*.hook_resid_post", "blocks.0.mlp.hook_pre",
+             "blocks.1.mlp.hook_post", "blocks.0.attn.hook_rot_q"]
+    with lensd.Client(server.addr) as client:
+        _, cache = client.run_with_cache(ids, hooks, grad=lensd.loss())
+    path = tmp_path / "offline.safetensors"
+    run_cli(LENSD, "run", "--model", str(model_dir(family)), "--token-ids",
+            ",".join(map(str, ids)), "--hooks", ",".join(hooks), "--grad", "loss", "--out",
+            str(path))
+    offline = read_safetensors(path)
+    grads = [n for n in offline if n.endswith("_grad")]
+    assert len(grads) == 7 and not any(np.all(offline[n] == 0) for n in grads)
+    for name in grads:
+        np.testing.assert_array_equal(cache[name], offline[name], err_msg=f"{family} {name}")
+
+
+def test_gradient_memory_is_checked_before_running(server_factory):
+    server = server_factory("--model", str(GOLDEN / "llama"), "--gradient-mib", "1")
+    with lensd.Client(server.addr) as client:
+        with pytest.raises(lensd.ResourceExhausted, match=r"allows 1 MiB \(--gradient-mib\)"):
+            client.run_with_cache(list(range(3, 200)), grad=lensd.loss())
+        assert client.run_with_cache(PROMPTS[0], names_filter=[])[0].shape[1] == 6  # serving on
 
 
 def test_refusals_name_the_reason(llama):
