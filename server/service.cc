@@ -335,6 +335,8 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   AddHookInfos(c, AllHooks(c, SaeSites(serving_.saes)), info->mutable_hooks());
   AddSaeInfos(serving_.saes, info->mutable_saes());
   info->set_has_tokenizer(serving_.model->tokenizer() != nullptr);
+  info->set_bos_token_id(c.bos_id);
+  for (int32_t eos : c.eos_ids) info->add_eos_token_ids(eos);
   const SchedulerCounters counters = serving_.scheduler->Counters();
   info->set_kv_block_size(serving_.model->blocks().block_size());
   info->set_kv_blocks_total(counters.kv_blocks_total);

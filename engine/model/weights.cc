@@ -281,6 +281,7 @@ ModelConfig Gpt2Small() {
   c.model_type = "gpt2";
   c.d_model = 768, c.n_layers = 12, c.n_heads = c.n_kv_heads = 12, c.d_head = 64;
   c.d_mlp = 3072, c.vocab_size = 50257, c.max_positions = 1024;
+  c.bos_id = 50256, c.eos_ids = {50256};  // <|endoftext|>, as GPT-2's config.json says
   c.norm = NormKind::kLayerNorm, c.act = ActKind::kGeluTanh;
   c.learned_positions = true, c.qkv_bias = c.o_bias = c.mlp_bias = true;
   c.tied_embeddings = true;

@@ -26,7 +26,7 @@ def examples():
 
 def run_block(language, code, addr, tmp_path):
     if language == "python":
-        code = code.replace('lensd.Client("localhost:50051")', f'lensd.Client("{addr}")')
+        code = code.replace('("localhost:50051")', f'("{addr}")')  # Client, RemoteModel
         prelude = f'import lensd\nimport numpy as np\nclient = lensd.Client("{addr}")\n'
         command = ["/usr/bin/python3", "-c", prelude + code]
     else:

@@ -9,10 +9,11 @@ from lensd.client import PAD_ID, ActivationCache, Client, GenerateDone, TokenEve
 from lensd.errors import ERRORS, Error
 from lensd.names import act_name
 from lensd.interventions import add, noise, patch, project, sae_clamp, scale, set, tensor, zero
+from lensd.remote import RemoteModel
 from lensd.saes import dense_features, edit_features, sae, steer_feature
 from lensd.sweep import SweepResult, hook_dot, kl, logit_diff, logits, logprob, loss
 
-__all__ = ["PAD_ID", "act_name", "ActivationCache", "Client", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl", "loss",
+__all__ = ["PAD_ID", "act_name", "ActivationCache", "Client", "RemoteModel", "GenerateDone", "SweepResult", "TokenEvent", "add", "kl", "loss",
            "logit_diff", "logits", "logprob", "noise", "patch", "project", "sae", "sae_clamp", "scale",
            "dense_features", "edit_features", "steer_feature", "hook_dot",
            "set", "tensor", "zero", "Error"]
