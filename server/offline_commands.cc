@@ -195,18 +195,15 @@ absl::Status RunCommand(const std::vector<std::string>& args, std::ostream& out)
     ASSIGN_OR_RETURN(selection, HookSelection::Parse(c, flags.GetList("hooks"), sites));
   }
   std::vector<CacheResult> results;
-  if (flags.Has("grad") && !saes.empty()) {
-    return absl::InvalidArgumentError("--grad with --sae is not supported yet");
-  }
+  const std::vector<const AttachmentList*> per_prompt(prompts.size(),
+                                                      attached.empty() ? nullptr : &attached);
   if (flags.Has("grad")) {
     v1::Objective wire;
     RETURN_IF_ERROR(ObjectiveFromFlag(flags.Get("grad"), &wire));
     ASSIGN_OR_RETURN(Objective objective, ToObjective(wire, c, lengths));
-    ASSIGN_OR_RETURN(results,
-                     RunWithGradients(*model, prompts, selection, objective, interventions.get()));
+    ASSIGN_OR_RETURN(results, RunWithGradients(*model, prompts, selection, objective,
+                                               interventions.get(), per_prompt));
   } else {
-    const std::vector<const AttachmentList*> per_prompt(prompts.size(),
-                                                        attached.empty() ? nullptr : &attached);
     ASSIGN_OR_RETURN(results,
                      RunWithCache(*model, prompts, selection, interventions.get(), per_prompt));
   }

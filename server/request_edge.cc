@@ -210,9 +210,7 @@ absl::StatusOr<CaptureRequest> ToCaptureRequest(const v1::RunWithCacheRequest& r
       return absl::FailedPreconditionError(absl::StrCat("objective: ", model.gradients.message()));
     }
     if (r.job.interventions != nullptr) RETURN_IF_ERROR(r.job.interventions->CheckGradientRules());
-    if (!r.job.attachments.empty()) {
-      return absl::InvalidArgumentError("objective: gradients through SAEs are not supported yet");
-    }
+    RETURN_IF_ERROR(CheckAttachmentGradients(r.job.attachments));
     ASSIGN_OR_RETURN(r.job.objective, ToObjective(request.objective(), c, lengths));
   }
   RETURN_IF_ERROR(CheckActivationsFit(r, model, limits));

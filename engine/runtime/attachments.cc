@@ -29,6 +29,19 @@ absl::Status CheckAttachmentSite(const ModelConfig& c, HookId site) {
   return absl::OkStatus();
 }
 
+absl::Status CheckAttachmentGradients(const AttachmentList& list) {
+  for (const auto& a : list) {
+    if (a->site().layer < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gradients through an attachment at ", HookName(a->site()),
+                       " are not supported: attach at a hook inside the blocks"));
+    }
+    absl::Status ok = a->CheckGradients();
+    if (!ok.ok()) return ok;
+  }
+  return absl::OkStatus();
+}
+
 int64_t AttachedWidth(const AttachmentList& list, HookId id) {
   const HookId site{id.point, id.layer};
   for (const auto& a : list) {

@@ -34,6 +34,16 @@ class HookAttachment {
   virtual int64_t Width(AttachedHook h) const = 0;
   // Whether it may change what flows downstream (then the sequence's K/V are its own).
   virtual bool ChangesStream() const { return true; }
+  // Why gradients cannot pass it (OK when they can).
+  virtual absl::Status CheckGradients() const {
+    return absl::InvalidArgumentError("gradients through this attachment are not supported");
+  }
+  // The backward twin of Run: `rows` [T, width] what Run read (the site's value after its
+  // interventions), `d` [T, width] the gradient of what it passed downstream, in place
+  // becoming the gradient of what it read — for the rows of `seqs` only. Its attached hooks'
+  // gradients go to the context's sink (EmitAttached) like Run's captures.
+  virtual void Backward(RankContext& g, TensorView rows, TensorView d,
+                        const std::vector<int>& seqs) const {}
 };
 
 // A request's attachments, at most one per site; shared by its sequences.
@@ -42,6 +52,10 @@ using AttachmentList = std::vector<std::shared_ptr<const HookAttachment>>;
 // Whether `site` can carry an attachment: a token-major hook ([1, P, ...] with positions on
 // axis 1) that interventions may edit, other than the logits. InvalidArgument naming it if not.
 absl::Status CheckAttachmentSite(const ModelConfig& c, HookId site);
+
+// Why gradients cannot pass `list`'s attachments: one at a hook outside the blocks (the
+// embedding, unembed.hook_in), or one whose own CheckGradients says so. OK when they can.
+absl::Status CheckAttachmentGradients(const AttachmentList& list);
 
 // The width of attached hook `id` (id.attached()) from the attachment of `list` at its site;
 // 0 when none is there.

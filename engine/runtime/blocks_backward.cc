@@ -43,15 +43,31 @@ void GradAt(RankContext& g, HookId id, TensorView d, TensorView unedited) {
                         InterventionSet::PlanTokenHook(g.config, id, g.plan.plan_seqs));
 }
 
+// A layer hook's gradient: as above, with the hook's attachments (an SAE) walked back between
+// its capture and its interventions' rules, as the forward ran them.
 void GradAt(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
-  GradAt(g, id, d, t.Unedited(id.point));
+  const std::vector<StepPlan::Attached> attached = g.plan.AttachedAt(id);
+  if (attached.empty()) {
+    GradAt(g, id, d, t.Unedited(id.point));
+    return;
+  }
+  AddSeed(g, id, d);
+  CaptureRows(g, id, d);
+  const int64_t T = g.plan.tokens, w = d.NumElements() / T;
+  const TensorView read = t.BeforeAttachments(id.point).Reshaped({T, w});
+  for (auto it = attached.rbegin(); it != attached.rend(); ++it) {
+    it->attachment->Backward(g, read, d.Reshaped({T, w}), it->seqs);
+  }
+  if (!g.Intervened(id)) return;
+  Ops(g).RowOpsBackward(d, t.Unedited(id.point),
+                        InterventionSet::PlanTokenHook(g.config, id, g.plan.plan_seqs));
 }
 
 // A branch leaving the residual at hook `id` (attn_out, mlp_out) from the residual's `d`: the
-// branch's own gradient, `d` itself unless interventions or an objective's seed there change
-// it.
+// branch's own gradient, `d` itself unless interventions, attachments or an objective's seed
+// there change it.
 TensorView BranchGrad(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
-  if (!g.Intervened(id) && !Seeded(g, id)) {
+  if (!g.Intervened(id) && !Seeded(g, id) && g.plan.AttachedAt(id).empty()) {
     CaptureRows(g, id, d);
     return d;
   }
@@ -370,6 +386,17 @@ void LayerTape::CaptureUnedited(HookId id, TensorView rows) {
   Buffer& kept = unedited_[id.point];
   kept = AllocateInStep(b_, DType::kF32, rows.shape);
   b_.Copy(rows, kept.view());
+}
+
+void LayerTape::CaptureBeforeAttachments(HookId id, TensorView rows) {
+  Buffer& kept = before_attachments_[id.point];
+  kept = AllocateInStep(b_, DType::kF32, rows.shape);
+  b_.Copy(rows, kept.view());
+}
+
+TensorView LayerTape::BeforeAttachments(HookPoint point) const {
+  auto it = before_attachments_.find(point);
+  return it == before_attachments_.end() ? TensorView{} : it->second.view();
 }
 
 TensorView LayerTape::Unedited(HookPoint point) const {

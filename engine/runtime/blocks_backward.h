@@ -26,12 +26,16 @@ class LayerTape : public HookSink {
   bool WantsUnedited(HookId id) const override;
   void CaptureUnedited(HookId id, TensorView rows) override;
   TensorView Unedited(HookPoint point) const;  // empty when not kept
+  // Hooks with attachments: what the attachments read, for their backward.
+  bool WantsBeforeAttachments(HookId id) const override { return WantsUnedited(id); }
+  void CaptureBeforeAttachments(HookId id, TensorView rows) override;
+  TensorView BeforeAttachments(HookPoint point) const;  // empty when not kept
 
  private:
   Backend& b_;
   const StepPlan& plan_;
   int layer_;
-  std::map<HookPoint, Buffer> rows_, unedited_;
+  std::map<HookPoint, Buffer> rows_, unedited_, before_attachments_;
 };
 
 // From the gradient of the returned (softcapped) logits `dlogits` [T, V] of every row (`logits`

@@ -113,10 +113,11 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
 
 absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
     Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
-    const Objective& objective, const InterventionSet* interventions) {
+    const Objective& objective, const InterventionSet* interventions,
+    const std::vector<const AttachmentList*>& attachments) {
   std::vector<std::unique_ptr<BlockLease>> leases;
   ASSIGN_OR_RETURN(std::vector<SeqInput> batch,
-                   WholePrompts(model, prompts, selection, interventions, {}, leases));
+                   WholePrompts(model, prompts, selection, interventions, attachments, leases));
   RETURN_IF_ERROR(CheckObjective(model.config(), objective));
   const int n = static_cast<int>(prompts.size());
   CacheCollector collector(selection, n), gradients(selection, n, "_grad");

@@ -51,10 +51,12 @@ absl::StatusOr<std::vector<CacheResult>> RunWithCache(
 // RunWithCache with gradients (Model::ForwardBackward): per prompt its selected hooks N, and
 // N_grad — the gradient of its objective with respect to the value N passes downstream —
 // under "N_grad"; its logits; the objective's value. Through `interventions` (null: none)
-// by their gradient rules (InterventionSet::CheckGradientRules).
+// by their gradient rules (InterventionSet::CheckGradientRules), and `attachments` (as
+// RunWithCache's) by theirs (HookAttachment::Backward).
 absl::StatusOr<std::vector<CacheResult>> RunWithGradients(
     Model& model, const std::vector<std::vector<int32_t>>& prompts, const HookSelection& selection,
-    const Objective& objective, const InterventionSet* interventions = nullptr);
+    const Objective& objective, const InterventionSet* interventions = nullptr,
+    const std::vector<const AttachmentList*>& attachments = {});
 
 enum class FinishReason {
   kLength,   // max_new_tokens generated

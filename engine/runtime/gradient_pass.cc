@@ -55,9 +55,7 @@ absl::Status Model::CheckGradients(const std::vector<SeqInput>& batch,
     if (in.start_pos != 0 || !in.all_logits) {
       return absl::InvalidArgumentError("gradients take whole prompts with every row's logits");
     }
-    if (in.attachments != nullptr && !in.attachments->empty()) {
-      return absl::InvalidArgumentError("gradients through attachments are not supported yet");
-    }
+    if (in.attachments != nullptr) RETURN_IF_ERROR(CheckAttachmentGradients(*in.attachments));
     if (in.interventions != nullptr) {
       RETURN_IF_ERROR(in.interventions->CheckGradientRules());
     }

@@ -65,6 +65,10 @@ class HookSink {
   // an op's input).
   virtual bool WantsUnedited(HookId id) const { return false; }
   virtual void CaptureUnedited(HookId id, TensorView rows) {}
+  // The whole step's rows [T, ...] of a hook with attachments, after its interventions and
+  // before the attachments run (what they read): for the gradient pass's LayerTape.
+  virtual bool WantsBeforeAttachments(HookId id) const { return false; }
+  virtual void CaptureBeforeAttachments(HookId id, TensorView rows) {}
 };
 
 // What an objective that reads a hook (hook_dot) adds to that hook's gradient in the

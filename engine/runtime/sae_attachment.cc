@@ -7,10 +7,12 @@
 // captured.
 // Each row's arithmetic depends on that row alone, so results do not depend on the batch.
 #include <algorithm>
-#include <initializer_list>
 #include <cmath>
+#include <initializer_list>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
+#include "engine/backend/gradient_ops.h"
 #include "engine/runtime/sae.h"
 #include "engine/runtime/step_context.h"
 #include "engine/runtime/step_hooks.h"
@@ -62,6 +64,9 @@ class Sae::Attachment : public HookAttachment {
     return features ? sae_->spec_.d_sae : sae_->spec_.d_in;
   }
   bool ChangesStream() const override { return splice_ || !edits_.empty(); }
+  absl::Status CheckGradients() const override;
+  void Backward(RankContext& g, TensorView rows, TensorView d,
+                const std::vector<int>& seqs) const override;
 
  private:
   // One Run's state: the attached sequences' rows gathered back to back (`ids` the step rows,
@@ -74,12 +79,20 @@ class Sae::Attachment : public HookAttachment {
     std::vector<int> first;
     int64_t n;
   };
+  // The attached sequences' step rows.
+  Step StepOf(RankContext& c, const std::vector<int>& seqs) const;
+  // acts_pre [n, d_sae] (device) from the input rows `in`, emitting it; `scale`, `shift`
+  // undo the input normalisation.
+  TensorView Preactivations(const Step& st, const std::vector<float>& in, std::vector<float>& scale,
+                            std::vector<float>& shift) const;
   // acts_post [n, d_sae] (host) from the input rows `in`, emitting acts_pre; `scale`, `shift`
   // undo the input normalisation.
   std::vector<float> Encode(const Step& st, const std::vector<float>& in,
                             std::vector<float>& scale, std::vector<float>& shift) const;
-  // The edits on acts_post [n, d_sae] (host, in place); per row, whether one applied.
-  std::vector<char> ApplyEdits(const Step& st, std::vector<float>& acts) const;
+  // The edits on acts_post [n, d_sae] (host, in place); per row, whether one applied. With
+  // `rules`, their gradient rules on acts_post's gradient instead: zero and set cut, scale
+  // multiplies, add passes.
+  std::vector<char> ApplyEdits(const Step& st, std::vector<float>& acts, bool rules = false) const;
   // norm_out(recons) [n, d_in] (host) from acts_post (`acts`, overwritten), emitting recons
   // when `emit`.
   std::vector<float> Decode(const Step& st, std::vector<float>& acts,
@@ -136,9 +149,7 @@ void Sae::Attachment::Activate(int64_t n, float* acts) const {
   }
 }
 
-void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int>& seqs) const {
-  const SaeSpec& s = sae_->spec_;
-  const int64_t w = s.d_in;
+Sae::Attachment::Step Sae::Attachment::StepOf(RankContext& c, const std::vector<int>& seqs) const {
   Step st{c, seqs, sae_->devices_.at(&c.b), {}, {}, 0};
   for (int seq : seqs) {  // the attached sequences' rows, back to back
     st.first.push_back(static_cast<int>(st.ids.size()));
@@ -146,6 +157,13 @@ void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int
     for (int i = 0; i < n; ++i) st.ids.push_back(c.plan.q_begin[seq] + i);
   }
   st.n = static_cast<int64_t>(st.ids.size());
+  return st;
+}
+
+void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int>& seqs) const {
+  const SaeSpec& s = sae_->spec_;
+  const int64_t w = s.d_in;
+  const Step st = StepOf(c, seqs);
   TensorView x = c.Scratch({st.n, w});
   c.b.Gather(rows, st.ids.data(), x);
   Emit(st, AttachedHook::kSaeInput, x);
@@ -190,7 +208,7 @@ void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int
   c.b.Upload(all.data(), rows);
 }
 
-std::vector<float> Sae::Attachment::Encode(const Step& st, const std::vector<float>& in,
+TensorView Sae::Attachment::Preactivations(const Step& st, const std::vector<float>& in,
                                            std::vector<float>& scale,
                                            std::vector<float>& shift) const {
   const SaeSpec& s = sae_->spec_;
@@ -202,6 +220,68 @@ std::vector<float> Sae::Attachment::Encode(const Step& st, const std::vector<flo
   }
   TensorView pre = st.c.Scratch({n, f});
   st.c.b.Linear(Staged(st.c, work, w), st.weights.w_enc.view(), st.weights.b_enc.view(), pre);
+  return pre;
+}
+
+absl::Status Sae::Attachment::CheckGradients() const {
+  if (sae_->spec_.norm == SaeSpec::Norm::kNone) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("gradients through SAE '", sae_->spec_.name,
+                   "' are not supported: its normalize_activations is not none"));
+}
+
+// SAELens's gradient: the error term is a constant (computed without gradient), so what
+// reaches the input goes through the encoder and decoder, spliced or not.
+void Sae::Attachment::Backward(RankContext& g, TensorView rows, TensorView d,
+                               const std::vector<int>& seqs) const {
+  const SaeSpec& s = sae_->spec_;
+  const int64_t w = s.d_in, f = s.d_sae;
+  const Step st = StepOf(g, seqs);
+  TensorView x = g.Scratch({st.n, w}), d_out = g.Scratch({st.n, w});
+  g.b.Gather(rows, st.ids.data(), x);
+  g.b.Gather(d, st.ids.data(), d_out);
+  for (AttachedHook h :
+       {AttachedHook::kSaeOutput, AttachedHook::kSaeError, AttachedHook::kSaeRecons}) {
+    Emit(st, h, d_out);
+  }
+  GradientOps& ops = *g.b.gradients();
+  TensorView d_post = g.Scratch({st.n, f});
+  ops.LinearBackward(d_out, st.weights.w_dec.view(), d_post);
+  std::vector<float> da(static_cast<size_t>(st.n * f));
+  g.b.Download(d_post, da.data());
+  for (int64_t r = 0; r < st.n && s.rescale_acts_by_decoder_norm; ++r) {
+    for (int64_t i = 0; i < f; ++i) da[r * f + i] /= sae_->host_.decoder_norm[i];
+  }
+  Emit(st, AttachedHook::kSaeActsPost, Staged(g, da, f));
+  ApplyEdits(st, da, /*rules=*/true);
+  // The activation's slope at the recomputed preactivations: 1 where a feature passed.
+  std::vector<float> in(static_cast<size_t>(st.n * w)), scale, shift;
+  g.b.Download(x, in.data());
+  std::vector<float> pre(static_cast<size_t>(st.n * f));
+  g.b.Download(Preactivations(st, in, scale, shift), pre.data());
+  std::vector<float> acts = pre;
+  Activate(st.n, acts.data());
+  for (int64_t i = 0; i < st.n * f; ++i) {
+    const float slope = s.rescale_acts_by_decoder_norm ? sae_->host_.decoder_norm[i % f] : 1.0f;
+    da[i] = acts[i] > 0.0f ? da[i] * slope : 0.0f;
+  }
+  Emit(st, AttachedHook::kSaeActsPre, Staged(g, da, f));
+  TensorView dx = g.Scratch({st.n, w});
+  ops.LinearBackward(Staged(g, da, f), st.weights.w_enc.view(), dx);
+  Emit(st, AttachedHook::kSaeInput, dx);
+  std::vector<float> all(static_cast<size_t>(d.NumElements())), grad(in.size());
+  g.b.Download(d, all.data());
+  g.b.Download(dx, grad.data());
+  for (int64_t r = 0; r < st.n; ++r)
+    std::copy_n(grad.data() + r * w, w, all.data() + st.ids[r] * w);
+  g.b.Upload(all.data(), d);
+}
+
+std::vector<float> Sae::Attachment::Encode(const Step& st, const std::vector<float>& in,
+                                           std::vector<float>& scale,
+                                           std::vector<float>& shift) const {
+  const int64_t f = sae_->spec_.d_sae, n = st.n;
+  TensorView pre = Preactivations(st, in, scale, shift);
   Emit(st, AttachedHook::kSaeActsPre, pre);
   std::vector<float> acts(static_cast<size_t>(n * f));
   st.c.b.Download(pre, acts.data());
@@ -209,7 +289,8 @@ std::vector<float> Sae::Attachment::Encode(const Step& st, const std::vector<flo
   return acts;
 }
 
-std::vector<char> Sae::Attachment::ApplyEdits(const Step& st, std::vector<float>& acts) const {
+std::vector<char> Sae::Attachment::ApplyEdits(const Step& st, std::vector<float>& acts,
+                                              bool rules) const {
   std::vector<char> edited(static_cast<size_t>(st.n), 0);
   const int64_t f = sae_->spec_.d_sae;
   for (size_t k = 0; k < st.seqs.size() && !edits_.empty(); ++k) {
@@ -233,10 +314,10 @@ std::vector<char> Sae::Attachment::ApplyEdits(const Step& st, std::vector<float>
               a *= e.values[j];
               break;
             case FeatureEdit::Op::kSet:
-              a = e.values[j];
+              a = rules ? 0.0f : e.values[j];
               break;
             case FeatureEdit::Op::kAdd:
-              a += e.values[j];
+              a += rules ? 0.0f : e.values[j];
               break;
           }
         }

@@ -41,8 +41,13 @@ void EmitSeq(RankContext& c, size_t s, HookId id, TensorView rows) {
 
 // `groups` (the step's attachments at a hook, StepPlan::AttachedAt), each on the full rows
 // `all` [T, w].
-void RunAttachments(RankContext& c, const std::vector<StepPlan::Attached>& groups, TensorView all) {
+void RunAttachments(RankContext& c, HookId id, const std::vector<StepPlan::Attached>& groups,
+                    TensorView all) {
   const int64_t T = c.plan.tokens;
+  HookSink* sink = c.plan.hooks;
+  if (!groups.empty() && sink != nullptr && c.rank == 0 && sink->WantsBeforeAttachments(id)) {
+    sink->CaptureBeforeAttachments(id, all);
+  }
   for (const StepPlan::Attached& g : groups) {
     g.attachment->Run(c, all.Reshaped({T, all.NumElements() / T}), g.seqs);
   }
@@ -130,7 +135,7 @@ void EditRows(RankContext& c, HookId id, TensorView all) {
 
 void HookRows(RankContext& c, HookId id, TensorView rows) {
   if (c.Intervened(id)) EditRows(c, id, rows);
-  RunAttachments(c, c.plan.AttachedAt(id), rows);
+  RunAttachments(c, id, c.plan.AttachedAt(id), rows);
   CaptureRows(c, id, rows);
 }
 
@@ -210,7 +215,7 @@ void HookSplitRows(RankContext& c, HookId id, TensorView local) {
   const Shape full = Shape::FromVector(std::vector<int64_t>(tl.dims + 1, tl.dims + tl.rank));
   TensorView all = Gathered(c, local, T, full);
   if (edit) EditRows(c, id, all);
-  RunAttachments(c, attached, all);
+  RunAttachments(c, id, attached, all);
   if ((edit || !attached.empty()) && c.tp > 1) KeepOwnPart(c, all, local);
   CaptureRows(c, id, all);
 }

@@ -152,6 +152,28 @@ def test_steered_generation_equals_saelens_and_lensd_generate(server, reference,
     assert remote == out
 
 
+def test_feature_gradients_served_equal_lensd_run(server, reference, tmp_path):
+    """Feature attribution: a steered, spliced SAE's hooks' gradients (SAELens's: the error
+    term a constant) served equal `lensd run --grad` bit for bit."""
+    ids = reference["p1.input_ids"][0].tolist()
+    hooks = [f"{SITE}.hook_sae_acts_post", f"{SITE}.hook_sae_input", "blocks.0.hook_resid_pre"]
+    steer = lensd.steer_feature("res1", 3, coeff=4.0)
+    with lensd.Client(server.addr) as client:
+        _, cache = client.run_with_cache(ids, hooks, saes=[lensd.sae("res1", splice=True)],
+                                         interventions=[steer], grad=lensd.loss())
+    spec = tmp_path / "steer.json"
+    spec.write_text(json.dumps([{"hook": f"{SITE}.hook_sae_acts_post", "op": "add",
+                                 "features": [3], "value": [1.0], "coeff": 4.0}]))
+    path = tmp_path / "offline.safetensors"
+    run_cli(LENSD, "run", "--model", str(GOLDEN / "gpt2"), "--token-ids", ",".join(map(str, ids)),
+            "--sae", f"res1={SAES / 'gpt2_standard'}", "--splice", "--interventions", str(spec),
+            "--hooks", ",".join(hooks), "--grad", "loss", "--out", str(path))
+    offline = read_safetensors(path)
+    for name in hooks:
+        assert np.abs(offline[name + "_grad"]).max() > 0, name
+        np.testing.assert_array_equal(cache[name + "_grad"], offline[name + "_grad"], err_msg=name)
+
+
 def test_model_info_and_list_hooks_name_the_saes(server):
     with lensd.Client(server.addr) as client:
         info = client.model_info()
@@ -183,8 +205,9 @@ def test_bad_requests_are_clear_errors(server):
         bad.features.append(1)
         with pytest.raises(lensd.InvalidArgument, match="features applies to an attached SAE"):
             client.run_with_cache([1, 2, 3], [], saes=["res1"], interventions=[bad])
-        with pytest.raises(lensd.InvalidArgument, match="gradients through SAEs"):
-            client.run_with_cache([1, 2, 3], saes=["res1"], grad=lensd.loss())
+        with pytest.raises(lensd.InvalidArgument, match="gradients through SAE 'z0' are not "
+                                                        "supported: its normalize_activations"):
+            client.run_with_cache([1, 2, 3], saes=["z0"], grad=lensd.loss())
         assert client.health() == "SERVING"
         logits, _ = client.run_with_cache([1, 2, 3], [])
     assert logits.shape == (1, 3, 1000)
