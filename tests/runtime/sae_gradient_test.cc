@@ -6,6 +6,7 @@
 // normalise their input are refused by name.
 #include <cmath>
 
+#include "engine/model/safetensors.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/objective.h"
 #include "engine/runtime/sae.h"
@@ -135,6 +136,40 @@ TEST_P(SaeGradientTest, ErrorKeptLeavesTheSitesGradientAsThePlainModels) {
       testing::AllClose(g, (*with)[0].cache.at(g).view(), (*plain)[0].cache.at(g).view(), 0));
   EXPECT_FALSE(
       testing::AllClose(up, (*with)[0].cache.at(up).view(), (*plain)[0].cache.at(up).view(), 1e-6));
+}
+
+// Against SAELens itself (tests/data/saes, `<p>.grad.*`: autograd of the Hugging Face model with
+// the SAE in a module hook, the error term kept, the reference script's steering edit): every
+// SAE hook's gradient and blocks.0.hook_resid_pre's.
+TEST_P(SaeGradientTest, SteeredGradientsEqualSaeLensAutograd) {
+  auto ref = SafetensorsFile::Open(testing::SaeDir(GetParam().name) + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const Selection everywhere{false, {}, 0, Selection::kOpen};
+  const FeatureEdit add{FeatureEdit::Op::kAdd, {3}, {4.0f}, {everywhere}};
+  const FeatureEdit zero{FeatureEdit::Op::kZero, {5}, {0.0f}, {everywhere}};
+  const FeatureEdit twice{
+      FeatureEdit::Op::kScale, {1, 2}, {2.0f, 2.0f}, {Selection{true, {1}, 0, 0}}};
+  const AttachmentList steered = {sae_->Attach(false, {add, zero, twice})};
+  const std::string h = HookName(site());
+  auto selection =
+      HookSelection::Parse(c(), {h + ".hook_sae_*", "blocks.0.hook_resid_pre"}, {site()});
+  ASSERT_TRUE(selection.ok());
+  for (int p = 0; p < 2; ++p) {
+    const std::string key = "p" + std::to_string(p) + ".";
+    const std::vector<int32_t> ids = testing::ToIds(*(*ref)->Find(key + "input_ids"));
+    auto r = RunWithGradients(*model_, {ids}, *selection, Objective{}, nullptr, {&steered});
+    ASSERT_TRUE(r.ok()) << r.status();
+    int checked = 0;
+    for (const auto& [name, info] : (*ref)->tensors()) {
+      if (name.rfind(key + "grad.", 0) != 0) continue;
+      const std::string hook = name.substr(key.size() + 5);
+      ASSERT_EQ((*r)[0].cache.count(hook + "_grad"), 1u) << hook;
+      EXPECT_TRUE(testing::AllClose(name, (*r)[0].cache.at(hook + "_grad").view(),
+                                    testing::ToF32(info).view(), 1e-4));
+      ++checked;
+    }
+    EXPECT_EQ(checked, 6) << "the five SAE hooks SAELens differentiates and resid_pre";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(SaeLens, SaeGradientTest,

@@ -120,12 +120,51 @@ def run_case(name, family, hook, layer, arch, extra, d_sae, seed):
         sae.add_hook("hook_sae_acts_post", steer)
         out[f"{p}.steered_logits"] = spliced_logits(model, module, hook, sae, ids, x)
         out[f"{p}.steered_greedy"] = steered_greedy(model, module, hook, sae, ids)
+        if extra.get("normalize_activations", "none") == "none":  # lensd refuses the others
+            out.update(gradients(model, family, module, hook, sae, ids, p))
         sae.reset_hooks()
         out[f"{p}.input_ids"] = ids.to(torch.int32)
     d = os.path.join(ROOT, "saes", name)
     sae.save_model(d)
     save_file(out, os.path.join(d, "reference.safetensors"))
     print(name, {k: tuple(v.shape) for k, v in out.items() if k.startswith("p0")})
+
+
+def gradients(model, family, module, hook, sae, ids, p):
+    """Autograd of the steered model's loss (mean −log p of each next token, error term kept):
+    the gradient of every SAE hook point SAELens differentiates (the error term is computed
+    without gradient) and of blocks.0.hook_resid_pre, as `<p>.grad.<name>`."""
+    grads, handles = {}, []
+
+    def keep(name):
+        def hook(value, hook=None):
+            if value.requires_grad:
+                value.register_hook(lambda g: grads.__setitem__(name, g.detach().clone()))
+            return value
+        return hook
+
+    hook_name = sae.cfg.metadata.hook_name
+    for h in HOOKS:
+        if h != "hook_sae_error":
+            sae.add_hook(h, keep(f"{hook_name}.{h}"))  # after steer: the edited value's
+    first = model.transformer.h[0] if family == "gpt2" else model.model.layers[0]
+
+    def pre(m, args, kwargs):
+        value = args[0] if args else kwargs["hidden_states"]
+        keep("blocks.0.hook_resid_pre")(value)
+        return None
+    handles.append(first.register_forward_pre_hook(pre, with_kwargs=True))
+    try:
+        with torch.enable_grad():
+            embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+            logits = run_with_sae(model, module, hook, sae, None, embeds=embeds)[0]
+            loss = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:])
+            loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {f"{p}.grad.{name}": g.reshape(g.shape[:2] + (-1,)).contiguous()
+            for name, g in grads.items()}
 
 
 def steered_greedy(model, module, hook, sae, ids, new_tokens=8):
@@ -145,8 +184,9 @@ def spliced_logits(model, module, hook, sae, ids, x):
     return logits.contiguous()
 
 
-def run_with_sae(model, module, hook, sae, ids):
-    """(logits, the hook's value as the SAE saw it) with the SAE's output in its place."""
+def run_with_sae(model, module, hook, sae, ids, embeds=None):
+    """(logits, the hook's value as the SAE saw it) with the SAE's output in its place; from
+    `embeds` (with gradients) instead of `ids` when given."""
     seen = {}
 
     def replace(value):
@@ -170,8 +210,11 @@ def run_with_sae(model, module, hook, sae, ids):
             return replace(output)
         handle = module.register_forward_hook(post)
     try:
-        with torch.no_grad():
-            logits = model(ids).logits
+        if embeds is not None:
+            logits = model(inputs_embeds=embeds).logits
+        else:
+            with torch.no_grad():
+                logits = model(ids).logits
     finally:
         handle.remove()
     return logits, seen["x"]
