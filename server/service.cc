@@ -336,6 +336,7 @@ grpc::ServerUnaryReactor* LensdService::GetModelInfo(grpc::CallbackServerContext
   AddSaeInfos(serving_.saes, info->mutable_saes());
   info->set_has_tokenizer(serving_.model->tokenizer() != nullptr);
   info->set_bos_token_id(c.bos_id);
+  info->set_normalization(c.norm == NormKind::kLayerNorm ? "LN" : "RMS");
   for (int32_t eos : c.eos_ids) info->add_eos_token_ids(eos);
   const SchedulerCounters counters = serving_.scheduler->Counters();
   info->set_kv_block_size(serving_.model->blocks().block_size());

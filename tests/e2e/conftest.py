@@ -98,6 +98,13 @@ def run_cli(binary, *args, check=True):
     return r
 
 
+def read_metadata(path):
+    """A safetensors file's __metadata__ (strings by name)."""
+    data = Path(path).read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]).get("__metadata__", {})
+
+
 def read_safetensors(path):
     """name -> numpy array (f32 / i32 / bf16 widened), the few dtypes lensd writes."""
     data = Path(path).read_bytes()

@@ -1,11 +1,15 @@
 """TransformerLens's shorthand on the client's ActivationCache: cache["resid_post", 0] and
 friends resolve to the names TransformerLens's get_act_name documents, and stack_activation
-stacks a hook over blocks as TransformerLens's does. No server needed."""
+stacks a hook over blocks as TransformerLens's does; the residual helpers on a served golden
+cache equal TransformerLens's own."""
+import json
+
 import numpy as np
 import pytest
 
 import lensd
-from lensd.client import ActivationCache
+from conftest import GOLDEN, read_metadata, read_safetensors
+from lensd.cache import ActivationCache
 
 
 @pytest.mark.parametrize("args, full", [
@@ -65,7 +69,43 @@ def test_accumulated_resid_is_the_stream_before_each_block_then_the_final_one():
     assert labels == ["0_pre", "1_pre", "2_pre", "final_post"]
     np.testing.assert_array_equal(stacked[1], cache["blocks.1.hook_resid_pre"])
     np.testing.assert_array_equal(stacked[3], cache["blocks.2.hook_resid_post"])
+    # Up to and including block `layer`'s input, as TransformerLens's.
     with_mid, labels = cache.accumulated_resid(layer=2, incl_mid=True, return_labels=True)
-    assert labels == ["0_pre", "0_mid", "1_pre", "1_mid"]
+    assert labels == ["0_pre", "0_mid", "1_pre", "1_mid", "2_pre"]
     np.testing.assert_array_equal(with_mid[3], cache["blocks.1.hook_resid_mid"])
-    assert cache.accumulated_resid(layer=1).shape == (1, 2, 5, 4)
+    assert cache.accumulated_resid(layer=1).shape == (2, 2, 5, 4)
+    with pytest.raises(NotImplementedError, match="ln_final with its weights"):
+        cache.accumulated_resid(apply_ln=True)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_helpers_equal_transformer_lens_on_a_served_golden_model(server_factory, family):
+    """decompose_resid, accumulated_resid (with apply_ln) and apply_ln_to_stack on a served
+    cache against TransformerLens's own ActivationCache on the same model and prompt
+    (tests/data/cache_helpers, tools/reference/make_cache_helper_references.py): LayerNorm
+    (gpt2, centred) and RMSNorm (llama)."""
+    ref = read_safetensors(GOLDEN.parent / "cache_helpers" / f"{family}.safetensors")
+    labels = json.loads(read_metadata(GOLDEN.parent / "cache_helpers" / f"{family}.safetensors")
+                        ["labels"])
+    ids = read_safetensors(GOLDEN / family / "reference.safetensors")["p0.input_ids"][0].tolist()
+    server = server_factory("--model", str(GOLDEN / family))
+    with lensd.Client(server.addr) as client:
+        _, cache = client.run_with_cache(ids)
+    assert cache.normalization == ("LN" if family == "gpt2" else "RMS")
+    got = {
+        "decompose_resid": cache.decompose_resid(return_labels=True),
+        "decompose_resid.layer1_mlp_input_attn_ln": cache.decompose_resid(
+            layer=1, mlp_input=True, mode="attn", apply_ln=True, return_labels=True),
+        "accumulated_resid.layer2_mlp_input_ln": cache.accumulated_resid(
+            layer=2, mlp_input=True, apply_ln=True, return_labels=True),
+        "apply_ln_to_stack.final": (cache.apply_ln_to_stack(cache.accumulated_resid()), None),
+        "accumulated_resid.layer2_mid": cache.accumulated_resid(layer=2, incl_mid=True,
+                                                                return_labels=True),
+        "apply_ln_to_stack.layer1_mlp_input": (cache.apply_ln_to_stack(
+            cache.accumulated_resid(layer=1), layer=1, mlp_input=True), None),
+    }
+    for name, (value, names) in got.items():
+        assert names == labels[name], name
+        want = ref[name]
+        assert value.shape == want.shape, name
+        assert np.abs(value - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max())), name

@@ -19,7 +19,7 @@ try:  # the CMake build generates it beside the package; a pip install takes grp
 except ImportError:
     from grpc_health.v1 import health_pb2
 from lensd.errors import ERRORS, Error, Stream, translate
-from lensd.names import act_name
+from lensd.cache import ActivationCache
 from lensd.v1 import lensd_pb2, lensd_pb2_grpc
 
 Prompt = Union[str, Sequence[int]]
@@ -50,61 +50,6 @@ class GenerateDone:
     time_to_first_token_ms: float
     total_ms: float
     text_bytes: bytes
-
-
-class ActivationCache(dict):
-    """hook name -> numpy array [batch, ...] (TransformerLens layout).
-
-    Prompts of unequal length are padded on the left along every position axis: with -inf in
-    hook_attn_scores (as masked scores are), 0 elsewhere (hook_pattern included). `mask`
-    [batch, max_len] is True at real tokens and `tokens` holds the ids, PAD_ID (-1, never a
-    token) where padded.
-    """
-
-    mask: np.ndarray
-    tokens: np.ndarray
-    objective: Optional[np.ndarray] = None  # [batch] with run_with_cache(grad=...)
-
-    def __getitem__(self, key):
-        """A hook name, or TransformerLens's shorthand: cache["resid_post", 0],
-        cache["scale", 4, "ln1"], cache["k6"] (lensd.names.act_name)."""
-        if isinstance(key, tuple):
-            return super().__getitem__(act_name(*key))
-        if key in self:
-            return super().__getitem__(key)
-        return super().__getitem__(act_name(key))
-
-    def stack_activation(self, name: str, layer: int = -1,
-                         sublayer: Optional[str] = None) -> np.ndarray:
-        """[layers, batch, ...]: the activation `name` of every block before `layer` (-1 or
-        None: all of them), as TransformerLens's ActivationCache.stack_activation."""
-        end = self._n_layers() if layer is None or layer == -1 else layer
-        return np.stack([self[name, l, sublayer] for l in range(end)], axis=0)
-
-    def accumulated_resid(self, layer: Optional[int] = None, incl_mid: bool = False,
-                          return_labels: bool = False):
-        """[components, batch, pos, d_model]: the residual stream before each block up to
-        `layer` (exclusive; None or -1: every block and then the final hook_resid_post),
-        with each block's hook_resid_mid too when `incl_mid`; labels "L_pre", "L_mid",
-        "final_post" when `return_labels` (TransformerLens's accumulated_resid without
-        apply_ln / pos_slice). Needs the resid hooks in the cache."""
-        n = self._n_layers()
-        end = n if layer is None or layer == -1 else layer
-        parts, labels = [], []
-        for l in range(end):
-            parts.append(self["resid_pre", l])
-            labels.append(f"{l}_pre")
-            if incl_mid:
-                parts.append(self["resid_mid", l])
-                labels.append(f"{l}_mid")
-        if end == n:
-            parts.append(self["resid_post", n - 1])
-            labels.append("final_post")
-        stacked = np.stack(parts, axis=0)
-        return (stacked, labels) if return_labels else stacked
-
-    def _n_layers(self) -> int:
-        return 1 + max(int(k.split(".")[1]) for k in self if k.startswith("blocks."))
 
 
 def _to_numpy(data: bytes, dtype: int, shape: Sequence[int]) -> np.ndarray:
@@ -382,7 +327,10 @@ class Client:
                 request.position_slice.start = start
             if stop is not None:
                 request.position_slice.stop = stop
-        return self._collect_cache(self._call(self._stub.RunWithCache, request), len(prompt_list))
+        logits, cache = self._collect_cache(self._call(self._stub.RunWithCache, request),
+                                            len(prompt_list))
+        cache.n_layers, cache.normalization = self._facts()
+        return logits, cache
 
     @staticmethod
     def _collect_cache(stream, n_prompts: int):
@@ -479,6 +427,13 @@ class Client:
     def detokenize(self, ids: Sequence[int]) -> str:
         response = self._call(self._stub.Detokenize, lensd_pb2.DetokenizeRequest(ids=list(ids)))
         return response.text.decode("utf-8", errors="replace")
+
+    def _facts(self) -> Tuple[int, str]:
+        """The model's layer count and normalization, asked once (they never change)."""
+        if getattr(self, "_model_facts", None) is None:
+            info = self.model_info()
+            self._model_facts = (info["n_layers"], info["normalization"])
+        return self._model_facts
 
     def model_info(self) -> dict:
         info = self._call(self._stub.GetModelInfo, lensd_pb2.GetModelInfoRequest())
