@@ -54,6 +54,7 @@ struct MoeParams {
   int experts = 0;
   int top_k = 0;
   bool normalize = false;
+  int d_expert = 0;  // each expert's hidden width (ModelConfig::d_mlp is the dense layers')
 };
 
 // Where a block normalises: before each sublayer (GPT-2, Llama), before and after (Gemma 2/3:

@@ -68,14 +68,16 @@ bool IsNormWeight(LayerTensor f) {
 }
 
 Shape LayerTensorShape(const ModelConfig& c, int layer, LayerTensor f) {
-  const int64_t D = c.d_model, M = c.d_mlp, Q = int64_t{c.n_heads} * c.d_head;
+  const int64_t D = c.d_model, Q = int64_t{c.n_heads} * c.d_head;
+  const bool moe = c.layers[layer].mlp == MlpKind::kMoe;
+  const int64_t M = moe ? c.layers[layer].moe.d_expert : c.d_mlp;
   const int64_t KV = int64_t{c.n_kv_heads} * c.d_head;
   if (f == &W::q_norm_w || f == &W::k_norm_w) {
     if (c.layers[layer].qk_norm == QkNorm::kPerHead) return {c.d_head};
     return {f == &W::q_norm_w ? Q : KV};
   }
   // Experts' matrices stacked by rows (one "expert" for dense MLPs).
-  const int64_t E = c.layers[layer].mlp == MlpKind::kMoe ? c.layers[layer].moe.experts : 1;
+  const int64_t E = moe ? c.layers[layer].moe.experts : 1;
   if (f == &W::w_router) return {E, D};
   if (f == &W::w_in || f == &W::w_up) return {E * M, D};
   if (f == &W::w_out) return {E * D, M};

@@ -104,6 +104,12 @@ absl::Status CheckpointSource::ReadExperts(int layer, const TensorSource& source
 absl::Status CheckpointSource::ReadSource(int layer, const TensorSource& source,
                                           LayerWeights& w) const {
   if (!HasLayerTensor(config_, layer, source.parts[0])) return absl::OkStatus();
+  // Families mixing dense and expert layers list both names of their MLP matrices.
+  const bool moe = config_.layers[layer].mlp == MlpKind::kMoe;
+  const LayerTensor f = source.parts[0];
+  const bool mlp_matrix =
+      f == &LayerWeights::w_in || f == &LayerWeights::w_up || f == &LayerWeights::w_out;
+  if (mlp_matrix && (source.layout == Layout::kPerExpert) != moe) return absl::OkStatus();
   if (source.layout == Layout::kPerExpert) return ReadExperts(layer, source, w);
   // The parts stacked by rows: [rows, cols], or [rows] for vectors.
   int64_t rows = 0;
@@ -310,7 +316,7 @@ ModelConfig MixtureOrDenseMini(bool moe) {
   c.vocab_size = 32000, c.max_positions = 4096;
   c.d_mlp = moe ? 1792 : 2 * 1792;
   LayerSpec layer = RotaryLayer(c.d_head, 1e6);
-  if (moe) layer.mlp = MlpKind::kMoe, layer.moe = {8, 2, true};
+  if (moe) layer.mlp = MlpKind::kMoe, layer.moe = {8, 2, true, 1792};
   SetUniformLayers(c, layer);
   return c;
 }

@@ -127,7 +127,8 @@ Routing RouteRows(RankContext& c, const LayerInputs& in, TensorView normed) {
 }
 
 ExpertPass ExpertForward(RankContext& c, const LayerInputs& in, int64_t local, TensorView x) {
-  const int64_t n = x.shape[0], D = c.config.d_model, M = c.config.d_mlp;
+  const int64_t n = x.shape[0], D = c.config.d_model;
+  const int64_t M = c.config.layers[in.layer].moe.d_expert;
   ExpertPass p{c.Scratch({n, M}), c.Scratch({n, M}), c.Scratch({n, M}), c.Scratch({n, D})};
   c.b.Linear(x, c.b.MatrixRows(in.w.w_in.view(), local * M, M), {}, p.gate);
   c.b.Linear(x, c.b.MatrixRows(in.w.w_up.view(), local * M, M), {}, p.up);

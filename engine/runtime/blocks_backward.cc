@@ -179,7 +179,7 @@ std::vector<float> RouterGrad(const MoeParams& moe, const Routing& r,
 TensorView MoeBackward(RankContext& g, const LayerInputs& in, const LayerTape& t,
                        TensorView d_post) {
   const MoeParams& moe = g.config.layers[in.layer].moe;
-  const int64_t T = g.plan.tokens, D = g.config.d_model, M = g.config.d_mlp, E = moe.experts;
+  const int64_t T = g.plan.tokens, D = g.config.d_model, M = moe.d_expert, E = moe.experts;
   // Its own copy when rules change it: `d_post` may be the residual's gradient itself.
   const TensorView d_out = BranchGrad(g, t, {P::kMoeOut, in.layer}, d_post);
   const TensorView normed = t.Get(P::kMoeIn);

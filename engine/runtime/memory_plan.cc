@@ -30,8 +30,12 @@ int64_t StageWeightBytes(const ModelConfig& c, DType dtype, int tp, std::pair<in
                 kv = int64_t{c.n_kv_heads} * c.d_head;
   const int64_t m = DTypeSize(dtype);  // matrices; vectors are float32
   auto layer_bytes = [&](int l) {
-    const int64_t mlp_matrices = c.layers[l].mlp == MlpKind::kGated ? 3 : 2;
-    return (m * (2 * D * q + 2 * D * kv + mlp_matrices * D * c.d_mlp) + 4 * 4 * D) / tp;
+    const LayerSpec& s = c.layers[l];
+    // A mixture: every expert's three matrices and the router.
+    const int64_t mlp = s.mlp == MlpKind::kMoe
+                            ? int64_t{s.moe.experts} * (3 * D * s.moe.d_expert + D)
+                            : (s.mlp == MlpKind::kGated ? 3 : 2) * D * c.d_mlp;
+    return (m * (2 * D * q + 2 * D * kv + mlp) + 4 * 4 * D) / tp;
   };
   const auto [a, b] = layers;
   const int resident_end = std::max(a, std::min(b, first_offloaded));

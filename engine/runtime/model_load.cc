@@ -296,10 +296,13 @@ absl::Status CheckMoe(const ModelConfig& c, const LoadOptions& options) {
                      ": center_writing_weights of a LayerNorm mixture of experts is not "
                      "supported"));
   }
-  if (c.d_model % kMatrixRowAlign != 0 || c.d_mlp % kMatrixRowAlign != 0) {
-    return absl::UnimplementedError(
-        absl::StrCat(c.model_type, ": mixture of experts needs d_model (", c.d_model,
-                     ") and the expert size (", c.d_mlp, ") to be multiples of ", kMatrixRowAlign));
+  for (const LayerSpec& l : c.layers) {
+    if (l.mlp != MlpKind::kMoe) continue;
+    if (c.d_model % kMatrixRowAlign != 0 || l.moe.d_expert % kMatrixRowAlign != 0) {
+      return absl::UnimplementedError(absl::StrCat(
+          c.model_type, ": mixture of experts needs d_model (", c.d_model,
+          ") and the expert size (", l.moe.d_expert, ") to be multiples of ", kMatrixRowAlign));
+    }
   }
   return absl::OkStatus();
 }

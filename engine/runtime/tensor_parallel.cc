@@ -85,7 +85,9 @@ LayerWeights SliceLayer(const ModelConfig& c, int layer, const LayerWeights& w, 
         part = Cols(full, q0, q1);
         break;
       case TpSplit::kMlpRows:  // experts: their gate and up rows
-        part = moe ? Rows(full, e0 * c.d_mlp, e1 * c.d_mlp) : Rows(full, m0, m1);
+        part =
+            moe ? Rows(full, e0 * c.layers[layer].moe.d_expert, e1 * c.layers[layer].moe.d_expert)
+                : Rows(full, m0, m1);
         break;
       case TpSplit::kMlpCols:  // experts: their down projections' rows
         part = moe ? Rows(full, e0 * c.d_model, e1 * c.d_model) : Cols(full, m0, m1);

@@ -23,7 +23,7 @@ FAMILIES = ["gpt2", "llama", "qwen2", "gpt_neox"]
 # The newer families' models and references (tools/reference/make_family_goldens.py), beside
 # the golden ones.
 NEW_FAMILIES = ["qwen3", "olmo2", "gemma2", "gemma3_text", "phi3", "phi3_longrope", "mixtral",
-                "qwen3_moe"]
+                "qwen3_moe", "qwen3_moe_sparse"]
 
 
 def model_dir(family):

@@ -77,6 +77,26 @@ TEST(Config, Phi3LongropeDefaultsAndErrors) {
   EXPECT_EQ(RopeSwitch(*plain), 0);
 }
 
+// Qwen3-MoE's dense layers: every decoder_sparse_step-th layer is a mixture unless listed in
+// mlp_only_layers; experts of moe_intermediate_size, dense MLPs of intermediate_size.
+TEST(Config, Qwen3MoeDenseLayers) {
+  const std::string head = R"({"model_type":"qwen3_moe","hidden_size":64,"num_attention_heads":4,
+    "num_hidden_layers":6,"intermediate_size":128,"moe_intermediate_size":32,"vocab_size":100,
+    "num_experts":4,"num_experts_per_tok":2,"decoder_sparse_step":2,)";
+  auto c = ParseModelConfig(head + R"("mlp_only_layers":[3]})", "t");
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<bool> moe;
+  for (const LayerSpec& l : c->layers) moe.push_back(l.mlp == MlpKind::kMoe);
+  EXPECT_EQ(moe, (std::vector<bool>{false, true, false, false, false, true}));
+  EXPECT_EQ(c->layers[1].moe.d_expert, 32);
+  EXPECT_EQ(c->d_mlp, 128);
+  EXPECT_EQ(c->layers[0].mlp, MlpKind::kGated);
+  auto bad = ParseModelConfig(head + R"("mlp_only_layers":[6]})", "t");
+  EXPECT_NE(bad.status().message().find("mlp_only_layers[0] must be a layer index below 6"),
+            std::string::npos)
+      << bad.status();
+}
+
 TEST(Config, NeoxClassicRotaryPctAndMistralWindow) {
   auto neox = ParseModelConfig(R"({"model_type":"gpt_neox","hidden_size":512,"num_attention_heads":8,
     "num_hidden_layers":6,"intermediate_size":2048,"vocab_size":50304,"rotary_pct":0.25,

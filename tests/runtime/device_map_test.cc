@@ -61,7 +61,8 @@ INSTANTIATE_TEST_SUITE_P(
         SplitCase{"gemma2", "cpu:0,cpu:1", "0-2,3-3"},
         SplitCase{"gemma3_text", "cpu:0,cpu:1,cpu:2", ""}, SplitCase{"phi3", "cpu:0,cpu:1", ""},
         SplitCase{"phi3_longrope", "cpu:0,cpu:1", ""}, SplitCase{"mixtral", "cpu:0,cpu:1", ""},
-        SplitCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2", ""}));
+        SplitCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2", ""},
+        SplitCase{"qwen3_moe_sparse", "cpu:0,cpu:1", ""}));
 
 TEST(DeviceMap, BadDeviceSpecsAreErrors) {
   LoadOptions o;

@@ -105,7 +105,8 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyGoldenTest,
                                            FamilyCase{"phi3_longrope",
                                                       {"attn.hook_hidden_states"},
                                                       {"attn.hook_rot_q", "attn.hook_rot_k"}},
-                                           FamilyCase{"mixtral", {}}, FamilyCase{"qwen3_moe", {}}),
+                                           FamilyCase{"mixtral", {}}, FamilyCase{"qwen3_moe", {}},
+                                           FamilyCase{"qwen3_moe_sparse", {}}),
                          [](const auto& info) { return info.param.family; });
 
 // A multimodal Gemma 3 checkpoint ("gemma3": the text model's config under text_config, its

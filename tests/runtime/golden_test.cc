@@ -159,7 +159,9 @@ INSTANTIATE_TEST_SUITE_P(
         ReducedCase{"phi3", DType::kF16, 6e-3}, ReducedCase{"phi3_longrope", DType::kBF16, 6e-2},
         ReducedCase{"phi3_longrope", DType::kF16, 6e-3}, ReducedCase{"mixtral", DType::kBF16, 6e-2},
         ReducedCase{"mixtral", DType::kF16, 6e-3}, ReducedCase{"qwen3_moe", DType::kBF16, 6e-2},
-        ReducedCase{"qwen3_moe", DType::kF16, 6e-3}),
+        ReducedCase{"qwen3_moe", DType::kF16, 6e-3},
+        ReducedCase{"qwen3_moe_sparse", DType::kBF16, 6e-2},
+        ReducedCase{"qwen3_moe_sparse", DType::kF16, 6e-3}),
     [](const auto& info) {
       return info.param.family + "_" + std::string(DTypeName(info.param.dtype));
     });

@@ -197,7 +197,7 @@ TEST_P(GradientTest, APromptsGradientsAreTheSameBitsAloneAndBatched) {
 INSTANTIATE_TEST_SUITE_P(Families, GradientTest,
                          ::testing::Values("gpt2", "gpt_neox", "llama", "qwen2", "gemma2",
                                            "gemma3_text", "qwen3", "olmo2", "phi3", "phi3_longrope",
-                                           "mixtral", "qwen3_moe"));
+                                           "mixtral", "qwen3_moe", "qwen3_moe_sparse"));
 
 // The gradient rules through interventions (DESIGN.md "Gradients"), against finite
 // differences of the edited model: at every checked hook, with the edits in place.

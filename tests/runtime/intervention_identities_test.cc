@@ -330,7 +330,7 @@ TEST_P(IdentityTest, GenerationWithSteeringEqualsRecomputingWithTheSameOp) {
 INSTANTIATE_TEST_SUITE_P(Families, IdentityTest,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
                                            "gemma2", "gemma3_text", "phi3", "phi3_longrope",
-                                           "mixtral", "qwen3_moe"));
+                                           "mixtral", "qwen3_moe", "qwen3_moe_sparse"));
 
 }  // namespace
 }  // namespace lensd

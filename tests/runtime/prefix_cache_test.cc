@@ -92,7 +92,7 @@ TEST_P(PrefixHitTest, AHitEqualsAColdRunBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Families, PrefixHitTest,
                          ::testing::Values("gpt2", "llama", "qwen2", "gpt_neox", "qwen3", "olmo2",
                                            "gemma2", "gemma3_text", "phi3", "phi3_longrope",
-                                           "mixtral", "qwen3_moe"));
+                                           "mixtral", "qwen3_moe", "qwen3_moe_sparse"));
 
 }  // namespace
 }  // namespace lensd

@@ -77,6 +77,7 @@ INSTANTIATE_TEST_SUITE_P(
         ParallelCase{"mixtral", "cpu:0,cpu:1", 2, ""},
         ParallelCase{"mixtral", "cpu:0,cpu:1,cpu:2,cpu:3", 4, ""},    // one expert per rank
         ParallelCase{"qwen3_moe", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},  // with pipeline stages
+        ParallelCase{"qwen3_moe_sparse", "cpu:0,cpu:1", 2, ""},
         // Pipeline x tensor parallel: 2 stages of 2 ranks.
         ParallelCase{"gpt2", "cpu:0,cpu:1,cpu:2,cpu:3", 2, ""},
         ParallelCase{"llama", "cpu:0,cpu:1,cpu:2,cpu:3", 2, "0-0,1-2"},

@@ -87,9 +87,18 @@ def qwen3_moe():
                                        norm_topk_prob=False, tie_word_embeddings=False)
 
 
+def qwen3_moe_sparse():
+    # Dense gated MLPs (intermediate_size) beside the mixtures: every second layer is sparse
+    # (decoder_sparse_step 2) unless listed in mlp_only_layers, so layer 3 alone is a mixture.
+    return transformers.Qwen3MoeConfig(**COMMON, num_hidden_layers=4, head_dim=32, num_experts=4,
+                                       num_experts_per_tok=2, moe_intermediate_size=48,
+                                       decoder_sparse_step=2, mlp_only_layers=[1],
+                                       norm_topk_prob=True, tie_word_embeddings=False)
+
+
 FAMILIES = {"qwen3": qwen3, "olmo2": olmo2, "gemma2": gemma2, "gemma3_text": gemma3_text,
             "phi3": phi3, "mixtral": mixtral, "qwen3_moe": qwen3_moe,
-            "phi3_longrope": phi3_longrope}
+            "phi3_longrope": phi3_longrope, "qwen3_moe_sparse": qwen3_moe_sparse}
 
 
 def sharpen(model, seed):

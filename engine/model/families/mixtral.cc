@@ -16,6 +16,7 @@ absl::Status ParseMixtral(const nlohmann::json& j, ModelConfig& c) {
   ASSIGN_OR_RETURN(LayerSpec layer, ParseLlamaBlock(j, 1e-5, c));
   ASSIGN_OR_RETURN(layer.attention.window, JsonInt(j, "sliding_window", 0, 0, kMaxPositions));
   ASSIGN_OR_RETURN(layer.moe, ParseMoe(j, "num_local_experts", 8, true));
+  layer.moe.d_expert = c.d_mlp;
   layer.mlp = MlpKind::kMoe;
   SetUniformLayers(c, layer);
   return absl::OkStatus();

@@ -30,21 +30,31 @@ absl::Status ParseQwen3(const nlohmann::json& j, ModelConfig& c) {
   return absl::OkStatus();
 }
 
-// Qwen3-MoE: Qwen3's attention with a mixture of experts in every layer (experts of
-// moe_intermediate_size; top-k renormalised when norm_topk_prob).
+// Qwen3-MoE: Qwen3's attention with a mixture of experts (of moe_intermediate_size; top-k
+// renormalised when norm_topk_prob) in every decoder_sparse_step-th layer not listed in
+// mlp_only_layers, and gated MLPs of intermediate_size in the others (as Hugging Face's).
 absl::Status ParseQwen3Moe(const nlohmann::json& j, ModelConfig& c) {
   RETURN_IF_ERROR(ParseQwen3(j, c));
-  ASSIGN_OR_RETURN(c.d_mlp, JsonInt(j, "moe_intermediate_size", 768, 1, kMaxDMlp));
-  ASSIGN_OR_RETURN(int step, JsonInt(j, "decoder_sparse_step", 1, 1, kMaxLayers));
-  const bool dense_layers = JsonHas(j, "mlp_only_layers") && j.at("mlp_only_layers").is_array() &&
-                            !j.at("mlp_only_layers").empty();
-  if (step != 1 || dense_layers) {
-    return absl::UnimplementedError(
-        "decoder_sparse_step / mlp_only_layers: dense MLP layers beside expert layers are not "
-        "supported yet");
-  }
   ASSIGN_OR_RETURN(MoeParams moe, ParseMoe(j, "num_local_experts", 128, false));
-  for (LayerSpec& layer : c.layers) layer.mlp = MlpKind::kMoe, layer.moe = moe;
+  ASSIGN_OR_RETURN(moe.d_expert, JsonInt(j, "moe_intermediate_size", 768, 1, kMaxDMlp));
+  ASSIGN_OR_RETURN(int step, JsonInt(j, "decoder_sparse_step", 1, 1, kMaxLayers));
+  std::vector<bool> dense(c.n_layers, false);
+  if (JsonHas(j, "mlp_only_layers")) {
+    const nlohmann::json& list = j.at("mlp_only_layers");
+    for (size_t i = 0; list.is_array() && i < list.size(); ++i) {
+      if (!list[i].is_number_integer() || list[i].get<int64_t>() < 0 ||
+          list[i].get<int64_t>() >= c.n_layers) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("mlp_only_layers[", i, "] must be a layer index below ", c.n_layers));
+      }
+      dense[list[i].get<int>()] = true;
+    }
+    if (!list.is_array()) return absl::InvalidArgumentError("mlp_only_layers must be a list");
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (dense[l] || (l + 1) % step != 0) continue;
+    c.layers[l].mlp = MlpKind::kMoe, c.layers[l].moe = moe;
+  }
   return absl::OkStatus();
 }
 
@@ -59,6 +69,10 @@ extern const FamilySpec kQwen3MoeFamily = {
         {kQNormName, Layout::kLinear, {&W::q_norm_w}},
         {kKNormName, Layout::kLinear, {&W::k_norm_w}},
         {"mlp.gate.weight", Layout::kLinear, {&W::w_router}},
+        // The dense layers (mlp_only_layers, decoder_sparse_step).
+        {"mlp.gate_proj.weight", Layout::kLinear, {&W::w_in}},
+        {"mlp.up_proj.weight", Layout::kLinear, {&W::w_up}},
+        {"mlp.down_proj.weight", Layout::kLinear, {&W::w_out}},
         {"mlp.experts.{e}.gate_proj.weight", Layout::kPerExpert, {&W::w_in}},
         {"mlp.experts.{e}.up_proj.weight", Layout::kPerExpert, {&W::w_up}},
         {"mlp.experts.{e}.down_proj.weight", Layout::kPerExpert, {&W::w_out}},
