@@ -43,6 +43,12 @@ def main():
                     layer=2, mlp_input=True, apply_ln=True, return_labels=True),
                 "apply_ln_to_stack.final": lambda: (cache.apply_ln_to_stack(
                     cache.accumulated_resid()), None),
+                "decompose_resid.last_position_ln": lambda: cache.decompose_resid(
+                    pos_slice=-1, apply_ln=True, return_labels=True),
+                "accumulated_resid.layer2_positions_1_4_ln": lambda: cache.accumulated_resid(
+                    layer=2, apply_ln=True, pos_slice=(1, 4), return_labels=True),
+                "apply_ln_to_stack.positions_0_2": lambda: (cache.apply_ln_to_stack(
+                    cache.accumulated_resid(pos_slice=[0, 2]), pos_slice=[0, 2]), None),
                 "accumulated_resid.layer2_mid": lambda: cache.accumulated_resid(
                     layer=2, incl_mid=True, return_labels=True),
                 "apply_ln_to_stack.layer1_mlp_input": lambda: (cache.apply_ln_to_stack(

@@ -9,6 +9,22 @@ import numpy as np
 from lensd.names import act_name
 
 
+def slice_positions(array: np.ndarray, pos_slice, dim: int = -2) -> np.ndarray:
+    """TransformerLens's pos_slice on axis `dim`: None keeps every position, an int one (the
+    axis goes), a tuple is slice(*tuple), a slice as given, a list or array those indices."""
+    if pos_slice is None:
+        return array
+    if isinstance(pos_slice, (int, np.integer)):
+        return np.take(array, int(pos_slice), axis=dim)
+    if isinstance(pos_slice, tuple):
+        pos_slice = slice(*pos_slice)
+    if isinstance(pos_slice, slice):
+        index = [slice(None)] * array.ndim
+        index[dim] = pos_slice
+        return array[tuple(index)]
+    return np.take(array, np.asarray(pos_slice), axis=dim)
+
+
 class ActivationCache(dict):
     """hook name -> numpy array [batch, ...] (TransformerLens layout).
 
@@ -42,15 +58,16 @@ class ActivationCache(dict):
         return np.stack([self[name, l, sublayer] for l in range(end)], axis=0)
 
     def accumulated_resid(self, layer: Optional[int] = None, incl_mid: bool = False,
-                          apply_ln: bool = False, mlp_input: bool = False,
+                          apply_ln: bool = False, pos_slice=None, mlp_input: bool = False,
                           return_labels: bool = False):
         """[components, batch, pos, d_model]: the residual stream before each block up to
         and including block `layer`'s (None or -1: every block's, then the final
         hook_resid_post instead of a block `n_layers`), with each earlier block's
         hook_resid_mid when `incl_mid` and block `layer`'s when `mlp_input`; labels "L_pre",
         "L_mid", "final_post"; normalised by block `layer`'s cached norm scale when
-        `apply_ln` (apply_ln_to_stack). TransformerLens's, without pos_slice; the final
-        layer's apply_ln (which re-runs ln_final with its weights) is not available."""
+        `apply_ln` (apply_ln_to_stack); positions by `pos_slice` (slice_positions).
+        TransformerLens's; the final layer's apply_ln (which re-runs ln_final with its
+        weights) is not available."""
         n, end = self._layers(), self._end(layer)
         if apply_ln and end == n:
             raise NotImplementedError(
@@ -68,19 +85,16 @@ class ActivationCache(dict):
             if (incl_mid and l < end) or (mlp_input and l == end):
                 parts.append(self["resid_mid", l])
                 labels.append(f"{l}_mid")
-        stacked = np.stack(parts, axis=0)
-        if apply_ln:
-            stacked = self.apply_ln_to_stack(stacked, end, mlp_input=mlp_input)
-        return (stacked, labels) if return_labels else stacked
+        return self._finish(parts, labels, end, apply_ln, pos_slice, mlp_input, return_labels)
 
     def decompose_resid(self, layer: Optional[int] = None, mlp_input: bool = False,
-                        mode: str = "all", apply_ln: bool = False, incl_embeds: bool = True,
-                        return_labels: bool = False):
+                        mode: str = "all", apply_ln: bool = False, pos_slice=None,
+                        incl_embeds: bool = True, return_labels: bool = False):
         """[components, batch, pos, d_model]: what each part wrote to the residual stream
         before `layer` (None or -1: the unembedding): the embeddings (incl_embeds), then each
         block's attn_out and mlp_out ("attn" / "mlp" `mode`: one kind), and block `layer`'s
-        attn_out when `mlp_input`; labels "embed", "pos_embed", "L_attn_out", "L_mlp_out".
-        TransformerLens's, without pos_slice."""
+        attn_out when `mlp_input`; labels "embed", "pos_embed", "L_attn_out", "L_mlp_out";
+        positions by `pos_slice`. TransformerLens's."""
         if mode not in ("all", "attn", "mlp"):
             raise ValueError(f"mode must be 'all', 'attn' or 'mlp', not {mode!r}")
         end = self._end(layer)
@@ -97,21 +111,27 @@ class ActivationCache(dict):
         if mlp_input and mode != "mlp":
             parts.append(self["attn_out", end])
             labels.append(f"{end}_attn_out")
-        stacked = np.stack(parts, axis=0)
+        return self._finish(parts, labels, end, apply_ln, pos_slice, mlp_input, return_labels)
+
+    def _finish(self, parts, labels, layer, apply_ln, pos_slice, mlp_input, return_labels):
+        stacked = np.stack([slice_positions(p, pos_slice) for p in parts], axis=0)
         if apply_ln:
-            stacked = self.apply_ln_to_stack(stacked, end, mlp_input=mlp_input)
+            stacked = self.apply_ln_to_stack(stacked, layer, mlp_input=mlp_input,
+                                             pos_slice=pos_slice)
         return (stacked, labels) if return_labels else stacked
 
     def apply_ln_to_stack(self, residual_stack: np.ndarray, layer: Optional[int] = None,
-                          mlp_input: bool = False) -> np.ndarray:
+                          mlp_input: bool = False, pos_slice=None) -> np.ndarray:
         """`residual_stack` [components, batch, pos, d_model] as the norm before block
         `layer`'s attention (its MLP when `mlp_input`; None or -1: the final norm) would
-        normalise it, with that norm's cached scale (its hook_scale must be in the cache):
-        centred first under LayerNorm. TransformerLens's, without the slices."""
+        normalise it, with that norm's cached scale (its hook_scale must be in the cache) at
+        the positions `pos_slice` selects (the stack's): centred first under LayerNorm.
+        TransformerLens's, without batch_slice."""
         n = self._layers()
         end = n if layer is None or layer == -1 else layer
-        scale = self["ln_final.hook_scale"] if end == n else \
-            self[f"blocks.{end}.ln{2 if mlp_input else 1}.hook_scale"]
+        scale = slice_positions(self["ln_final.hook_scale"] if end == n else
+                                self[f"blocks.{end}.ln{2 if mlp_input else 1}.hook_scale"],
+                                pos_slice)
         if self.normalization == "LN":
             residual_stack = residual_stack - residual_stack.mean(axis=-1, keepdims=True)
         elif self.normalization != "RMS":
