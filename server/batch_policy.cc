@@ -50,8 +50,8 @@ void MarkLongRope(Seq& s, int rope_switch) {
 
 int SwitchRope(SeqList& running, SeqQueue& waiting, BlockAllocator& blocks, int rope_switch) {
   int switched = 0;
-  for (size_t i = running.size();
-       rope_switch > 0 && i-- > 0;) {  // back to front: the queue keeps their order
+  if (rope_switch <= 0) return switched;
+  for (size_t i = running.size(); i-- > 0;) {  // back to front: the queue keeps their order
     Seq& s = *running[i];
     if (s.long_rope || static_cast<int>(s.tokens.size()) <= rope_switch) continue;
     MarkLongRope(s, rope_switch);

@@ -47,7 +47,7 @@ class BatchHookSink : public HookSink {
 };
 
 Scheduler::Scheduler(Model& model, SchedulerOptions options)
-    : model_(model), options_(options) {
+    : model_(model), options_(options), rope_switch_(RopeSwitch(model.config())) {
   Publish();
   thread_ = std::thread([this] { Loop(); });
 }
@@ -148,7 +148,7 @@ void Scheduler::Enqueue(Job job) {
       seq->publish = false;
       seq->prefix = {0, kOwnKvKey};
     }
-    MarkLongRope(*seq, RopeSwitch(model_.config()));
+    MarkLongRope(*seq, rope_switch_);
     if (!seq->capture()) {
       seq->sampler = std::make_unique<Sampler>(state->job.sampling);
       seq->prompt_ints.assign(seq->tokens.begin(), seq->tokens.end());
@@ -188,7 +188,7 @@ void Scheduler::Reap() {
 }
 
 void Scheduler::Admit() {
-  const int switched = SwitchRope(running_, waiting_, model_.blocks(), RopeSwitch(model_.config()));
+  const int switched = SwitchRope(running_, waiting_, model_.blocks(), rope_switch_);
   Admission a = lensd::Admit(waiting_, running_, model_.blocks(), options_);
   for (const auto& job : a.refused) {
     FinishJob(*job, absl::ResourceExhaustedError("the KV cache cannot hold this request"));

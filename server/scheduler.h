@@ -98,6 +98,7 @@ class Scheduler {
 
   Model& model_;
   const SchedulerOptions options_;
+  const int rope_switch_;  // RopeSwitch of the model's config (0: not longrope)
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -14,9 +14,6 @@ using P = HookPoint;
 
 GradientOps& Ops(RankContext& g) { return *g.b.gradients(); }
 
-// Hook `id`'s gradient N_grad from `d`, the gradient of the value it passes downstream; then
-// `d` becomes the gradient of its value before the interventions there, by their rules
-// (`unedited`: that value, read by an SAE clamp's rule).
 // An objective's gradient at hook `id` (StepPlan::seed) added to `d` [T, ...].
 bool Seeded(const RankContext& g, HookId id) {
   return g.plan.seed != nullptr && g.plan.seed->id == id;
@@ -35,32 +32,35 @@ void AddSeed(RankContext& g, HookId id, TensorView d) {
   g.b.Add(d, seed, d);
 }
 
-void GradAt(RankContext& g, HookId id, TensorView d, TensorView unedited) {
-  AddSeed(g, id, d);
-  CaptureRows(g, id, d);
-  if (!g.Intervened(id)) return;
-  Ops(g).RowOpsBackward(d, unedited,
-                        InterventionSet::PlanTokenHook(g.config, id, g.plan.plan_seqs));
-}
-
-// A layer hook's gradient: as above, with the hook's attachments (an SAE) walked back between
-// its capture and its interventions' rules, as the forward ran them.
-void GradAt(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
+// The hook's attachments (an SAE) walked back, in reverse of the order they ran, on `d` in
+// place, reading what they read in the forward (the layer's tape).
+void AttachmentsBackward(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
   const std::vector<StepPlan::Attached> attached = g.plan.AttachedAt(id);
-  if (attached.empty()) {
-    GradAt(g, id, d, t.Unedited(id.point));
-    return;
-  }
-  AddSeed(g, id, d);
-  CaptureRows(g, id, d);
+  if (attached.empty()) return;
   const int64_t T = g.plan.tokens, w = d.NumElements() / T;
   const TensorView read = t.BeforeAttachments(id.point).Reshaped({T, w});
   for (auto it = attached.rbegin(); it != attached.rend(); ++it) {
     it->attachment->Backward(g, read, d.Reshaped({T, w}), it->seqs);
   }
+}
+
+// Hook `id`'s gradient N_grad from `d`, the gradient of the value it passes downstream; then
+// `d` becomes the gradient of its value before the interventions there, by their rules
+// (`unedited`: that value, read by an SAE clamp's rule). `tape` (null outside the blocks,
+// where nothing is attached): the layer's, for the hook's attachments, walked back between
+// its capture and its interventions' rules as they ran.
+void GradAt(RankContext& g, HookId id, TensorView d, TensorView unedited,
+            const LayerTape* tape = nullptr) {
+  AddSeed(g, id, d);
+  CaptureRows(g, id, d);
+  if (tape != nullptr) AttachmentsBackward(g, *tape, id, d);
   if (!g.Intervened(id)) return;
-  Ops(g).RowOpsBackward(d, t.Unedited(id.point),
+  Ops(g).RowOpsBackward(d, unedited,
                         InterventionSet::PlanTokenHook(g.config, id, g.plan.plan_seqs));
+}
+
+void GradAt(RankContext& g, const LayerTape& t, HookId id, TensorView d) {
+  GradAt(g, id, d, t.Unedited(id.point), &t);
 }
 
 // A branch leaving the residual at hook `id` (attn_out, mlp_out) from the residual's `d`: the

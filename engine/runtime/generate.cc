@@ -175,6 +175,7 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>
   if (params.max_new_tokens == 0) return result;
   std::vector<int> prompt_ints(prompt.begin(), prompt.end()), out_ints;
   std::vector<SeqInput> batch = {{prompt, 0, lease.table(), false, interventions, 0, attachments}};
+  const int rope_switch = RopeSwitch(c);
   while (true) {
     ASSIGN_OR_RETURN(ForwardResult fr, model.Forward(batch, nullptr));
     const int32_t next = sampler.Sample(fr.logits.As<float>(), c.vocab_size, prompt_ints, out_ints);
@@ -188,7 +189,7 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const std::vector<int32_t>
     }
     batch[0].start_pos += static_cast<int>(batch[0].tokens.size());
     batch[0].tokens = {next};
-    if (batch[0].start_pos == RopeSwitch(c)) {  // longrope's long frequencies from here on:
+    if (batch[0].start_pos == rope_switch) {    // longrope's long frequencies from here on:
       batch[0].tokens = prompt;                 // recompute every position with them
       batch[0].tokens.insert(batch[0].tokens.end(), result.tokens.begin(), result.tokens.end());
       batch[0].start_pos = 0;

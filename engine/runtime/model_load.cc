@@ -30,13 +30,17 @@ constexpr int kDefaultKvTokens = 16384;
 // What a memory split assumes for the KV cache when the cache is sized from what is left.
 constexpr int kPlanningKvTokens = 4096;
 
+// The host's physical memory.
+int64_t HostMemoryBytes() { return int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE); }
+
 // Bytes per pipeline stage that weights and KV cache may use: on CUDA, the device's free
 // memory up to `fraction` of its total, less workspaces and the activation budget; on virtual
 // CPU devices, host memory shared evenly between the stages.
+
 absl::StatusOr<std::vector<int64_t>> StageCapacity(const std::vector<DeviceSpec>& devices, int tp,
                                                    double fraction, int64_t activation_bytes) {
   const int stages = static_cast<int>(devices.size()) / tp;
-  const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
+  const int64_t host = HostMemoryBytes();
   std::vector<int64_t> out;
   for (int s = 0; s < stages; ++s) {
     const DeviceSpec& d = devices[s * tp];
@@ -444,8 +448,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const WeightSource& sou
   m->dtype_ = options.dtype;
   m->cuda_graphs_ = options.cuda_graphs;
   if (p.cuda) m->activation_budget_ = int64_t{options.activation_mib} << 20;
-  const int64_t host = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGESIZE);
-  m->gradient_budget_ = options.gradient_mib > 0 ? int64_t{options.gradient_mib} << 20 : host / 4;
+  m->gradient_budget_ =
+      options.gradient_mib > 0 ? int64_t{options.gradient_mib} << 20 : HostMemoryBytes() / 4;
   m->tp_ = p.tp;
   if (p.tp > 1) {
     for (int s = 0; s < p.stages; ++s) {

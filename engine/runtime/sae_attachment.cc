@@ -104,6 +104,16 @@ class Sae::Attachment : public HookAttachment {
   void Emit(const Step& st, AttachedHook h, TensorView value) const {
     EmitAttached(st.c, AttachedAt(site(), h), value, st.seqs, st.first);
   }
+  // The attached sequences' rows `host` [n, w] into their step rows of `all` [T, w].
+  static void Scatter(const Step& st, const std::vector<float>& host, TensorView all) {
+    const int64_t w = all.shape[1];
+    std::vector<float> rows(static_cast<size_t>(all.NumElements()));
+    st.c.b.Download(all, rows.data());
+    for (int64_t r = 0; r < st.n; ++r) {
+      std::copy_n(host.data() + r * w, w, rows.data() + st.ids[r] * w);
+    }
+    st.c.b.Upload(rows.data(), all);
+  }
   // `host` [n, w] into step scratch on the device.
   static TensorView Staged(RankContext& c, const std::vector<float>& host, int64_t w) {
     TensorView t = c.Scratch({static_cast<int64_t>(host.size()) / w, w});
@@ -200,12 +210,7 @@ void Sae::Attachment::Run(RankContext& c, TensorView rows, const std::vector<int
     }
   }
   if (Wanted(st, {AttachedHook::kSaeOutput})) Emit(st, AttachedHook::kSaeOutput, Staged(c, out, w));
-  std::vector<float> all(static_cast<size_t>(rows.NumElements()));
-  c.b.Download(rows, all.data());
-  for (int64_t r = 0; r < st.n; ++r) {
-    std::copy_n(out.data() + r * w, w, all.data() + st.ids[r] * w);
-  }
-  c.b.Upload(all.data(), rows);
+  Scatter(st, out, rows);
 }
 
 TensorView Sae::Attachment::Preactivations(const Step& st, const std::vector<float>& in,
@@ -269,12 +274,9 @@ void Sae::Attachment::Backward(RankContext& g, TensorView rows, TensorView d,
   TensorView dx = g.Scratch({st.n, w});
   ops.LinearBackward(Staged(g, da, f), st.weights.w_enc.view(), dx);
   Emit(st, AttachedHook::kSaeInput, dx);
-  std::vector<float> all(static_cast<size_t>(d.NumElements())), grad(in.size());
-  g.b.Download(d, all.data());
+  std::vector<float> grad(in.size());
   g.b.Download(dx, grad.data());
-  for (int64_t r = 0; r < st.n; ++r)
-    std::copy_n(grad.data() + r * w, w, all.data() + st.ids[r] * w);
-  g.b.Upload(all.data(), d);
+  Scatter(st, grad, d);
 }
 
 std::vector<float> Sae::Attachment::Encode(const Step& st, const std::vector<float>& in,

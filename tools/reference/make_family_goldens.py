@@ -162,13 +162,21 @@ def make(family, seed):
             tensors[f"{p}.input_ids"] = x.to(torch.int32)
             tensors[f"{p}.logits"] = hf_logits.float()
             tensors[f"{p}.greedy"] = torch.tensor([greedy(model, ids)], dtype=torch.int32)
-            for name, value in cache.items():
-                if canonical(name):
-                    tensors[f"{p}.{name}"] = value.float().clone().contiguous()
-    save_file(tensors, os.path.join(out, "reference.safetensors"),
-              metadata={"transformers": transformers.__version__, "torch": torch.__version__,
-                        "transformer_lens": "bridge, compatibility mode, no processing"})
+            tensors.update(hooks(p, cache))
+    save(tensors, out, "reference.safetensors", "no processing")
     processed(out)
+
+
+def hooks(p, cache):
+    """The cache's canonical hooks under `<p>.<name>`, float32."""
+    return {f"{p}.{name}": value.float().clone().contiguous()
+            for name, value in cache.items() if canonical(name)}
+
+
+def save(tensors, out, file, processing):
+    save_file(tensors, os.path.join(out, file),
+              metadata={"transformers": transformers.__version__, "torch": torch.__version__,
+                        "transformer_lens": f"bridge, compatibility mode, {processing}"})
 
 
 def any_tokenizer():
@@ -192,12 +200,8 @@ def processed(out):
         for p, ids in PROMPTS.items():
             logits, cache = bridge.run_with_cache(torch.tensor([ids]))
             tensors[f"{p}.logits"] = logits.float().clone().contiguous()
-            for name, value in cache.items():
-                if canonical(name):
-                    tensors[f"{p}.{name}"] = value.float().clone().contiguous()
-    save_file(tensors, os.path.join(out, "processed.safetensors"),
-              metadata={"transformers": transformers.__version__, "torch": torch.__version__,
-                        "transformer_lens": "bridge, compatibility mode, default processing"})
+            tensors.update(hooks(p, cache))
+    save(tensors, out, "processed.safetensors", "default processing")
 
 
 def main():
