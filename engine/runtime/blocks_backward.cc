@@ -173,13 +173,29 @@ std::vector<float> RouterGrad(const MoeParams& moe, const Routing& r,
   return out;
 }
 
+// ExpertForward's twin: the gradient [n, D] of expert `e`'s input rows from its output's `d_y`,
+// through the pass `p` it recomputed.
+TensorView ExpertBackward(RankContext& g, const LayerInputs& in, int64_t e, const ExpertPass& p,
+                          TensorView d_y) {
+  const int64_t n = d_y.shape[0], D = g.config.d_model;
+  const int64_t M = g.config.layers[in.layer].moe.d_expert;
+  TensorView d_act = g.Scratch({n, M}), d_gate = g.Scratch({n, M}), d_up = g.Scratch({n, M});
+  TensorView dx = g.Scratch({n, D}), part = g.Scratch({n, D});
+  Ops(g).LinearBackward(d_y, g.b.MatrixRows(in.w.w_out.view(), e * D, D), d_act);
+  Ops(g).GatedActivationBackward(g.config.act, p.gate, p.up, d_act, d_gate, d_up);
+  Ops(g).LinearBackward(d_gate, g.b.MatrixRows(in.w.w_in.view(), e * M, M), dx);
+  Ops(g).LinearBackward(d_up, g.b.MatrixRows(in.w.w_up.view(), e * M, M), part);
+  g.b.Add(dx, part, dx);
+  return dx;
+}
+
 // A mixture's input gradient [T, D] from its output's `d_out` (hook_post's value): each
 // expert recomputed on its tokens and walked back with its weight, each weight's gradient
 // (its expert's output · d_out) through the router; experts in index order per token.
 TensorView MoeBackward(RankContext& g, const LayerInputs& in, const LayerTape& t,
                        TensorView d_post) {
   const MoeParams& moe = g.config.layers[in.layer].moe;
-  const int64_t T = g.plan.tokens, D = g.config.d_model, M = moe.d_expert, E = moe.experts;
+  const int64_t T = g.plan.tokens, D = g.config.d_model, E = moe.experts;
   // Its own copy when rules change it: `d_post` may be the residual's gradient itself.
   const TensorView d_out = BranchGrad(g, t, {P::kMoeOut, in.layer}, d_post);
   const TensorView normed = t.Get(P::kMoeIn);
@@ -208,15 +224,8 @@ TensorView MoeBackward(RankContext& g, const LayerInputs& in, const LayerTape& t
     g.b.Gather(d_out, rows.data(), d_rows);
     g.b.Upload(zeros.data(), d_y);
     g.b.AddRowsScaled(d_rows, own.data(), r.weights[e].data(), d_y);  // d y = weight · d_out
-    TensorView d_act = g.Scratch({n, M}), d_gate = g.Scratch({n, M}), d_up = g.Scratch({n, M});
-    TensorView dx = g.Scratch({n, D}), part = g.Scratch({n, D});
-    Ops(g).LinearBackward(d_y, g.b.MatrixRows(in.w.w_out.view(), e * D, D), d_act);
-    Ops(g).GatedActivationBackward(g.config.act, p.gate, p.up, d_act, d_gate, d_up);
-    Ops(g).LinearBackward(d_gate, g.b.MatrixRows(in.w.w_in.view(), e * M, M), dx);
-    Ops(g).LinearBackward(d_up, g.b.MatrixRows(in.w.w_up.view(), e * M, M), part);
-    g.b.Add(dx, part, dx);
     const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
-    g.b.AddRowsScaled(dx, rows.data(), ones.data(), d_in);
+    g.b.AddRowsScaled(ExpertBackward(g, in, e, p, d_y), rows.data(), ones.data(), d_in);
   }
   const std::vector<float> d_logits = RouterGrad(moe, r, dw);
   TensorView d_router = g.Scratch({T, E}), from_router = g.Scratch({T, D});
